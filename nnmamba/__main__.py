@@ -1,0 +1,3 @@
+from nnmamba.cli import main
+
+raise SystemExit(main())
