@@ -1,0 +1,134 @@
+"""`Mamba`: the Mamba (v1) block with mamba-ssm's parameter names, on a pluggable scan backend.
+
+Same parameters, initialisation and forward maths as `mamba_ssm.modules.mamba_simple.Mamba`, so its
+state_dict loads with strict=True. The scan backend is resolved once per device, on the first
+forward there (see `nnmamba.ssm.backends`).
+
+Example:
+    >>> block = Mamba(d_model=16)                 # scan_backend="auto"
+    >>> y = block(torch.randn(2, 100, 16))        # (batch, L, d_model) -> same shape
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Dict, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nnmamba.ssm import backends
+from nnmamba.ssm.reference_scan import scan_dtype
+
+logger = logging.getLogger(__name__)
+_logged = set()
+
+
+def _log_choice(requested: str, device: torch.device, name: str) -> None:
+    key = (requested, str(device), name)
+    if key not in _logged:
+        _logged.add(key)
+        logger.info("selective scan on %s: backend %r (asked for %r)", device, name, requested)
+
+
+class Mamba(nn.Module):
+    """Mamba v1 block. Input and output: (batch, L, d_model)."""
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 dt_rank="auto", dt_min: float = 0.001, dt_max: float = 0.1, dt_init: str = "random",
+                 dt_scale: float = 1.0, dt_init_floor: float = 1e-4, conv_bias: bool = True,
+                 bias: bool = False, use_fast_path: bool = True, layer_idx: Optional[int] = None,
+                 device=None, dtype=None, scan_backend: str = "auto"):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.expand = expand
+        self.d_inner = int(expand * d_model)
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
+        self.use_fast_path = use_fast_path
+        self.layer_idx = layer_idx
+
+        self.in_proj = nn.Linear(d_model, self.d_inner * 2, bias=bias, **factory)
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, kernel_size=d_conv, groups=self.d_inner,
+                                padding=d_conv - 1, bias=conv_bias, **factory)
+        self.activation = "silu"
+        self.act = nn.SiLU()
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + d_state * 2, bias=False, **factory)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **factory)
+
+        # dt projection initialised so softplus(dt_proj(...)) starts in [dt_min, dt_max]
+        dt_init_std = self.dt_rank ** -0.5 * dt_scale
+        if dt_init == "constant":
+            nn.init.constant_(self.dt_proj.weight, dt_init_std)
+        elif dt_init == "random":
+            nn.init.uniform_(self.dt_proj.weight, -dt_init_std, dt_init_std)
+        else:
+            raise ValueError(f"dt_init must be 'random' or 'constant', got {dt_init!r}")
+        dt = torch.exp(torch.rand(self.d_inner, **factory) * (math.log(dt_max) - math.log(dt_min))
+                       + math.log(dt_min)).clamp(min=dt_init_floor)
+        inv_dt = dt + torch.log(-torch.expm1(-dt))  # inverse of softplus
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(inv_dt)
+        self.dt_proj.bias._no_reinit = True
+
+        # S4D real initialisation; A_log and D stay float32 like mamba-ssm's
+        A = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(self.d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.A_log._no_weight_decay = True
+        self.D = nn.Parameter(torch.ones(self.d_inner, device=device))
+        self.D._no_weight_decay = True
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
+
+        backends.check_backend_name(scan_backend)
+        self.scan_backend = scan_backend
+        self._resolved: Dict[str, str] = {}
+
+    def set_scan_backend(self, name: str) -> None:
+        """Ask for another backend ("auto" or a registered name); resolved again on next forward."""
+        backends.check_backend_name(name)
+        self.scan_backend = name
+        self._resolved = {}
+
+    def resolved_backend(self, device) -> str:
+        """The backend this block uses on `device` (resolving it now if it was not yet)."""
+        key = str(torch.device(device))
+        if key not in self._resolved:
+            name = backends.resolve_backend(self.scan_backend, device)
+            _log_choice(self.scan_backend, torch.device(device), name)
+            self._resolved[key] = name
+        return self._resolved[key]
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """hidden_states: (batch, L, d_model) -> (batch, L, d_model)."""
+        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:
+            raise ValueError(f"Mamba expects (batch, L, {self.d_model}), got {tuple(hidden_states.shape)}")
+        batch, length, _ = hidden_states.shape
+        name = self.resolved_backend(hidden_states.device)
+        xz = F.linear(hidden_states, self.in_proj.weight, self.in_proj.bias).transpose(1, 2)  # (b, 2E, L)
+        # A is float32 as in mamba-ssm; a float64 model keeps it float64 (see docs/engine.md)
+        A = -torch.exp(self.A_log.to(scan_dtype(self.A_log.dtype)))
+        if name == "mamba_ssm" and self.use_fast_path:
+            from nnmamba.ssm.mamba_ssm_scan import inner_fn
+
+            fused = inner_fn()
+            if fused is not None:
+                # fused conv + projections + scan; returns (batch, L, d_model)
+                return fused(xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight,
+                             self.dt_proj.weight, self.out_proj.weight, self.out_proj.bias, A,
+                             None, None, self.D.float(), delta_bias=self.dt_proj.bias.float(),
+                             delta_softplus=True)
+        x, z = xz.chunk(2, dim=1)
+        x = self.act(self.conv1d(x)[..., :length])                          # (b, E, L)
+        x_dbl = F.linear(x.transpose(1, 2), self.x_proj.weight)             # (b, L, R + 2N)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)             # (b, E, L)
+        B = B.transpose(1, 2).contiguous()                                  # (b, N, L)
+        C = C.transpose(1, 2).contiguous()
+        keep = scan_dtype(x.dtype)
+        y = backends.get_backend(name).fn(x, dt, A, B, C, self.D.to(keep), z=z,
+                                          delta_bias=self.dt_proj.bias.to(keep), delta_softplus=True)
+        return self.out_proj(y.transpose(1, 2))

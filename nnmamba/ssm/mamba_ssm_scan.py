@@ -1,0 +1,74 @@
+"""The `mamba_ssm` scan backend: mamba-ssm's CUDA `selective_scan_fn` (and, for the Mamba block,
+`mamba_inner_fn` when causal-conv1d is installed too).
+
+mamba-ssm cannot even be imported without CUDA, so everything here is imported lazily and
+defensively; the import error is kept and shown when the backend is asked for by name.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import torch
+
+from nnmamba.ssm.backends import register_backend
+
+INSTALL_HINT = "pip install nnmamba[cuda] (needs a CUDA toolkit; builds mamba-ssm and causal-conv1d)"
+
+
+@functools.lru_cache(maxsize=1)
+def _import_error() -> Optional[str]:
+    """None when mamba-ssm's selective scan imports, else why not."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
+    except Exception as e:  # ImportError, or OSError/RuntimeError from a broken CUDA build
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def inner_fn():
+    """mamba-ssm's fused `mamba_inner_fn` when mamba-ssm and causal-conv1d both import, else None."""
+    if _import_error() is not None:
+        return None
+    try:
+        import causal_conv1d  # noqa: F401
+        from mamba_ssm.ops.selective_scan_interface import mamba_inner_fn
+    except Exception:
+        return None
+    return mamba_inner_fn
+
+
+def is_available(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_available() and _import_error() is None
+
+
+def unavailable_reason(device: torch.device) -> str:
+    if device.type != "cuda":
+        return f"mamba-ssm runs on CUDA devices only (this is {device.type})"
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible to torch"
+    error = _import_error()
+    if error is not None:
+        return f"mamba-ssm does not import ({error}); fix: {INSTALL_HINT}"
+    return "available"
+
+
+def selective_scan_mamba_ssm(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                             C: torch.Tensor, D: Optional[torch.Tensor] = None,
+                             z: Optional[torch.Tensor] = None, delta_bias: Optional[torch.Tensor] = None,
+                             delta_softplus: bool = False) -> torch.Tensor:
+    """mamba-ssm's CUDA kernel. u, delta, z: (batch, d_inner, L); A: (d_inner, d_state);
+    B, C: (batch, d_state, L); D, delta_bias: (d_inner,) float32. Returns y like u."""
+    error = _import_error()
+    if error is not None:
+        raise RuntimeError(f"the mamba_ssm scan backend is not usable: {error}; fix: {INSTALL_HINT}")
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+    return selective_scan_fn(u, delta, A.float(), B, C, None if D is None else D.float(), z=z,
+                             delta_bias=None if delta_bias is None else delta_bias.float(),
+                             delta_softplus=delta_softplus)
+
+
+register_backend("mamba_ssm", selective_scan_mamba_ssm, is_available, unavailable_reason)
