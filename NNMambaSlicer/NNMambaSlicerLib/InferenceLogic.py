@@ -1,0 +1,344 @@
+"""The module's logic: volume nodes -> worker job -> result nodes, without ever blocking the GUI.
+
+`submit` sends a job and returns at once; `poll` (called from a qt.QTimer in Slicer, or directly
+by scripts and tests) handles the worker's events: progress, results (turned into MRML nodes),
+errors, cancellation and a dead worker (reported in plain words, then restarted).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+from nnmamba.errors import Cancelled, InputError, ModelError, NNMambaError
+from nnmamba.results import Task
+from nnmamba.worker.protocol import EventKind
+
+from .ClassificationBuilder import ClassificationBuilder
+from .LandmarksBuilder import LandmarksBuilder
+from .OutputRegistry import OutputRegistry
+from .SegmentationBuilder import SegmentationBuilder
+from .Signal import Signal
+from .VolumeConverter import VolumeConverter
+from .WorkerProtocols import WorkerConnectionProtocol
+
+TASKS = tuple(t.value for t in Task)
+OUTPUT_SUFFIX = {"segmentation": "segmentation", "landmarks": "landmarks", "classification": "classification"}
+
+
+class JobStatus(enum.Enum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    WORKER_DIED = "worker_died"
+
+
+@dataclass
+class JobOutcome:
+    """How a job ended. `outputs` maps task -> the nodes made for it (classification: table, series, chart)."""
+
+    jobId: str
+    status: JobStatus
+    outputs: dict = field(default_factory=dict)
+    message: str = ""
+    errorCode: Optional[str] = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is JobStatus.SUCCEEDED
+
+
+@dataclass
+class _Job:
+    jobId: str
+    sourceNodeId: str
+    tasks: list
+    replaceExisting: bool
+    onProgress: Optional[Callable] = None
+    onFinished: Optional[Callable] = None
+    cancelRequestedAt: Optional[float] = None
+    fraction: float = 0.0
+    stage: str = "queued"
+
+
+class InferenceLogic:
+    """Runs nnMamba tasks on volume nodes through a worker and adds the results to the scene.
+
+    Example (Slicer's Python console; `NNMambaSlicerLogic` wraps this class):
+        >>> logic = InferenceLogic(WorkerConnection(WorkerSettings(device="cpu")))
+        >>> outputs = logic.run(volumeNode, tasks=["segmentation", "classification"])
+        >>> outputs["segmentation"][0].GetName()
+        'MRHead segmentation'
+    """
+
+    def __init__(self, connection: WorkerConnectionProtocol, scene=None, cancelGraceSeconds: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.connection = connection
+        self._scene = scene
+        self.cancelGraceSeconds = cancelGraceSeconds
+        self._clock = clock
+        self.progress = Signal()          # (jobId, fraction, stage)
+        self.finished = Signal()          # (JobOutcome)
+        self.workerRestarted = Signal()   # (message)
+        self._jobs: dict = {}
+        self.converter = VolumeConverter()
+        self.segmentationBuilder = SegmentationBuilder()
+        self.landmarksBuilder = LandmarksBuilder()
+        self.classificationBuilder = ClassificationBuilder()
+
+    # -- scene -----------------------------------------------------------------------------------
+    @property
+    def scene(self):
+        if self._scene is not None:
+            return self._scene
+        import slicer
+        return slicer.mrmlScene
+
+    def existingOutputs(self, volumeNode, tasks: Optional[Sequence[str]] = None) -> dict:
+        """task -> this module's earlier output nodes for `volumeNode` (only the tasks asked for)."""
+        outputs = OutputRegistry(self.scene).outputsOf(volumeNode)
+        return {t: n for t, n in outputs.items() if tasks is None or t in tasks}
+
+    # -- jobs ------------------------------------------------------------------------------------
+    @property
+    def isBusy(self) -> bool:
+        return bool(self._jobs)
+
+    def submit(self, volumeNodes, tasks, models: Optional[dict] = None, options: Optional[dict] = None,
+               replaceExisting: bool = False, onProgress: Optional[Callable] = None,
+               onFinished: Optional[Callable] = None) -> str:
+        """Send one job (returns its id at once). `volumeNodes`: the input, then extra channels."""
+        volumeNodes = list(volumeNodes) if isinstance(volumeNodes, (list, tuple)) else [volumeNodes]
+        tasks = self.normalizeTasks(tasks)
+        models = dict(models or {})
+        self._checkChannels(volumeNodes, tasks, models)
+        volume = self.converter.toVolume(volumeNodes)
+        try:
+            jobId = self.connection.client().submit(volume, tasks, models=models or None, options=options or None)
+        except NNMambaError:
+            raise
+        except Exception as error:
+            raise RuntimeError(f"could not send the job to the nnMamba worker: {error}. Check the worker settings "
+                               "(Python environment, or server address and token) and try again.") from error
+        self._jobs[jobId] = _Job(jobId, volumeNodes[0].GetID(), tasks, replaceExisting, onProgress, onFinished)
+        return jobId
+
+    def cancel(self, jobId: Optional[str] = None) -> None:
+        """Ask the worker to stop; a local worker that does not stop in time is killed and restarted."""
+        for job in list(self._jobs.values()):
+            if jobId is not None and job.jobId != jobId:
+                continue
+            if job.cancelRequestedAt is None:
+                job.cancelRequestedAt = self._clock()
+                try:
+                    self.connection.client().cancel(job.jobId)
+                except Exception as error:
+                    logging.warning("NNMambaSlicer: cancel request failed (%s); stopping the worker instead", error)
+                    job.cancelRequestedAt = -float("inf")
+
+    def poll(self, timeout: float = 0.0) -> list:
+        """Handle what the worker sent (waiting up to `timeout` s); returns the jobs that ended."""
+        if not self._jobs:
+            return []
+        ended = []
+        try:
+            events = self.connection.client().poll(timeout)
+        except Exception as error:
+            return self._workerDied(f"the connection to the worker broke ({error})")
+        for event in events:
+            job = self._jobs.get(event.job_id)
+            if event.kind == EventKind.WORKER_DIED:
+                return ended + self._workerDied(event.message or "the worker process exited")
+            if job is None:
+                continue  # a job we stopped waiting for (cancelled after the grace period)
+            if event.kind == EventKind.PROGRESS:
+                job.fraction, job.stage = float(event.fraction), str(event.stage)
+                self._emitProgress(job)
+            elif event.kind == EventKind.RESULT:
+                ended.append(self._finish(job, self._buildOutputs(job, event.results)))
+            elif event.kind == EventKind.CANCELLED:
+                ended.append(self._finish(job, JobOutcome(job.jobId, JobStatus.CANCELLED, message="Cancelled.")))
+            elif event.kind == EventKind.ERROR:
+                outcome = JobOutcome(job.jobId, JobStatus.FAILED, message=event.message, errorCode=event.error_code)
+                ended.append(self._finish(job, outcome))
+        return ended + self._overdueCancellations()
+
+    def run(self, volumeNode, tasks=("segmentation",), model: Optional[str] = None, models: Optional[dict] = None,
+            device: Optional[str] = None, extraChannels: Sequence = (), replaceExisting: bool = False,
+            timeout: Optional[float] = None, whileWaiting: Optional[Callable] = None, **options) -> dict:
+        """Blocking: run `tasks` on `volumeNode`; returns task -> output nodes, raises on failure.
+
+        `model` names the model when one task is asked; `models` maps task -> model name or card path.
+        Other keyword options (tta, overlap, precision) go to the worker."""
+        outcome = {}
+
+        def keep(result: JobOutcome) -> None:
+            outcome["result"] = result
+
+        jobId = self.runAsync(volumeNode, keep, tasks=tasks, model=model, models=models, device=device,
+                              extraChannels=extraChannels, replaceExisting=replaceExisting, **options)
+        deadline = None if timeout is None else self._clock() + timeout
+        timedOut = False
+        while "result" not in outcome:
+            self.poll(timeout=0.1)
+            if whileWaiting is not None:
+                whileWaiting()
+            if not timedOut and deadline is not None and self._clock() > deadline and "result" not in outcome:
+                self.cancel(jobId)
+                timedOut = True
+        result = outcome["result"]
+        if result.succeeded:
+            return result.outputs
+        if timedOut and result.status is JobStatus.CANCELLED:
+            raise TimeoutError(f"the job did not finish within {timeout:g} s and was cancelled")
+        raise self.errorFor(result)
+
+    def runAsync(self, volumeNode, callback: Callable, tasks=("segmentation",), model: Optional[str] = None,
+                 models: Optional[dict] = None, device: Optional[str] = None, extraChannels: Sequence = (),
+                 replaceExisting: bool = False, onProgress: Optional[Callable] = None, **options) -> str:
+        """Non-blocking `run`: `callback(JobOutcome)` is called from `poll` when the job ends."""
+        tasks = self.normalizeTasks(tasks)
+        models = dict(models or {})
+        if model is not None:
+            if len(tasks) != 1:
+                raise ValueError(f"model='{model}' is ambiguous with {len(tasks)} tasks {tasks}; "
+                                 "pass models={task: name} instead")
+            models[tasks[0]] = model
+        if device is not None:
+            options["device"] = device
+        return self.submit([volumeNode, *extraChannels], tasks, models=models, options=options,
+                           replaceExisting=replaceExisting, onProgress=onProgress, onFinished=callback)
+
+    def close(self) -> None:
+        self._jobs.clear()
+        self.connection.close()
+
+    # -- helpers ---------------------------------------------------------------------------------
+    @staticmethod
+    def normalizeTasks(tasks) -> list:
+        tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+        unknown = [t for t in tasks if str(getattr(t, "value", t)) not in TASKS]
+        if not tasks or unknown:
+            raise ValueError(f"tasks must be a non-empty list of {list(TASKS)}, got {tasks}")
+        return list(dict.fromkeys(str(getattr(t, "value", t)) for t in tasks))
+
+    @staticmethod
+    def errorFor(outcome: JobOutcome) -> Exception:
+        if outcome.status is JobStatus.CANCELLED:
+            return Cancelled(outcome.message or "the job was cancelled")
+        if outcome.errorCode == InputError.code:
+            return InputError(outcome.message)
+        if outcome.errorCode == ModelError.code:
+            return ModelError(outcome.message)
+        return RuntimeError(outcome.message)
+
+    def _checkChannels(self, volumeNodes: list, tasks: list, models: dict) -> None:
+        """Where a model's card is readable here, check it gets as many volumes as it has channels."""
+        from nnmamba import model_card
+
+        for task in tasks:
+            try:
+                card = model_card.find_model(models[task]) if task in models else model_card.default_model(task)
+            except NNMambaError:
+                continue  # the worker may know models this machine does not (a remote server)
+            if card.in_channels != len(volumeNodes):
+                names = ", ".join(c.name for c in card.channels)
+                raise InputError(f"model '{card.name}' needs {card.in_channels} input volume(s) ({names}) but "
+                                 f"{len(volumeNodes)} were given: select one volume per channel.")
+
+    def _emitProgress(self, job: _Job) -> None:
+        self.progress.emit(job.jobId, job.fraction, job.stage)
+        if job.onProgress is not None:
+            job.onProgress(job.fraction, job.stage)
+
+    def _finish(self, job: _Job, outcome: JobOutcome) -> JobOutcome:
+        self._jobs.pop(job.jobId, None)
+        if job.onFinished is not None:
+            job.onFinished(outcome)
+        self.finished.emit(outcome)
+        return outcome
+
+    def _workerDied(self, reason: str) -> list:
+        message = f"The nnMamba worker stopped unexpectedly: {reason}."
+        try:
+            self.connection.restart()
+            message += " It has been restarted; press Apply to try again."
+        except Exception as error:
+            message += f" Restarting it failed too ({error}); check the worker settings."
+        self.workerRestarted.emit(message)
+        ended = [self._finish(job, JobOutcome(job.jobId, JobStatus.WORKER_DIED, message=message,
+                                              errorCode="worker_died"))
+                 for job in list(self._jobs.values())]
+        return ended
+
+    def _overdueCancellations(self) -> list:
+        now = self._clock()
+        overdue = [j for j in self._jobs.values()
+                   if j.cancelRequestedAt is not None and now - j.cancelRequestedAt > self.cancelGraceSeconds]
+        if not overdue:
+            return []
+        message = "Cancelled."
+        if self.connection.isLocal:
+            # The worker did not stop between tiles in time: kill its process tree and start afresh.
+            try:
+                self.connection.restart()
+                message = "Cancelled (the worker did not stop in time, so it was restarted)."
+            except Exception as error:
+                message = f"Cancelled; restarting the worker failed ({error})."
+        return [self._finish(j, JobOutcome(j.jobId, JobStatus.CANCELLED, message=message)) for j in overdue]
+
+    def _buildOutputs(self, job: _Job, results: dict) -> JobOutcome:
+        """All result nodes, or none: a failure removes what was built and leaves old outputs alone."""
+        scene = self.scene
+        source = scene.GetNodeByID(job.sourceNodeId)
+        if source is None:
+            return JobOutcome(job.jobId, JobStatus.FAILED, errorCode="bad_input",
+                              message="The input volume was removed from the scene while it was being processed; "
+                                      "nothing was added.")
+        registry = OutputRegistry(scene)
+        previous = self.existingOutputs(source, list(results)) if job.replaceExisting else {}
+        created, outputs = [], {}
+        try:
+            for task, result in results.items():
+                name = f"{source.GetName()} {OUTPUT_SUFFIX[task]}"
+                if not job.replaceExisting:
+                    name = scene.GenerateUniqueName(name)  # keeping both: the new ones get their own names
+                nodes = self._buildTask(task, result, source, name)
+                created += nodes
+                for node in nodes:
+                    registry.tag(node, source, task, getattr(result, "model", ""))
+                outputs[task] = nodes
+        except Exception as error:
+            for node in reversed(created):
+                registry.remove([node])
+            logging.exception("NNMambaSlicer: building the result nodes failed")
+            return JobOutcome(job.jobId, JobStatus.FAILED, errorCode=getattr(error, "code", "internal"),
+                              message=f"The results could not be added to the scene: {error}")
+        for task, nodes in previous.items():
+            registry.remove(nodes)
+        return JobOutcome(job.jobId, JobStatus.SUCCEEDED, outputs=outputs, message=self._summary(outputs, results))
+
+    def _buildTask(self, task: str, result, source, name: str) -> list:
+        if task == Task.SEGMENTATION.value:
+            return [self.segmentationBuilder.build(result, source, name)]
+        if task == Task.LANDMARKS.value:
+            return [self.landmarksBuilder.build(result, source, name)]
+        if task == Task.CLASSIFICATION.value:
+            return list(self.classificationBuilder.build(result, source, name))
+        raise ValueError(f"unknown task '{task}' in the worker's results")
+
+    @staticmethod
+    def _summary(outputs: dict, results: dict) -> str:
+        parts = []
+        if "segmentation" in outputs:
+            parts.append(f"{outputs['segmentation'][0].GetSegmentation().GetNumberOfSegments()} segments")
+        if "landmarks" in outputs:
+            parts.append(f"{outputs['landmarks'][0].GetNumberOfControlPoints()} landmarks")
+        if "classification" in results:
+            result = results["classification"]
+            parts.append(f"class {result.top_class} ({float(max(result.probabilities)):.0%})")
+        return "Done: " + ", ".join(parts) + "."

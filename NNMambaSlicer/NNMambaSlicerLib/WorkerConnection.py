@@ -1,0 +1,125 @@
+"""Owns the worker the module talks to: a local `nnmamba serve` process tree, or a remote server.
+
+The local worker runs in a Python of the user's choice (Slicer's own, or another environment with
+torch/CUDA) with the extension's engine folder on its PYTHONPATH; the variables are set in the
+child's environment only, never in Slicer's `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from .Paths import ModulePaths
+from .WorkerProtocols import WorkerClientProtocol
+
+
+@dataclass
+class WorkerSettings:
+    """Where the worker runs. `remoteHost` empty = local (the default: nothing leaves the machine)."""
+
+    pythonExecutable: str = ""        # empty: Slicer's own Python (PythonSlicer) or this interpreter
+    device: str = "auto"              # "auto", "cpu", "cuda:0", ...
+    remoteHost: str = ""
+    remotePort: int = 0
+    remoteToken: str = field(default="", repr=False)
+    tlsCertificateAuthority: Optional[str] = None
+    extraEnvironment: dict = field(default_factory=dict)
+
+    @property
+    def isRemote(self) -> bool:
+        return bool(self.remoteHost)
+
+
+class WorkerConnection:
+    """Starts the worker on first use, restarts it, stops it (local: the whole process tree).
+
+    Example:
+        >>> connection = WorkerConnection(WorkerSettings(device="cpu"))
+        >>> jobId = connection.client().submit(volume, ["segmentation"])
+        >>> connection.close()
+    """
+
+    def __init__(self, settings: Optional[WorkerSettings] = None,
+                 localWorkerFactory: Optional[Callable] = None,
+                 remoteConnect: Optional[Callable] = None) -> None:
+        self.settings = settings or WorkerSettings()
+        self._localWorkerFactory = localWorkerFactory
+        self._remoteConnect = remoteConnect
+        self._worker = None   # LocalWorker while local
+        self._client: Optional[WorkerClientProtocol] = None
+
+    @property
+    def isLocal(self) -> bool:
+        return not self.settings.isRemote
+
+    @property
+    def isStarted(self) -> bool:
+        return self._client is not None
+
+    def client(self) -> WorkerClientProtocol:
+        if self._client is None:
+            self._client = self._startLocal() if self.isLocal else self._connectRemote()
+        return self._client
+
+    def restart(self) -> None:
+        """Stop whatever runs (killing a local worker's process tree) and start afresh."""
+        self.close()
+        self.client()
+
+    def close(self) -> None:
+        client, worker = self._client, self._worker
+        self._client, self._worker = None, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # the worker may already be gone; closing must not fail on that
+                pass
+        if worker is not None:
+            worker.stop()
+
+    def workerPython(self) -> str:
+        if self.settings.pythonExecutable:
+            return self.settings.pythonExecutable
+        # Inside Slicer sys.executable is the application; PythonSlicer is its Python interpreter.
+        return shutil.which("PythonSlicer") or sys.executable
+
+    def workerEnvironment(self) -> dict:
+        env = dict(os.environ)
+        engineRoot = str(ModulePaths().engineRoot())
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (engineRoot, env.get("PYTHONPATH", "")) if p)
+        env.update({str(k): str(v) for k, v in self.settings.extraEnvironment.items()})
+        return env
+
+    def _startLocal(self) -> WorkerClientProtocol:
+        factory = self._localWorkerFactory
+        if factory is None:
+            from nnmamba.worker.client import LocalWorker
+            factory = LocalWorker
+        python = self.workerPython()
+        if os.path.sep in python and not os.path.isfile(python):
+            raise RuntimeError(f"the worker's Python '{python}' does not exist; choose an existing Python "
+                               "executable in the module's Advanced section, or leave it empty to use Slicer's.")
+        worker = factory(python_executable=python, env=self.workerEnvironment(), device=self.settings.device)
+        try:
+            worker.start()
+            client = worker.client()
+        except Exception:
+            worker.stop()
+            raise
+        self._worker = worker
+        return client
+
+    def _connectRemote(self) -> WorkerClientProtocol:
+        connect = self._remoteConnect
+        if connect is None:
+            from nnmamba.worker.client import WorkerClient
+            connect = WorkerClient.connect
+        s = self.settings
+        if not s.remoteToken:
+            raise RuntimeError(f"no token for the server {s.remoteHost}:{s.remotePort}; enter the token the "
+                               "server printed when it started (it is kept in Slicer's settings, not the scene).")
+        return connect(s.remoteHost, int(s.remotePort), s.remoteToken, tls_ca=s.tlsCertificateAuthority)

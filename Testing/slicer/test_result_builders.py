@@ -1,0 +1,155 @@
+"""Result objects -> segmentation / markups / table+plot nodes on real slicer-core MRML."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import slicer
+import vtk
+
+from nnmamba.errors import ModelError
+from nnmamba.results import ClassificationResult, LandmarkResult, SegmentationResult, SegmentInfo
+from NNMambaSlicerLib.ClassificationBuilder import ClassificationBuilder
+from NNMambaSlicerLib.LandmarksBuilder import LandmarksBuilder
+from NNMambaSlicerLib.SegmentationBuilder import SegmentationBuilder
+from NNMambaSlicerLib.VolumeConverter import VolumeConverter
+
+BRAIN = {"category": ["SCT", "123037004", "Anatomical Structure"], "type": ["SCT", "12738006", "Brain"]}
+
+
+def segmentationResult(volumeNode) -> SegmentationResult:
+    geometry = VolumeConverter.geometryOf(volumeNode)
+    labelmap = np.zeros((16, 20, 24), np.uint8)
+    labelmap[2:6, 3:9, 4:10] = 1
+    labelmap[9:13, 10:15, 12:20] = 3
+    segments = [SegmentInfo(1, "brain", (0.9, 0.1, 0.1), BRAIN), SegmentInfo(2, "ventricles", (0.1, 0.2, 0.9)),
+                SegmentInfo(3, "tumour", (0.1, 0.8, 0.2))]
+    return SegmentationResult(labelmap, geometry, segments, "test-seg")
+
+
+def test_segments_are_named_coloured_and_land_on_the_same_ras_points_as_the_input(obliqueVolume):
+    result = segmentationResult(obliqueVolume)
+    node = SegmentationBuilder().build(result, obliqueVolume, "Oblique head segmentation")
+    segmentation = node.GetSegmentation()
+    names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+    assert sorted(names) == ["brain", "tumour", "ventricles"]
+    tumour = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("tumour"))
+    assert tumour.GetColor() == pytest.approx((0.1, 0.8, 0.2))
+    # exported on the input's grid, each segment covers exactly the voxels it had in the result
+    for info in result.segments:
+        segmentId = segmentation.GetSegmentIdBySegmentName(info.name)
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(node, segmentId, obliqueVolume)
+        np.testing.assert_array_equal(mask > 0, result.labelmap == info.label, err_msg=info.name)
+
+
+def test_a_segment_voxel_maps_to_the_ras_point_of_the_input_voxel(obliqueVolume):
+    node = SegmentationBuilder().build(segmentationResult(obliqueVolume), obliqueVolume, "seg")
+    segmentId = node.GetSegmentation().GetSegmentIdBySegmentName("brain")
+    image = slicer.vtkOrientedImageData()
+    node.GetBinaryLabelmapRepresentation(segmentId, image)
+    toWorld = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(toWorld)
+    volumeToRas = vtk.vtkMatrix4x4()
+    obliqueVolume.GetIJKToRASMatrix(volumeToRas)
+    extent = image.GetExtent()
+    ijk = (extent[0], extent[2], extent[4], 1)  # the first stored voxel of the segment
+    assert toWorld.MultiplyPoint(ijk) == pytest.approx(volumeToRas.MultiplyPoint(ijk), abs=1e-6)
+    assert image.GetScalarComponentAsDouble(*ijk[:3], 0) > 0
+    assert (ijk[2], ijk[1], ijk[0]) == (2, 3, 4)  # k, j, i of the brain box corner
+
+
+def test_reference_geometry_is_the_input_and_closed_surfaces_exist(obliqueVolume):
+    node = SegmentationBuilder().build(segmentationResult(obliqueVolume), obliqueVolume, "seg")
+    assert node.GetNodeReferenceID("referenceImageGeometryRef") == obliqueVolume.GetID()
+    segmentation = node.GetSegmentation()
+    assert segmentation.ContainsRepresentation("Closed surface")
+    polyData = vtk.vtkPolyData()
+    node.GetClosedSurfaceRepresentation(segmentation.GetSegmentIdBySegmentName("tumour"), polyData)
+    assert polyData.GetNumberOfPoints() > 0
+
+
+def test_segments_carry_the_cards_snomed_terminology(obliqueVolume):
+    node = SegmentationBuilder().build(segmentationResult(obliqueVolume), obliqueVolume, "seg")
+    segmentation = node.GetSegmentation()
+    brain = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("brain"))
+    entry = slicer.vtkSlicerTerminologyEntry()
+    assert slicer.vtkSlicerTerminologiesModuleLogic.DeserializeTerminologyEntry(brain.GetTerminology(), entry)
+    assert (entry.GetTypeObject().GetCodingSchemeDesignator(), entry.GetTypeObject().GetCodeValue(),
+            entry.GetTypeObject().GetCodeMeaning()) == ("SCT", "12738006", "Brain")
+    assert entry.GetCategoryObject().GetCodeValue() == "123037004"
+
+
+def test_a_card_label_absent_from_the_prediction_becomes_an_empty_segment(obliqueVolume):
+    node = SegmentationBuilder().build(segmentationResult(obliqueVolume), obliqueVolume, "seg")
+    segmentation = node.GetSegmentation()
+    segmentId = segmentation.GetSegmentIdBySegmentName("ventricles")
+    assert segmentId
+    mask = slicer.util.arrayFromSegmentBinaryLabelmap(node, segmentId, obliqueVolume)
+    assert not mask.any()
+
+
+def test_a_labelmap_on_another_grid_is_refused_and_nothing_is_added(obliqueVolume):
+    result = segmentationResult(obliqueVolume)
+    result.labelmap = result.labelmap[:, :, :-1]
+    before = slicer.mrmlScene.GetNumberOfNodes()
+    with pytest.raises(ModelError, match="must return labels on the input grid"):
+        SegmentationBuilder().build(result, obliqueVolume, "seg")
+    assert slicer.mrmlScene.GetNumberOfNodes() == before
+
+
+def landmarkResult(volumeNode) -> LandmarkResult:
+    geometry = VolumeConverter.geometryOf(volumeNode)
+    voxels = np.array([[4, 5, 6], [20, 1, 14]], dtype=float)  # (i, j, k)
+    return LandmarkResult(["AC", "PC"], ["anterior commissure", "posterior commissure"],
+                          geometry.index_to_physical(voxels), np.array([0.93, 0.41]), "test-lm")
+
+
+def test_a_landmark_on_a_known_voxel_comes_back_at_that_voxels_ras_position(obliqueVolume):
+    node = LandmarksBuilder().build(landmarkResult(obliqueVolume), obliqueVolume, "lm")
+    ijkToRas = vtk.vtkMatrix4x4()
+    obliqueVolume.GetIJKToRASMatrix(ijkToRas)
+    expected = ijkToRas.MultiplyPoint((20, 1, 14, 1))[:3]
+    assert node.GetNthControlPointPosition(1) == pytest.approx(expected, abs=1e-6)
+    assert [node.GetNthControlPointLabel(i) for i in range(2)] == ["AC", "PC"]
+    assert node.GetNthControlPointDescription(0) == "anterior commissure (confidence 0.93)"
+    assert node.GetLocked() and node.GetNthControlPointLocked(1)
+
+
+def test_landmarks_are_written_as_lps_markups_json(obliqueVolume, tmp_path):
+    result = landmarkResult(obliqueVolume)
+    node = LandmarksBuilder().build(result, obliqueVolume, "lm")
+    node.AddDefaultStorageNode()
+    storage = node.GetStorageNode()
+    storage.SetFileName(str(tmp_path / "lm.mrk.json"))
+    assert storage.WriteData(node)
+    markup = json.loads((tmp_path / "lm.mrk.json").read_text())["markups"][0]
+    assert markup["coordinateSystem"] == "LPS" and markup["locked"] is True
+    np.testing.assert_allclose(markup["controlPoints"][1]["position"], result.points_lps[1], atol=1e-6)
+
+
+def test_mismatched_landmark_lists_are_refused(obliqueVolume):
+    result = landmarkResult(obliqueVolume)
+    result.confidence = np.array([0.5])
+    with pytest.raises(ModelError, match="must match one to one"):
+        LandmarksBuilder().build(result, obliqueVolume, "lm")
+
+
+def test_class_probabilities_fill_a_table_and_a_bar_chart_with_the_top_class_marked(obliqueVolume):
+    result = ClassificationResult(["healthy", "lesion", "artefact"], np.array([0.2, 0.7, 0.1]), "test-cls")
+    table, series, chart = ClassificationBuilder().build(result, obliqueVolume, "Oblique head classification")
+    assert table.GetNumberOfRows() == 3
+    assert [table.GetCellText(r, 0) for r in range(3)] == ["healthy", "lesion", "artefact"]
+    assert float(table.GetCellText(1, 1)) == pytest.approx(0.7)
+    assert [table.GetCellText(r, 2) for r in range(3)] == ["", "yes", ""]
+    assert series.GetTableNodeID() == table.GetID() and series.GetPlotType() == series.PlotTypeBar
+    assert chart.GetPlotSeriesNodeID() == series.GetID()
+    assert "lesion" in chart.GetTitle()
+
+
+def test_probabilities_outside_zero_one_are_refused_and_nothing_is_added(obliqueVolume):
+    before = slicer.mrmlScene.GetNumberOfNodes()
+    with pytest.raises(ModelError, match="outside 0..1"):
+        ClassificationBuilder().build(ClassificationResult(["a", "b"], np.array([1.5, -0.5])), obliqueVolume, "c")
+    assert slicer.mrmlScene.GetNumberOfNodes() == before
