@@ -1,0 +1,367 @@
+"""Model cards: what a shipped or imported model is, read from JSON without torch.
+
+A card is a JSON file (`<name>.json`) beside its weights (`<name>.safetensors`). The Slicer panel
+lists models from cards, so this module imports neither torch nor SimpleITK. The schema is
+`nnmamba/model_card.schema.json`; `validate_card_dict` checks the same rules by hand (so that
+users need no jsonschema) and words each failure for a person.
+
+Axis order: `spacing_mm` and `patch_size` are (i, j, k) = (x, y, z) of the working grid, which is
+aligned with the patient axes named by `orientation` ("LPS": i to the left, j posterior, k superior).
+
+Discovery order: `$NNMAMBA_MODELS_DIR` (os.pathsep-separated folders), then `models/` beside the
+`nnmamba` package (a source checkout or the Slicer extension's root).
+
+Example:
+    >>> card = default_model("segmentation")          # doctest: +SKIP
+    >>> card.name, card.network, card.spacing_mm       # doctest: +SKIP
+    ('brain-structures-seg', 'nnMambaSeg', (3.0, 3.0, 3.0))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from nnmamba.errors import InputError, ModelError
+from nnmamba.results import SegmentInfo, Task
+
+CARD_SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).with_name("model_card.schema.json")
+TASKS = tuple(t.value for t in Task)
+NETWORKS = {"nnMambaSeg": "segmentation", "nnMambaEncoder": "classification",
+            "nnMambaLandmark": "landmarks"}
+ORIENTATIONS = ("LPS", "RAS")
+NORMALIZATIONS = ("zscore", "ct")
+HEATMAP_ACTIVATIONS = ("none", "sigmoid")
+PATCH_MULTIPLE = 16
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    name: str
+    modality: str  # "MR", "CT" or "any"
+
+
+@dataclass(frozen=True)
+class LandmarkSpec:
+    name: str
+    description: str
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    name: str
+    description: str
+
+
+@dataclass
+class ModelCard:
+    """One model: network, preprocessing policy, output vocabulary and provenance."""
+
+    name: str
+    task: str
+    network: str
+    hyperparameters: dict
+    weights: str                      # file name, relative to the card's folder
+    channels: list                    # list[ChannelSpec], in the order the network expects
+    spacing_mm: tuple                 # (i, j, k)
+    orientation: str
+    normalization: dict
+    patch_size: tuple                 # (i, j, k), multiples of 16
+    trained: bool
+    description: str = ""
+    mirror_axes: tuple = ()           # working-grid axes (0=i, 1=j, 2=k) safe to mirror for TTA
+    heatmap_activation: str = "none"
+    labels: list = field(default_factory=list)      # list[SegmentInfo], background excluded
+    landmarks: list = field(default_factory=list)   # list[LandmarkSpec]
+    classes: list = field(default_factory=list)     # list[ClassSpec]
+    training: Optional[dict] = None
+    accuracy: Optional[dict] = None
+    provenance: Optional[dict] = None
+    path: Optional[Path] = None       # where the card was read from (None for in-memory cards)
+    raw: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def weights_path(self) -> Path:
+        base = self.path.parent if self.path is not None else Path.cwd()
+        return base / self.weights
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.channels)
+
+    @property
+    def output_names(self) -> list:
+        if self.task == Task.SEGMENTATION.value:
+            return [s.name for s in self.labels]
+        if self.task == Task.LANDMARKS.value:
+            return [lm.name for lm in self.landmarks]
+        return [c.name for c in self.classes]
+
+    def summary(self) -> str:
+        state = "trained" if self.trained else "UNTRAINED (random weights)"
+        spacing = "x".join(f"{s:g}" for s in self.spacing_mm)
+        return (f"{self.name}: {self.task}, {self.network}, {len(self.output_names)} outputs, "
+                f"{spacing} mm, {state}")
+
+    def to_dict(self) -> dict:
+        return dict(self.raw)
+
+
+# ---- validation ---------------------------------------------------------------------------------
+
+def _fail(where: str, message: str) -> ModelError:
+    return ModelError(f"model card {where}: {message}")
+
+
+def _require(d: dict, key: str, kind, where: str):
+    if key not in d:
+        raise _fail(where, f"missing required field '{key}'")
+    value = d[key]
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise _fail(where, f"field '{key}' must be {name}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _triple(d: dict, key: str, where: str, positive: bool = True) -> tuple:
+    value = _require(d, key, list, where)
+    if len(value) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise _fail(where, f"'{key}' must be three numbers (i, j, k), got {value!r}")
+    if positive and not all(v > 0 for v in value):
+        raise _fail(where, f"'{key}' must be positive, got {value!r}")
+    return tuple(value)
+
+
+def _terminology(t, where: str) -> Optional[dict]:
+    if t is None:
+        return None
+    if not isinstance(t, dict):
+        raise _fail(where, f"terminology must be an object, got {t!r}")
+    for part in ("category", "type"):
+        triplet = t.get(part)
+        if (not isinstance(triplet, list) or len(triplet) != 3
+                or not all(isinstance(s, str) and s for s in triplet)):
+            raise _fail(where, f"terminology '{part}' must be [coding scheme, code value, meaning], "
+                               f"got {triplet!r}")
+    return {k: list(v) for k, v in t.items()}
+
+
+def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
+    """Check a parsed card and build the `ModelCard`; raises `ModelError` naming the field."""
+    if not isinstance(d, dict):
+        raise _fail(where, f"must be a JSON object, got {type(d).__name__}")
+    version = _require(d, "schema_version", int, where)
+    if version != CARD_SCHEMA_VERSION:
+        raise _fail(where, f"schema_version {version} is not supported (this nnmamba reads "
+                           f"{CARD_SCHEMA_VERSION}); upgrade nnmamba or re-export the card")
+    name = _require(d, "name", str, where)
+    if not name or any(c in name for c in "/\\ ") or name.startswith("."):
+        raise _fail(where, f"'name' must be a non-empty file-name-safe string, got {name!r}")
+    task = _require(d, "task", str, where)
+    if task not in TASKS:
+        raise _fail(where, f"'task' must be one of {list(TASKS)}, got {task!r}")
+    network = _require(d, "network", str, where)
+    if network not in NETWORKS:
+        raise _fail(where, f"'network' must be one of {sorted(NETWORKS)}, got {network!r}")
+    if NETWORKS[network] != task:
+        raise _fail(where, f"network {network} does {NETWORKS[network]}, but the card's task is {task}")
+    hyper = _require(d, "hyperparameters", dict, where)
+    weights = _require(d, "weights", str, where)
+    trained = _require(d, "trained", bool, where)
+
+    inp = _require(d, "input", dict, where)
+    raw_channels = _require(inp, "channels", list, where + " input")
+    if not raw_channels:
+        raise _fail(where, "input.channels must list at least one channel")
+    channels = []
+    for ch in raw_channels:
+        if not isinstance(ch, dict) or not isinstance(ch.get("name"), str):
+            raise _fail(where, f"each input channel needs a 'name', got {ch!r}")
+        channels.append(ChannelSpec(ch["name"], str(ch.get("modality", "any"))))
+    spacing = _triple(inp, "spacing_mm", where + " input")
+    if not all(0.05 <= s <= 20 for s in spacing):
+        raise _fail(where, f"input.spacing_mm must be within 0.05..20 mm, got {list(spacing)}")
+    patch = _triple(inp, "patch_size", where + " input")
+    if not all(isinstance(p, int) and p % PATCH_MULTIPLE == 0 for p in patch):
+        raise _fail(where, f"input.patch_size must be integers divisible by {PATCH_MULTIPLE}, "
+                           f"got {list(patch)}")
+    orientation = inp.get("orientation", "LPS")
+    if orientation not in ORIENTATIONS:
+        raise _fail(where, f"input.orientation must be one of {list(ORIENTATIONS)}, got {orientation!r}")
+    norm = _require(inp, "normalization", dict, where + " input")
+    method = norm.get("method")
+    if method not in NORMALIZATIONS:
+        raise _fail(where, f"input.normalization.method must be one of {list(NORMALIZATIONS)}, "
+                           f"got {method!r}")
+    if method == "ct":
+        for key in ("clip", "mean", "std"):
+            if key not in norm:
+                raise _fail(where, f"normalization 'ct' needs '{key}' (clip [lo, hi], dataset mean, std)")
+        if float(norm["std"]) <= 0:
+            raise _fail(where, f"normalization std must be > 0, got {norm['std']}")
+    elif norm.get("mask", "nonzero") not in ("nonzero", "all"):
+        raise _fail(where, f"normalization 'zscore' mask must be 'nonzero' or 'all', got {norm.get('mask')!r}")
+
+    inference = d.get("inference", {}) or {}
+    mirror_axes = tuple(inference.get("mirror_axes", (0, 1, 2)))
+    if not all(a in (0, 1, 2) for a in mirror_axes):
+        raise _fail(where, f"inference.mirror_axes must be a subset of [0, 1, 2], got {list(mirror_axes)}")
+    activation = inference.get("heatmap_activation", "none")
+    if activation not in HEATMAP_ACTIVATIONS:
+        raise _fail(where, f"inference.heatmap_activation must be one of {list(HEATMAP_ACTIVATIONS)}, "
+                           f"got {activation!r}")
+
+    in_ch = hyper.get("in_ch")
+    if in_ch != len(channels):
+        raise _fail(where, f"hyperparameters.in_ch is {in_ch!r} but input.channels lists {len(channels)}")
+
+    labels, landmarks, classes = [], [], []
+    if task == "segmentation":
+        for item in _require(d, "labels", list, where):
+            label = item.get("value")
+            if not isinstance(label, int) or label < 1:
+                raise _fail(where, f"label 'value' must be an integer >= 1 (0 is background), got {item!r}")
+            color = item.get("color")
+            if (not isinstance(color, list) or len(color) != 3
+                    or not all(isinstance(c, (int, float)) and 0 <= c <= 1 for c in color)):
+                raise _fail(where, f"label {label} 'color' must be [r, g, b] in 0..1, got {color!r}")
+            labels.append(SegmentInfo(label, str(item.get("name", f"label {label}")), tuple(color),
+                                      _terminology(item.get("terminology"), where)))
+        values = [s.label for s in labels]
+        if len(set(values)) != len(values) or not values:
+            raise _fail(where, f"labels must be non-empty with distinct values, got {values}")
+        n_classes = hyper.get("number_classes")
+        if n_classes != max(values) + 1:
+            raise _fail(where, f"hyperparameters.number_classes is {n_classes!r} but the labels need "
+                               f"{max(values) + 1} (background + values up to {max(values)})")
+    elif task == "landmarks":
+        for item in _require(d, "landmarks", list, where):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise _fail(where, f"each landmark needs a 'name', got {item!r}")
+            landmarks.append(LandmarkSpec(item["name"], str(item.get("description", ""))))
+        if hyper.get("number_landmarks") != len(landmarks):
+            raise _fail(where, f"hyperparameters.number_landmarks is {hyper.get('number_landmarks')!r} "
+                               f"but the card lists {len(landmarks)} landmarks")
+    else:
+        for item in _require(d, "classes", list, where):
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise _fail(where, f"each class needs a 'name', got {item!r}")
+            classes.append(ClassSpec(item["name"], str(item.get("description", ""))))
+        if hyper.get("number_classes") != len(classes) or len(classes) < 2:
+            raise _fail(where, f"hyperparameters.number_classes is {hyper.get('number_classes')!r} "
+                               f"but the card lists {len(classes)} classes (need >= 2)")
+
+    return ModelCard(
+        name=name, task=task, network=network, hyperparameters=dict(hyper), weights=weights,
+        channels=channels, spacing_mm=tuple(float(s) for s in spacing), orientation=orientation,
+        normalization=dict(norm), patch_size=tuple(int(p) for p in patch), trained=trained,
+        description=str(d.get("description", "")), mirror_axes=mirror_axes,
+        heatmap_activation=activation, labels=labels, landmarks=landmarks, classes=classes,
+        training=d.get("training"), accuracy=d.get("accuracy"), provenance=d.get("provenance"),
+        raw=d)
+
+
+def read_card(path) -> ModelCard:
+    """Read and validate one card file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ModelError(f"model card {path} does not exist") from None
+    except OSError as e:
+        raise ModelError(f"model card {path} could not be read: {e}") from e
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ModelError(f"model card {path} is not valid JSON (line {e.lineno}: {e.msg})") from e
+    card = validate_card_dict(d, where=str(path))
+    card.path = path.resolve()
+    return card
+
+
+# ---- discovery ----------------------------------------------------------------------------------
+
+def models_dirs() -> list:
+    """Folders searched for cards, in priority order (existing ones only)."""
+    dirs = []
+    env = os.environ.get("NNMAMBA_MODELS_DIR")
+    if env:
+        dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parent.parent / "models")
+    seen, found = set(), []
+    for d in dirs:
+        r = d.resolve()
+        if r.is_dir() and r not in seen:
+            seen.add(r)
+            found.append(r)
+    return found
+
+
+def _is_card(path: Path) -> bool:
+    # A card is any JSON whose first object declares a schema_version; skips other JSON files.
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(d, dict) and "schema_version" in d and "network" in d
+
+
+def list_models() -> list:
+    """All cards found, first folder wins on duplicate names; invalid cards raise `ModelError`."""
+    cards, names = [], set()
+    for folder in models_dirs():
+        for path in sorted(folder.glob("*.json")):
+            if not _is_card(path):
+                continue
+            card = read_card(path)
+            if card.name not in names:
+                names.add(card.name)
+                cards.append(card)
+    return cards
+
+
+def find_model(name_or_path) -> ModelCard:
+    """A card by name (from `list_models`) or by the path of a card JSON (or its folder)."""
+    if isinstance(name_or_path, ModelCard):
+        return name_or_path
+    text = str(name_or_path)
+    path = Path(text)
+    if text.endswith(".json") or path.is_file():
+        return read_card(path)
+    if path.is_dir():
+        cards = [p for p in sorted(path.glob("*.json")) if _is_card(p)]
+        if len(cards) != 1:
+            raise ModelError(f"folder {path} holds {len(cards)} model cards; give the card's .json path")
+        return read_card(cards[0])
+    cards = list_models()
+    for card in cards:
+        if card.name == text:
+            return card
+    known = ", ".join(c.name for c in cards) or "none"
+    raise ModelError(f"no model named {text!r}; known models: {known} "
+                     f"(searched {', '.join(str(d) for d in models_dirs()) or 'no folders'}; "
+                     f"set NNMAMBA_MODELS_DIR or give a card's path)")
+
+
+def default_model(task) -> ModelCard:
+    """The first card for `task` (shipped cards sort first by name within a folder)."""
+    try:
+        task = Task(task).value
+    except ValueError:
+        raise InputError(f"unknown task {task!r}; expected one of {list(TASKS)}") from None
+    for card in list_models():
+        if card.task == task:
+            return card
+    raise ModelError(f"no model card for task {task!r} found in "
+                     f"{', '.join(str(d) for d in models_dirs()) or 'no folders'}; "
+                     f"set NNMAMBA_MODELS_DIR to a folder with cards")
