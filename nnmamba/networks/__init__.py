@@ -22,6 +22,11 @@ NETWORKS: Dict[str, Union[str, type]] = {
     "nnMambaSeg": "nnmamba.networks.nnmamba_seg:nnMambaSeg",
     "nnMambaLandmark": "nnmamba.networks.nnmamba_seg:nnMambaLandmark",
     "nnMambaEncoder": "nnmamba.networks.nnmamba_cls:nnMambaEncoder",
+    "SegMamba": "nnmamba.networks.segmamba:SegMamba",
+    "TamingSegMamba": "nnmamba.networks.taming:TamingSegMamba",
+    "BiSegMamba": "nnmamba.networks.taming:BiSegMamba",
+    "SegMambaSkip": "nnmamba.networks.taming:SegMambaSkip",
+    "MultiSegMamba": "nnmamba.networks.taming:MultiSegMamba",
 }
 
 
