@@ -46,6 +46,7 @@ class JobOutcome:
     outputs: dict = field(default_factory=dict)
     message: str = ""
     errorCode: Optional[str] = None
+    results: dict = field(default_factory=dict, repr=False)  # task -> nnmamba.results object
 
     @property
     def succeeded(self) -> bool:
@@ -84,6 +85,7 @@ class InferenceLogic:
         self.progress = Signal()          # (jobId, fraction, stage)
         self.finished = Signal()          # (JobOutcome)
         self.workerRestarted = Signal()   # (message)
+        self.outputsAdded = Signal()      # (source volume node, {task: nodes}): the GUI shows them
         self._jobs: dict = {}
         self.converter = VolumeConverter()
         self.segmentationBuilder = SegmentationBuilder()
@@ -292,35 +294,50 @@ class InferenceLogic:
         return [self._finish(j, JobOutcome(j.jobId, JobStatus.CANCELLED, message=message)) for j in overdue]
 
     def _buildOutputs(self, job: _Job, results: dict) -> JobOutcome:
-        """All result nodes, or none: a failure removes what was built and leaves old outputs alone."""
-        scene = self.scene
-        source = scene.GetNodeByID(job.sourceNodeId)
+        source = self.scene.GetNodeByID(job.sourceNodeId)
         if source is None:
-            return JobOutcome(job.jobId, JobStatus.FAILED, errorCode="bad_input",
+            return JobOutcome(job.jobId, JobStatus.FAILED, errorCode="bad_input", results=results,
                               message="The input volume was removed from the scene while it was being processed; "
                                       "nothing was added.")
+        try:
+            outputs = self.addResultsToScene(source, results, job.replaceExisting)
+        except Exception as error:
+            logging.exception("NNMambaSlicer: adding the result nodes failed")
+            return JobOutcome(job.jobId, JobStatus.FAILED, errorCode=getattr(error, "code", "internal"),
+                              results=results, message=f"The results could not be added to the scene: {error}")
+        return JobOutcome(job.jobId, JobStatus.SUCCEEDED, outputs=outputs, results=results,
+                          message=self._summary(outputs, results))
+
+    def addResultsToScene(self, sourceVolumeNode, results: dict, replaceExisting: bool = False) -> dict:
+        """task -> new nodes for `results` (nnmamba.results objects) of `sourceVolumeNode`.
+
+        All or nothing: if any node cannot be built, those built are removed and the exception
+        propagates; earlier outputs are removed (when replacing) only after everything was built."""
+        scene = self.scene
         registry = OutputRegistry(scene)
-        previous = self.existingOutputs(source, list(results)) if job.replaceExisting else {}
+        previous = self.existingOutputs(sourceVolumeNode, list(results)) if replaceExisting else {}
         created, outputs = [], {}
         try:
             for task, result in results.items():
-                name = f"{source.GetName()} {OUTPUT_SUFFIX[task]}"
-                if not job.replaceExisting:
+                task = str(getattr(task, "value", task))
+                if task not in OUTPUT_SUFFIX:
+                    raise ValueError(f"unknown task '{task}' in the worker's results")
+                name = f"{sourceVolumeNode.GetName()} {OUTPUT_SUFFIX[task]}"
+                if not replaceExisting:
                     name = scene.GenerateUniqueName(name)  # keeping both: the new ones get their own names
-                nodes = self._buildTask(task, result, source, name)
+                nodes = self._buildTask(task, result, sourceVolumeNode, name)
                 created += nodes
                 for node in nodes:
-                    registry.tag(node, source, task, getattr(result, "model", ""))
+                    registry.tag(node, sourceVolumeNode, task, getattr(result, "model", ""))
                 outputs[task] = nodes
-        except Exception as error:
+        except Exception:
             for node in reversed(created):
                 registry.remove([node])
-            logging.exception("NNMambaSlicer: building the result nodes failed")
-            return JobOutcome(job.jobId, JobStatus.FAILED, errorCode=getattr(error, "code", "internal"),
-                              message=f"The results could not be added to the scene: {error}")
-        for task, nodes in previous.items():
+            raise
+        for nodes in previous.values():
             registry.remove(nodes)
-        return JobOutcome(job.jobId, JobStatus.SUCCEEDED, outputs=outputs, message=self._summary(outputs, results))
+        self.outputsAdded.emit(sourceVolumeNode, outputs)
+        return outputs
 
     def _buildTask(self, task: str, result, source, name: str) -> list:
         if task == Task.SEGMENTATION.value:
@@ -329,7 +346,7 @@ class InferenceLogic:
             return [self.landmarksBuilder.build(result, source, name)]
         if task == Task.CLASSIFICATION.value:
             return list(self.classificationBuilder.build(result, source, name))
-        raise ValueError(f"unknown task '{task}' in the worker's results")
+        raise ValueError(f"unknown task '{task}'")
 
     @staticmethod
     def _summary(outputs: dict, results: dict) -> str:

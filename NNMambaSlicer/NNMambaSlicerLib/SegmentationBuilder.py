@@ -121,13 +121,19 @@ class SegmentationBuilder:
 
     @staticmethod
     def terminologyString(terminology: dict) -> str:
-        """Slicer's serialized terminology entry from a card's {"category": [scheme, code, meaning], ...}."""
+        """Slicer's serialized terminology entry from a card's {"category": [scheme, code, meaning], ...}.
+
+        Keys: category, type, type_modifier (or modifier), region, region_modifier; optional context."""
         import slicer
 
         entry = slicer.vtkSlicerTerminologyEntry()
         entry.SetTerminologyContextName(terminology.get("context", TERMINOLOGY_CONTEXT))
         parts = {"category": entry.GetCategoryObject(), "type": entry.GetTypeObject(),
-                 "modifier": entry.GetTypeModifierObject(), "region": entry.GetRegionObject()}
+                 "type_modifier": entry.GetTypeModifierObject(), "modifier": entry.GetTypeModifierObject(),
+                 "region": entry.GetRegionObject(), "region_modifier": entry.GetRegionModifierObject()}
+        unknown = sorted(set(terminology) - set(parts) - {"context"})
+        if unknown:
+            logging.warning("NNMambaSlicer: terminology keys %s are not used (known: %s)", unknown, sorted(parts))
         for key, codeObject in parts.items():
             code = terminology.get(key)
             if not code:

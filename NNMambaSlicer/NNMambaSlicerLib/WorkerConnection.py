@@ -13,7 +13,6 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .Paths import ModulePaths
 from .WorkerProtocols import WorkerClientProtocol
 
 
@@ -28,6 +27,7 @@ class WorkerSettings:
     remoteToken: str = field(default="", repr=False)
     tlsCertificateAuthority: Optional[str] = None
     extraEnvironment: dict = field(default_factory=dict)
+    threads: Optional[int] = None     # CPU threads of a local worker (None: torch's choice)
 
     @property
     def isRemote(self) -> bool:
@@ -60,6 +60,10 @@ class WorkerConnection:
     def isStarted(self) -> bool:
         return self._client is not None
 
+    def workerProcessId(self):
+        """The local worker's process id (None when remote or not started)."""
+        return getattr(self._worker, "pid", None) if self._worker is not None else None
+
     def client(self) -> WorkerClientProtocol:
         if self._client is None:
             self._client = self._startLocal() if self.isLocal else self._connectRemote()
@@ -88,11 +92,9 @@ class WorkerConnection:
         return shutil.which("PythonSlicer") or sys.executable
 
     def workerEnvironment(self) -> dict:
-        env = dict(os.environ)
-        engineRoot = str(ModulePaths().engineRoot())
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (engineRoot, env.get("PYTHONPATH", "")) if p)
-        env.update({str(k): str(v) for k, v in self.settings.extraEnvironment.items()})
-        return env
+        """Variables for the worker only; LocalWorker adds them to a copy of this environment and
+        puts the `nnmamba` package this module imports on the worker's PYTHONPATH itself."""
+        return {str(k): str(v) for k, v in self.settings.extraEnvironment.items()}
 
     def _startLocal(self) -> WorkerClientProtocol:
         factory = self._localWorkerFactory
@@ -103,7 +105,8 @@ class WorkerConnection:
         if os.path.sep in python and not os.path.isfile(python):
             raise RuntimeError(f"the worker's Python '{python}' does not exist; choose an existing Python "
                                "executable in the module's Advanced section, or leave it empty to use Slicer's.")
-        worker = factory(python_executable=python, env=self.workerEnvironment(), device=self.settings.device)
+        worker = factory(python_executable=python, env=self.workerEnvironment(), device=self.settings.device,
+                         threads=self.settings.threads)
         try:
             worker.start()
             client = worker.client()

@@ -16,18 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is part of the test extra")
 
-from slicer_app import SlicerLikeApp  # noqa: E402
-
-# An oblique grid: rotated 30 degrees about S and 10 about R, anisotropic spacing, off-centre origin.
-def obliqueIjkToRas() -> np.ndarray:
-    a, b = np.deg2rad(30), np.deg2rad(10)
-    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
-    m = np.eye(4)
-    m[:3, :3] = rz @ rx @ np.diag([1.5, 1.2, 2.5])
-    m[:3, 3] = (-31.0, 12.5, 7.25)
-    return m
-
+from slicer_app import SlicerLikeApp, obliqueIjkToRas  # noqa: E402
 
 @pytest.fixture
 def app() -> SlicerLikeApp:

@@ -16,7 +16,8 @@ from NNMambaSlicerLib.LandmarksBuilder import LandmarksBuilder
 from NNMambaSlicerLib.SegmentationBuilder import SegmentationBuilder
 from NNMambaSlicerLib.VolumeConverter import VolumeConverter
 
-BRAIN = {"category": ["SCT", "123037004", "Anatomical Structure"], "type": ["SCT", "12738006", "Brain"]}
+BRAIN = {"category": ["SCT", "123037004", "Anatomical Structure"], "type": ["SCT", "12738006", "Brain"],
+         "type_modifier": ["SCT", "7771000", "Left"]}
 
 
 def segmentationResult(volumeNode) -> SegmentationResult:
@@ -79,6 +80,7 @@ def test_segments_carry_the_cards_snomed_terminology(obliqueVolume):
     assert (entry.GetTypeObject().GetCodingSchemeDesignator(), entry.GetTypeObject().GetCodeValue(),
             entry.GetTypeObject().GetCodeMeaning()) == ("SCT", "12738006", "Brain")
     assert entry.GetCategoryObject().GetCodeValue() == "123037004"
+    assert entry.GetTypeModifierObject().GetCodeMeaning() == "Left"
 
 
 def test_a_card_label_absent_from_the_prediction_becomes_an_empty_segment(obliqueVolume):

@@ -1,0 +1,139 @@
+"""The module's settings, kept in a vtkMRMLScriptedModuleNode so they are saved with the scene.
+
+Typed fields over the node's string parameters and node references; works on plain slicer-core
+MRML (no `slicer.parameterNodeWrapper`, which needs the application). The remote server token is
+deliberately not here: it lives in Slicer's settings (see `ServerSettings`), never in a scene file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MODULE_NAME = "NNMambaSlicer"
+DEVICES = ("auto", "cpu", "cuda:0", "cuda:1", "cuda:2", "cuda:3", "remote")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+class _Field:
+    """A typed parameter stored as a string on the node (default when unset)."""
+
+    def __init__(self, default: Any, choices: tuple = (), minimum: float = None, maximum: float = None) -> None:
+        self.default = default
+        self.kind = type(default)
+        self.choices = choices
+        self.minimum, self.maximum = minimum, maximum
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.key = name[0].upper() + name[1:]
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        text = instance.node.GetParameter(self.key)
+        if not text:
+            return self.default
+        try:
+            value = text == "true" if self.kind is bool else self.kind(text)
+        except ValueError:
+            return self.default  # a hand-edited scene file: fall back rather than break the panel
+        return self._checked(value, quiet=True)
+
+    def __set__(self, instance, value) -> None:
+        value = self._checked(self.kind(value))
+        instance.node.SetParameter(self.key, ("true" if value else "false") if self.kind is bool else str(value))
+
+    def _checked(self, value, quiet: bool = False):
+        bad = (self.choices and value not in self.choices) or \
+              (self.minimum is not None and value < self.minimum) or \
+              (self.maximum is not None and value > self.maximum)
+        if bad:
+            if quiet:
+                return self.default
+            allowed = list(self.choices) if self.choices else f"{self.minimum}..{self.maximum}"
+            raise ValueError(f"{self.key} must be one of {allowed}, got {value!r}")
+        return value
+
+
+class ParameterNode:
+    """Typed view of the module's parameter node.
+
+    Example:
+        >>> parameters = ParameterNode.getOrCreate(slicer.mrmlScene)
+        >>> parameters.inputVolume = volumeNode
+        >>> parameters.segmentationEnabled = True
+        >>> parameters.overlap
+        0.5
+    """
+
+    segmentationEnabled = _Field(True)
+    landmarksEnabled = _Field(False)
+    classificationEnabled = _Field(False)
+    segmentationModel = _Field("")
+    landmarksModel = _Field("")
+    classificationModel = _Field("")
+    device = _Field("auto", choices=DEVICES)
+    tta = _Field(False)
+    overlap = _Field(0.5, minimum=0.0, maximum=0.9)
+    precision = _Field("auto", choices=PRECISIONS)
+    replaceWithoutAsking = _Field(False)
+
+    INPUT_ROLE = "InputVolume"
+    EXTRA_INPUT_ROLE = "ExtraInputVolume"
+
+    def __init__(self, node) -> None:
+        self.node = node
+
+    @classmethod
+    def getOrCreate(cls, scene) -> "ParameterNode":
+        node = scene.GetSingletonNode(MODULE_NAME, "vtkMRMLScriptedModuleNode")
+        if node is None:
+            import slicer
+
+            node = slicer.vtkMRMLScriptedModuleNode()
+            node.SetSingletonTag(MODULE_NAME)
+            node.SetName(scene.GenerateUniqueName(MODULE_NAME))
+            node.SetAttribute("ModuleName", MODULE_NAME)
+            node.SetHideFromEditors(True)
+            node = scene.AddNode(node)
+        return cls(node)
+
+    @property
+    def inputVolume(self):
+        return self.node.GetNodeReference(self.INPUT_ROLE)
+
+    @inputVolume.setter
+    def inputVolume(self, volumeNode) -> None:
+        self.node.SetNodeReferenceID(self.INPUT_ROLE, volumeNode.GetID() if volumeNode else None)
+
+    @property
+    def extraInputVolumes(self) -> list:
+        """Extra channels, in the order the model's card lists them after the first."""
+        return [self.node.GetNthNodeReference(self.EXTRA_INPUT_ROLE, i)
+                for i in range(self.node.GetNumberOfNodeReferences(self.EXTRA_INPUT_ROLE))]
+
+    def setExtraInputVolume(self, index: int, volumeNode) -> None:
+        self.node.SetNthNodeReferenceID(self.EXTRA_INPUT_ROLE, index, volumeNode.GetID() if volumeNode else None)
+
+    def clearExtraInputVolumes(self) -> None:
+        self.node.RemoveNodeReferenceIDs(self.EXTRA_INPUT_ROLE)
+
+    def enabledTasks(self) -> list:
+        return [task for task, enabled in (("segmentation", self.segmentationEnabled),
+                                           ("landmarks", self.landmarksEnabled),
+                                           ("classification", self.classificationEnabled)) if enabled]
+
+    def modelFor(self, task: str) -> str:
+        return getattr(self, f"{task}Model")
+
+    def setModelFor(self, task: str, name: str) -> None:
+        setattr(self, f"{task}Model", name)
+
+    def models(self) -> dict:
+        """task -> model name for the enabled tasks that name one (others get the task's default)."""
+        return {task: self.modelFor(task) for task in self.enabledTasks() if self.modelFor(task)}
+
+    def workerOptions(self) -> dict:
+        options = {"tta": self.tta, "overlap": self.overlap, "precision": self.precision}
+        if self.device != "remote":
+            options["device"] = self.device
+        return options

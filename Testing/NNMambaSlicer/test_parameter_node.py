@@ -1,0 +1,55 @@
+"""ParameterNode: typed settings stored on a scripted module node, saved with the scene."""
+
+from __future__ import annotations
+
+import pytest
+import slicer
+
+from NNMambaSlicerLib.ParameterNode import ParameterNode
+
+
+def test_unset_fields_read_as_their_defaults(app):
+    parameters = ParameterNode.getOrCreate(app.scene)
+    assert parameters.segmentationEnabled is True and parameters.landmarksEnabled is False
+    assert parameters.overlap == 0.5 and parameters.device == "auto" and parameters.tta is False
+    assert parameters.inputVolume is None and parameters.extraInputVolumes == []
+
+
+def test_one_parameter_node_per_scene(app):
+    first = ParameterNode.getOrCreate(app.scene)
+    assert ParameterNode.getOrCreate(app.scene).node is first.node
+
+
+def test_informs_which_values_are_allowed_when_a_setting_is_out_of_range(app):
+    parameters = ParameterNode.getOrCreate(app.scene)
+    with pytest.raises(ValueError, match=r"Overlap must be one of 0.0..0.9, got 1.2"):
+        parameters.overlap = 1.2
+    with pytest.raises(ValueError, match="Device must be one of"):
+        parameters.device = "tpu"
+
+
+def test_settings_and_input_references_survive_saving_and_reloading_the_scene(obliqueVolume, app, tmp_path):
+    parameters = ParameterNode.getOrCreate(app.scene)
+    parameters.inputVolume = obliqueVolume
+    parameters.setExtraInputVolume(0, obliqueVolume)
+    parameters.landmarksEnabled = True
+    parameters.landmarksModel = "afids-landmarks"
+    parameters.overlap = 0.25
+    parameters.device = "cpu"
+    mrml = app.saveScene(tmp_path, [obliqueVolume])
+
+    reloaded = type(app)()
+    reloaded.loadScene(mrml)
+    again = ParameterNode.getOrCreate(reloaded.scene)
+    assert again.inputVolume.GetName() == "Oblique head"
+    assert [v.GetName() for v in again.extraInputVolumes] == ["Oblique head"]
+    assert again.enabledTasks() == ["segmentation", "landmarks"]
+    assert again.models() == {"landmarks": "afids-landmarks"}
+    assert again.workerOptions() == {"tta": False, "overlap": 0.25, "precision": "auto", "device": "cpu"}
+
+
+def test_a_hand_edited_bad_value_falls_back_to_the_default(app):
+    parameters = ParameterNode.getOrCreate(app.scene)
+    parameters.node.SetParameter("Overlap", "lots")
+    parameters.node.SetParameter("Device", "tpu")
+    assert parameters.overlap == 0.5 and parameters.device == "auto"
