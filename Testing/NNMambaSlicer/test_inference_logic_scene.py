@@ -1,0 +1,114 @@
+"""InferenceLogic.addResultsToScene: all-or-nothing outputs, replacing only this module's earlier ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import slicer
+
+from nnmamba.results import ClassificationResult, LandmarkResult
+from NNMambaSlicerLib.InferenceLogic import InferenceLogic
+from NNMambaSlicerLib.OutputRegistry import OutputRegistry
+from test_result_builders import landmarkResult, segmentationResult
+
+
+class NoWorker:
+    """A connection the scene-side methods must never touch."""
+
+    isLocal = True
+
+    def client(self):
+        raise AssertionError("the scene-side logic must not talk to the worker")
+
+    def restart(self):
+        raise AssertionError("the scene-side logic must not restart the worker")
+
+    def close(self):
+        pass
+
+
+def results(volumeNode) -> dict:
+    return {"segmentation": segmentationResult(volumeNode), "landmarks": landmarkResult(volumeNode),
+            "classification": ClassificationResult(["CT", "MR"], np.array([0.3, 0.7]), "cls")}
+
+
+def test_outputs_are_named_after_the_input_and_tagged_with_it(obliqueVolume):
+    outputs = InferenceLogic(NoWorker()).addResultsToScene(obliqueVolume, results(obliqueVolume))
+    assert outputs["segmentation"][0].GetName() == "Oblique head segmentation"
+    assert outputs["landmarks"][0].GetName() == "Oblique head landmarks"
+    assert [n.GetName() for n in outputs["classification"]] == [
+        "Oblique head classification probabilities", "Oblique head classification probability",
+        "Oblique head classification"]
+    assert OutputRegistry(slicer.mrmlScene).outputsOf(obliqueVolume).keys() == {"segmentation", "landmarks",
+                                                                                 "classification"}
+
+
+def test_rerunning_without_replacing_keeps_both_under_distinct_names(obliqueVolume):
+    logic = InferenceLogic(NoWorker())
+    first = logic.addResultsToScene(obliqueVolume, results(obliqueVolume))
+    second = logic.addResultsToScene(obliqueVolume, results(obliqueVolume))
+    assert slicer.mrmlScene.IsNodePresent(first["segmentation"][0])
+    assert second["segmentation"][0].GetName() == "Oblique head segmentation_1"
+
+
+def test_replacing_removes_only_this_volumes_earlier_outputs_of_the_rerun_tasks(obliqueVolume):
+    logic = InferenceLogic(NoWorker())
+    other = slicer.util.addVolumeFromArray(np.zeros((16, 20, 24), np.int16), name="Other")
+    otherOutputs = logic.addResultsToScene(other, {"landmarks": landmarkResult(other)})
+    first = logic.addResultsToScene(obliqueVolume, results(obliqueVolume))
+    userNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Oblique head segmentation")
+
+    second = logic.addResultsToScene(obliqueVolume, {"segmentation": segmentationResult(obliqueVolume)},
+                                     replaceExisting=True)
+    assert not slicer.mrmlScene.IsNodePresent(first["segmentation"][0])
+    assert slicer.mrmlScene.IsNodePresent(first["landmarks"][0])          # task not re-run: kept
+    assert slicer.mrmlScene.IsNodePresent(otherOutputs["landmarks"][0])   # another volume's: kept
+    assert slicer.mrmlScene.IsNodePresent(userNode)                       # the user's own node: kept
+    assert second["segmentation"][0].GetName() == "Oblique head segmentation"
+
+
+def test_a_result_that_cannot_be_built_adds_nothing_and_keeps_the_earlier_outputs(obliqueVolume):
+    logic = InferenceLogic(NoWorker())
+    first = logic.addResultsToScene(obliqueVolume, results(obliqueVolume))
+    nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
+    broken = results(obliqueVolume)
+    broken["classification"] = ClassificationResult(["CT", "MR"], np.array([0.3]), "cls")  # one probability short
+    with pytest.raises(Exception, match="must match one to one"):
+        logic.addResultsToScene(obliqueVolume, broken, replaceExisting=True)
+    assert slicer.mrmlScene.GetNumberOfNodes() == nodesBefore
+    for nodes in first.values():
+        assert all(slicer.mrmlScene.IsNodePresent(n) for n in nodes)
+
+
+def test_outputs_follow_the_inputs_parent_transform(obliqueVolume):
+    transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    obliqueVolume.SetAndObserveTransformNodeID(transform.GetID())
+    outputs = InferenceLogic(NoWorker()).addResultsToScene(obliqueVolume, {"landmarks": landmarkResult(obliqueVolume)})
+    assert outputs["landmarks"][0].GetTransformNodeID() == transform.GetID()
+
+
+def test_tasks_are_checked_and_named_in_the_error(app):
+    with pytest.raises(ValueError, match=r"tasks must be a non-empty list of \['segmentation', 'landmarks', "
+                                         r"'classification'\], got \['segment'\]"):
+        InferenceLogic.normalizeTasks(["segment"])
+    assert InferenceLogic.normalizeTasks("landmarks") == ["landmarks"]
+
+
+def test_a_single_model_name_with_several_tasks_is_refused(obliqueVolume):
+    with pytest.raises(ValueError, match="model='x' is ambiguous with 2 tasks"):
+        InferenceLogic(NoWorker()).runAsync(obliqueVolume, print, tasks=["segmentation", "landmarks"], model="x")
+
+
+def test_a_model_needing_more_channels_than_given_is_refused_before_anything_is_sent(obliqueVolume, tmp_path,
+                                                                                     monkeypatch):
+    import json
+    from nnmamba import model_card
+
+    card = json.loads(model_card.default_model("classification").path.read_text())
+    card["name"] = "two-channel-cls"
+    card["input"]["channels"] = [{"name": "T1", "modality": "MR"}, {"name": "T2", "modality": "MR"}]
+    card["hyperparameters"]["in_ch"] = 2
+    (tmp_path / "two-channel-cls.json").write_text(json.dumps(card))
+    monkeypatch.setenv("NNMAMBA_MODELS_DIR", str(tmp_path))
+    with pytest.raises(Exception, match=r"'two-channel-cls' needs 2 input volume\(s\) \(T1, T2\) but 1 were given"):
+        InferenceLogic(NoWorker()).run(obliqueVolume, tasks="classification", model="two-channel-cls")
