@@ -20,6 +20,7 @@ Remote:
 from __future__ import annotations
 
 import collections
+import inspect
 import logging
 import ssl
 import threading
@@ -42,6 +43,8 @@ __all__ = ["WorkerClient", "LocalWorker", "Event", "EventKind"]
 
 log = logging.getLogger(__name__)
 
+# websockets >= 17 asks callers that keep a connection open (not in a `with`) to say so.
+_DIRECT_CONNECTION = {"legacy": True} if "legacy" in inspect.signature(ws_connect).parameters else {}
 # Results may be as large as the volume sent; the worker is trusted not to flood its client.
 MAX_RESULT_BYTES = 64 << 30
 
@@ -78,7 +81,7 @@ class WorkerClient:
             websocket = ws_connect(uri, additional_headers={TOKEN_HEADER: f"Bearer {token}"},
                                    ssl=ssl_context, compression=None, max_size=MAX_FRAME_BYTES,
                                    open_timeout=timeout, proxy=None, ping_interval=20, ping_timeout=120,
-                                   close_timeout=5, max_queue=64)
+                                   close_timeout=5, max_queue=64, **_DIRECT_CONNECTION)
         except InvalidStatus as e:
             if e.response.status_code == 401:
                 raise WorkerAuthError(f"the worker at {host}:{port} refused the token; use the token the "
