@@ -1,0 +1,132 @@
+"""Checks and installs what the worker needs, in Slicer's Python or in another environment.
+
+Nothing is installed without asking. In Slicer's own Python: torch through the PyTorch extension
+(PyTorchUtils) when it is installed (it picks the CUDA build), the rest from
+`Resources/requirements.txt` with `slicer.packaging.pip_ensure` (Slicer >= 5.12) or
+`slicer.util.pip_install` (older). For another Python (a CUDA environment with mamba-ssm) the
+user installs `nnmamba[cuda]` there; we only check it can import what the worker needs.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+from pathlib import Path
+from typing import Callable, Optional
+
+from .Paths import ModulePaths
+from .Signal import Signal
+
+TORCH_REQUIREMENT = "torch>=2.1,<3"
+WORKER_IMPORTS = ("torch", "numpy", "SimpleITK", "safetensors", "websockets")
+
+
+class InstallLogic:
+    """Reports missing worker dependencies and installs them after the user agrees.
+
+    Example:
+        >>> install = InstallLogic()
+        >>> install.missingRequirements()          # in Slicer's Python
+        ['torch>=2.1,<3', 'websockets>=15.0']
+        >>> install.installMissing(confirm=lambda text: slicer.util.confirmOkCancelDisplay(text))
+    """
+
+    def __init__(self, requirementsFile: Optional[Path] = None) -> None:
+        self.requirementsFile = Path(requirementsFile) if requirementsFile else ModulePaths().requirementsFile()
+        self.progressInfo = Signal()  # (text)
+
+    def requirements(self) -> list:
+        """The requirement lines of Resources/requirements.txt (comments and blanks dropped)."""
+        lines = self.requirementsFile.read_text(encoding="utf-8").splitlines()
+        return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+
+    def missingRequirements(self) -> list:
+        """Requirements (torch first) not satisfied in this Python."""
+        from packaging.requirements import Requirement
+
+        missing = []
+        for text in [TORCH_REQUIREMENT, *self.requirements()]:
+            requirement = Requirement(text)
+            try:
+                installed = importlib.metadata.version(requirement.name)
+            except importlib.metadata.PackageNotFoundError:
+                missing.append(text)
+                continue
+            if requirement.specifier and not requirement.specifier.contains(installed, prereleases=True):
+                missing.append(text)
+        return missing
+
+    @staticmethod
+    def checkOtherPython(pythonExecutable: str, timeout: float = 120.0) -> Optional[str]:
+        """None when `pythonExecutable` can import what the worker needs, else a plain-words problem."""
+        probe = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
+        try:
+            completed = subprocess.run([pythonExecutable, "-c", probe, *WORKER_IMPORTS], capture_output=True,
+                                       text=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return f"could not run '{pythonExecutable}': {error}"
+        if completed.returncode != 0:
+            lastLine = (completed.stderr.strip().splitlines() or ["unknown error"])[-1]
+            return (f"the Python '{pythonExecutable}' cannot run the worker ({lastLine}); install the engine "
+                    f"there with: {pythonExecutable} -m pip install 'nnmamba[cuda]' (or without [cuda] on CPU)")
+        return None
+
+    def installMissing(self, confirm: Callable[[str], bool]) -> bool:
+        """Install what is missing into Slicer's Python, after `confirm(question)` says yes.
+
+        Returns True when nothing is missing afterwards; False when the user declined."""
+        missing = self.missingRequirements()
+        if not missing:
+            return True
+        question = ("The nnMamba worker needs these Python packages in Slicer:\n  " + "\n  ".join(missing) +
+                    "\n\nThey are downloaded from the Python package index (torch can be several GB). Install them now?")
+        if not confirm(question):
+            self._log("Install declined; the module cannot run the worker in Slicer's Python until it is done.")
+            return False
+        if missing[0] == TORCH_REQUIREMENT:
+            self._installTorch()
+            missing = missing[1:]
+        if missing:
+            self._pipInstall(missing)
+        stillMissing = self.missingRequirements()
+        if stillMissing:
+            raise RuntimeError(f"these packages are still missing after the install: {stillMissing}; see the "
+                               "Python console for pip's messages.")
+        self._log("The worker's dependencies are installed.")
+        return True
+
+    def _installTorch(self) -> None:
+        try:
+            import PyTorchUtils  # the PyTorch extension's module
+        except ImportError:
+            PyTorchUtils = None
+        if PyTorchUtils is not None:
+            self._log("Installing PyTorch through the PyTorch extension (it picks the build for your GPU)...")
+            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
+                                                                  torchVersionRequirement=">=2.1,<3")
+            if torch is None:
+                raise RuntimeError("the PyTorch extension could not install torch; install it from the PyTorch "
+                                   "module's panel, then press Apply again.")
+            return
+        self._log("Installing PyTorch (CPU/CUDA build chosen by pip; install the PyTorch extension to choose)...")
+        self._pipInstall([TORCH_REQUIREMENT])
+
+    def _pipInstall(self, requirements: list) -> None:
+        import slicer
+
+        self._log("Installing " + ", ".join(requirements) + " ...")
+        try:
+            import slicer.packaging as slicerPackaging  # Slicer >= 5.12
+        except ImportError:
+            slicerPackaging = None
+        if slicerPackaging is not None:
+            from packaging.requirements import Requirement
+
+            # The user already agreed (installMissing asked), so pip_ensure does not ask again.
+            slicerPackaging.pip_ensure([Requirement(r) for r in requirements], prompt_install=False,
+                                       requester="NNMambaSlicer")
+        else:
+            slicer.util.pip_install(list(requirements))
+
+    def _log(self, text: str) -> None:
+        self.progressInfo.emit(text)

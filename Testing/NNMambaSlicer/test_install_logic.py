@@ -1,0 +1,50 @@
+"""InstallLogic: what the worker needs, checked without installing anything."""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+import venv
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+from NNMambaSlicerLib.InstallLogic import TORCH_REQUIREMENT, InstallLogic
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_requirements_file_matches_the_engines_dependencies_that_slicer_does_not_ship():
+    engine = {Requirement(r).name.lower(): Requirement(r) for r in
+              tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    shipped = [Requirement(r) for r in InstallLogic().requirements()]
+    assert {r.name.lower() for r in shipped} == set(engine) - {"torch", "numpy", "simpleitk"}
+    for requirement in shipped:
+        assert requirement.specifier == engine[requirement.name.lower()].specifier, requirement.name
+    assert Requirement(TORCH_REQUIREMENT).specifier == engine["torch"].specifier
+
+
+def test_nothing_is_missing_in_the_test_environment_and_a_missing_package_is_named(tmp_path):
+    assert InstallLogic().missingRequirements() == []
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# comment\nsafetensors>=0.4\nno-such-package-nnmamba>=1\nnumpy<1\n")
+    assert InstallLogic(requirements).missingRequirements() == ["no-such-package-nnmamba>=1", "numpy<1"]
+
+
+def test_declining_the_install_installs_nothing(tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("no-such-package-nnmamba>=1\n")
+    questions = []
+    assert InstallLogic(requirements).installMissing(confirm=lambda q: questions.append(q) or False) is False
+    assert "no-such-package-nnmamba>=1" in questions[0]
+
+
+def test_another_python_that_can_run_the_worker_passes_the_check():
+    assert InstallLogic.checkOtherPython(sys.executable) is None
+
+
+def test_a_python_without_the_engines_packages_is_reported_with_the_fix(tmp_path):
+    venv.create(tmp_path / "bare", with_pip=False, symlinks=True)  # a real Python with no packages
+    python = tmp_path / "bare" / "bin" / "python"
+    problem = InstallLogic.checkOtherPython(str(python))
+    assert "No module named 'torch'" in problem and "-m pip install 'nnmamba[cuda]'" in problem
