@@ -81,6 +81,12 @@ class Predictor:
                 self._models[key] = load_model(card, self.device, scan_backend=self.scan_backend)
             return self._models[key]
 
+    def use_network(self, card: ModelCard, network: torch.nn.Module) -> None:
+        """Run `card` with an in-memory `network` (e.g. one being trained) instead of its weights file."""
+        key = (card.name, str(card.weights_path), card.raw.get("weights_sha256"))
+        with self._lock:
+            self._models[key] = network.to(self.device).eval()
+
     def clear(self) -> None:
         with self._lock:
             self._models.clear()

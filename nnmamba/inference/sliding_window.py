@@ -54,9 +54,12 @@ def sliding_window(network: Callable, image: torch.Tensor, patch: Sequence[int],
                    cancel: Optional[threading.Event] = None) -> torch.Tensor:
     """image: (C, Z, Y, X) float32 (any device) -> (out_channels, Z, Y, X) float32 on stitch_device.
 
-    `patch` is (Z, Y, X). The volume is padded to at least the patch (and multiples of 16) and the
-    output cropped back, so any volume size works.
+    `patch` is (Z, Y, X). An axis shorter than the patch is padded to a multiple of 16 and run as
+    one tile along that axis; the output is cropped back, so any volume size works.
     """
+    # Axes shorter than the patch run as one tile of the axis rounded up to 16, not a full padded
+    # patch: the networks take any multiple of 16, and padding only adds work.
+    patch = tuple(min(int(p), -(-int(n) // 16) * 16) for p, n in zip(patch, image.shape[1:]))
     padded, pads = pad_volume(image, patch)
     shape = padded.shape[1:]
     tiles = tile_slices(shape, patch, overlap)

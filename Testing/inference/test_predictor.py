@@ -1,0 +1,155 @@
+"""The predictor end to end on tiny real networks, and on networks whose output is known."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from test_resampling import OBLIQUE, SHAPE, physical_points
+from tiny_models import head_phantom
+
+from nnmamba.errors import Cancelled, InputError, ModelError
+from nnmamba.inference import InferenceOptions, Predictor
+from nnmamba.io.volumes import geometry_of
+from nnmamba.model_card import find_model
+from nnmamba.results import ClassificationResult, LandmarkResult, SegmentationResult
+from nnmamba.volume import Geometry, Volume
+import SimpleITK as sitk
+
+
+def phantom_volume(**kwargs) -> Volume:
+    image = head_phantom(**kwargs)
+    return Volume(sitk.GetArrayFromImage(image)[None].astype(np.float32), geometry_of(image))
+
+
+@pytest.fixture
+def predictor(tiny_models):
+    return Predictor(InferenceOptions(device="cpu"))
+
+
+def test_all_three_tasks_run_on_a_volume_smaller_than_a_patch(predictor):
+    volume = phantom_volume()   # 16 x 18 x 14 voxels, far below the 32^3 patch at 4 mm
+    fractions = []
+    results = predictor.run(volume, ["segmentation", "landmarks", "classification"],
+                            progress=lambda f, s: fractions.append(f))
+    seg, marks, cls = results["segmentation"], results["landmarks"], results["classification"]
+    assert isinstance(seg, SegmentationResult) and seg.labelmap.shape == volume.shape_kji
+    assert seg.geometry is volume.geometry
+    assert set(np.unique(seg.labelmap)) <= {0, 1, 2}
+    assert [s.name for s in seg.segments] == ["Left thalamus", "Brainstem"]
+    assert isinstance(marks, LandmarkResult) and marks.points_lps.shape == (3, 3)
+    assert marks.names == ["AC", "PC", "ICS"] and np.all((0 <= marks.confidence) & (marks.confidence <= 1))
+    assert isinstance(cls, ClassificationResult) and cls.probabilities.sum() == pytest.approx(1.0)
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_each_model_is_loaded_once_and_reused(predictor):
+    volume = phantom_volume()
+    predictor.run(volume, ["classification"])
+    first = dict(predictor._models)
+    predictor.run(volume, ["classification"])
+    assert predictor._models == first and len(first) == 1
+
+
+def test_tta_runs_and_keeps_shapes(tiny_models):
+    volume = phantom_volume()
+    plain = Predictor(InferenceOptions(device="cpu")).run(volume, ["segmentation"])["segmentation"]
+    tta = Predictor(InferenceOptions(device="cpu", tta=True)).run(volume, ["segmentation"])["segmentation"]
+    assert plain.labelmap.shape == tta.labelmap.shape == volume.shape_kji
+
+
+def test_a_set_cancel_event_raises_cancelled(predictor):
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        predictor.run(phantom_volume(), ["segmentation"], cancel=cancel)
+
+
+def test_cancel_during_the_tiles_stops_the_job(tiny_models):
+    predictor = Predictor(InferenceOptions(device="cpu", tile_batch=1))
+    big = phantom_volume(shape_kji=(40, 60, 60), spacing=(2.5, 2.5, 2.5))   # several 32^3 tiles at 4 mm
+    cancel = threading.Event()
+    stages = []
+
+    def progress(fraction, stage):
+        stages.append(stage)
+        if "tile 1/" in stage:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        predictor.run(big, ["segmentation"], progress=progress, cancel=cancel)
+    assert not any("tile 2/" in s for s in stages[stages.index(next(s for s in stages if "tile 1/" in s)) + 1:])
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda v: Volume(np.stack([v.array[0], v.array[0]]), v.geometry), "expects 1 input channel"),
+    (lambda v: Volume(np.where(v.array > 250, np.nan, v.array), v.geometry), "NaN or infinite"),
+    (lambda v: Volume(v.array, Geometry(v.geometry.origin, [-1.0, 1.0, 1.0])), "spacing must be positive"),
+    (lambda v: Volume(np.zeros_like(v.array), v.geometry), "constant"),
+    (lambda v: Volume(v.array[:, :1], v.geometry), "2-D"),
+])
+def test_bad_volumes_raise_input_error_naming_the_problem(predictor, change, message):
+    with pytest.raises(InputError, match=message):
+        predictor.run(change(phantom_volume()), ["segmentation"])
+
+
+def test_unknown_tasks_and_mismatched_models_are_refused(predictor):
+    with pytest.raises(InputError, match="unknown task"):
+        predictor.run(phantom_volume(), ["tumour"])
+    with pytest.raises(ModelError, match="does landmarks, not segmentation"):
+        predictor.run(phantom_volume(), ["segmentation"], models={"segmentation": "tiny-landmarks"})
+    with pytest.raises(ModelError, match="no model named"):
+        predictor.run(phantom_volume(), ["segmentation"], models={"segmentation": "nope"})
+
+
+def test_options_are_validated_with_plain_words():
+    with pytest.raises(InputError, match=r"overlap must be >= 0 and < 1, got 1.2"):
+        InferenceOptions(overlap=1.2)
+    with pytest.raises(InputError, match="precision must be one of"):
+        InferenceOptions(precision="int8")
+    with pytest.raises(InputError, match="unknown inference option"):
+        InferenceOptions.from_dict({"overlapp": 0.3})
+
+
+class Repeat(torch.nn.Module):
+    """A 'network' with a known output: the input channel, repeated (optionally negated)."""
+
+    def __init__(self, signs):
+        super().__init__()
+        self.signs = torch.tensor(signs, dtype=torch.float32).view(1, -1, 1, 1, 1)
+
+    def forward(self, x):
+        return x[:, :1] * self.signs.to(x.device)
+
+
+def blob_volume(centre_lps, sigma_mm=7.0) -> Volume:
+    points = physical_points(OBLIQUE, SHAPE)
+    blob = np.exp(-np.sum((points - centre_lps) ** 2, axis=-1) / (2 * sigma_mm ** 2))
+    return Volume((1000 * blob + 1)[None].astype(np.float32), OBLIQUE)
+
+
+def test_landmarks_land_on_the_physical_point_of_the_heatmap_peak_on_an_oblique_anisotropic_volume(tiny_models):
+    centre = physical_points(OBLIQUE, SHAPE)[9, 14, 12] + np.array([0.6, -0.8, 0.3])
+    predictor = Predictor(InferenceOptions(device="cpu"))
+    card = find_model("tiny-landmarks")
+    predictor.use_network(card, Repeat([1.0, 1.0, 1.0]))
+    result = predictor.run(blob_volume(centre), ["landmarks"])["landmarks"]
+    # 4 mm working grid: the parabola fit must bring the point well inside one working voxel.
+    np.testing.assert_allclose(result.points_lps, np.repeat(centre[None], 3, axis=0), atol=1.0)
+
+
+def test_segmentation_lands_on_the_same_physical_place_on_an_oblique_anisotropic_volume(tiny_models):
+    centre = physical_points(OBLIQUE, SHAPE)[9, 15, 13]
+    volume = blob_volume(centre, sigma_mm=6.0)
+    predictor = Predictor(InferenceOptions(device="cpu"))
+    card = find_model("tiny-seg")
+    # Class 1 logit = normalised intensity, others = its negative: label 1 where the blob is bright.
+    predictor.use_network(card, Repeat([-1.0, 1.0, -1.0]))
+    result = predictor.run(volume, ["segmentation"])["segmentation"]
+    assert result.geometry is volume.geometry and result.labelmap.shape == SHAPE
+    inside = result.labelmap == 1
+    assert inside.sum() > 50
+    points = physical_points(OBLIQUE, SHAPE)
+    np.testing.assert_allclose(points[inside].mean(axis=0), centre, atol=1.0)

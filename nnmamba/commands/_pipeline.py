@@ -1,0 +1,118 @@
+"""What the pipeline commands (predict, demo, models, import-checkpoint) share: exit codes,
+user-error reporting without tracebacks, the inference options on the command line, a tqdm
+progress bar and the loud warning for untrained weights."""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import logging
+import sys
+from contextlib import contextmanager
+
+from nnmamba.errors import (BackendUnavailableError, Cancelled, InputError, ModelError, NNMambaError,
+                            OutputExistsError)
+
+log = logging.getLogger("nnmamba")
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    ERROR = 1
+    BAD_INPUT = 2
+    BAD_MODEL = 3
+    OUTPUT_EXISTS = 4
+    BACKEND_UNAVAILABLE = 5
+    OUT_OF_MEMORY = 6
+    CANCELLED = 130
+
+
+EXIT_CODES = {InputError: ExitCode.BAD_INPUT, ModelError: ExitCode.BAD_MODEL,
+              OutputExistsError: ExitCode.OUTPUT_EXISTS,
+              BackendUnavailableError: ExitCode.BACKEND_UNAVAILABLE, Cancelled: ExitCode.CANCELLED}
+
+
+def exit_code_for(error: NNMambaError) -> ExitCode:
+    for cls, code in EXIT_CODES.items():
+        if isinstance(error, cls):
+            return code
+    return ExitCode.ERROR
+
+
+def report_errors(run):
+    """Decorator for a command's `run(args)`: our errors -> one line on stderr + exit code."""
+    def wrapped(args) -> int:
+        try:
+            return int(run(args) or 0)
+        except NNMambaError as e:
+            print(f"nnmamba: error ({e.code}): {e}", file=sys.stderr)
+            return int(exit_code_for(e))
+        except KeyboardInterrupt:
+            print("nnmamba: interrupted", file=sys.stderr)
+            return int(ExitCode.CANCELLED)
+        except Exception as e:  # noqa: BLE001 - only to word CUDA OOM; everything else re-raises
+            if type(e).__name__ == "OutOfMemoryError":
+                print(f"nnmamba: error (out_of_memory): the device ran out of memory ({e}); try "
+                      f"--tile-batch 1, --stitch-device cpu or --device cpu", file=sys.stderr)
+                return int(ExitCode.OUT_OF_MEMORY)
+            raise
+    wrapped.__doc__ = run.__doc__
+    return wrapped
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("inference")
+    group.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    group.add_argument("--tta", action="store_true", help="mirror test-time augmentation (slower)")
+    group.add_argument("--overlap", type=float, default=0.5, help="tile overlap, 0 <= overlap < 1")
+    group.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    group.add_argument("--tile-batch", type=int, default=2, help="tiles per forward pass")
+    group.add_argument("--stitch-device", default="auto",
+                       help="where the stitched volume lives: auto, cpu or the device")
+    group.add_argument("--scan-backend", default="auto",
+                       help="selective-scan backend: auto, reference, torch, mamba_ssm, ...")
+
+
+def inference_options(args):
+    from nnmamba.inference import InferenceOptions
+
+    return InferenceOptions(device=args.device, tta=args.tta, overlap=args.overlap,
+                            precision=args.precision, tile_batch=args.tile_batch,
+                            stitch_device=args.stitch_device)
+
+
+@contextmanager
+def progress_bar(description: str):
+    """Yields a `progress(fraction, stage)` callback drawing a tqdm bar on stderr (if a terminal)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, desc=description, unit="%", file=sys.stderr, disable=None,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+    state = {"n": 0}
+
+    def update(fraction: float, stage: str) -> None:
+        n = int(round(100 * min(max(fraction, 0.0), 1.0)))
+        if n > state["n"]:
+            bar.update(n - state["n"])
+            state["n"] = n
+        bar.set_postfix_str(stage, refresh=True)
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def untrained_warning(cards) -> str:
+    """The loud warning for cards with `"trained": false` ("" when all are trained)."""
+    untrained = [c.name for c in cards if not c.trained]
+    if not untrained:
+        return ""
+    return (f"WARNING: model(s) {', '.join(untrained)} have UNTRAINED (random) weights: their outputs "
+            f"are MEANINGLESS and only show that the pipeline runs.")
+
+
+def print_warning(text: str) -> None:
+    if text:
+        bar = "!" * min(len(text), 100)
+        print(f"{bar}\n{text}\n{bar}", file=sys.stderr)
