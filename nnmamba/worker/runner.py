@@ -78,6 +78,8 @@ class JobRunner:
             for job in list(self._queue) + ([self._running] if self._running else []):
                 job.cancel.set()
             self._lock.notify_all()
+        if self.engine_state == "starting":
+            return  # still importing torch: nothing to wait for (the thread is a daemon)
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
