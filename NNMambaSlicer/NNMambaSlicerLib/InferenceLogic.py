@@ -8,7 +8,9 @@ errors, cancellation and a dead worker (reported in plain words, then restarted)
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -55,12 +57,14 @@ class JobOutcome:
 
 @dataclass
 class _Job:
-    jobId: str
+    jobId: str                        # ours, returned by submit at once
     sourceNodeId: str
     tasks: list
     replaceExisting: bool
     onProgress: Optional[Callable] = None
     onFinished: Optional[Callable] = None
+    request: Optional[tuple] = None   # (volume, tasks, models, options) until sent to the worker
+    workerJobId: Optional[str] = None
     cancelRequestedAt: Optional[float] = None
     fraction: float = 0.0
     stage: str = "queued"
@@ -87,6 +91,9 @@ class InferenceLogic:
         self.workerRestarted = Signal()   # (message)
         self.outputsAdded = Signal()      # (source volume node, {task: nodes}): the GUI shows them
         self._jobs: dict = {}
+        self._jobNumbers = itertools.count(1)
+        self._starter: Optional[threading.Thread] = None
+        self._startError: Optional[BaseException] = None
         self.converter = VolumeConverter()
         self.segmentationBuilder = SegmentationBuilder()
         self.landmarksBuilder = LandmarksBuilder()
@@ -113,20 +120,20 @@ class InferenceLogic:
     def submit(self, volumeNodes, tasks, models: Optional[dict] = None, options: Optional[dict] = None,
                replaceExisting: bool = False, onProgress: Optional[Callable] = None,
                onFinished: Optional[Callable] = None) -> str:
-        """Send one job (returns its id at once). `volumeNodes`: the input, then extra channels."""
+        """Queue one job and return its id at once. `volumeNodes`: the input, then extra channels.
+
+        The voxels are read now (MRML belongs to this thread); a worker that is not running yet is
+        started on a background thread, and `poll` sends the job once it listens."""
         volumeNodes = list(volumeNodes) if isinstance(volumeNodes, (list, tuple)) else [volumeNodes]
         tasks = self.normalizeTasks(tasks)
         models = dict(models or {})
         self._checkChannels(volumeNodes, tasks, models)
         volume = self.converter.toVolume(volumeNodes)
-        try:
-            jobId = self.connection.client().submit(volume, tasks, models=models or None, options=options or None)
-        except NNMambaError:
-            raise
-        except Exception as error:
-            raise RuntimeError(f"could not send the job to the nnMamba worker: {error}. Check the worker settings "
-                               "(Python environment, or server address and token) and try again.") from error
-        self._jobs[jobId] = _Job(jobId, volumeNodes[0].GetID(), tasks, replaceExisting, onProgress, onFinished)
+        jobId = f"job-{next(self._jobNumbers)}"
+        job = _Job(jobId, volumeNodes[0].GetID(), tasks, replaceExisting, onProgress, onFinished,
+                   request=(volume, tasks, models or None, options or None))
+        self._jobs[jobId] = job
+        self._startWorkerInBackground()
         return jobId
 
     def cancel(self, jobId: Optional[str] = None) -> None:
@@ -134,28 +141,37 @@ class InferenceLogic:
         for job in list(self._jobs.values()):
             if jobId is not None and job.jobId != jobId:
                 continue
-            if job.cancelRequestedAt is None:
-                job.cancelRequestedAt = self._clock()
-                try:
-                    self.connection.client().cancel(job.jobId)
-                except Exception as error:
-                    logging.warning("NNMambaSlicer: cancel request failed (%s); stopping the worker instead", error)
-                    job.cancelRequestedAt = -float("inf")
+            if job.cancelRequestedAt is not None:
+                continue
+            job.cancelRequestedAt = self._clock()
+            if job.workerJobId is None:
+                continue  # not sent yet: poll ends it without sending
+            try:
+                self.connection.client().cancel(job.workerJobId)
+            except Exception as error:
+                logging.warning("NNMambaSlicer: cancel request failed (%s); stopping the worker instead", error)
+                job.cancelRequestedAt = -float("inf")
 
     def poll(self, timeout: float = 0.0) -> list:
         """Handle what the worker sent (waiting up to `timeout` s); returns the jobs that ended."""
         if not self._jobs:
             return []
-        ended = []
+        ended = self._sendQueuedJobs()
+        if any(job.workerJobId is None for job in self._jobs.values()):
+            time.sleep(min(timeout, 0.05))  # the worker is still starting
+            return ended
+        if not self._jobs:
+            return ended
         try:
             events = self.connection.client().poll(timeout)
         except Exception as error:
-            return self._workerDied(f"the connection to the worker broke ({error})")
+            return ended + self._workerDied(f"the connection to the worker broke ({error})")
+        byWorkerId = {job.workerJobId: job for job in self._jobs.values()}
         for event in events:
-            job = self._jobs.get(event.job_id)
             if event.kind == EventKind.WORKER_DIED:
                 return ended + self._workerDied(event.message or "the worker process exited")
-            if job is None:
+            job = byWorkerId.get(event.job_id)
+            if job is None or job.jobId not in self._jobs:
                 continue  # a job we stopped waiting for (cancelled after the grace period)
             if event.kind == EventKind.PROGRESS:
                 job.fraction, job.stage = float(event.fraction), str(event.stage)
@@ -168,6 +184,56 @@ class InferenceLogic:
                 outcome = JobOutcome(job.jobId, JobStatus.FAILED, message=event.message, errorCode=event.error_code)
                 ended.append(self._finish(job, outcome))
         return ended + self._overdueCancellations()
+
+    def _startWorkerInBackground(self) -> None:
+        """Start (or connect to) the worker off the GUI thread: importing torch takes seconds."""
+        if self.connection.isStarted or (self._starter is not None and self._starter.is_alive()):
+            return
+        self._startError = None
+
+        def start() -> None:
+            try:
+                self.connection.client()
+            except Exception as error:  # reported to the waiting jobs by poll, in the GUI thread
+                self._startError = error
+
+        self._starter = threading.Thread(target=start, name="nnmamba-worker-start", daemon=True)
+        self._starter.start()
+
+    def _sendQueuedJobs(self) -> list:
+        if self._starter is not None and self._starter.is_alive():
+            return []
+        queued = [job for job in self._jobs.values() if job.workerJobId is None]
+        if not queued:
+            return []
+        ended = []
+        if self._startError is not None:
+            error, self._startError = self._startError, None
+            message = (f"The nnMamba worker could not be started: {error}. Check the worker settings (its Python "
+                       "environment, or the server address and token) and try again.")
+            return [self._finish(job, JobOutcome(job.jobId, JobStatus.FAILED, message=message,
+                                                 errorCode="worker_unavailable")) for job in queued]
+        for job in queued:
+            if job.cancelRequestedAt is not None:
+                ended.append(self._finish(job, JobOutcome(job.jobId, JobStatus.CANCELLED, message="Cancelled.")))
+                continue
+            volume, tasks, models, options = job.request
+            try:
+                job.workerJobId = self.connection.client().submit(volume, tasks, models=models, options=options)
+            except NNMambaError as error:
+                ended.append(self._finish(job, JobOutcome(job.jobId, JobStatus.FAILED, message=str(error),
+                                                          errorCode=error.code)))
+                continue
+            except Exception as error:
+                ended.append(self._finish(job, JobOutcome(
+                    job.jobId, JobStatus.FAILED, errorCode="worker_unavailable",
+                    message=f"Could not send the job to the nnMamba worker: {error}. Check the worker settings "
+                            "and try again.")))
+                continue
+            job.request = None
+            job.stage = "sent to the worker"
+            self._emitProgress(job)
+        return ended
 
     def run(self, volumeNode, tasks=("segmentation",), model: Optional[str] = None, models: Optional[dict] = None,
             device: Optional[str] = None, extraChannels: Sequence = (), replaceExisting: bool = False,
@@ -265,17 +331,21 @@ class InferenceLogic:
         return outcome
 
     def _workerDied(self, reason: str) -> list:
-        message = f"The nnMamba worker stopped unexpectedly: {reason}."
-        try:
-            self.connection.restart()
-            message += " It has been restarted; press Apply to try again."
-        except Exception as error:
-            message += f" Restarting it failed too ({error}); check the worker settings."
+        message = (f"The nnMamba worker stopped unexpectedly: {reason}. It is being restarted; "
+                   "press Apply to try again.")
+        self._restartInBackground()
         self.workerRestarted.emit(message)
-        ended = [self._finish(job, JobOutcome(job.jobId, JobStatus.WORKER_DIED, message=message,
-                                              errorCode="worker_died"))
-                 for job in list(self._jobs.values())]
-        return ended
+        return [self._finish(job, JobOutcome(job.jobId, JobStatus.WORKER_DIED, message=message,
+                                             errorCode="worker_died"))
+                for job in list(self._jobs.values()) if job.workerJobId is not None]
+
+    def _restartInBackground(self) -> None:
+        """Stop what is left of the worker (a local one's whole process tree), start a new one off-thread."""
+        try:
+            self.connection.close()
+        except Exception as error:
+            logging.warning("NNMambaSlicer: stopping the worker failed: %s", error)
+        self._startWorkerInBackground()
 
     def _overdueCancellations(self) -> list:
         now = self._clock()
@@ -286,11 +356,8 @@ class InferenceLogic:
         message = "Cancelled."
         if self.connection.isLocal:
             # The worker did not stop between tiles in time: kill its process tree and start afresh.
-            try:
-                self.connection.restart()
-                message = "Cancelled (the worker did not stop in time, so it was restarted)."
-            except Exception as error:
-                message = f"Cancelled; restarting the worker failed ({error})."
+            self._restartInBackground()
+            message = "Cancelled (the worker did not stop in time, so it is being restarted)."
         return [self._finish(j, JobOutcome(j.jobId, JobStatus.CANCELLED, message=message)) for j in overdue]
 
     def _buildOutputs(self, job: _Job, results: dict) -> JobOutcome:

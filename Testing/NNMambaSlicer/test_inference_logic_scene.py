@@ -16,6 +16,7 @@ class NoWorker:
     """A connection the scene-side methods must never touch."""
 
     isLocal = True
+    isStarted = False
 
     def client(self):
         raise AssertionError("the scene-side logic must not talk to the worker")

@@ -137,12 +137,31 @@ def test_a_killed_worker_is_reported_in_plain_words_and_restarted(connection, sa
     outcome = waitFor(logic, jobId, seconds=120)
     assert outcome.status is JobStatus.WORKER_DIED
     assert outcome.message.startswith("The nnMamba worker stopped unexpectedly")
-    assert "It has been restarted" in outcome.message and restarts
-    assert connection.workerProcessId() != pid
+    assert "It is being restarted" in outcome.message and restarts
     outputs = logic.run(sampleOnObliqueGrid, tasks="classification", timeout=300)  # the new worker works
     assert outputs["classification"][0].GetNumberOfRows() == 2
+    assert connection.workerProcessId() not in (None, pid)
 
 
 def _voxels(segmentationNode, segmentName: str, referenceVolume) -> np.ndarray:
     segmentId = segmentationNode.GetSegmentation().GetSegmentIdBySegmentName(segmentName)
     return slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, referenceVolume) > 0
+
+
+def test_a_worker_python_without_torch_fails_the_job_with_the_reason_and_nothing_is_added(
+        sampleOnObliqueGrid, tmp_path):
+    import venv
+
+    venv.create(tmp_path / "bare", with_pip=False, symlinks=True)  # a real Python lacking the engine's packages
+    bare = WorkerConnection(WorkerSettings(pythonExecutable=str(tmp_path / "bare" / "bin" / "python"), device="cpu"))
+    logic = InferenceLogic(bare)
+    nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
+    try:
+        jobId = logic.runAsync(sampleOnObliqueGrid, lambda outcome: None, tasks="classification")
+        outcome = waitFor(logic, jobId, seconds=120)
+    finally:
+        logic.close()
+    assert outcome.status is JobStatus.FAILED
+    assert outcome.message.startswith("The nnMamba worker could not be started:")
+    assert "Check the worker settings" in outcome.message
+    assert slicer.mrmlScene.GetNumberOfNodes() == nodesBefore
