@@ -109,8 +109,9 @@ SPLITS = {
                      "heldout": ["colin27_t1"]},
     "landmarks": {"grid": "mr2mm", "train": ["mni2009c_t1w", "mni2009c_t1w_brain"], "heldout": ["mni2009c_t2w"]},
     "classification": {"grid": "any4mm",
-                       "train": ["lung1_ct", "cranium_ct", "mni2009c_t1w", "mni2009c_t2w", "fsl_mni152_t1_brain", "mni2009a_sym_t1", "brain1_t1c"],
-                       "heldout": ["lung2_ct", "brain2_t1c", "robex_t1", "breast1_mr", "colin27_t1"]},
+                       "train": ["lung1_ct", "cranium_ct", "mni2009c_t1w", "mni2009c_t2w", "fsl_mni152_t1_brain", "mni2009a_sym_t1", "brain2_t1c"],
+                       # brain1_t1c is the embedded demo sample (nnmamba/data): never trained on.
+                       "heldout": ["lung2_ct", "brain1_t1c", "robex_t1", "breast1_mr", "colin27_t1"]},
 }
 GRIDS = {"mr2mm": 2.0, "any4mm": 4.0}
 

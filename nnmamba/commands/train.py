@@ -1,0 +1,93 @@
+"""`nnmamba train`: train a model on data prepared by scripts/prepare_data.py.
+
+    nnmamba train --model brain-structures-seg --data data/prepared --out runs/seg --minutes 5
+    nnmamba train --card my_card.json --data data/prepared --out runs/mine --steps 2000
+    torchrun --nproc_per_node 2 -m nnmamba train --model scan-type-cls ...   # DDP, one GPU each
+
+Writes <out>/<name>.safetensors + <name>.json (the card, with `training` filled in),
+<out>/checkpoint.safetensors/.json (resume with --resume) and <out>/rank<N>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", help="a shipped model's recipe: brain-structures-seg, afids-landmarks, scan-type-cls")
+    what.add_argument("--card", type=Path, help="a model card JSON to train (network, input, labels/landmarks/classes)")
+    parser.add_argument("--data", type=Path, default=Path("data/prepared"),
+                        help="prepared data folder (with manifest.json; default data/prepared)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder for weights, card, checkpoints")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training time budget (default 10)")
+    parser.add_argument("--steps", type=int, default=1_000_000, help="stop after this many steps at the latest")
+    parser.add_argument("--batch-size", type=int, default=2, help="samples per step and process (default 2)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (torchrun: one GPU per process)")
+    parser.add_argument("--scan-backend", default="auto", help="selective-scan backend (default auto)")
+    parser.add_argument("--sigma-mm", type=float, default=4.0, help="landmark heatmap Gaussian sigma (mm)")
+    parser.add_argument("--channels", type=int, help="override the recipe's network width")
+    parser.add_argument("--patch", type=int, nargs=3, metavar=("I", "J", "K"), help="override the patch size")
+    parser.add_argument("--spacing", type=float, nargs=3, metavar=("I", "J", "K"), help="override the spacing (mm)")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.*")
+    parser.add_argument("--checkpoint-every", type=float, default=120.0, help="seconds between checkpoints")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+
+def _card(args) -> dict:
+    from nnmamba.model_card import validate_card_dict
+    from nnmamba.train.data import read_manifest
+    from nnmamba.train.recipes import SHIPPED, existing_card, shipped_card
+
+    if args.card is not None:
+        card = json.loads(args.card.read_text())
+    else:
+        if args.model not in SHIPPED:
+            raise ValueError(f"unknown model recipe {args.model!r}; expected one of {', '.join(sorted(SHIPPED))} "
+                             f"or --card <card.json>")
+        models_dir = Path(__file__).resolve().parent.parent.parent / "models"
+        card = shipped_card(args.model, read_manifest(args.data), existing_card(args.model, models_dir))
+    if args.channels:
+        card["hyperparameters"]["channels"] = args.channels
+    if args.patch:
+        card["input"]["patch_size"] = list(args.patch)
+    if args.spacing:
+        card["input"]["spacing_mm"] = list(args.spacing)
+    validate_card_dict(card, where=str(args.card or args.model))
+    return card
+
+
+def run(args) -> int:
+    from nnmamba.errors import ModelError
+
+    try:
+        card = _card(args)
+    except (ValueError, FileNotFoundError, ModelError, json.JSONDecodeError) as e:
+        print(f"nnmamba train: {e}", file=sys.stderr)
+        return 2
+    if args.resume and not (args.out / "checkpoint.safetensors").is_file():
+        print(f"nnmamba train: --resume given but {args.out} holds no checkpoint.safetensors", file=sys.stderr)
+        return 2
+    from nnmamba.train.loop import TrainConfig, train
+
+    config = TrainConfig(card=card, data_dir=args.data, out_dir=args.out, time_budget_s=args.minutes * 60,
+                         max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
+                         precision=args.precision, device=args.device, scan_backend=args.scan_backend,
+                         sigma_mm=args.sigma_mm, checkpoint_every_s=args.checkpoint_every, resume=args.resume,
+                         progress_bar=not args.no_progress)
+    try:
+        result = train(config)
+    except FileNotFoundError as e:
+        print(f"nnmamba train: {e}", file=sys.stderr)
+        return 2
+    if result.card_path is not None:
+        print(f"trained {card['name']}: {result.steps} steps in {result.elapsed_s:.0f} s, "
+              f"loss {result.first_loss:.4f} -> {result.last_loss:.4f}; card {result.card_path}")
+    return 0

@@ -1,0 +1,72 @@
+"""Training checkpoints as safetensors (never pickle): model + optimiser tensors, and a JSON beside
+them with the step, elapsed time and the optimiser's scalar settings.
+
+    save_checkpoint(folder, model, optimizer, {"step": 100, "elapsed_s": 12.5})
+    state = load_checkpoint(folder, model, optimizer)      # -> {"step": 100, ...}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+CHECKPOINT = "checkpoint.safetensors"
+STATE = "checkpoint.json"
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def save_checkpoint(folder, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> Path:
+    """Write folder/checkpoint.safetensors + checkpoint.json atomically (temp file, then rename)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().to("cpu", copy=True).contiguous()
+               for k, v in _unwrap(model).state_dict().items()}
+    optimizer_state = optimizer.state_dict()
+    scalars = {}
+    for index, values in optimizer_state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{index}.{key}"] = value.detach().to("cpu", copy=True).contiguous()
+            else:
+                scalars[f"{index}.{key}"] = value
+    record = dict(state, param_groups=optimizer_state["param_groups"], optimizer_scalars=scalars)
+    tmp = folder / (CHECKPOINT + ".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, folder / CHECKPOINT)
+    tmp = folder / (STATE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, folder / STATE)
+    return folder / CHECKPOINT
+
+
+def has_checkpoint(folder) -> bool:
+    return (Path(folder) / CHECKPOINT).is_file() and (Path(folder) / STATE).is_file()
+
+
+def load_checkpoint(folder, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore model + optimiser in place from `folder`; returns the saved state (step, ...)."""
+    folder = Path(folder)
+    if not has_checkpoint(folder):
+        raise FileNotFoundError(f"no checkpoint in {folder} (expected {CHECKPOINT} and {STATE}); "
+                                f"start without --resume")
+    record = json.loads((folder / STATE).read_text())
+    tensors = load_file(str(folder / CHECKPOINT), device="cpu")
+    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    _unwrap(model).load_state_dict(model_state, strict=True)
+    per_param: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            per_param.setdefault(int(index), {})[name] = value
+    for key, value in record.pop("optimizer_scalars").items():
+        index, name = key.split(".", 1)
+        per_param.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": per_param, "param_groups": record.pop("param_groups")})
+    return record
