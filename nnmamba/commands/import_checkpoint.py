@@ -43,8 +43,9 @@ def read_state_dict(path: Path) -> dict:
         raise ModelError(f"checkpoint {path} holds more than tensors and plain containers, so it is not "
                          f"loaded (weights_only=True refuses to run code from a file): "
                          f"{str(e).splitlines()[0]}") from e
-    except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise ModelError(f"checkpoint {path} is not a readable PyTorch file: {e}") from e
+    except Exception as e:  # noqa: BLE001 - garbage makes the restricted unpickler raise anything
+        raise ModelError(f"checkpoint {path} is not a readable PyTorch file "
+                         f"({type(e).__name__}: {e})") from e
     state = loaded
     if isinstance(loaded, dict):
         for key in STATE_KEYS:

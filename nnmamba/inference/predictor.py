@@ -187,7 +187,7 @@ class Predictor:
             _check_cancel(cancel)
             batch = center_crop_or_pad(image, patch)[None].to(self.device)
             with torch.no_grad(), self._autocast()():
-                logits = forward_mirrored(network, batch, mirror_axes)
+                logits = forward_mirrored(network, batch, mirror_axes, spatial_output=False)
             if logits.shape != (1, len(card.classes)):
                 raise ModelError(f"model {card.name} returned shape {tuple(logits.shape)}, expected "
                                  f"(1, {len(card.classes)})")

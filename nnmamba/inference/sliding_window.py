@@ -20,14 +20,16 @@ from nnmamba.inference.tiling import gaussian_importance, mirror_combinations, p
 AXIS_TO_DIM = {0: 4, 1: 3, 2: 2}
 
 
-def forward_mirrored(network: Callable, tiles: torch.Tensor, mirror_axes: Sequence[int] = ()) -> torch.Tensor:
-    """tiles: (B, C, Z, Y, X) -> mean of network(flip(x)) flipped back, over every subset of axes."""
+def forward_mirrored(network: Callable, tiles: torch.Tensor, mirror_axes: Sequence[int] = (),
+                     spatial_output: bool = True) -> torch.Tensor:
+    """tiles: (B, C, Z, Y, X) -> mean of network(flip(x)) over every subset of axes, each output
+    flipped back when `spatial_output` (dense maps); a (B, classes) output is averaged as is."""
     combos = mirror_combinations([AXIS_TO_DIM[a] for a in mirror_axes])
     total = None
     for dims in combos:
         x = torch.flip(tiles, dims) if dims else tiles
         y = network(x)
-        y = torch.flip(y, dims) if dims else y
+        y = torch.flip(y, dims) if dims and spatial_output else y
         y = y.float()
         total = y if total is None else total + y
     return total / len(combos)

@@ -62,6 +62,9 @@ def read_image(path: PathLike) -> sitk.Image:
     except RuntimeError as e:
         # SimpleITK reports unreadable/unknown files as RuntimeError with ITK's long text.
         first = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown reason"
+        if "zero-valued spacing" in str(e).lower():
+            raise InputError(f"input {path}: the header gives a zero voxel spacing ({first}); voxel "
+                             f"spacing must be positive: fix the image header") from e
         raise InputError(f"input {path} could not be read as an image ({first}); give a NRRD, NIfTI, "
                          f"MHA or DICOM series folder") from e
     dim = image.GetDimension()
