@@ -82,8 +82,6 @@ class ClassificationBuilder:
             top.InsertNextValue("yes" if index == topIndex else "")
         for column in (names, values, top):
             table.AddColumn(column)
-        table.SetColumnLongName(PROBABILITY_COLUMN, "probability (0..1)")
-        table.SetUseColumnTitleAsColumnHeader(True)
 
     @staticmethod
     def _check(result: ClassificationResult, probabilities: np.ndarray) -> None:

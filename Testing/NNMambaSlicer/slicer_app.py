@@ -57,6 +57,7 @@ class SlicerLikeApp:
         slicer.modules = SimpleNamespace(**{name.lower(): SimpleNamespace(logic=lambda logic=logic: logic)
                                             for name, logic in self.logics.items()})
         self._keepAlive = []
+        self._views = 0
 
     # -- scene files -----------------------------------------------------------------------------
     def saveScene(self, folder: Path, nodes) -> Path:
@@ -95,7 +96,8 @@ class SlicerLikeApp:
         viewLogic.SetMRMLApplicationLogic(self.app)
         viewLogic.SetMRMLScene(self.scene)
         self.app.GetViewLogics().AddItem(viewLogic)
-        viewNode = viewLogic.AddViewNode("1")
+        self._views += 1
+        viewNode = viewLogic.AddViewNode(str(self._views))  # one view node per picture, as Slicer's layouts do
         viewNode.SetBackgroundColor(0, 0, 0)
         viewNode.SetBackgroundColor2(0, 0, 0)
         viewNode.SetBoxVisible(False)
@@ -115,8 +117,10 @@ class SlicerLikeApp:
         return self._save(window, path)
 
     def renderSlice(self, path: Path, backgroundVolume, layoutName: str = "Red", rasOffset=None,
-                    size=(480, 480)) -> tuple:
+                    size=(480, 480), orientation: str = "Axial") -> tuple:
         """Slicer's slice view: the volume drawn behind segment fills/outlines and markups glyphs.
+
+        Each call needs its own `layoutName` (one slice node per view, as in Slicer's layouts).
 
         Returns (rgb image, xy-to-RAS 4x4) so a test can map a pixel back to a RAS point."""
         window, renderer = self._offscreenWindow(size)
@@ -136,7 +140,7 @@ class SlicerLikeApp:
             matrix = vtk.vtkMatrix3x3()
             getattr(slicer.vtkMRMLSliceNode, f"Get{preset}SliceToRASMatrix")(matrix, True)
             sliceNode.AddSliceOrientationPreset(preset, matrix)
-        sliceNode.SetOrientation({"Red": "Axial", "Yellow": "Sagittal", "Green": "Coronal"}[layoutName])
+        sliceNode.SetOrientation(orientation)
         sliceLogic.GetSliceCompositeNode().SetBackgroundVolumeID(backgroundVolume.GetID())
         sliceLogic.FitSliceToVolume(backgroundVolume, size[0], size[1])
         if rasOffset is not None:
@@ -148,7 +152,7 @@ class SlicerLikeApp:
         mapper.SetColorLevel(127.5)
         actor = vtk.vtkActor2D()
         actor.SetMapper(mapper)
-        renderer.AddActor2D(actor)
+        renderer.AddViewProp(actor)
         group = slicer.vtkMRMLDisplayableManagerGroup()
         group.Initialize(factory, renderer)
         group.SetMRMLDisplayableNode(sliceNode)
