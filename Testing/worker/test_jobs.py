@@ -53,6 +53,18 @@ def test_default_models_come_from_the_workers_models_folder(local_worker, refere
     assert_same_results(results, reference_predictor.run(volume, ["classification"]))
 
 
+def test_arrays_echoed_by_the_worker_come_back_identical(local_worker):
+    rng = np.random.default_rng(0)
+    arrays = {"volume": rng.integers(-1000, 1000, (40, 256, 256), dtype=np.int16),   # 5 MiB: several frames
+              "mask": rng.random((3, 4, 5)) > 0.5, "empty": np.zeros((0, 3), np.float32),
+              "big_endian": np.arange(6, dtype=">f8")}
+    echoed = local_worker.client().echo(arrays)
+    assert sorted(echoed) == sorted(arrays)
+    for name, array in arrays.items():
+        assert echoed[name].shape == array.shape and echoed[name].dtype.kind == array.dtype.kind
+        np.testing.assert_array_equal(echoed[name], array)
+
+
 def test_list_models_returns_the_card_summaries(local_worker):
     models = {m["name"]: m for m in local_worker.client().list_models()}
     assert set(TASK_MODEL.values()) <= set(models)
@@ -162,3 +174,17 @@ def test_worker_memory_stays_flat_over_fifty_jobs(local_worker, worker_models_di
     after = client.status()["rss_mb"]
     assert after - before < 25, f"worker RSS grew from {before} MiB to {after} MiB over 50 jobs"
     assert client.status()["jobs_done"] >= 55
+
+
+@pytest.mark.slow
+def test_the_shipped_models_on_the_embedded_sample_give_the_same_results_through_the_worker(reference_predictor):
+    from nnmamba.data import sample_volume_path
+    from nnmamba.io.volumes import read_volume
+    from nnmamba.worker import LocalWorker
+
+    volume = read_volume(sample_volume_path())
+    expected = reference_predictor.run(volume, ALL_TASKS)
+    with LocalWorker(device="cpu", threads=1) as worker:   # default models: the shipped cards
+        results = worker.client().run(volume, ALL_TASKS, timeout=600)
+    assert_same_results(results, expected)
+    assert results["segmentation"].labelmap.shape == volume.shape_kji

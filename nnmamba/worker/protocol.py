@@ -9,7 +9,7 @@ torch-free (the Slicer module's client uses it). A message travels over a websoc
 so voxels never become JSON number lists, the receiver can check sizes and dtypes before any
 voxel arrives, and no websocket frame is bigger than `CHUNK_BYTES`.
 
-Message types (client -> worker): submit, cancel, status, list_models, shutdown; every one
+Message types (client -> worker): submit, cancel, status, list_models, shutdown, echo; every one
 carries the protocol version and the token. Worker -> client: event (progress, result, error,
 cancelled) for jobs, reply for the other requests. A job ends with exactly one terminal event
 (`EventKind.is_terminal`), whatever happens: that is the one code path for completion.
@@ -51,6 +51,7 @@ class MessageType(str, enum.Enum):
     STATUS = "status"
     LIST_MODELS = "list_models"
     SHUTDOWN = "shutdown"
+    ECHO = "echo"              # arrays sent straight back: measures the link (benchmarks/worker.py)
     EVENT = "event"
     REPLY = "reply"
 
@@ -131,6 +132,7 @@ class Reply:
     data: Any = None
     error_code: Optional[str] = None
     message: str = ""
+    arrays: dict = field(default_factory=dict)   # name -> array (only the echo reply has any)
 
 
 # ---------------------------------------------------------------------------------- arrays
@@ -195,9 +197,11 @@ def encode_submit(request: SubmitRequest, token: str) -> tuple:
     return header, [volume]
 
 
-def encode_request(kind: MessageType, token: str, **fields: Any) -> tuple:
-    header = {"type": kind.value, "protocol": PROTOCOL_VERSION, "token": token, **fields, "arrays": []}
-    return header, []
+def encode_request(kind: MessageType, token: str, arrays: Optional[dict] = None, **fields: Any) -> tuple:
+    wire = {name: wire_array(a) for name, a in (arrays or {}).items()}
+    header = {"type": kind.value, "protocol": PROTOCOL_VERSION, "token": token, **fields,
+              "arrays": [array_spec(name, a) for name, a in wire.items()]}
+    return header, list(wire.values())
 
 
 def decode_geometry(d: Any) -> Geometry:
@@ -343,11 +347,13 @@ def decode_event(header: dict, arrays: dict) -> Event:
 
 
 def encode_reply(reply: Reply) -> tuple:
+    wire = {name: wire_array(a) for name, a in reply.arrays.items()}
     header = {"type": MessageType.REPLY.value, "request_id": reply.request_id, "ok": reply.ok,
-              "data": reply.data, "error_code": reply.error_code, "message": reply.message, "arrays": []}
-    return header, []
+              "data": reply.data, "error_code": reply.error_code, "message": reply.message,
+              "arrays": [array_spec(name, a) for name, a in wire.items()]}
+    return header, list(wire.values())
 
 
-def decode_reply(header: dict) -> Reply:
+def decode_reply(header: dict, arrays: Optional[dict] = None) -> Reply:
     return Reply(header.get("request_id"), bool(header.get("ok")), header.get("data"),
-                 header.get("error_code"), header.get("message") or "")
+                 header.get("error_code"), header.get("message") or "", dict(arrays or {}))

@@ -181,7 +181,7 @@ class WorkerServer:
             kind = MessageType(header.get("type"))
         except ValueError:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unknown message type {header.get('type')!r:.100}; "
-                                f"expected one of submit, cancel, status, list_models, shutdown",
+                                f"expected one of submit, cancel, status, list_models, shutdown, echo",
                                 job_id, request_id) from None
         if kind is MessageType.SUBMIT:
             request = decode_submit(header, arrays)
@@ -189,6 +189,8 @@ class WorkerServer:
             self.runner.submit(Job(request, client))
             stage = f"queued behind {queued} job{'s' if queued != 1 else ''}" if queued else "queued"
             await self._send_event(client, Event(EventKind.PROGRESS, request.job_id, 0.0, stage))
+        elif kind is MessageType.ECHO:
+            await self._send_reply(client, Reply(request_id or "", True, {"echo": sorted(arrays)}, arrays=arrays))
         elif arrays:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"a {kind.value} message carries no arrays",
                                 job_id, request_id)
