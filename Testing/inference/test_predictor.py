@@ -153,3 +153,12 @@ def test_segmentation_lands_on_the_same_physical_place_on_an_oblique_anisotropic
     assert inside.sum() > 50
     points = physical_points(OBLIQUE, SHAPE)
     np.testing.assert_allclose(points[inside].mean(axis=0), centre, atol=1.0)
+
+
+def test_bf16_autocast_runs_and_stays_close_to_fp32(tiny_models):
+    volume = phantom_volume()
+    fp32 = Predictor(InferenceOptions(device="cpu", precision="fp32")).run(volume, ["classification", "segmentation"])
+    bf16 = Predictor(InferenceOptions(device="cpu", precision="bf16")).run(volume, ["classification", "segmentation"])
+    np.testing.assert_allclose(bf16["classification"].probabilities, fp32["classification"].probabilities, atol=0.05)
+    agreement = (bf16["segmentation"].labelmap == fp32["segmentation"].labelmap).mean()
+    assert agreement > 0.9

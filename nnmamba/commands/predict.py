@@ -68,7 +68,7 @@ def _cases(inputs, each: bool) -> list:
 @report_errors
 def run(args) -> int:
     from nnmamba.inference import Predictor
-    from nnmamba.io import read_volume, stem_of, write_results
+    from nnmamba.io import check_free, output_paths, read_volume, stem_of, write_results
     from nnmamba.model_card import default_model, find_model
 
     options = inference_options(args)
@@ -87,7 +87,6 @@ def run(args) -> int:
     for paths in cases:
         stem = args.name or stem_of(paths[0])
         # Refuse before computing anything when outputs exist.
-        from nnmamba.io import check_free, output_paths
         check_free(output_paths(args.output, stem, tasks, not args.no_summary), args.overwrite)
         volume = read_volume(paths)
         start = time.perf_counter()
