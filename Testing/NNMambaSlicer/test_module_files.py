@@ -1,0 +1,175 @@
+"""The module's files: the .ui has every widget the panel code uses, packaging lists every file,
+nothing imports torch, the MRML library imports without Qt, resources are found in both layouts."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODULE_DIR = REPO_ROOT / "NNMambaSlicer"
+LIB_DIR = MODULE_DIR / "NNMambaSlicerLib"
+UI_FILE = REPO_ROOT / "Resources" / "UI" / "NNMambaSlicer.ui"
+GUI_ONLY = {"Widget", "ViewPresenter"}  # import qt/ctk/slicer.app: loaded only inside Slicer
+
+QT_CLASSES = {"QWidget", "QLabel", "QCheckBox", "QComboBox", "QPushButton", "QLineEdit", "QProgressBar",
+              "QTableWidget"}
+# Signals the panel connects to, per widget class (Qt / CTK / Slicer documentation).
+SIGNALS = {
+    "qMRMLNodeComboBox": {"currentNodeChanged(vtkMRMLNode*)"},
+    "QCheckBox": {"toggled(bool)"},
+    "QComboBox": {"currentIndexChanged(int)"},
+    "ctkSliderWidget": {"valueChanged(double)"},
+    "ctkPathLineEdit": {"currentPathChanged(QString)"},
+    "QPushButton": {"clicked(bool)"},
+}
+
+
+def uiWidgets() -> dict:
+    root = ElementTree.parse(UI_FILE).getroot()
+    return {w.get("name"): w.get("class") for w in root.iter("widget")}
+
+
+def widgetNamesUsedByPanel() -> set:
+    source = (LIB_DIR / "Widget.py").read_text()
+    names = set(re.findall(r"\bui\.(\w+)", source))
+    # f-string lookups: getattr(self.ui, f"{task}CheckBox") and f"extraVolumeLabel{index + 1}"
+    for template in re.findall(r'getattr\((?:self\.)?ui, f"([^"]+)"\)', source):
+        if "{task}" in template:
+            names |= {template.replace("{task}", t) for t in ("segmentation", "landmarks", "classification")}
+        elif "{index + 1}" in template:
+            names |= {template.replace("{index + 1}", str(i)) for i in (1, 2, 3)}
+        else:
+            raise AssertionError(f"a widget name template the test cannot expand: {template}")
+    return names
+
+
+def test_every_widget_the_panel_uses_exists_in_the_ui_file():
+    widgets = uiWidgets()
+    missing = sorted(widgetNamesUsedByPanel() - set(widgets))
+    assert not missing, f"Widget.py uses widgets that NNMambaSlicer.ui lacks: {missing}"
+
+
+def test_the_ui_file_uses_only_qt_classes_and_declared_custom_widgets():
+    root = ElementTree.parse(UI_FILE).getroot()
+    declared = {c.findtext("class") for c in root.iter("customwidget")}
+    used = set(uiWidgets().values())
+    assert used <= QT_CLASSES | declared, used - QT_CLASSES - declared
+    assert root.find("widget").get("class") == "qMRMLWidget"  # gives the node selectors their scene
+
+
+def test_signals_the_panel_connects_exist_on_those_widgets():
+    widgets = uiWidgets()
+    source = (LIB_DIR / "Widget.py").read_text()
+    direct = re.findall(r'ui\.(\w+)\.connect\("([^"]+)"', source)
+    perTask = re.findall(r'getattr\(ui, f"\{task\}(\w+)"\)\.connect\("([^"]+)"', source)
+    assert len(direct) >= 8 and len(perTask) == 2  # the test reads the connections it means to
+    for name, signal in direct:
+        assert signal in SIGNALS.get(widgets[name], set()), f"{name} ({widgets[name]}) has no signal {signal}"
+    for template, signal in perTask:
+        assert signal in SIGNALS[widgets["segmentation" + template]], (template, signal)
+    selectors = re.findall(r'selector\.connect\("([^"]+)"', source)
+    assert selectors == ["currentNodeChanged(vtkMRMLNode*)"]
+
+
+def test_node_selectors_offer_volume_nodes_and_are_wired_to_the_scene():
+    root = ElementTree.parse(UI_FILE).getroot()
+    selectors = [w for w in root.iter("widget") if w.get("class") == "qMRMLNodeComboBox"]
+    assert len(selectors) == 4
+    for selector in selectors:
+        types = [s.text for s in selector.find("property[@name='nodeTypes']").iter("string")]
+        assert "vtkMRMLScalarVolumeNode" in types
+    receivers = {c.findtext("receiver") for c in root.iter("connection")
+                 if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    assert receivers == {s.get("name") for s in selectors}
+
+
+def test_device_and_precision_boxes_list_the_parameter_node_choices_in_order():
+    from NNMambaSlicerLib.ParameterNode import DEVICES, PRECISIONS
+
+    root = ElementTree.parse(UI_FILE).getroot()
+    def items(name):
+        widget = next(w for w in root.iter("widget") if w.get("name") == name)
+        return [i.find("property/string").text for i in widget.findall("item")]
+    assert len(items("deviceComboBox")) == len(DEVICES) and items("deviceComboBox")[-1] == "Remote server"
+    assert items("precisionComboBox") == list(PRECISIONS)
+
+
+def test_module_cmake_lists_every_library_file():
+    cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
+    listed = set(re.findall(r"\$\{MODULE_NAME\}Lib/(\w+\.py)", cmake))
+    assert listed == {p.name for p in LIB_DIR.glob("*.py")}
+    assert "WITH_GENERIC_TESTS" in cmake and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in cmake
+    for folder in ("Resources/", "nnmamba/", "models/"):
+        assert f"${{PROJECT_SOURCE_DIR}}/{folder}" in cmake, f"{folder} is not installed with the module"
+
+
+def test_extension_metadata_is_complete():
+    cmake = (REPO_ROOT / "CMakeLists.txt").read_text()
+    for variable in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
+        assert re.search(rf"set\(EXTENSION_{variable} ", cmake), variable
+    assert "add_subdirectory(NNMambaSlicer)" in cmake
+    entry = json.loads((REPO_ROOT / "NNMambaSlicer.json").read_text())
+    allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+               "build_subdirectory", "enabled", "tier"}  # Slicer's catalog entry schema v1.0.1
+    assert {"$schema", "category", "scm_url"} <= set(entry) <= allowed
+    assert entry["category"] == re.search(r'set\(EXTENSION_CATEGORY "([^"]+)"\)', cmake).group(1)
+
+
+def test_icon_is_a_128_pixel_png_and_the_licence_is_apache_2():
+    data = (REPO_ROOT / "Resources" / "Icons" / "NNMambaSlicer.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (128, 128)
+    assert "Apache License" in (REPO_ROOT / "LICENSE.txt").read_text()[:200]
+    assert 'license = "Apache-2.0"' in (REPO_ROOT / "pyproject.toml").read_text()
+
+
+def test_no_module_file_imports_torch():
+    for path in [MODULE_DIR / "NNMambaSlicer.py", *LIB_DIR.glob("*.py")]:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] == "torch" for n in names), f"{path.name} imports torch"
+
+
+def test_the_mrml_library_imports_in_a_python_without_qt_and_loads_no_torch():
+    modules = sorted(p.stem for p in LIB_DIR.glob("*.py") if p.stem not in GUI_ONLY | {"__init__"})
+    code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+            "for name in sys.argv[2:]: __import__('NNMambaSlicerLib.' + name)\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+            "assert 'qt' not in sys.modules\n")
+    completed = subprocess.run([sys.executable, "-c", code, str(MODULE_DIR), *modules], capture_output=True,
+                               text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+
+
+def test_resources_are_found_from_a_checkout_and_from_the_installed_layout(tmp_path):
+    from NNMambaSlicerLib.Paths import ModulePaths
+
+    assert ModulePaths().resourcePath("UI/NNMambaSlicer.ui") == UI_FILE
+    assert ModulePaths().engineRoot() == REPO_ROOT
+    # the installed extension: module file, Lib, Resources, nnmamba and models side by side
+    installed = tmp_path / "qt-scripted-modules"
+    shutil.copytree(MODULE_DIR / "NNMambaSlicerLib", installed / "NNMambaSlicerLib")
+    shutil.copytree(REPO_ROOT / "Resources" / "UI", installed / "Resources" / "UI")
+    (installed / "nnmamba").mkdir()
+    (installed / "nnmamba" / "__init__.py").write_text("")
+    paths = ModulePaths(installed)
+    assert paths.resourcePath("UI/NNMambaSlicer.ui") == installed / "Resources" / "UI" / "NNMambaSlicer.ui"
+    assert paths.engineRoot() == installed
+    with pytest.raises(FileNotFoundError, match="resource 'Icons/none.png' not found"):
+        paths.resourcePath("Icons/none.png")
+
+
+def test_every_module_file_compiles():
+    for path in [MODULE_DIR / "NNMambaSlicer.py", *LIB_DIR.glob("*.py")]:
+        compile(path.read_text(), str(path), "exec")
