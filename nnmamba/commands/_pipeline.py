@@ -51,7 +51,8 @@ def report_errors(run):
             print("nnmamba: interrupted", file=sys.stderr)
             return int(ExitCode.CANCELLED)
         except Exception as e:  # noqa: BLE001 - only to word CUDA OOM; everything else re-raises
-            if type(e).__name__ == "OutOfMemoryError":
+            torch = sys.modules.get("torch")   # no torch imported -> it cannot be a CUDA OOM
+            if torch is not None and isinstance(e, torch.cuda.OutOfMemoryError):
                 print(f"nnmamba: error (out_of_memory): the device ran out of memory ({e}); try "
                       f"--tile-batch 1, --stitch-device cpu or --device cpu", file=sys.stderr)
                 return int(ExitCode.OUT_OF_MEMORY)

@@ -58,8 +58,14 @@ def _cases(inputs, each: bool) -> list:
     cases = []
     for path in inputs:
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES))
-            cases += [[p] for p in files] if files else [[path]]   # no image files: a DICOM folder
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+            series = sorted(p for p in path.iterdir() if p.is_dir())
+            if files:
+                cases += [[p] for p in files]
+            elif series:
+                cases += [[p] for p in series]      # one DICOM series per sub-folder
+            else:
+                cases.append([path])                # the folder itself is a DICOM series
         else:
             cases.append([path])
     return cases
