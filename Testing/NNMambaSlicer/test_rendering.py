@@ -67,7 +67,7 @@ def test_slice_view_shows_each_segment_in_its_colour_where_the_segment_is(app, s
     outputs["landmarks"][0].GetDisplayNode().SetVisibility(False)
     ijkToRas = geometry.ijk_to_ras_matrix()
     centre = (ijkToRas @ np.array([32, 32, 20, 1.0]))[:3]
-    rgb, xyToRas = app.renderSlice(outputDir(tmp_path) / "segmentation-axial.png", volume, rasOffset=centre)
+    rgb, xyToRas = app.renderSlice(outputDir(tmp_path) / "test-scene-segmentation-axial.png", volume, rasOffset=centre)
     for (i, j, k), colour in (((21, 22, 20), RED), ((43, 42, 20), GREEN)):
         x, y = pixelOf((ijkToRas @ np.array([i, j, k, 1.0]))[:3], xyToRas)
         pixel = rgb[y - 2:y + 3, x - 2:x + 3].reshape(-1, 3).mean(axis=0)
@@ -90,7 +90,7 @@ def test_slice_view_draws_a_glyph_at_each_landmark(app, scene, tmp_path):
         without, xyToRas = app.renderSlice(tmp_path / "without.png", volume, rasOffset=ras,
                                            layoutName=f"Without{index}")
         markups.GetDisplayNode().SetVisibility(True)
-        picture = outputDir(tmp_path) / "landmarks-axial.png" if index == 0 else tmp_path / "with.png"
+        picture = outputDir(tmp_path) / "test-scene-landmarks-axial.png" if index == 0 else tmp_path / "with.png"
         withGlyphs, _ = app.renderSlice(picture, volume, rasOffset=ras, layoutName=f"With{index}")
         changed = np.abs(withGlyphs.astype(int) - without.astype(int)).sum(axis=2) > 30
         x, y = pixelOf(ras, xyToRas)
@@ -110,7 +110,7 @@ def test_three_d_view_shows_both_segment_surfaces_and_the_landmarks(app, scene, 
     segmentationDisplay = outputs["segmentation"][0].GetDisplayNode()
     segmentationDisplay.SetOpacity3D(0.3)
     markups.GetDisplayNode().SetVisibility(True)
-    withMarkups = app.renderThreeD(outputDir(tmp_path) / "segmentation-3d.png", direction=(0.6, -1.0, 0.8))
+    withMarkups = app.renderThreeD(outputDir(tmp_path) / "test-scene-segmentation-3d.png", direction=(0.6, -1.0, 0.8))
     markups.GetDisplayNode().SetVisibility(False)
     withoutMarkups = app.renderThreeD(tmp_path / "no-markups.png", direction=(0.6, -1.0, 0.8))
     assert (np.abs(withMarkups.astype(int) - withoutMarkups.astype(int)).sum(axis=2) > 30).sum() > 50
