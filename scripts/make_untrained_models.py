@@ -129,9 +129,15 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description="write the shipped cards with untrained weights")
     parser.add_argument("--output", type=Path, default=ROOT / "models")
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing untrained models")
+    parser.add_argument("--replace-trained", action="store_true",
+                        help="also replace models whose card says they are trained (normally kept)")
     args = parser.parse_args(argv)
     for n, card in enumerate(cards()):
+        existing = args.output / f"{card['name']}.json"
+        if existing.is_file() and json.loads(existing.read_text()).get("trained") and not args.replace_trained:
+            print(f"kept {existing}: it holds trained weights (pass --replace-trained to replace them)")
+            continue
         torch.manual_seed(1000 + n)
         network = build_for_card(validate_card_dict(card, card["name"]), scan_backend="reference")
         written = save_model(json.loads(json.dumps(card)), network, args.output, overwrite=args.overwrite)
