@@ -12,6 +12,7 @@ from typing import Any
 MODULE_NAME = "NNMambaSlicer"
 DEVICES = ("auto", "cpu", "cuda:0", "cuda:1", "cuda:2", "cuda:3", "remote")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+EXTRA_SLOTS = 3  # extra channel inputs the panel offers (the first channel is the input volume)
 
 
 class _Field:
@@ -107,15 +108,20 @@ class ParameterNode:
 
     @property
     def extraInputVolumes(self) -> list:
-        """Extra channels, in the order the model's card lists them after the first."""
-        return [self.node.GetNthNodeReference(self.EXTRA_INPUT_ROLE, i)
-                for i in range(self.node.GetNumberOfNodeReferences(self.EXTRA_INPUT_ROLE))]
+        """Extra channels by slot (None where a slot is empty), up to the last one set."""
+        volumes = [self.node.GetNodeReference(f"{self.EXTRA_INPUT_ROLE}{slot + 1}") for slot in range(EXTRA_SLOTS)]
+        while volumes and volumes[-1] is None:
+            volumes.pop()
+        return volumes
 
     def setExtraInputVolume(self, index: int, volumeNode) -> None:
-        self.node.SetNthNodeReferenceID(self.EXTRA_INPUT_ROLE, index, volumeNode.GetID() if volumeNode else None)
+        if not 0 <= index < EXTRA_SLOTS:
+            raise ValueError(f"extra channel slot must be 0..{EXTRA_SLOTS - 1}, got {index}")
+        self.node.SetNodeReferenceID(f"{self.EXTRA_INPUT_ROLE}{index + 1}", volumeNode.GetID() if volumeNode else None)
 
     def clearExtraInputVolumes(self) -> None:
-        self.node.RemoveNodeReferenceIDs(self.EXTRA_INPUT_ROLE)
+        for slot in range(EXTRA_SLOTS):
+            self.node.RemoveNodeReferenceIDs(f"{self.EXTRA_INPUT_ROLE}{slot + 1}")
 
     def enabledTasks(self) -> list:
         return [task for task, enabled in (("segmentation", self.segmentationEnabled),

@@ -12,13 +12,13 @@ import slicer
 from nnmamba import model_card
 
 from .InstallLogic import InstallLogic
-from .ParameterNode import DEVICES, PRECISIONS, ParameterNode
+from .ParameterNode import DEVICES, EXTRA_SLOTS, PRECISIONS, ParameterNode
 from .Paths import ModulePaths
 from .ServerSettings import ServerSettings
 from .WorkerConnection import WorkerSettings
 
 TASKS = ("segmentation", "landmarks", "classification")
-EXTRA_CHANNEL_SLOTS = 3
+EXTRA_CHANNEL_SLOTS = EXTRA_SLOTS
 
 
 class Widget(qt.QWidget):
@@ -178,7 +178,8 @@ class Widget(qt.QWidget):
         for task in p.enabledTasks():
             if not self._cards.get(task):
                 return f"No {task} model is installed (no model card in the extension's models folder)."
-        missing = self._channelsNeeded() - 1 - len([v for v in p.extraInputVolumes if v is not None])
+        extras = p.extraInputVolumes[:self._channelsNeeded() - 1]
+        missing = self._channelsNeeded() - 1 - len([v for v in extras if v is not None])
         if missing > 0:
             return f"The selected model needs {missing} more input channel(s); select them under Inputs."
         if p.device == "remote":
@@ -325,7 +326,7 @@ class Widget(qt.QWidget):
             if not self._ensureWorkerCanRun(settings):
                 return
             self.logic.configureWorker(settings)
-            extras = [v for v in p.extraInputVolumes if v is not None][:self._channelsNeeded() - 1]
+            extras = p.extraInputVolumes[:self._channelsNeeded() - 1]  # slot order = the card's channel order
             self._jobId = self.logic.runAsync(p.inputVolume, self.onJobEnded, tasks=p.enabledTasks(),
                                               models=p.models(), extraChannels=extras, replaceExisting=replace,
                                               **p.workerOptions())

@@ -48,6 +48,16 @@ def test_settings_and_input_references_survive_saving_and_reloading_the_scene(ob
     assert again.workerOptions() == {"tta": False, "overlap": 0.25, "precision": "auto", "device": "cpu"}
 
 
+def test_extra_channel_slots_keep_their_positions(obliqueVolume, app):
+    parameters = ParameterNode.getOrCreate(app.scene)
+    parameters.setExtraInputVolume(1, obliqueVolume)
+    assert parameters.extraInputVolumes == [None, obliqueVolume]
+    parameters.setExtraInputVolume(1, None)
+    assert parameters.extraInputVolumes == []
+    with pytest.raises(ValueError, match="slot must be 0..2, got 3"):
+        parameters.setExtraInputVolume(3, obliqueVolume)
+
+
 def test_a_hand_edited_bad_value_falls_back_to_the_default(app):
     parameters = ParameterNode.getOrCreate(app.scene)
     parameters.node.SetParameter("Overlap", "lots")
