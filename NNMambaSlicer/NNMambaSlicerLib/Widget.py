@@ -50,6 +50,7 @@ class Widget(qt.QWidget):
         self.ui.progressBar.setVisible(False)
         self.ui.remoteWidget.setVisible(False)
         self.ui.pythonExecutablePathLineEdit.filters = self._pathFilters()
+        self.ui.serverCertificatePathLineEdit.nameFilters = ["PEM certificates (*.pem *.crt)", "All files (*)"]
 
         self._cards = self._readCards()
         self._fillModelComboBoxes()
@@ -251,6 +252,7 @@ class Widget(qt.QWidget):
         host, port = self.serverSettings.address()
         self.ui.serverAddressLineEdit.text = f"{host}:{port}" if host else ""
         self.ui.serverTokenLineEdit.text = self.serverSettings.token()
+        self.ui.serverCertificatePathLineEdit.currentPath = self.serverSettings.tlsCertificateAuthority() or ""
         python = qt.QSettings().value("NNMambaSlicer/WorkerPython", "")
         self.ui.pythonExecutablePathLineEdit.currentPath = python or ""
         self._showRemoteStatus()
@@ -258,7 +260,8 @@ class Widget(qt.QWidget):
     def _showRemoteStatus(self) -> None:
         host, port = self.serverSettings.address()
         if self.serverSettings.isConfirmed(host, port):
-            self.ui.remoteStatusLabel.text = f"Volumes will be sent to {host}:{port} for processing."
+            secure = "over TLS" if self.serverSettings.tlsCertificateAuthority() else "unencrypted"
+            self.ui.remoteStatusLabel.text = f"Volumes will be sent to {host}:{port} ({secure}) for processing."
         else:
             self.ui.remoteStatusLabel.text = "Remote processing is off: nothing leaves this computer."
 
@@ -271,14 +274,18 @@ class Widget(qt.QWidget):
             token = self.ui.serverTokenLineEdit.text.strip()
             if not token:
                 raise ValueError("enter the token the server printed when it started")
+            certificate = self.ui.serverCertificatePathLineEdit.currentPath.strip() or None
+            encryption = ("The connection is encrypted (TLS)." if certificate else
+                          "The connection is NOT encrypted: no CA certificate was given.")
             question = (f"Volumes you process will be sent over the network to {host}:{port}, and results come back "
-                        "from it. Only use a server you trust with these images.\n\nSend volumes to this server?")
+                        f"from it. {encryption} Only use a server you trust with these images.\n\n"
+                        "Send volumes to this server?")
             if not slicer.util.confirmYesNoDisplay(question, windowTitle="nnMamba: remote server"):
                 self.serverSettings.forget()
                 self._showRemoteStatus()
                 self._checkCanApply()
                 return
-            self.serverSettings.save(host, port, token)
+            self.serverSettings.save(host, port, token, certificate)
             self.serverSettings.confirm(host, port)
             self._showRemoteStatus()
             self._checkCanApply()
