@@ -126,8 +126,9 @@ class Mamba(nn.Module):
         x_dbl = F.linear(x.transpose(1, 2), self.x_proj.weight)             # (b, L, R + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)             # (b, E, L)
-        B = B.transpose(1, 2).contiguous()                                  # (b, N, L)
-        C = C.transpose(1, 2).contiguous()
+        # (b, N, L) views of (b, L, N) memory: each backend lays them out as it needs
+        B = B.transpose(1, 2)
+        C = C.transpose(1, 2)
         keep = scan_dtype(x.dtype)
         y = backends.get_backend(name).fn(x, dt, A, B, C, self.D.to(keep), z=z,
                                           delta_bias=self.dt_proj.bias.to(keep), delta_softplus=True)

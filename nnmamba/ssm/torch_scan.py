@@ -1,15 +1,21 @@
 """The `torch` scan backend: a chunked selective scan in plain PyTorch (CPU, MPS, CUDA).
 
-The sequence is cut into K chunks of T tokens. Three steps:
-1. every chunk is scanned from a zero state, all chunks side by side (a loop over the T positions
-   whose every step works on a (batch, d_inner, K, d_state) slab), keeping only each chunk's final
-   state;
-2. a short loop over the K chunks carries the true state across chunk borders
-   (state_in[k+1] = exp(A * sum(delta in chunk k)) * state_in[k] + local_final[k]);
-3. every chunk is scanned again from its true start state, this time contracting with C.
-Only decays exp(delta * A) <= 1 are ever formed, so large |delta * A| cannot overflow, and the
-temporaries are one slab per step, never (L, d_state)-sized. The state is float32 (float64 for
-float64 inputs) whatever the input dtype, and autocast is switched off inside.
+The sequence is cut into K chunks of T tokens, laid out position-major so that step t of every
+chunk is one contiguous (batch, K, d_inner, d_state) slab. Forward:
+1. every chunk is scanned from a zero state, all K chunks side by side (a loop over the T
+   positions), keeping only each chunk's final state;
+2. a loop over the K chunks carries the true state across chunk borders
+   (start[k+1] = exp(A * sum(delta in chunk k)) * start[k] + local_final[k]);
+3. every chunk is scanned again from its true start, contracting with C at each step.
+Only decays exp(delta * A) <= 1 are formed, so large |delta * A| cannot overflow (a log-space
+cumsum scan would), and nothing of size (L, d_state) is kept: temporaries are slabs.
+
+Backward is a custom autograd function with the same chunking: the gradient of the state runs
+the recurrence in reverse (g[t] = C[t] dy[t] + exp(delta[t+1] A) g[t+1]); the states h[t] are
+recomputed from the chunk start states saved by the forward pass, a group of chunks at a time.
+So training memory is O(batch * d_inner * L) plus bounded groups, not one saved tensor per step.
+
+The state is float32 (float64 for float64 inputs) whatever the input dtype; autocast is off inside.
 """
 
 from __future__ import annotations
@@ -22,80 +28,201 @@ import torch.nn.functional as F
 
 from nnmamba.ssm.reference_scan import scan_dtype
 
-# Slab of (batch * d_inner * K * d_state) elements one loop step works on: big enough that the
-# per-op overhead is small, small enough to stay in cache.
+# Elements of one (batch, K, d_inner, d_state) slab a loop step works on: big enough that the
+# per-op overhead is small next to the arithmetic.
 _SLAB_ELEMENTS = 1 << 18
-
-
-def _chunking(batch: int, d_inner: int, d_state: int, length: int) -> tuple:
-    per_chunk = max(1, batch * d_inner * d_state)
-    chunks = max(1, min(length, _SLAB_ELEMENTS // per_chunk))
-    chunk_len = math.ceil(length / chunks)
-    chunks = math.ceil(length / chunk_len)
-    return chunks, chunk_len
+# Longest chunk; bounds what the backward pass keeps per group of chunks.
+_MAX_CHUNK = 256
+# Elements of recomputed states (and of decays) the backward pass holds at once.
+_GROUP_ELEMENTS = 1 << 22
+_LOG2_E = 1.4426950408889634
 
 
 def selective_scan_torch(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                          C: torch.Tensor, D: Optional[torch.Tensor] = None,
                          z: Optional[torch.Tensor] = None, delta_bias: Optional[torch.Tensor] = None,
                          delta_softplus: bool = False) -> torch.Tensor:
-    """Chunked selective scan, same maths as `selective_scan_reference`.
+    """Chunked selective scan, same maths as `selective_scan_reference`. Differentiable.
 
     u, delta, z: (batch, d_inner, L); A: (d_inner, d_state); B, C: (batch, d_state, L);
-    D, delta_bias: (d_inner,). Returns y: (batch, d_inner, L) in u's dtype. Differentiable.
+    D, delta_bias: (d_inner,). Returns y: (batch, d_inner, L) in u's dtype.
     """
     dtype_in = u.dtype
     compute = scan_dtype(dtype_in)
     with torch.autocast(device_type=u.device.type, enabled=False):
-        y = _scan(u.to(compute), delta.to(compute), A.to(compute), B.to(compute), C.to(compute),
-                  None if delta_bias is None else delta_bias.to(compute), delta_softplus)
+        u_c = u.to(compute)
+        delta = delta.to(compute)
+        if delta_bias is not None:
+            delta = delta + delta_bias.to(compute)[:, None]
+        if delta_softplus:
+            delta = F.softplus(delta)
+        args = (u_c, delta, A.to(compute), B.to(compute), C.to(compute))
+        if torch.is_grad_enabled() and any(t.requires_grad for t in args):
+            y = _ChunkedScan.apply(*args)
+        else:
+            y = _forward(*args)[0]
         if D is not None:
-            y = y + u.to(compute) * D.to(compute)[:, None]
+            y = y + u_c * D.to(compute)[:, None]
         if z is not None:
             y = y * F.silu(z.to(compute))
     return y.to(dtype_in)
 
 
-def _scan(u, delta, A, B, C, delta_bias, delta_softplus):
-    """y[b, d, t] = sum_n C[b, n, t] h[b, d, n, t] (no D, no gate). Shapes as the public function."""
+class _Layout:
+    """Chunking of one call: K chunks of T tokens, token-major views (batch, K, T, m)."""
+
+    def __init__(self, batch: int, d_inner: int, d_state: int, length: int):
+        per_chunk = max(1, batch * d_inner * d_state)
+        chunks = max(1, min(length, _SLAB_ELEMENTS // per_chunk), math.ceil(length / _MAX_CHUNK))
+        self.T = math.ceil(length / chunks)
+        self.K = math.ceil(length / self.T)
+        self.length = length
+        self.batch, self.d_inner, self.d_state = batch, d_inner, d_state
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, m, L) -> (batch, K, T, m), zero-padded past L. Free when x is a transposed
+        view of a (batch, L, m) tensor, as the Mamba block's delta is."""
+        x = x.transpose(1, 2)
+        pad = self.K * self.T - self.length
+        x = F.pad(x, (0, 0, 0, pad)) if pad else x.contiguous()
+        return x.view(self.batch, self.K, self.T, x.shape[-1])
+
+    def steps(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, m, L) -> (T, batch, K, m): step t of every chunk is one contiguous block."""
+        return self.split(x).permute(2, 0, 1, 3).contiguous()
+
+    def join(self, x: torch.Tensor) -> torch.Tensor:
+        """(T, batch, K, m) -> (batch, m, L), a transposed view of (batch, L, m) memory."""
+        x = x.permute(1, 2, 0, 3).reshape(self.batch, self.K * self.T, x.shape[-1])
+        return x[:, :self.length].transpose(1, 2)
+
+
+# The state is kept as (batch, K, d_state, d_inner): d_inner innermost, so every elementwise op
+# broadcasts over a contiguous 128-wide row and vectorises.
+
+def _forward(u, delta, A, B, C):
+    """y without D and gate, plus the chunk start states backward needs. Shapes as
+    `selective_scan_torch`."""
     batch, d_inner, length = u.shape
     d_state = A.shape[1]
+    lay = _Layout(batch, d_inner, d_state, length)
     if length == 0:
-        return u.new_zeros(batch, d_inner, 0)
-    if delta_bias is not None:
-        delta = delta + delta_bias[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
-    du = delta * u
-    chunks, chunk_len = _chunking(batch, d_inner, d_state, length)
-    pad = chunks * chunk_len - length
-    if pad:
-        # delta = 0 and input = 0 past the end: decay 1, nothing added; outputs there are dropped
-        delta = F.pad(delta, (0, pad))
-        du = F.pad(du, (0, pad))
-        B = F.pad(B, (0, pad))
-        C = F.pad(C, (0, pad))
-    # position-major slabs: [t] -> (batch, d_inner, K) or (batch, K, d_state)
-    delta_s = delta.view(batch, d_inner, chunks, chunk_len).permute(3, 0, 1, 2)
-    du_s = du.view(batch, d_inner, chunks, chunk_len).permute(3, 0, 1, 2)
-    B_s = B.view(batch, d_state, chunks, chunk_len).permute(3, 0, 2, 1)
-    C_s = C.view(batch, d_state, chunks, chunk_len).permute(3, 0, 2, 1)
-    A4 = A[None, :, None, :]                                             # (1, d_inner, 1, d_state)
+        return u.new_zeros(batch, d_inner, 0), None, lay
+    A2 = (A * _LOG2_E).t().contiguous()               # (n, d); exp(delta A) == exp2(delta A2), faster
+    ds = lay.split(delta).unsqueeze(3)                # (b, K, T, 1, d)
+    us = lay.split(delta * u).unsqueeze(3)            # (b, K, T, 1, d): delta * u
+    Bs = lay.split(B).unsqueeze(-1)                   # (b, K, T, n, 1)
+    Cs = lay.steps(C).unsqueeze(-2)                   # (T, b, K, 1, n)
+    h = u.new_zeros(batch, lay.K, d_state, d_inner)
+    decay = torch.empty_like(h)
+    # 1. each chunk from a zero state
+    for t in range(lay.T):
+        torch.mul(ds[:, :, t], A2, out=decay).exp2_()
+        h.mul_(decay).addcmul_(us[:, :, t], Bs[:, :, t])
+    # 2. true start state of every chunk
+    starts = _carry_forward(h, torch.exp2(ds.sum(2) * A2))
+    # 3. each chunk from its true start, contracting with C
+    h = starts.clone()
+    ys = u.new_empty(lay.T, batch, lay.K, 1, d_inner)
+    for t in range(lay.T):
+        torch.mul(ds[:, :, t], A2, out=decay).exp2_()
+        h.mul_(decay).addcmul_(us[:, :, t], Bs[:, :, t])
+        torch.matmul(Cs[t], h, out=ys[t])
+    return lay.join(ys.squeeze(3)), starts, lay
 
-    # 1. each chunk from a zero state -> its final state
-    h = u.new_zeros(batch, d_inner, chunks, d_state)
-    for t in range(chunk_len):
-        h = torch.exp(delta_s[t][..., None] * A4) * h + du_s[t][..., None] * B_s[t][:, None]
-    # 2. carry states across chunk borders
-    chunk_decay = torch.exp(delta_s.sum(0)[..., None] * A4)             # (batch, d_inner, K, d_state)
-    starts = [u.new_zeros(batch, d_inner, d_state)]
-    for k in range(chunks - 1):
-        starts.append(chunk_decay[:, :, k] * starts[-1] + h[:, :, k])
-    h = torch.stack(starts, dim=2)                                      # (batch, d_inner, K, d_state)
-    # 3. each chunk again from its true start, contracting with C
-    ys = []
-    for t in range(chunk_len):
-        h = torch.exp(delta_s[t][..., None] * A4) * h + du_s[t][..., None] * B_s[t][:, None]
-        ys.append(torch.einsum("bdkn,bkn->bdk", h, C_s[t]))
-    y = torch.stack(ys, dim=-1).reshape(batch, d_inner, chunks * chunk_len)
-    return y[..., :length]
+
+def _carry_forward(local_final: torch.Tensor, chunk_decay: torch.Tensor) -> torch.Tensor:
+    """Start states (b, K, n, d) from each chunk's zero-start final state and total decay."""
+    starts = torch.empty_like(local_final)
+    state = torch.zeros_like(local_final[:, 0])
+    for k in range(local_final.shape[1]):
+        starts[:, k] = state
+        state = torch.addcmul(local_final[:, k], chunk_decay[:, k], state)
+    return starts
+
+
+class _ChunkedScan(torch.autograd.Function):
+    """y = scan(u, delta, A, B, C) (delta already biased and softplus-ed; no D, no gate)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C):
+        y, starts, lay = _forward(u, delta, A, B, C)
+        ctx.save_for_backward(u, delta, A, B, C, starts)
+        ctx.layout = lay
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        u, delta, A, B, C, starts = ctx.saved_tensors
+        lay = ctx.layout
+        if lay.length == 0:
+            return torch.zeros_like(u), torch.zeros_like(delta), torch.zeros_like(A), \
+                torch.zeros_like(B), torch.zeros_like(C)
+        return _backward(dy.to(u.dtype), u, delta, A, B, C, starts, lay)
+
+
+def _backward(dy, u, delta, A, B, C, starts, lay):
+    """Gradients of sum(dy * y) for u, delta, A, B, C (shapes as the inputs).
+
+    With h[t] = a[t] h[t-1] + x[t], a[t] = exp(delta[t] A), x[t] = delta[t] u[t] B[t] and
+    y[t] = C[t] . h[t], the state gradient g[t] = dy[t] C[t] + a[t+1] g[t+1] runs backwards; then
+    dC[t] = sum_d dy[t] h[t], d(delta u)[t] = sum_n g[t] B[t], dB[t] = sum_d g[t] delta[t] u[t],
+    and through the decay d(delta[t] A) = g[t] a[t] h[t-1].
+    """
+    T, K = lay.T, lay.K
+    batch, d_inner, d_state = lay.batch, lay.d_inner, lay.d_state
+    AT = A.t().contiguous()                           # (n, d)
+    A2 = AT * _LOG2_E
+    ds = lay.split(delta).unsqueeze(3)                # (b, K, T, 1, d)
+    us = lay.split(delta * u).unsqueeze(3)
+    dys = lay.split(dy).unsqueeze(3)
+    B_split, C_split = lay.split(B), lay.split(C)     # (b, K, T, n)
+
+    # 1. reverse scan of every chunk from a zero gradient at its end -> gradient at its start
+    g = u.new_zeros(batch, K, d_state, d_inner)
+    decay = torch.empty_like(g)
+    for t in reversed(range(T)):
+        if t < T - 1:
+            torch.mul(ds[:, :, t + 1], A2, out=decay).exp2_()
+            g.mul_(decay)
+        g.addcmul_(dys[:, :, t], C_split[:, :, t].unsqueeze(-1))
+    # 2. gradient flowing into each chunk's last position from the chunks after it
+    first_decay = torch.exp2(ds[:, :, 0] * A2)        # decay at each chunk's first position
+    chunk_decay = torch.exp2(ds.sum(2) * A2)
+    incoming = torch.zeros_like(g)
+    for k in range(K - 1, 0, -1):
+        incoming[:, k - 1] = first_decay[:, k] * g[:, k] + chunk_decay[:, k] * incoming[:, k]
+
+    # 3. per group of chunks: recompute states, run the reverse recurrence, collect gradients
+    d_du = u.new_empty(T, batch, K, 1, d_inner)       # d(delta * u)
+    d_delta = u.new_empty(T, batch, K, d_inner)       # through the decays
+    dB = u.new_empty(T, batch, K, d_state, 1)
+    dC = u.new_empty(T, batch, K, d_state, 1)
+    dAT = torch.zeros_like(AT)
+    group = max(1, _GROUP_ELEMENTS // (T * batch * d_inner * d_state))
+    for k0 in range(0, K, group):
+        sl = slice(k0, min(K, k0 + group))
+        hs = u.new_empty(T, batch, sl.stop - k0, d_state, d_inner)
+        decays = torch.empty_like(hs)
+        h = starts[:, sl]
+        for t in range(T):
+            torch.mul(ds[:, sl, t], A2, out=decays[t]).exp2_()
+            x = us[:, sl, t] * B_split[:, sl, t].unsqueeze(-1)
+            h = torch.addcmul(x, decays[t], h, out=hs[t])
+        g = incoming[:, sl].clone()
+        q = torch.empty_like(g)
+        for t in reversed(range(T)):
+            if t < T - 1:
+                g.mul_(decays[t + 1])
+            g.addcmul_(dys[:, sl, t], C_split[:, sl, t].unsqueeze(-1))
+            torch.matmul(hs[t], dys[:, sl, t].transpose(-1, -2), out=dC[t, :, sl])
+            torch.matmul(B_split[:, sl, t].unsqueeze(-2), g, out=d_du[t, :, sl])
+            torch.matmul(g, us[:, sl, t].transpose(-1, -2), out=dB[t, :, sl])
+            # d/d(delta * A) of h[t] = decay[t] * h[t-1] + ...  is  g * decay[t] * h[t-1]
+            prev = hs[t - 1] if t > 0 else starts[:, sl]
+            torch.mul(g, decays[t], out=q).mul_(prev)
+            d_delta[t, :, sl] = (q * AT).sum(-2)
+            dAT.add_((q * ds[:, sl, t]).sum((0, 1)))
+    d_du = lay.join(d_du.squeeze(3))
+    d_delta = lay.join(d_delta) + d_du * u
+    return d_du * delta, d_delta, dAT.t(), lay.join(dB.squeeze(-1)), lay.join(dC.squeeze(-1))

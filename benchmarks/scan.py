@@ -1,0 +1,148 @@
+"""Selective-scan and nnMambaSeg speed on this machine's CPU (or another device), side by side.
+
+    python benchmarks/scan.py                 # full run (reference at L=32768 takes seconds)
+    python benchmarks/scan.py --quick         # L=4096 only, fewer repeats
+
+Prints, for batch 4, d_inner 128, d_state 16 (with delta_softplus, delta_bias, D and z as the
+Mamba forward passes them): the `reference` and `torch` scan times and their ratio at each L;
+forward+backward times at L=4096; then nnMambaSeg(channels 32, blocks 3, classes 6) forward time
+at 1x1x64^3 and the child process's peak RSS (resource.getrusage of a fresh child process, so
+it includes the Python interpreter and torch itself; the same child's RSS before the forward is
+printed too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from nnmamba.ssm.reference_scan import selective_scan_reference
+from nnmamba.ssm.torch_scan import selective_scan_torch
+
+
+def scan_inputs(length: int, device: str, requires_grad: bool = False, batch: int = 4,
+                d_inner: int = 128, d_state: int = 16, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    # magnitudes like a Mamba block's at initialisation: delta ~ softplus(dt_proj + bias) in 0.001..0.1+
+    inputs = dict(
+        u=torch.randn(batch, d_inner, length, generator=g),
+        delta=torch.randn(batch, d_inner, length, generator=g) * 0.5,
+        A=-torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_inner, 1),
+        B=torch.randn(batch, d_state, length, generator=g),
+        C=torch.randn(batch, d_state, length, generator=g),
+        D=torch.ones(d_inner),
+        z=torch.randn(batch, d_inner, length, generator=g),
+        delta_bias=torch.log(torch.expm1(torch.rand(d_inner, generator=g) * 0.099 + 0.001)),
+    )
+    return {k: v.to(device).requires_grad_(requires_grad) for k, v in inputs.items()}
+
+
+def best_time(fn, repeats: int, device: str) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_scan(lengths, repeats: int, device: str) -> list:
+    rows = []
+    for length in lengths:
+        inputs = scan_inputs(length, device)
+        with torch.no_grad():
+            want = selective_scan_reference(**inputs, delta_softplus=True)
+            got = selective_scan_torch(**inputs, delta_softplus=True)
+            error = ((got - want).abs().max() / want.abs().max()).item()
+            t_torch = best_time(lambda: selective_scan_torch(**inputs, delta_softplus=True), repeats, device)
+            ref_repeats = 1 if length > 8192 else repeats
+            t_ref = best_time(lambda: selective_scan_reference(**inputs, delta_softplus=True), ref_repeats, device)
+        rows.append({"L": length, "reference_s": t_ref, "torch_s": t_torch, "ratio": t_ref / t_torch,
+                     "rel_error": error})
+        print(f"scan L={length:6d}: reference {t_ref:7.3f} s   torch {t_torch:7.3f} s   "
+              f"ratio {t_ref / t_torch:5.1f}x   max rel. difference {error:.1e}", flush=True)
+    return rows
+
+
+def bench_backward(length: int, repeats: int, device: str) -> dict:
+    times = {}
+    for name, fn in (("reference", selective_scan_reference), ("torch", selective_scan_torch)):
+        def step():
+            inputs = scan_inputs(length, device, requires_grad=True)
+            fn(**inputs, delta_softplus=True).square().mean().backward()
+        times[name] = best_time(step, repeats, device)
+    ratio = times["reference"] / times["torch"]
+    print(f"scan forward+backward L={length}: reference {times['reference']:.3f} s   "
+          f"torch {times['torch']:.3f} s   ratio {ratio:.1f}x", flush=True)
+    return {"L": length, **{f"{k}_s": v for k, v in times.items()}, "ratio": ratio}
+
+
+_CHILD = r"""
+import json, resource, sys, time, torch
+from nnmamba.networks import build_network
+torch.manual_seed(0)
+size, device, backend = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+model = build_network("nnMambaSeg", in_ch=1, channels=32, blocks=3, number_classes=6,
+                      scan_backend=backend).eval().to(device)
+x = torch.randn(1, 1, size, size, size, device=device)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+times = []
+with torch.no_grad():
+    for _ in range(int(sys.argv[4])):
+        start = time.perf_counter()
+        y = model(x)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+print(json.dumps({"times": times, "rss_before_kib": before, "shape": list(y.shape)}))
+"""
+
+
+def bench_network(size: int, repeats: int, device: str, backend: str) -> dict:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(size), device, backend, str(repeats)],
+                         capture_output=True, text=True, check=True)
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if peak_kib <= before:
+        peak_kib = float("nan")  # an earlier child had a higher peak; not measurable here
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    row = {"size": size, "backend": backend, "first_s": report["times"][0], "best_s": min(report["times"]),
+           "peak_rss_mib": peak_kib / 1024, "rss_before_forward_mib": report["rss_before_kib"] / 1024}
+    print(f"nnMambaSeg(32, 3, 6) forward 1x1x{size}^3 on {device} ({backend} scan): "
+          f"first {row['first_s']:.2f} s, best of {repeats} {row['best_s']:.2f} s; peak RSS of the child "
+          f"{row['peak_rss_mib']:.0f} MiB (before the forward {row['rss_before_forward_mib']:.0f} MiB)", flush=True)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="L=4096 only and fewer repeats")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} CPU threads")
+    repeats = 2 if args.quick else 3
+    results = {"scan": bench_scan([4096] if args.quick else [4096, 32768], repeats, args.device),
+               "backward": bench_backward(1024 if args.quick else 4096, repeats, args.device),
+               "network": bench_network(64, repeats, args.device, "torch")}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
