@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in _available_commands().items():
-        sub.add_parser(name, help=help_text, description=help_text)
+        # add_help=False: the command module's own parser answers -h with its real options.
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
