@@ -281,8 +281,11 @@ class InferenceLogic:
         return self.submit([volumeNode, *extraChannels], tasks, models=models, options=options,
                            replaceExisting=replaceExisting, onProgress=onProgress, onFinished=callback)
 
-    def close(self) -> None:
+    def close(self, startTimeout: float = 120.0) -> None:
+        """Forget the jobs and stop the worker; a worker still starting is waited for, then stopped."""
         self._jobs.clear()
+        if self._starter is not None and self._starter.is_alive():
+            self._starter.join(startTimeout)
         self.connection.close()
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -341,6 +344,8 @@ class InferenceLogic:
 
     def _restartInBackground(self) -> None:
         """Stop what is left of the worker (a local one's whole process tree), start a new one off-thread."""
+        if self._starter is not None and self._starter.is_alive():
+            self._starter.join()  # a start under way must finish before its worker can be stopped
         try:
             self.connection.close()
         except Exception as error:

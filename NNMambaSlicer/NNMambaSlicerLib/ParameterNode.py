@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from nnmamba.inference.options import PRECISIONS  # the worker's names (torch-free module)
+
 MODULE_NAME = "NNMambaSlicer"
 DEVICES = ("auto", "cpu", "cuda:0", "cuda:1", "cuda:2", "cuda:3", "remote")
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 EXTRA_SLOTS = 3  # extra channel inputs the panel offers (the first channel is the input volume)
 
 

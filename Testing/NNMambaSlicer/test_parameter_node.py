@@ -63,3 +63,14 @@ def test_a_hand_edited_bad_value_falls_back_to_the_default(app):
     parameters.node.SetParameter("Overlap", "lots")
     parameters.node.SetParameter("Device", "tpu")
     assert parameters.overlap == 0.5 and parameters.device == "auto"
+
+
+def test_worker_options_from_the_parameter_node_are_valid_inference_options(app):
+    from nnmamba.inference.options import InferenceOptions
+    from NNMambaSlicerLib.ParameterNode import DEVICES, PRECISIONS
+
+    parameters = ParameterNode.getOrCreate(app.scene)
+    for device in DEVICES:
+        for precision in PRECISIONS:
+            parameters.device, parameters.precision, parameters.overlap = device, precision, 0.9
+            InferenceOptions.from_dict(parameters.workerOptions())  # raises on a name the worker refuses
