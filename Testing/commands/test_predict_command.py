@@ -172,7 +172,8 @@ def test_bad_input_is_refused_with_a_clear_message_and_nothing_is_overwritten(ca
     (["--overlap", "-0.1"], "overlap must be >= 0 and < 1, got -0.1", 2),
     (["--tile-batch", "0"], "tile_batch must be an integer >= 1", 2),
     (["--model", "segmentation=no-such-model"], "no model named 'no-such-model'", 3),
-    (["--model", "segmentaton=tiny-seg"], "--model must be TASK=NAME_OR_PATH", 2),
+    (["--model", "segmentaton=tiny-seg"], "--model must be NAME_OR_PATH or TASK=NAME_OR_PATH", 2),
+    (["--model", "segmentation="], "--model must be NAME_OR_PATH or TASK=NAME_OR_PATH", 2),
     (["--model", "segmentation=tiny-landmarks"], "does landmarks, not segmentation", 3),
     (["--device", "cuda:7"], "cuda:7", 5),
 ])
@@ -217,3 +218,35 @@ def test_the_installed_command_reports_a_bad_input_without_a_traceback(tmp_path,
                           cwd=REPO, timeout=120)
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_predict_takes_the_documented_input_tasks_model_and_tta_options(phantom, tmp_path):
+    out = tmp_path / "out"
+    rc = run_cli("--input", phantom, "--tasks", "segmentation,classification", "--model", "tiny-seg",
+                 "--no-tta", "--no-summary", "--output", out)
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "head.probabilities.json", "head.probabilities.tsv", "head.seg.nrrd"]
+
+
+def test_a_bare_model_name_selects_its_own_task(phantom, tmp_path):
+    out = tmp_path / "out"
+    assert run_cli("-i", phantom, "--model", "tiny-landmarks", "--no-summary", "--output", out) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["head.mrk.json"]
+
+
+def test_an_input_folder_of_volume_files_is_a_batch_of_cases(phantom, tmp_path):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for name in ("a.nrrd", "b.nii.gz"):
+        sitk.WriteImage(sitk.ReadImage(str(phantom)), str(folder / name))
+    out = tmp_path / "out"
+    assert run_cli("--input", folder, "--tasks", "classification", "--no-summary", "--output", out) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a.probabilities.json", "a.probabilities.tsv", "b.probabilities.json", "b.probabilities.tsv"]
+
+
+def test_predict_without_an_input_says_so(tmp_path, capsys):
+    rc = run_cli("--output", tmp_path / "out")
+    assert rc == 2
+    assert "no input given" in capsys.readouterr().err

@@ -64,7 +64,8 @@ def report_errors(run):
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("inference")
     group.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
-    group.add_argument("--tta", action="store_true", help="mirror test-time augmentation (slower)")
+    group.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False,
+                       help="mirror test-time augmentation (slower; off by default)")
     group.add_argument("--overlap", type=float, default=0.5, help="tile overlap, 0 <= overlap < 1")
     group.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     group.add_argument("--tile-batch", type=int, default=2, help="tiles per forward pass")

@@ -1,9 +1,10 @@
 """`nnmamba predict`: segmentation / landmarks / classification on a volume (or several).
 
-    nnmamba predict t1.nii.gz --output out/                       # every task with its default model
-    nnmamba predict t1.nrrd --tasks segmentation --model segmentation=my-seg --tta --output out/
-    nnmamba predict t1.nrrd t2.nrrd --tasks segmentation --output out/   # two files = two channels
-    nnmamba predict scans/ --each --output out/                   # every volume in a folder, one by one
+    nnmamba predict --input t1.nii.gz --output out/               # every task with its default model
+    nnmamba predict -i t1.nrrd --tasks segmentation --model my-seg --tta --output out/
+    nnmamba predict -i t1.nrrd -i t2.nrrd --tasks segmentation -o out/  # two files = two channels
+    nnmamba predict -i scans/ -o out/          # a folder of volume files: each one is a case
+    nnmamba predict -i dicom_series/ -o out/   # a DICOM series folder: one case
 """
 
 from __future__ import annotations
@@ -24,14 +25,19 @@ IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", type=Path,
-                        help="volume file(s) or DICOM series folder(s); several = channels in the "
-                             "model card's order (or separate cases with --each)")
+    parser.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
+                        help="same as --input")
+    parser.add_argument("-i", "--input", dest="input_list", action="extend", nargs="+", type=Path,
+                        default=[], metavar="FILE_OR_DIR",
+                        help="volume file, DICOM series folder or folder of volume files; several "
+                             "files = channels in the model card's order (or separate cases with --each)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    parser.add_argument("--tasks", nargs="+", default=TASKS, choices=TASKS, metavar="TASK",
-                        help=f"tasks to run (default: all of {', '.join(TASKS)})")
-    parser.add_argument("--model", action="append", default=[], metavar="TASK=NAME_OR_PATH",
-                        help="model for a task (name from `nnmamba models` or a card .json path)")
+    parser.add_argument("--tasks", action="extend", nargs="+", type=_split_commas, default=None,
+                        metavar="TASK", help=f"tasks to run, comma- or space-separated "
+                                             f"(default: all of {','.join(TASKS)})")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME_OR_PATH",
+                        help="model (name from `nnmamba models` or a card .json path; its card "
+                             "names its task), or TASK=NAME_OR_PATH; repeat for several tasks")
     parser.add_argument("--name", help="output file stem (default: the first input's name)")
     parser.add_argument("--each", action="store_true",
                         help="treat each input (and each volume in an input folder) as its own case")
@@ -40,25 +46,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_inference_arguments(parser)
 
 
-def parse_models(pairs) -> dict:
+def _split_commas(text: str) -> list:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    for name in names:
+        if name not in TASKS:
+            raise argparse.ArgumentTypeError(f"unknown task {name!r}; expected some of {','.join(TASKS)}")
+    return names
+
+
+def parse_models(values) -> dict:
+    """`--model` values -> {task: name_or_path}; a bare name takes its task from its card."""
+    from nnmamba.model_card import find_model
+
     models = {}
-    for pair in pairs:
-        task, sep, model = pair.partition("=")
-        if not sep or task not in TASKS or not model:
-            raise InputError(f"--model must be TASK=NAME_OR_PATH with TASK one of {', '.join(TASKS)}, "
-                             f"got {pair!r}")
-        models[task] = model
+    for value in values:
+        task, sep, model = value.partition("=")
+        if sep and task in TASKS and model:
+            models[task] = model
+        elif sep and not Path(value).exists():
+            raise InputError(f"--model must be NAME_OR_PATH or TASK=NAME_OR_PATH with TASK one of "
+                             f"{', '.join(TASKS)}, got {value!r}")
+        else:
+            models[find_model(value).task] = value
     return models
 
 
+def _requested_tasks(args, models: dict) -> list:
+    if args.tasks:
+        return list(dict.fromkeys(t for group in args.tasks for t in group))
+    # Without --tasks: the tasks of the models given, else every task.
+    return list(models) if models else list(TASKS)
+
+
+def _is_volume_file(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
+
+
 def _cases(inputs, each: bool) -> list:
-    """Lists of paths, one list per case."""
+    """Lists of paths, one list per case. A folder holding volume files is a batch of cases."""
     if not each:
+        if len(inputs) == 1 and inputs[0].is_dir() and any(_is_volume_file(p) for p in inputs[0].iterdir()):
+            return [[p] for p in sorted(inputs[0].iterdir()) if _is_volume_file(p)]
         return [list(inputs)]
     cases = []
     for path in inputs:
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+            files = sorted(p for p in path.iterdir() if _is_volume_file(p))
             series = sorted(p for p in path.iterdir() if p.is_dir())
             if files:
                 cases += [[p] for p in files]
@@ -79,14 +112,18 @@ def run(args) -> int:
 
     options = inference_options(args)
     models = parse_models(args.model)
-    tasks = list(dict.fromkeys(args.tasks))
+    tasks = _requested_tasks(args, models)
+    inputs = list(args.inputs) + list(args.input_list)
+    if not inputs:
+        raise InputError("no input given; pass --input FILE_OR_DIR (a volume file, a DICOM series "
+                         "folder or a folder of volume files)")
     unused = set(models) - set(tasks)
     if unused:
         raise InputError(f"--model given for {sorted(unused)} but --tasks is {tasks}")
     cards = [find_model(models[t]) if t in models else default_model(t) for t in tasks]
     warning = untrained_warning(cards)
     print_warning(warning)
-    cases = _cases(args.inputs, args.each)
+    cases = _cases(inputs, args.each)
     if args.name and len(cases) > 1:
         raise InputError("--name names one case's outputs; it cannot be used with several cases (--each)")
     predictor = Predictor(options, scan_backend=args.scan_backend)
