@@ -58,13 +58,20 @@ class WorkerConnection:
 
     @property
     def isStarted(self) -> bool:
-        return self._client is not None
+        """A client exists and its worker is still there (a worker may die while idle)."""
+        return self._client is not None and self._isHealthy()
+
+    def _isHealthy(self) -> bool:
+        connected = bool(getattr(self._client, "connected", True))
+        return connected and (self._worker is None or self._worker.is_alive())
 
     def workerProcessId(self):
         """The local worker's process id (None when remote or not started)."""
         return getattr(self._worker, "pid", None) if self._worker is not None else None
 
     def client(self) -> WorkerClientProtocol:
+        if self._client is not None and not self._isHealthy():
+            self.close()  # it died while nobody was waiting on it: start afresh
         if self._client is None:
             self._client = self._startLocal() if self.isLocal else self._connectRemote()
         return self._client

@@ -131,16 +131,27 @@ def test_a_killed_worker_is_reported_in_plain_words_and_restarted(connection, sa
     logic = InferenceLogic(connection)
     restarts = []
     logic.workerRestarted.connect(restarts.append)
-    jobId = logic.runAsync(sampleOnObliqueGrid, lambda outcome: None, tasks=["segmentation"])
+    stages = []
+    jobId = logic.runAsync(sampleOnObliqueGrid, lambda outcome: None, tasks=["segmentation"],
+                           onProgress=lambda fraction, stage: stages.append(stage))
+    deadline = time.monotonic() + 120
+    while "sent to the worker" not in stages and time.monotonic() < deadline:
+        logic.poll(timeout=0.1)  # the worker starts in the background; the job is sent once it listens
     pid = connection.workerProcessId()
-    os.killpg(os.getpgid(pid), signal.SIGKILL) if hasattr(os, "killpg") else os.kill(pid, signal.SIGKILL)
+    os.killpg(os.getpgid(pid), signal.SIGKILL)  # the worker runs in its own process group
     outcome = waitFor(logic, jobId, seconds=120)
     assert outcome.status is JobStatus.WORKER_DIED
     assert outcome.message.startswith("The nnMamba worker stopped unexpectedly")
     assert "It is being restarted" in outcome.message and restarts
     outputs = logic.run(sampleOnObliqueGrid, tasks="classification", timeout=300)  # the new worker works
     assert outputs["classification"][0].GetNumberOfRows() == 2
-    assert connection.workerProcessId() not in (None, pid)
+    second = connection.workerProcessId()
+    assert second not in (None, pid)
+    os.killpg(os.getpgid(second), signal.SIGKILL)  # now a death while idle: nobody polls, the next job restarts it
+    time.sleep(0.5)
+    outputs = logic.run(sampleOnObliqueGrid, tasks="classification", timeout=300)
+    assert outputs["classification"][0].GetNumberOfRows() == 2
+    assert connection.workerProcessId() not in (None, pid, second)
 
 
 def _voxels(segmentationNode, segmentName: str, referenceVolume) -> np.ndarray:
