@@ -138,3 +138,20 @@ def test_a_few_adam_steps_lower_the_loss_and_gradients_reach_the_ssm(name):
     ssm = next(m for m in model.modules() if isinstance(m, Mamba))
     for param in (ssm.A_log, ssm.D, ssm.dt_proj.weight, ssm.x_proj.weight):
         assert param.grad is not None and param.grad.abs().sum() > 0
+
+
+def test_onednn_conv3d_matches_torch_conv3d_values_and_gradients():
+    from nnmamba.networks.blocks import Conv3d
+
+    torch.manual_seed(0)
+    ours = Conv3d(8, 6, kernel_size=3, stride=2, padding=1)
+    plain = torch.nn.Conv3d(8, 6, kernel_size=3, stride=2, padding=1)
+    plain.load_state_dict(ours.state_dict())
+    x = torch.randn(1, 8, 10, 12, 14, requires_grad=True)
+    y_ours, y_plain = ours(x), plain(x)
+    assert torch.allclose(y_ours, y_plain, atol=1e-5)
+    (g_ours,) = torch.autograd.grad(y_ours.square().sum(), ours.weight)
+    (g_plain,) = torch.autograd.grad(y_plain.square().sum(), plain.weight)
+    assert torch.allclose(g_ours, g_plain, rtol=1e-4, atol=1e-4)
+    x64 = x.detach().double()
+    assert torch.equal(ours.double()(x64), plain.double()(x64))  # float64: PyTorch's own kernel

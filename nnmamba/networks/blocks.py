@@ -8,9 +8,26 @@ import torch
 import torch.nn as nn
 
 
+class Conv3d(nn.Conv3d):
+    """nn.Conv3d that runs 3x3x3 kernels through oneDNN on CPU float32 (same parameters).
+
+    PyTorch picks its slow reference kernel (slow_conv3d) for batch-1 inputs whose
+    channels * k * j is below 20480, a rule tuned for 2-D convolutions: for the small deep feature
+    maps of these networks oneDNN is 3-5x faster (measured on a 2-core AVX-512 CPU).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type == "cpu" and x.dtype == torch.float32 and self.padding_mode == "zeros"
+                and self.kernel_size != (1, 1, 1) and not isinstance(self.padding, str)
+                and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+            return torch.ops.aten.mkldnn_convolution(x.contiguous(), self.weight, self.bias, self.padding,
+                                                     self.stride, self.dilation, self.groups)
+        return super().forward(x)
+
+
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv3d:
     """3x3x3 convolution, padding 1, no bias."""
-    return nn.Conv3d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+    return Conv3d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
 
 
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv3d:
@@ -62,10 +79,10 @@ class DoubleConv(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, kernel_size: int = 3):
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv3d(in_ch, out_ch, kernel_size=kernel_size, stride=stride, padding=kernel_size // 2),
+            Conv3d(in_ch, out_ch, kernel_size=kernel_size, stride=stride, padding=kernel_size // 2),
             nn.BatchNorm3d(out_ch),
             nn.ReLU(inplace=True),
-            nn.Conv3d(out_ch, out_ch, 3, padding=1),
+            Conv3d(out_ch, out_ch, 3, padding=1),
             nn.BatchNorm3d(out_ch),
             nn.ReLU(inplace=True),
         )
