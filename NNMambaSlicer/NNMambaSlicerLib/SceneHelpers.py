@@ -24,9 +24,14 @@ class SceneHelpers:
         if shNode is None:
             return
         sourceItem = shNode.GetItemByDataNode(sourceVolumeNode)
+        if not sourceItem:
+            return
+        parentItem = shNode.GetItemParent(sourceItem)
         outputItem = shNode.GetItemByDataNode(outputNode)
-        if sourceItem and outputItem:
-            shNode.SetItemParent(outputItem, shNode.GetItemParent(sourceItem))
+        if outputItem:
+            shNode.SetItemParent(outputItem, parentItem)
+        else:  # Slicer's GUI makes items for new nodes itself; plain MRML does not
+            shNode.CreateItem(parentItem, outputNode)
 
     @staticmethod
     def removeNodes(scene, nodes) -> None:

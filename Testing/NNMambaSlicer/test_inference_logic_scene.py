@@ -113,3 +113,13 @@ def test_a_model_needing_more_channels_than_given_is_refused_before_anything_is_
     monkeypatch.setenv("NNMAMBA_MODELS_DIR", str(tmp_path))
     with pytest.raises(Exception, match=r"'two-channel-cls' needs 2 input volume\(s\) \(T1, T2\) but 1 were given"):
         InferenceLogic(NoWorker()).run(obliqueVolume, tasks="classification", model="two-channel-cls")
+
+
+def test_outputs_go_into_the_inputs_subject_hierarchy_folder(obliqueVolume):
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    folder = shNode.CreateFolderItem(shNode.GetSceneItemID(), "Patient 7")
+    shNode.CreateItem(folder, obliqueVolume)  # Slicer's GUI would have made the volume's item
+    outputs = InferenceLogic(NoWorker()).addResultsToScene(obliqueVolume, results(obliqueVolume))
+    for nodes in outputs.values():
+        for node in nodes:
+            assert shNode.GetItemParent(shNode.GetItemByDataNode(node)) == folder, node.GetName()
