@@ -62,6 +62,8 @@ class ClassificationBuilder:
             chart.SetYAxisRangeAuto(False)
             chart.SetYAxisRange(0.0, 1.0)
             chart.SetLegendVisibility(False)
+            SceneHelpers.placeBeside(series, sourceVolumeNode)
+            SceneHelpers.placeBeside(chart, sourceVolumeNode)
         except Exception:
             SceneHelpers.removeNodes(scene, reversed(created))
             raise
