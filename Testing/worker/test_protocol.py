@@ -196,3 +196,8 @@ def test_the_client_library_imports_without_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_an_unknown_task_is_refused_before_sending_with_the_known_ones_named():
+    with pytest.raises(ValueError, match=r"\['segmentation', 'landmarks', 'classification'\], got \['denoise'\]"):
+        encode_submit(SubmitRequest("j", make_volume(), ["denoise"]), token="t")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from nnmamba.volume import Geometry, Volume
@@ -33,7 +36,12 @@ TASK_MODEL = {"segmentation": "test-seg", "landmarks": "test-landmarks", "classi
 
 
 def model_paths(models_dir: Path, tasks) -> dict:
-    return {task: str(models_dir / f"{TASK_MODEL[task]}.json") for task in tasks}
+    """task -> path of the test card for it (wherever save_model put the card in `models_dir`)."""
+    cards = {}
+    for path in models_dir.rglob("*.json"):
+        name = json.loads(path.read_text(encoding="utf-8")).get("name")
+        cards[name] = str(path)
+    return {task: cards[TASK_MODEL[task]] for task in tasks}
 
 
 def make_volume(shape_kji=(24, 28, 32), seed: int = 0, dtype=np.int16) -> Volume:

@@ -120,8 +120,9 @@ class WorkerClient:
         try:
             self._send(header, arrays)
         except BaseException:
-            with self._changed:
+            with self._changed:   # never sent: no event of it may remain (the exception says it all)
                 self._pending_jobs.discard(job_id)
+                self._events = collections.deque(e for e in self._events if e.job_id != job_id)
             raise
         return job_id
 

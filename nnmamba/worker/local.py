@@ -78,6 +78,13 @@ class LocalWorker:
         with self._lock:
             if self.is_alive():
                 return self
+            if self._process is not None:
+                _kill_group(self._process)  # a dead worker's leftover children, if any
+                self._process.wait()
+            for client in [self._client] + self._extra_clients:
+                if client is not None:
+                    client.close()
+            self._client, self._extra_clients = None, []
             self._token = secrets.token_urlsafe(32)
             self._ready.clear()
             self._ready_info = {}

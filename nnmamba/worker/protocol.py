@@ -114,6 +114,7 @@ class Event:
     results: dict = field(default_factory=dict)
     error_code: Optional[str] = None
     message: str = ""
+    elapsed_s: float = 0.0   # terminal events: seconds the job spent in the engine (0 if it never ran)
 
 
 @dataclass
@@ -188,6 +189,10 @@ def check_array_specs(specs: Any, max_bytes: int) -> list:
 
 
 def encode_submit(request: SubmitRequest, token: str) -> tuple:
+    known = [t.value for t in Task]
+    unknown = [t for t in request.tasks if t not in known]
+    if unknown or not request.tasks:
+        raise ValueError(f"tasks must be a non-empty list of {known}, got {list(request.tasks)}")
     volume = wire_array(request.volume.array)
     header = {"type": MessageType.SUBMIT.value, "protocol": PROTOCOL_VERSION, "token": token,
               "job_id": request.job_id, "tasks": [Task(t).value for t in request.tasks],
@@ -320,7 +325,7 @@ def _decode_result(index: int, header: dict, arrays: dict) -> Any:
 def encode_event(event: Event) -> tuple:
     header = {"type": MessageType.EVENT.value, "kind": event.kind.value, "job_id": event.job_id,
               "fraction": float(event.fraction), "stage": event.stage, "error_code": event.error_code,
-              "message": event.message, "results": []}
+              "message": event.message, "elapsed_s": float(event.elapsed_s), "results": []}
     arrays, specs = [], []
     for index, (task, result) in enumerate(event.results.items()):
         result_header, result_arrays = _encode_result(index, task, result)
@@ -340,7 +345,7 @@ def decode_event(header: dict, arrays: dict) -> Event:
             results[result_header["task"]] = _decode_result(index, result_header, arrays)
         return Event(kind, header.get("job_id"), float(header.get("fraction") or 0.0),
                      header.get("stage") or "", results, header.get("error_code"),
-                     header.get("message") or "")
+                     header.get("message") or "", float(header.get("elapsed_s") or 0.0))
     except (KeyError, TypeError, ValueError) as e:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"the worker sent an event the client cannot "
                                                    f"read ({type(e).__name__}: {e})") from e

@@ -158,14 +158,15 @@ class JobRunner:
         if self._engine_failure is not None:
             self._finish(job, self._engine_failure)
             return
+        started = time.perf_counter()
         try:
             results = self.engine.run(job.request, self._progress_for(job), job.cancel)
         except BaseException as e:  # noqa: BLE001 - every outcome becomes exactly one event
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
-            self._finish(job, e)
+            self._finish(job, e, time.perf_counter() - started)
             return
-        self._finish(job, results)
+        self._finish(job, results, time.perf_counter() - started)
 
     def _progress_for(self, job: Job) -> Callable[[float, str], None]:
         last = {"time": 0.0, "stage": None}
@@ -179,7 +180,7 @@ class JobRunner:
 
         return progress
 
-    def _finish(self, job: Job, outcome) -> None:
+    def _finish(self, job: Job, outcome, elapsed_s: float = 0.0) -> None:
         """The one place a job's terminal event is made."""
         if isinstance(outcome, dict) and not job.cancel.is_set():
             self.jobs_done += 1
@@ -202,4 +203,5 @@ class JobRunner:
                 log.error("job %s failed:\n%s", job.job_id,
                           "".join(traceback.format_exception(type(outcome), outcome, outcome.__traceback__)))
             event = Event(EventKind.ERROR, job.job_id, error_code=code, message=message)
+        event.elapsed_s = elapsed_s
         self.emit(job, event)
