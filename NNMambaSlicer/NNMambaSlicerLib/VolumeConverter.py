@@ -60,8 +60,10 @@ class VolumeConverter:
         # VTK stores i fastest: a C-order reshape to (k, j, i, c) is the voxel grid.
         array = np.array(scalars, copy=True).reshape(dims[2], dims[1], dims[0], components)
         array = np.moveaxis(array, -1, 0)
-        if not np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_:
+        if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
             raise InputError(f"volume '{node.GetName()}' has non-numeric voxels ({array.dtype}).")
+        if array.dtype.itemsize == 8 and np.issubdtype(array.dtype, np.integer):
+            array = array.astype(np.float32)  # the worker protocol carries no 64-bit integer volumes
         return array, self.geometryOf(node)
 
     @staticmethod

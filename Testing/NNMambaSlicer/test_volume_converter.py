@@ -65,3 +65,17 @@ def _ijkToRas(node) -> np.ndarray:
     m = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(m)
     return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def test_64_bit_integer_voxels_are_sent_as_float32(app):
+    import vtk
+    from vtk.util import numpy_support
+
+    image = vtk.vtkImageData()
+    image.SetDimensions(5, 4, 3)
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.arange(60, dtype=np.int64), deep=True,
+                                                               array_type=vtk.VTK_LONG_LONG))
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "long")
+    node.SetAndObserveImageData(image)
+    volume = VolumeConverter().toVolume([node])
+    assert volume.array.dtype == np.float32 and volume.array[0, 2, 3, 4] == 59
