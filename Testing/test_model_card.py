@@ -15,7 +15,7 @@ from nnmamba.model_card import (SCHEMA_PATH, default_model, find_model, list_mod
                                 validate_card_dict)
 
 REPO = Path(__file__).resolve().parent.parent
-SHIPPED = sorted((REPO / "models").glob("*.json"))
+SHIPPED = sorted((REPO / "models").glob("*/model.json"))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "inference"))
 from tiny_models import SEG_CARD  # noqa: E402
 
@@ -23,7 +23,7 @@ from tiny_models import SEG_CARD  # noqa: E402
 def test_the_three_shipped_cards_validate_against_the_schema_and_by_hand():
     schema = json.loads(SCHEMA_PATH.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
-    assert {p.stem for p in SHIPPED} >= {"brain-structures-seg", "afids-landmarks", "scan-type-cls"}
+    assert {p.parent.name for p in SHIPPED} >= {"brain-structures-seg", "afids-landmarks", "scan-type-cls"}
     tasks = set()
     for path in SHIPPED:
         d = json.loads(path.read_text())
@@ -35,14 +35,14 @@ def test_the_three_shipped_cards_validate_against_the_schema_and_by_hand():
 
 
 def test_the_landmark_card_lists_the_32_afids_with_provenance():
-    card = read_card(REPO / "models" / "afids-landmarks.json")
+    card = read_card(REPO / "models" / "afids-landmarks" / "model.json")
     assert len(card.landmarks) == 32
     assert card.landmarks[0].name == "AC" and card.landmarks[2].description == "infracollicular sulcus"
     assert "afids_descs.json" in card.provenance["landmarks"]
 
 
 def test_the_segmentation_card_has_terminology_codes_and_distinct_labels():
-    card = read_card(REPO / "models" / "brain-structures-seg.json")
+    card = read_card(REPO / "models" / "brain-structures-seg" / "model.json")
     assert len(card.labels) >= 5
     assert all(s.terminology and s.terminology["category"][0] == "SCT" for s in card.labels)
     assert len({s.label for s in card.labels}) == len(card.labels)
@@ -114,3 +114,13 @@ def test_unknown_models_and_tasks_say_what_is_known(monkeypatch):
         find_model("nonexistent-model")
     with pytest.raises(InputError, match="unknown task 'tumour'"):
         default_model("tumour")
+
+
+def test_a_model_folder_with_model_json_is_found_by_name_and_by_folder(tmp_path, monkeypatch):
+    card = json.loads((REPO / "models" / "scan-type-cls" / "model.json").read_text())
+    card["name"] = "my-cls"
+    (tmp_path / "my-cls").mkdir()
+    (tmp_path / "my-cls" / "model.json").write_text(json.dumps(card))
+    monkeypatch.setenv("NNMAMBA_MODELS_DIR", str(tmp_path))
+    assert find_model("my-cls").path == (tmp_path / "my-cls" / "model.json").resolve()
+    assert find_model(str(tmp_path / "my-cls")).name == "my-cls"

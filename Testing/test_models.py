@@ -37,7 +37,7 @@ def test_saved_weights_load_back_identically_in_eval_mode(saved):
 
 def test_saving_refuses_to_replace_an_existing_model_unless_asked(saved, tmp_path):
     card, network = saved
-    with pytest.raises(OutputExistsError, match="tiny-cls.json exists"):
+    with pytest.raises(OutputExistsError, match="tiny-cls/model.json exists"):
         save_model(copy.deepcopy(CLS_CARD), network, tmp_path)
     save_model(copy.deepcopy(CLS_CARD), network, tmp_path, overwrite=True)
 

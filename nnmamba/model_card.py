@@ -1,6 +1,8 @@
 """Model cards: what a shipped or imported model is, read from JSON without torch.
 
-A card is a JSON file (`<name>.json`) beside its weights (`<name>.safetensors`). The Slicer panel
+A model is a folder `<name>/` holding its card `model.json` and its weights `weights.safetensors`
+(the card's `weights` field names the file; loose `<name>.json` cards beside their weights are
+found too, for hand-made or imported models). The Slicer panel
 lists models from cards, so this module imports neither torch nor SimpleITK. The schema is
 `nnmamba/model_card.schema.json`; `validate_card_dict` checks the same rules by hand (so that
 users need no jsonschema) and words each failure for a person.
@@ -37,6 +39,8 @@ ORIENTATIONS = ("LPS", "RAS")
 NORMALIZATIONS = ("zscore", "ct")
 HEATMAP_ACTIVATIONS = ("none", "sigmoid")
 PATCH_MULTIPLE = 16
+CARD_FILE = "model.json"
+WEIGHTS_FILE = "weights.safetensors"
 
 
 @dataclass(frozen=True)
@@ -307,6 +311,11 @@ def models_dirs() -> list:
     return found
 
 
+def card_path(models_dir, name: str) -> Path:
+    """Where the card of model `name` lives in a models folder: `<models_dir>/<name>/model.json`."""
+    return Path(models_dir) / name / CARD_FILE
+
+
 def _is_card(path: Path) -> bool:
     # A card is any JSON whose first object declares a schema_version; skips other JSON files.
     try:
@@ -320,7 +329,7 @@ def list_models() -> list:
     """All cards found, first folder wins on duplicate names; invalid cards raise `ModelError`."""
     cards, names = [], set()
     for folder in models_dirs():
-        for path in sorted(folder.glob("*.json")):
+        for path in sorted([*folder.glob(f"*/{CARD_FILE}"), *folder.glob("*.json")]):
             if not _is_card(path):
                 continue
             card = read_card(path)
@@ -338,6 +347,8 @@ def find_model(name_or_path) -> ModelCard:
     path = Path(text)
     if text.endswith(".json") or path.is_file():
         return read_card(path)
+    if (path / CARD_FILE).is_file():
+        return read_card(path / CARD_FILE)
     if path.is_dir():
         cards = [p for p in sorted(path.glob("*.json")) if _is_card(p)]
         if len(cards) != 1:

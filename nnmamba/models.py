@@ -19,6 +19,7 @@ from pathlib import Path
 
 from nnmamba.errors import ModelError
 from nnmamba.model_card import (  # noqa: F401  (re-exported: the public registry API)
+    CARD_FILE, WEIGHTS_FILE,
     ModelCard, default_model, find_model, list_models, models_dirs, read_card, validate_card_dict,
 )
 
@@ -91,7 +92,7 @@ def load_model(card: ModelCard, device="cpu", scan_backend: str = "auto"):
 
 
 def save_model(card_dict: dict, network_or_state, folder, overwrite: bool = False) -> ModelCard:
-    """Write `<name>.safetensors` + `<name>.json` (with weights file name and sha256) into `folder`.
+    """Write `folder/<name>/model.json` (with the weights' file name and sha256) + `weights.safetensors`.
 
     The card is validated and the weights are checked against the card's network before anything
     is written; both files are written to temporary names, then renamed.
@@ -102,10 +103,10 @@ def save_model(card_dict: dict, network_or_state, folder, overwrite: bool = Fals
     from nnmamba.errors import OutputExistsError
     from nnmamba.io.atomic import FILE_MODE
 
-    folder = Path(folder)
     card_dict = dict(card_dict)
     name = card_dict.get("name", "")
-    card_dict["weights"] = f"{name}.safetensors"
+    folder = Path(folder) / name
+    card_dict["weights"] = WEIGHTS_FILE
     card_dict.pop("weights_sha256", None)
     card = validate_card_dict(card_dict, where=f"{name} (to be saved)")
     state = network_or_state.state_dict() if hasattr(network_or_state, "state_dict") else network_or_state
@@ -115,7 +116,7 @@ def save_model(card_dict: dict, network_or_state, folder, overwrite: bool = Fals
              if isinstance(v, torch.Tensor)}
     check_state_dict(build_for_card(card, scan_backend="reference"), state, f"weights for {name}")
 
-    card_path, weights_path = folder / f"{name}.json", folder / f"{name}.safetensors"
+    card_path, weights_path = folder / CARD_FILE, folder / WEIGHTS_FILE
     for p in (card_path, weights_path):
         if p.exists() and not overwrite:
             raise OutputExistsError(f"{p} exists; pass --overwrite to replace it")

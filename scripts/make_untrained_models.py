@@ -125,6 +125,7 @@ def cards() -> list:
 def main(argv=None) -> int:
     import torch
 
+    from nnmamba.model_card import card_path
     from nnmamba.models import build_for_card, save_model, validate_card_dict
 
     parser = argparse.ArgumentParser(description="write the shipped cards with untrained weights")
@@ -134,7 +135,7 @@ def main(argv=None) -> int:
                         help="also replace models whose card says they are trained (normally kept)")
     args = parser.parse_args(argv)
     for n, card in enumerate(cards()):
-        existing = args.output / f"{card['name']}.json"
+        existing = card_path(args.output, card["name"])
         if existing.is_file() and json.loads(existing.read_text()).get("trained") and not args.replace_trained:
             print(f"kept {existing}: it holds trained weights (pass --replace-trained to replace them)")
             continue

@@ -1,7 +1,7 @@
 """The training loop: seeds, mixed precision, DDP, time budget, checkpoints, resume, logs.
 
     config = TrainConfig(card=card_dict, data_dir="data/prepared", out_dir="runs/seg", time_budget_s=600)
-    result = train(config)          # writes runs/seg/<name>.safetensors + <name>.json (the card)
+    result = train(config)          # writes runs/seg/<name>/model.json (the card) + weights.safetensors
 
 The card dict is the model's card (network, hyperparameters, input spacing/patch/normalisation,
 labels / landmarks / classes); training fills in `trained`, `training` and the weights.
@@ -29,6 +29,7 @@ from nnmamba.train.data import load_cases, read_manifest, resample_case
 from nnmamba.train.problems import make_problem
 
 log = logging.getLogger("nnmamba.train")
+UNLIMITED_STEPS = 1_000_000
 
 
 @dataclass
@@ -37,7 +38,7 @@ class TrainConfig:
     data_dir: Path
     out_dir: Path
     time_budget_s: float = 600.0       # stop after this much training time (whichever comes first)
-    max_steps: int = 1_000_000         # ... or after this many optimiser steps
+    max_steps: int = 1_000_000         # ... or after this many steps (then the schedule follows steps)
     batch_size: int = 2                # per process
     learning_rate: float = 2e-3        # Adam, as the nnMamba paper; poly decay to 0 over the budget
     weight_decay: float = 1e-5
@@ -90,9 +91,10 @@ def _git_commit() -> Optional[str]:
 
 
 def parameter_digest(model: torch.nn.Module) -> str:
-    """sha256 of all parameters' bytes (to check that DDP ranks hold the same weights)."""
+    """sha256 of all learnable parameters (to check that DDP ranks hold the same weights; BatchNorm
+    running statistics are per-rank between DDP's buffer broadcasts and are left out)."""
     h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
+    for name, p in sorted(model.named_parameters()):
         h.update(name.encode())
         h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
@@ -159,7 +161,9 @@ def train(config: TrainConfig) -> TrainResult:
         done = step >= config.max_steps or elapsed >= config.time_budget_s
         if distributed.any_rank(done, context):
             break
-        fraction = min(1.0, max(step / config.max_steps, elapsed / config.time_budget_s))
+        # Step-based schedule when a step count is given (reproducible), else time-based.
+        fraction = min(1.0, step / config.max_steps if config.max_steps < UNLIMITED_STEPS
+                       else elapsed / config.time_budget_s)
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * (1.0 - fraction) ** 0.9
         x, target = problem.batch(config.batch_size)
@@ -198,13 +202,15 @@ def train(config: TrainConfig) -> TrainResult:
         last_loss = distributed.mean_over_ranks(running / running_n, context)
         losses_log.append([step, last_loss, round(elapsed, 1)])
     elapsed = elapsed_before + time.perf_counter() - start
+    if losses_log:  # report windows (mean over log_every steps and all ranks), not single steps
+        first_loss = losses_log[0][1]
 
     card_path = None
     digest = parameter_digest(model)
     (out_dir / f"rank{context.rank}.json").parent.mkdir(parents=True, exist_ok=True)
     (out_dir / f"rank{context.rank}.json").write_text(json.dumps(
         {"rank": context.rank, "world_size": context.world_size, "steps": step, "first_loss": first_loss,
-         "last_loss": last_loss, "parameter_sha256": digest}))
+         "last_loss": last_loss, "losses": losses_log, "parameter_sha256": digest}))
     if context.is_main:
         checkpoint.save_checkpoint(out_dir, model, optimizer, {"step": step, "elapsed_s": elapsed, "losses": losses_log})
         card_path = _write_model(config, model, context, step, elapsed, precision, losses_log, len(cases))
@@ -230,7 +236,7 @@ def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float
                              if any(manifest["cases"][c]["source"] == k for c in split["train"])},
                  "prepared_by": "scripts/prepare_data.py"},
         "recipe": {"steps": steps, "batch_size_per_process": config.batch_size, "processes": context.world_size,
-                   "optimizer": "Adam", "learning_rate": config.learning_rate, "schedule": "poly 0.9 over the time budget",
+                   "optimizer": "Adam", "learning_rate": config.learning_rate, "schedule": "poly 0.9 over the " + ("steps" if config.max_steps < UNLIMITED_STEPS else "time budget"),
                    "weight_decay": config.weight_decay, "precision": precision, "seed": config.seed,
                    "loss": {"segmentation": "cross-entropy + soft Dice (batch)", "landmarks":
                             f"foreground-weighted MSE on Gaussian heatmaps, sigma {config.sigma_mm} mm",

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from nnmamba.model_card import CARD_SCHEMA_VERSION
+from nnmamba.model_card import CARD_SCHEMA_VERSION, card_path
 
 SHIPPED = {
     "brain-structures-seg": {
@@ -96,7 +96,7 @@ def _vocabulary(card: dict) -> list:
 def _keep_existing(card: dict, existing: dict) -> None:
     """Take the shipped card as the template, after checking its vocabulary matches the data's."""
     if existing.get("task") != card["task"] or _vocabulary(existing) != _vocabulary(card):
-        raise ValueError(f"models/{card['name']}.json names other outputs than the prepared data "
+        raise ValueError(f"models/{card['name']}/model.json names other outputs than the prepared data "
                          f"({_vocabulary(existing)[:4]}... vs {_vocabulary(card)[:4]}...); re-run "
                          f"scripts/prepare_data.py or align the card before training")
     description = card["description"]
@@ -109,5 +109,5 @@ def _keep_existing(card: dict, existing: dict) -> None:
 
 
 def existing_card(name: str, models_dir: Path) -> Optional[dict]:
-    path = Path(models_dir) / f"{name}.json"
+    path = card_path(models_dir, name)
     return json.loads(path.read_text()) if path.is_file() else None
