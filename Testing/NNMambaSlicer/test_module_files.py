@@ -173,3 +173,28 @@ def test_resources_are_found_from_a_checkout_and_from_the_installed_layout(tmp_p
 def test_every_module_file_compiles():
     for path in [MODULE_DIR / "NNMambaSlicer.py", *LIB_DIR.glob("*.py")]:
         compile(path.read_text(), str(path), "exec")
+
+
+def test_the_cmake_globs_pick_up_every_shipped_model_and_engine_file():
+    """The install globs (module CMakeLists.txt) must match the files the engine finds at run time."""
+    cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
+    models = re.search(r"file\((GLOB_RECURSE|GLOB) _model_files RELATIVE \S+\s+(.*?)\)", cmake, re.S)
+    patterns = [p.replace("${PROJECT_SOURCE_DIR}/", "") for p in models.group(2).split()]
+    recursive = models.group(1) == "GLOB_RECURSE"
+    from nnmamba import model_card
+
+    for card in model_card.list_models():
+        for path in (card.path, card.weights_path):
+            relative = path.resolve().relative_to(REPO_ROOT)
+            assert any(_globMatches(relative, p, recursive) for p in patterns), f"{relative} would not be installed"
+
+
+def _globMatches(relative: Path, pattern: str, recursive: bool) -> bool:
+    """CMake's file(GLOB): '*' stays within one folder; GLOB_RECURSE also descends below the pattern's folder."""
+    import fnmatch
+
+    folder, _, namePattern = pattern.rpartition("/")
+    parts, folderParts = relative.parent.parts, folder.split("/")
+    if len(parts) < len(folderParts) or (not recursive and len(parts) != len(folderParts)):
+        return False
+    return all(fnmatch.fnmatch(p, f) for p, f in zip(parts, folderParts)) and fnmatch.fnmatch(relative.name, namePattern)
