@@ -21,7 +21,8 @@ done
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 for model in brain-structures-seg afids-landmarks scan-type-cls; do
-  cp "$RUNS/$model/$model.safetensors" "$RUNS/$model/$model.json" "$OUT/" 2>/dev/null || true
+  mkdir -p "$OUT/$model"
+  cp "$RUNS/$model/$model/model.json" "$RUNS/$model/$model/weights.safetensors" "$OUT/$model/" 2>/dev/null || true
   { echo "=== $model"; cat "$RUNS.$model.log"; } >>"$OUT/train.log"
 done
 tail -n 5 "$OUT/train.log"

@@ -4,7 +4,7 @@
     nnmamba train --card my_card.json --data data/prepared --out runs/mine --steps 2000
     torchrun --nproc_per_node 2 -m nnmamba train --model scan-type-cls ...   # DDP, one GPU each
 
-Writes <out>/<name>.safetensors + <name>.json (the card, with `training` filled in),
+Writes <out>/<name>/model.json (the card, with `training` filled in) + weights.safetensors,
 <out>/checkpoint.safetensors/.json (resume with --resume) and <out>/rank<N>.json.
 """
 
@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spacing", type=float, nargs=3, metavar=("I", "J", "K"), help="override the spacing (mm)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.*")
     parser.add_argument("--checkpoint-every", type=float, default=120.0, help="seconds between checkpoints")
+    parser.add_argument("--log-every", type=int, default=20, help="steps per logged loss window (default 20)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 
@@ -80,7 +81,7 @@ def run(args) -> int:
     config = TrainConfig(card=card, data_dir=args.data, out_dir=args.out, time_budget_s=args.minutes * 60,
                          max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                          precision=args.precision, device=args.device, scan_backend=args.scan_backend,
-                         sigma_mm=args.sigma_mm, checkpoint_every_s=args.checkpoint_every, resume=args.resume,
+                         sigma_mm=args.sigma_mm, checkpoint_every_s=args.checkpoint_every, resume=args.resume, log_every=args.log_every,
                          progress_bar=not args.no_progress)
     try:
         result = train(config)

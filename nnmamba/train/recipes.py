@@ -61,7 +61,7 @@ def shipped_card(name: str, manifest: dict, existing: Optional[dict] = None) -> 
     hyper = dict(recipe["hyperparameters"])
     card = {"schema_version": CARD_SCHEMA_VERSION, "name": name, "description": recipe["description"],
             "task": recipe["task"], "network": recipe["network"], "hyperparameters": hyper,
-            "weights": f"{name}.safetensors", "trained": False,
+            "weights": "weights.safetensors", "trained": False,
             "input": {"channels": [dict(recipe["channel"])], "spacing_mm": list(recipe["spacing_mm"]),
                       "orientation": "LPS", "patch_size": list(recipe["patch_size"]),
                       "normalization": dict(recipe["normalization"])},
@@ -102,7 +102,6 @@ def _keep_existing(card: dict, existing: dict) -> None:
     description = card["description"]
     card.clear()
     card.update({k: v for k, v in json.loads(json.dumps(existing)).items() if k not in TRAINING_FIELDS})
-    card["weights"] = f"{card['name']}.safetensors"
     card["trained"] = False
     if "UNTRAINED" in card.get("description", ""):
         card["description"] = description

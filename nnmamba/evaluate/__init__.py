@@ -1,0 +1,1 @@
+"""Evaluation of models on held-out data (see nnmamba.evaluate.heldout)."""
