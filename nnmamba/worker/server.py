@@ -148,6 +148,7 @@ class WorkerServer:
         log.debug("%s connected from %s", client, websocket.remote_address)
         try:
             async for frame in websocket:
+                message = None
                 try:
                     message = assembler.feed(frame)
                     if message is not None:
@@ -155,6 +156,13 @@ class WorkerServer:
                 except ProtocolError as e:
                     log.warning("%s: %s", client, e)
                     await self._send_protocol_error(client, e)
+                except Exception as e:  # noqa: BLE001 - a bug in one request must not end the connection
+                    log.exception("%s: request failed", client)
+                    header = message[0] if message else {}
+                    ids = [header.get(k) if isinstance(header.get(k), str) else None for k in ("job_id", "request_id")]
+                    await self._send_protocol_error(client, ProtocolError(
+                        ErrorCode.INTERNAL, f"the worker failed on this request ({type(e).__name__}: {e}); "
+                                            f"this is a bug, its log has the details", *ids))
         except ConnectionClosed:
             pass
         finally:
