@@ -82,7 +82,7 @@ def shipped_card(name: str, manifest: dict, existing: Optional[dict] = None) -> 
     return card
 
 
-TRAINING_FIELDS = ("trained", "training", "accuracy", "weights", "weights_sha256")
+TRAINING_FIELDS = ("trained", "training", "accuracy", "weights_sha256")
 
 
 def _vocabulary(card: dict) -> list:
