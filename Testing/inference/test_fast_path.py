@@ -1,0 +1,161 @@
+"""The fast inference copy: BatchNorm folding (any device), fused MICCSS and CUDA graphs (CUDA)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from nnmamba.inference.fast_path import FusedMiccss, fold_batchnorm, prepare_for_inference
+from nnmamba.networks import build_network
+from nnmamba.networks.miccss import MambaLayer
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+def _randomise(model: nn.Module, seed: int) -> nn.Module:
+    """Random BatchNorm statistics and Mamba skip/bias terms, so that every folded term matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm3d):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+            if isinstance(m, MambaLayer):
+                m.mamba.D.copy_(torch.rand(m.mamba.d_inner, generator=g) * 2 - 1)
+    return model.eval()
+
+
+def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((got.double() - expected.double()).abs().max() / expected.double().abs().max()).item()
+
+
+def test_folding_batchnorm_keeps_the_network_output_and_leaves_no_batchnorm():
+    torch.manual_seed(0)
+    net = _randomise(build_network("nnMambaSeg", in_ch=1, channels=8, blocks=2, number_classes=3,
+                                   scan_backend="torch"), seed=1).double()
+    x = torch.randn(1, 1, 32, 32, 32, dtype=torch.float64)
+    folded = fold_batchnorm(copy.deepcopy(net))
+    assert not any(isinstance(m, nn.BatchNorm3d) for m in folded.modules())
+    with torch.no_grad():
+        assert _relative_error(folded(x), net(x)) < 1e-10
+
+
+def test_prepare_for_inference_refuses_integer_dtypes():
+    net = build_network("nnMambaSeg", in_ch=1, channels=8, blocks=2, number_classes=3)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        prepare_for_inference(net, torch.int8)
+
+
+def test_prepare_for_inference_leaves_the_original_network_untouched():
+    net = build_network("nnMambaLandmark", in_ch=1, channels=8, blocks=2, number_landmarks=2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    prepare_for_inference(net, torch.float32)
+    after = net.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_fused_miccss_refuses_a_layer_whose_batchnorm_is_not_folded():
+    with pytest.raises(ValueError, match="fold_batchnorm"):
+        FusedMiccss(MambaLayer(16).eval(), torch.float32)
+
+
+INTERPRETER_CHECK = """
+import copy, sys, torch
+from nnmamba.inference.fast_path import FusedMiccss, fold_batchnorm
+from nnmamba.networks.miccss import MambaLayer
+from nnmamba.ssm import triton_scan
+sys.path.insert(0, sys.argv[1])
+from test_fast_path import _randomise, _relative_error
+triton_scan.MICCSS_BLOCK_L = 16  # several chunks per scan, in both directions
+torch.manual_seed(0)
+layer = _randomise(MambaLayer(16, scan_backend="torch"), seed=2)
+x = torch.randn(2, 16, 6, 5, 4)
+with torch.no_grad():
+    expected = copy.deepcopy(layer).double()(x.double())
+    got = FusedMiccss(fold_batchnorm(copy.deepcopy(layer)), torch.float32)(x)
+up = torch.randn(1, 3, 3, 4, 5)
+up_error = (triton_scan.upsample2x_trilinear(up) - torch.nn.functional.interpolate(
+    up, scale_factor=2, mode="trilinear", align_corners=False)).abs().max().item()
+print(_relative_error(got, expected), up_error)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_TRITON, reason="needs Triton (its interpreter runs the kernels on CPU)")
+def test_fused_miccss_and_upsampling_match_torch_under_the_triton_interpreter():
+    # a child process: TRITON_INTERPRET is read when the kernels are defined
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", INTERPRETER_CHECK, str(Path(__file__).parent)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    miccss_error, upsample_error = map(float, done.stdout.split()[-2:])
+    assert miccss_error < 1e-5 and upsample_error < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,kwargs", [
+    ("nnMambaSeg", dict(in_ch=1, channels=16, blocks=3, number_classes=4)),
+    ("nnMambaLandmark", dict(in_ch=2, channels=8, blocks=2, number_landmarks=3)),
+])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-3), (torch.bfloat16, 5e-2)])
+def test_fast_copy_matches_the_eager_network_in_float64(name, kwargs, dtype, tol):
+    torch.manual_seed(0)
+    net = _randomise(build_network(name, scan_backend="torch", **kwargs), seed=3).cuda()
+    x = torch.randn(2, kwargs["in_ch"], 64, 48, 32, device="cuda")
+    with torch.no_grad():
+        expected = copy.deepcopy(net).double()(x.double())
+        got = prepare_for_inference(net, dtype)(x)
+    assert got.dtype == dtype and torch.isfinite(got).all()
+    assert _relative_error(got, expected) < tol
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_upsampling_equals_torch_trilinear(dtype, channels_last):
+    from nnmamba.ssm.triton_scan import upsample2x_trilinear
+
+    x = torch.randn(2, 5, 7, 6, 9, device="cuda").to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    expected = nn.functional.interpolate(x.float(), scale_factor=2, mode="trilinear", align_corners=False)
+    got = upsample2x_trilinear(x)
+    assert got.dtype == dtype
+    assert torch.allclose(got.float(), expected, rtol=1e-2 if dtype == torch.bfloat16 else 1e-6, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_classification_network_keeps_its_single_direction_stem_in_float32():
+    torch.manual_seed(0)
+    net = _randomise(build_network("nnMambaEncoder", in_ch=1, channels=8, blocks=2, number_classes=3,
+                                   scan_backend="torch"), seed=4).cuda()
+    x = torch.randn(2, 1, 32, 32, 32, device="cuda")
+    with torch.no_grad():
+        expected = copy.deepcopy(net).double()(x.double())
+        got = prepare_for_inference(net, torch.bfloat16)(x)
+    assert _relative_error(got, expected) < 5e-2
+
+
+@pytest.mark.gpu
+def test_graph_replay_gives_the_eager_result_for_every_new_input():
+    from nnmamba.inference.cuda_graph import GraphedNetwork
+
+    torch.manual_seed(0)
+    net = _randomise(build_network("nnMambaSeg", in_ch=1, channels=8, blocks=2, number_classes=3), seed=5)
+    fast = prepare_for_inference(net.cuda(), torch.float32)
+    graphed = GraphedNetwork(fast)
+    for seed in range(3):
+        x = torch.randn(1, 1, 32, 32, 32, device="cuda", generator=torch.Generator("cuda").manual_seed(seed))
+        with torch.no_grad():
+            assert torch.allclose(graphed(x), fast(x), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,219 @@
+"""The `triton` scan backend: mamba-ssm's `selective_scan_fn` (forward) written in Triton.
+
+Runs with the Triton that PyTorch's CUDA wheels ship, so it needs no CUDA compiler; "auto" picks it
+on CUDA when mamba-ssm is absent. Triton is imported lazily: on a machine without it (CPU wheels of
+PyTorch) the backend registers as unavailable and says why.
+
+Besides the registry function this module holds `miccss_scans`, the four scans of one MICCSS layer
+(shared Mamba, flips of the token and channel order) in two launches, used by
+`nnmamba.inference.fast_path`.
+
+Example:
+    >>> y = selective_scan_triton(u, delta, A, B, C, D, z=z, delta_bias=bias, delta_softplus=True)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Optional
+
+import torch
+
+from nnmamba.ssm.backends import register_backend
+
+INSTALL_HINT = "install a CUDA build of PyTorch (it ships Triton), e.g. pip install torch --index-url " \
+               "https://download.pytorch.org/whl/cu128"
+# Chosen on an H100 (see benchmarks/RESULTS.md): tokens per chunk and warps per program.
+BLOCK_L = 128
+NUM_WARPS = 2
+MICCSS_BLOCK_L = 128
+MICCSS_NUM_WARPS = 2
+
+
+@functools.lru_cache(maxsize=1)
+def _import_error() -> Optional[str]:
+    """None when Triton and our kernels import, else why not."""
+    try:
+        import triton  # noqa: F401
+
+        from nnmamba.ssm import _triton_scan_kernels  # noqa: F401
+    except Exception as e:  # ImportError, or a Triton too old for associative_scan
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def is_available(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_available() and _import_error() is None
+
+
+def unavailable_reason(device: torch.device) -> str:
+    if device.type != "cuda":
+        return f"the Triton scan runs on CUDA devices only (this is {device.type})"
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible to torch"
+    error = _import_error()
+    if error is not None:
+        return f"Triton does not import ({error}); fix: {INSTALL_HINT}"
+    return "available"
+
+
+def _kernels():
+    error = _import_error()
+    if error is not None:
+        raise RuntimeError(f"the triton scan backend is not usable: {error}; fix: {INSTALL_HINT}")
+    from nnmamba.ssm import _triton_scan_kernels
+
+    return _triton_scan_kernels
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _on_device(t: torch.Tensor):
+    # launches go to the tensor's GPU; a CPU tensor only reaches here under TRITON_INTERPRET=1
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def _unit_stride(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
+    if u.dim() != 3:
+        raise ValueError(f"u must be (batch, d_inner, L), got shape {tuple(u.shape)}")
+    batch, dim, length = u.shape
+    if delta.shape != u.shape:
+        raise ValueError(f"delta must have u's shape {tuple(u.shape)}, got {tuple(delta.shape)}")
+    if A.dim() != 2 or A.shape[0] != dim:
+        raise ValueError(f"A must be (d_inner={dim}, d_state), got {tuple(A.shape)}")
+    state = A.shape[1]
+    for name, t in (("B", B), ("C", C)):
+        if t.shape != (batch, state, length):
+            raise ValueError(f"{name} must be (batch, d_state, L) = {(batch, state, length)} "
+                             f"(the triton backend takes input-dependent {name} only), got {tuple(t.shape)}")
+    if z is not None and z.shape != u.shape:
+        raise ValueError(f"z must have u's shape {tuple(u.shape)}, got {tuple(z.shape)}")
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None and t.shape != (dim,):
+            raise ValueError(f"{name} must be (d_inner,) = ({dim},), got {tuple(t.shape)}")
+    tensors = [t for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None]
+    if any(t.device != u.device for t in tensors) or u.device.type != "cuda":
+        raise ValueError("the triton scan needs every tensor on one CUDA device, got "
+                         f"{sorted({str(t.device) for t in tensors})}")
+
+
+def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                          C: torch.Tensor, D: Optional[torch.Tensor] = None,
+                          z: Optional[torch.Tensor] = None, delta_bias: Optional[torch.Tensor] = None,
+                          delta_softplus: bool = False) -> torch.Tensor:
+    """Selective scan forward on CUDA, state and arithmetic in float32 (like mamba-ssm's kernel).
+
+    u, delta, z: (batch, d_inner, L); A: (d_inner, d_state); B, C: (batch, d_state, L);
+    D, delta_bias: (d_inner,). Returns y: (batch, d_inner, L) in u's dtype. Forward only: the
+    result carries no gradient (training uses the torch or mamba_ssm backends).
+    """
+    kernels = _kernels()
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    batch, dim, length = u.shape
+    u, delta, B, C = (_unit_stride(t) for t in (u, delta, B, C))
+    z = None if z is None else _unit_stride(z)
+    out = torch.empty_like(u, memory_format=torch.contiguous_format)
+    if length == 0 or batch == 0:
+        return out
+    dummy = out  # stands in for absent optional pointers; never read (HAS_* is False)
+    zz = z if z is not None else dummy
+    state = A.shape[1]
+    with _on_device(u):
+        kernels.selective_scan_kernel[(batch * dim,)](
+            u, delta, A, B, C, D if D is not None else dummy, zz,
+            delta_bias if delta_bias is not None else dummy, out,
+            length, dim,
+            u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), A.stride(0), A.stride(1),
+            B.stride(0), B.stride(1), C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
+            out.stride(0), out.stride(1),
+            HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=bool(delta_softplus), N=state, N_PAD=_next_pow2(state), BLOCK_L=BLOCK_L,
+            num_warps=NUM_WARPS,
+        )
+    return out
+
+
+def miccss_scans(xz: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torch.Tensor,
+                 x_proj_weight: torch.Tensor, dt_proj_weight: torch.Tensor, dt_proj_bias: torch.Tensor,
+                 A: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """The four scans of a MICCSS layer, for both channel orders and both token directions.
+
+    xz: (batch, 2, 2*d_inner, L): in_proj of the tokens for the channel order as given (v = 0) and
+    reversed (v = 1), x in rows [0, d_inner), z in rows [d_inner, 2*d_inner).
+    conv_weight: (d_inner, d_conv); conv_bias, dt_proj_bias, D: (d_inner,); A: (d_inner, d_state);
+    x_proj_weight: (dt_rank + 2*d_state, d_inner); dt_proj_weight: (d_inner, dt_rank).
+    Returns y: (batch, 4, d_inner, L), stream 2*v + r; r = 1 is the scan of the flipped token order,
+    already flipped back. Summing out_proj over the streams gives 4x MICCSS's mamba average.
+    """
+    kernels = _kernels()
+    batch, variants, two_dim, length = xz.shape
+    dim = two_dim // 2
+    if variants != 2 or two_dim != 2 * dim or xz.stride(-1) != 1:
+        raise ValueError(f"xz must be (batch, 2, 2*d_inner, L) with unit stride along L, "
+                         f"got shape {tuple(xz.shape)} strides {xz.stride()}")
+    state = A.shape[1]
+    rank = dt_proj_weight.shape[1]
+    u = torch.empty((batch, 4, dim, length), device=xz.device, dtype=xz.dtype)
+    with _on_device(xz):
+        conv_block = 1024
+        kernels.miccss_conv_kernel[(batch * 2 * dim, triton_cdiv(length, conv_block))](
+            xz, conv_weight, conv_bias, u, length, dim,
+            xz.stride(0), xz.stride(1), xz.stride(2), conv_weight.stride(0), conv_weight.stride(1),
+            u.stride(0), u.stride(1), u.stride(2),
+            K=conv_weight.shape[1], BLOCK_L=conv_block, num_warps=4,
+        )
+        x_dbl = torch.matmul(x_proj_weight, u)  # (batch, 4, rank + 2N, L)
+        out = torch.empty_like(u)
+        kernels.miccss_scan_kernel[(batch * 4 * dim,)](
+            u, x_dbl, dt_proj_weight, dt_proj_bias, A, D, xz, out,
+            length, dim, rank,
+            u.stride(0), u.stride(1), u.stride(2), x_dbl.stride(0), x_dbl.stride(1), x_dbl.stride(2),
+            dt_proj_weight.stride(0), dt_proj_weight.stride(1), A.stride(0), A.stride(1),
+            xz.stride(0), xz.stride(1), xz.stride(2), out.stride(0), out.stride(1), out.stride(2),
+            N=state, N_PAD=_next_pow2(state), R_PAD=_next_pow2(rank), BLOCK_L=MICCSS_BLOCK_L,
+            num_warps=MICCSS_NUM_WARPS,
+        )
+    return out
+
+
+def upsample2x_trilinear(x: torch.Tensor) -> torch.Tensor:
+    """x: (batch, C, D, H, W) -> (batch, C, 2D, 2H, 2W) in x's memory format; equals
+    F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False) (float32 arithmetic)."""
+    kernels = _kernels()
+    if x.dim() != 5:
+        raise ValueError(f"x must be (batch, C, D, H, W), got shape {tuple(x.shape)}")
+    batch, channels, depth, height, width = x.shape
+    layout = (torch.channels_last_3d if x.is_contiguous(memory_format=torch.channels_last_3d)
+              and not x.is_contiguous() else torch.contiguous_format)
+    out = torch.empty((batch, channels, 2 * depth, 2 * height, 2 * width), device=x.device, dtype=x.dtype,
+                      memory_format=layout)
+    if out.numel() == 0:
+        return out
+    channels_last = layout == torch.channels_last_3d
+    if channels_last:
+        block_w, block_c = 32, min(_next_pow2(channels), 64)
+        grid = (batch * 2 * depth * 2 * height, triton_cdiv(2 * width, block_w), triton_cdiv(channels, block_c))
+        blocks = dict(BLOCK_A=block_w, BLOCK_B=block_c)
+    else:
+        block_h, block_w = 4, min(_next_pow2(2 * width), 128)
+        grid = (batch * channels * 2 * depth, triton_cdiv(2 * height, block_h), triton_cdiv(2 * width, block_w))
+        blocks = dict(BLOCK_A=block_h, BLOCK_B=block_w)
+    with _on_device(x):
+        kernels.upsample2x_trilinear_kernel[grid](
+            x, out, channels, depth, height, width, *x.stride(), *out.stride(),
+            CHANNELS_LAST=channels_last, num_warps=4, **blocks)
+    return out
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+register_backend("triton", selective_scan_triton, is_available, unavailable_reason)
