@@ -141,3 +141,15 @@ def test_stop_is_safe_twice_and_start_after_stop_gives_a_new_process():
         assert worker.pid != first and worker.client().status()["pid"] == worker.pid
     finally:
         worker.stop()
+
+
+def test_a_worker_on_a_device_that_does_not_exist_says_so_on_status_and_on_every_job(worker_models_dir):
+    from nnmamba.errors import BackendUnavailableError
+
+    with LocalWorker(device="cuda:99", threads=1) as worker:
+        client = worker.client()
+        with pytest.raises(BackendUnavailableError, match="cuda:99"):
+            client.run(make_volume(), ["classification"], model_paths(worker_models_dir, ["classification"]),
+                       timeout=120)
+        assert client.status()["engine"].startswith("failed:")
+        assert "cuda:99" in client.status()["engine"]
