@@ -45,7 +45,9 @@ class MessageAssembler:
 
     `feed` returns None while a message is incomplete, the message when complete, and raises
     ProtocolError for a bad frame. After an error it discards the bad message's remaining binary
-    frames (if the header said how many bytes follow) so the connection stays usable.
+    frames (if the header said how many bytes follow) so the connection stays usable. A header
+    that arrives before the previous message's bytes are complete is reported as an error of the
+    previous message and is itself dropped (a conforming sender never does this; resend).
     """
 
     def __init__(self, max_array_bytes: int, max_header_bytes: int = MAX_HEADER_BYTES):
