@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ast
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from segmamba_training_case import train_steps
 
 from nnmamba.networks import build_network
 from nnmamba.ssm.backends import get_backend
@@ -147,3 +149,13 @@ def test_tom_layer_adds_its_input():
         torch.nn.init.zeros_(parameter)
     x = torch.randn(1, 8, 2, 2, 4)
     assert torch.equal(layer(x), x)
+
+
+def test_segmamba_training_lowers_the_loss_on_a_real_mr_tumour_patch():
+    torch.manual_seed(0)
+    # 16 x 16 x 32 patch: stage i has 8 / 2^i slices of the first axis, one scan group each
+    net = build_network("SegMamba", scan_backend="torch", in_ch=1, number_classes=2, depths=[1, 1, 1, 1],
+                        feat_size=[8, 16, 16, 16], hidden_size=16, num_slices=[8, 4, 2, 1])
+    losses = train_steps(net)
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0] - 0.02, losses

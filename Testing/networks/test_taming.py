@@ -4,9 +4,13 @@ placement of the Mamba layers, and shapes."""
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
+from segmamba_training_case import train_steps
+
+from nnmamba.networks import build_network
 
 from nnmamba.networks.taming import (MULTI_SCAN_ORDERS, BiMambaTransformerBlock, BiSegMamba,
                                      MambaTransformerBlock, MultiAxisMambaLayer, MultiSegMamba,
@@ -183,3 +187,14 @@ def test_state_size_follows_the_authors_rule_unless_given():
     assert [layer.mambas[0].fwd_mamba.mamba.d_state for layer in net.mamba_layers] == [32, 64, 64]
     net = BiSegMamba(channels=8, n_stages=2, blocks=1, d_state=5)
     assert {layer.mamba.fwd_mamba.mamba.d_state for layer in net.mamba_layers} == {5}
+
+
+@pytest.mark.parametrize("cls", [TamingSegMamba, BiSegMamba, SegMambaSkip,
+                                 pytest.param(MultiSegMamba, marks=pytest.mark.slow)])
+def test_variant_training_lowers_the_loss_on_a_real_mr_tumour_patch(cls):
+    torch.manual_seed(0)
+    net = build_network(cls.__name__, scan_backend="torch", in_ch=1, number_classes=2, channels=4,
+                        n_stages=3, blocks=1, d_state=4)
+    losses = train_steps(net)
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0] - 0.02, losses
