@@ -156,14 +156,20 @@ class InferenceLogic:
         """Handle what the worker sent (waiting up to `timeout` s); returns the jobs that ended."""
         if not self._jobs:
             return []
-        ended = self._sendQueuedJobs()
-        if any(job.workerJobId is None for job in self._jobs.values()):
-            time.sleep(min(timeout, 0.05))  # the worker is still starting
-            return ended
+        # Overdue cancellations first: once the grace period is over the worker is stopped,
+        # whatever it may still send.
+        ended = self._sendQueuedJobs() + self._overdueCancellations()
         if not self._jobs:
             return ended
+        starting = self._starter is not None and self._starter.is_alive()
+        if starting or any(job.workerJobId is None for job in self._jobs.values()):
+            time.sleep(min(timeout, 0.05))  # the worker is still starting
+            return ended
+        client = self.connection.currentClient()  # never starts one: a dead worker must be seen as dead
+        if client is None:
+            return ended + self._workerDied("the worker is not running")
         try:
-            events = self.connection.client().poll(timeout)
+            events = client.poll(timeout)
         except Exception as error:
             return ended + self._workerDied(f"the connection to the worker broke ({error})")
         byWorkerId = {job.workerJobId: job for job in self._jobs.values()}
@@ -183,7 +189,7 @@ class InferenceLogic:
             elif event.kind == EventKind.ERROR:
                 outcome = JobOutcome(job.jobId, JobStatus.FAILED, message=event.message, errorCode=event.error_code)
                 ended.append(self._finish(job, outcome))
-        return ended + self._overdueCancellations()
+        return ended
 
     def _startWorkerInBackground(self) -> None:
         """Start (or connect to) the worker off the GUI thread: importing torch takes seconds."""
@@ -354,16 +360,22 @@ class InferenceLogic:
 
     def _overdueCancellations(self) -> list:
         now = self._clock()
-        overdue = [j for j in self._jobs.values()
-                   if j.cancelRequestedAt is not None and now - j.cancelRequestedAt > self.cancelGraceSeconds]
+        overdue = [j for j in self._jobs.values() if j.workerJobId is not None
+                   and j.cancelRequestedAt is not None and now - j.cancelRequestedAt >= self.cancelGraceSeconds]
         if not overdue:
             return []
-        message = "Cancelled."
-        if self.connection.isLocal:
-            # The worker did not stop between tiles in time: kill its process tree and start afresh.
-            self._restartInBackground()
-            message = "Cancelled (the worker did not stop in time, so it is being restarted)."
-        return [self._finish(j, JobOutcome(j.jobId, JobStatus.CANCELLED, message=message)) for j in overdue]
+        if not self.connection.isLocal:
+            # A remote server is not ours to stop: stop waiting for the job; its late events are ignored.
+            return [self._finish(j, JobOutcome(j.jobId, JobStatus.CANCELLED, message="Cancelled.")) for j in overdue]
+        # The worker did not stop between tiles in time: kill its process tree and start afresh.
+        self._restartInBackground()
+        message = "Cancelled (the worker did not stop in time, so it was stopped and is being restarted)."
+        ended = [self._finish(j, JobOutcome(j.jobId, JobStatus.CANCELLED, message=message)) for j in overdue]
+        others = [j for j in self._jobs.values() if j.workerJobId is not None]
+        return ended + [self._finish(j, JobOutcome(
+            j.jobId, JobStatus.WORKER_DIED, errorCode="worker_died",
+            message="The worker was restarted to cancel another job; press Apply to run this one again."))
+            for j in others]
 
     def _buildOutputs(self, job: _Job, results: dict) -> JobOutcome:
         source = self.scene.GetNodeByID(job.sourceNodeId)

@@ -69,7 +69,12 @@ class WorkerConnection:
         """The local worker's process id (None when remote or not started)."""
         return getattr(self._worker, "pid", None) if self._worker is not None else None
 
+    def currentClient(self) -> Optional[WorkerClientProtocol]:
+        """The client of the worker started last (maybe dead: it then reports that), or None."""
+        return self._client
+
     def client(self) -> WorkerClientProtocol:
+        """The worker's client, starting (or restarting a dead) worker first; blocks while it starts."""
         if self._client is not None and not self._isHealthy():
             self.close()  # it died while nobody was waiting on it: start afresh
         if self._client is None:

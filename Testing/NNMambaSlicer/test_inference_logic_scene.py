@@ -21,6 +21,9 @@ class NoWorker:
     def client(self):
         raise AssertionError("the scene-side logic must not talk to the worker")
 
+    def currentClient(self):
+        raise AssertionError("the scene-side logic must not talk to the worker")
+
     def restart(self):
         raise AssertionError("the scene-side logic must not restart the worker")
 

@@ -176,3 +176,23 @@ def test_a_worker_python_without_torch_fails_the_job_with_the_reason_and_nothing
     assert outcome.message.startswith("The nnMamba worker could not be started:")
     assert "Check the worker settings" in outcome.message
     assert slicer.mrmlScene.GetNumberOfNodes() == nodesBefore
+
+
+def test_a_worker_that_does_not_stop_in_time_is_killed_with_its_process_group(connection, sampleOnObliqueGrid):
+    logic = InferenceLogic(connection, cancelGraceSeconds=0.0)  # no grace: the escalation path at once
+    stages = []
+    jobId = logic.runAsync(sampleOnObliqueGrid, lambda outcome: None, tasks=["segmentation", "landmarks"],
+                           onProgress=lambda fraction, stage: stages.append(stage))
+    deadline = time.monotonic() + 120
+    while "sent to the worker" not in stages and time.monotonic() < deadline:
+        logic.poll(timeout=0.1)
+    pid = connection.workerProcessId()
+    group = os.getpgid(pid)
+    logic.cancel(jobId)
+    outcome = waitFor(logic, jobId, seconds=60)
+    assert outcome.status is JobStatus.CANCELLED
+    assert "did not stop in time" in outcome.message
+    with pytest.raises(ProcessLookupError):
+        os.killpg(group, 0)  # nothing of the old worker's process group is left
+    outputs = logic.run(sampleOnObliqueGrid, tasks="classification", timeout=300)  # and a new one serves
+    assert outputs["classification"][0].GetNumberOfRows() == 2
