@@ -198,3 +198,22 @@ def _globMatches(relative: Path, pattern: str, recursive: bool) -> bool:
     if len(parts) < len(folderParts) or (not recursive and len(parts) != len(folderParts)):
         return False
     return all(fnmatch.fnmatch(p, f) for p, f in zip(parts, folderParts)) and fnmatch.fnmatch(relative.name, namePattern)
+
+
+def test_the_console_example_in_the_docs_uses_only_existing_names():
+    import dataclasses
+
+    from NNMambaSlicerLib.InferenceLogic import InferenceLogic
+    from NNMambaSlicerLib.WorkerConnection import WorkerSettings
+
+    doc = (REPO_ROOT / "docs" / "slicer.md").read_text()
+    example = doc.split("## Python console", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    compile(example, "docs/slicer.md", "exec")
+    entry = ast.parse((MODULE_DIR / "NNMambaSlicer.py").read_text())
+    entryMethods = {f.name for c in ast.walk(entry) if isinstance(c, ast.ClassDef) and c.name == "NNMambaSlicerLogic"
+                    for f in c.body if isinstance(f, ast.FunctionDef)}
+    methods = set(re.findall(r"\blogic\.(\w+)\(", example))
+    assert methods and all(hasattr(InferenceLogic, m) or m in entryMethods for m in methods), methods
+    fields = {f.name for f in dataclasses.fields(WorkerSettings)}
+    for call in re.findall(r"WorkerSettings\(([^)]*)\)", example):
+        assert set(re.findall(r"(\w+)=", call)) <= fields, call
