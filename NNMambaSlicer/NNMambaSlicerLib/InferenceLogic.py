@@ -146,11 +146,14 @@ class InferenceLogic:
             job.cancelRequestedAt = self._clock()
             if job.workerJobId is None:
                 continue  # not sent yet: poll ends it without sending
+            client = self.connection.currentClient()
             try:
-                self.connection.client().cancel(job.workerJobId)
+                if client is None:
+                    raise RuntimeError("no worker is running")
+                client.cancel(job.workerJobId)
             except Exception as error:
                 logging.warning("NNMambaSlicer: cancel request failed (%s); stopping the worker instead", error)
-                job.cancelRequestedAt = -float("inf")
+                job.cancelRequestedAt = -float("inf")  # overdue at once
 
     def poll(self, timeout: float = 0.0) -> list:
         """Handle what the worker sent (waiting up to `timeout` s); returns the jobs that ended."""
@@ -219,6 +222,10 @@ class InferenceLogic:
                        "environment, or the server address and token) and try again.")
             return [self._finish(job, JobOutcome(job.jobId, JobStatus.FAILED, message=message,
                                                  errorCode="worker_unavailable")) for job in queued]
+        if not self.connection.isStarted:  # it died before the jobs went out: start another, off-thread
+            self._startWorkerInBackground()
+            return [self._finish(job, JobOutcome(job.jobId, JobStatus.CANCELLED, message="Cancelled."))
+                    for job in queued if job.cancelRequestedAt is not None]
         for job in queued:
             if job.cancelRequestedAt is not None:
                 ended.append(self._finish(job, JobOutcome(job.jobId, JobStatus.CANCELLED, message="Cancelled.")))
