@@ -6,16 +6,15 @@
 Prints, for batch 4, d_inner 128, d_state 16 (with delta_softplus, delta_bias, D and z as the
 Mamba forward passes them): the `reference` and `torch` scan times and their ratio at each L;
 forward+backward times at L=4096; then nnMambaSeg(channels 32, blocks 3, classes 6) forward time
-at 1x1x64^3 and the child process's peak RSS (resource.getrusage of a fresh child process, so
-it includes the Python interpreter and torch itself; the same child's RSS before the forward is
-printed too).
+at 1x1x64^3 and the peak RSS of the fresh child process it ran in (Linux: VmHWM from
+/proc/self/status; elsewhere resource.getrusage), which includes Python and torch themselves, so
+the child's peak before the first forward is printed too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -28,19 +27,27 @@ from nnmamba.ssm.torch_scan import selective_scan_torch
 
 def scan_inputs(length: int, device: str, requires_grad: bool = False, batch: int = 4,
                 d_inner: int = 128, d_state: int = 16, seed: int = 0) -> dict:
+    """Inputs with the values and memory layouts the Mamba block passes: u (the conv output) is
+    (batch, d_inner, L) memory; delta, z, B and C are transposed views of (batch, L, m) memory
+    (they come out of linear layers); delta ~ softplus(dt_proj + bias) starts in 0.001..0.1."""
     g = torch.Generator().manual_seed(seed)
-    # magnitudes like a Mamba block's at initialisation: delta ~ softplus(dt_proj + bias) in 0.001..0.1+
+
+    def token_major(m):
+        return torch.randn(batch, length, m, generator=g).to(device).transpose(1, 2)
+
     inputs = dict(
-        u=torch.randn(batch, d_inner, length, generator=g),
-        delta=torch.randn(batch, d_inner, length, generator=g) * 0.5,
-        A=-torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_inner, 1),
-        B=torch.randn(batch, d_state, length, generator=g),
-        C=torch.randn(batch, d_state, length, generator=g),
-        D=torch.ones(d_inner),
-        z=torch.randn(batch, d_inner, length, generator=g),
-        delta_bias=torch.log(torch.expm1(torch.rand(d_inner, generator=g) * 0.099 + 0.001)),
+        u=torch.randn(batch, d_inner, length, generator=g).to(device),
+        delta=token_major(d_inner) * 0.5,
+        A=-torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_inner, 1).to(device),
+        B=token_major(d_state),
+        C=token_major(d_state),
+        D=torch.ones(d_inner, device=device),
+        z=token_major(d_inner),
+        delta_bias=torch.log(torch.expm1(torch.rand(d_inner, generator=g) * 0.099 + 0.001)).to(device),
     )
-    return {k: v.to(device).requires_grad_(requires_grad) for k, v in inputs.items()}
+    if requires_grad:
+        inputs = {k: v.detach().requires_grad_(True) for k, v in inputs.items()}
+    return inputs
 
 
 def best_time(fn, repeats: int, device: str) -> float:
@@ -90,37 +97,50 @@ def bench_backward(length: int, repeats: int, device: str) -> dict:
 _CHILD = r"""
 import json, resource, sys, time, torch
 from nnmamba.networks import build_network
+
+def peak_mib():
+    # VmHWM: this process's own RSS high-water mark (ru_maxrss would include the parent's RSS at
+    # fork time on Linux); getrusage elsewhere
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2 ** 20
+
+size, device, backend, repeats, threads = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+if int(threads):
+    torch.set_num_threads(int(threads))
 torch.manual_seed(0)
-size, device, backend = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 model = build_network("nnMambaSeg", in_ch=1, channels=32, blocks=3, number_classes=6,
                       scan_backend=backend).eval().to(device)
-x = torch.randn(1, 1, size, size, size, device=device)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+x = torch.randn(1, 1, int(size), int(size), int(size), device=device)
+before = peak_mib()
 times = []
 with torch.no_grad():
-    for _ in range(int(sys.argv[4])):
+    for _ in range(int(repeats)):
         start = time.perf_counter()
         y = model(x)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-print(json.dumps({"times": times, "rss_before_kib": before, "shape": list(y.shape)}))
+print(json.dumps({"times": times, "peak_before_mib": before, "peak_mib": peak_mib()}))
 """
 
 
-def bench_network(size: int, repeats: int, device: str, backend: str) -> dict:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(size), device, backend, str(repeats)],
-                         capture_output=True, text=True, check=True)
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak_kib <= before:
-        peak_kib = float("nan")  # an earlier child had a higher peak; not measurable here
+def bench_network(size: int, repeats: int, device: str, backend: str, threads: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(size), device, backend, str(repeats),
+                          str(threads)], capture_output=True, text=True, check=True)
     report = json.loads(out.stdout.strip().splitlines()[-1])
     row = {"size": size, "backend": backend, "first_s": report["times"][0], "best_s": min(report["times"]),
-           "peak_rss_mib": peak_kib / 1024, "rss_before_forward_mib": report["rss_before_kib"] / 1024}
+           "peak_rss_mib": report["peak_mib"], "peak_rss_before_forward_mib": report["peak_before_mib"]}
     print(f"nnMambaSeg(32, 3, 6) forward 1x1x{size}^3 on {device} ({backend} scan): "
           f"first {row['first_s']:.2f} s, best of {repeats} {row['best_s']:.2f} s; peak RSS of the child "
-          f"{row['peak_rss_mib']:.0f} MiB (before the forward {row['rss_before_forward_mib']:.0f} MiB)", flush=True)
+          f"process {row['peak_rss_mib']:.0f} MiB ({row['peak_rss_before_forward_mib']:.0f} MiB before the "
+          f"first forward: Python, torch and the model)", flush=True)
     return row
 
 
@@ -135,9 +155,9 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} CPU threads")
     repeats = 2 if args.quick else 3
-    results = {"scan": bench_scan([4096] if args.quick else [4096, 32768], repeats, args.device),
-               "backward": bench_backward(1024 if args.quick else 4096, repeats, args.device),
-               "network": bench_network(64, repeats, args.device, "torch")}
+    results = {"network": bench_network(64, repeats, args.device, "torch", args.threads or 0),
+               "scan": bench_scan([4096] if args.quick else [4096, 32768], repeats, args.device),
+               "backward": bench_backward(1024 if args.quick else 4096, 1 if args.quick else 2, args.device)}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

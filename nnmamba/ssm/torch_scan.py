@@ -31,7 +31,7 @@ from nnmamba.ssm.reference_scan import scan_dtype
 # Elements of one (batch, K, d_inner, d_state) slab a loop step works on: big enough that the
 # per-op overhead is small next to the arithmetic.
 _SLAB_ELEMENTS = 1 << 18
-# Longest chunk; bounds what the backward pass keeps per group of chunks.
+# Longest chunk when a backward pass will follow; bounds what it keeps per group of chunks.
 _MAX_CHUNK = 256
 # Elements of recomputed states (and of decays) the backward pass holds at once.
 _GROUP_ELEMENTS = 1 << 22
@@ -45,69 +45,72 @@ def selective_scan_torch(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
     """Chunked selective scan, same maths as `selective_scan_reference`. Differentiable.
 
     u, delta, z: (batch, d_inner, L); A: (d_inner, d_state); B, C: (batch, d_state, L);
-    D, delta_bias: (d_inner,). Returns y: (batch, d_inner, L) in u's dtype.
+    D, delta_bias: (d_inner,). Returns y: (batch, d_inner, L) in u's dtype, as a transposed view
+    of (batch, L, d_inner) memory (what the Mamba block's out_proj wants).
     """
     dtype_in = u.dtype
     compute = scan_dtype(dtype_in)
     with torch.autocast(device_type=u.device.type, enabled=False):
-        u_c = u.to(compute)
-        delta = delta.to(compute)
+        # token-major (batch, L, m) views: free for the Mamba block's delta, z, B and C
+        u_t = u.to(compute).transpose(1, 2)
+        delta_t = delta.to(compute).transpose(1, 2)
         if delta_bias is not None:
-            delta = delta + delta_bias.to(compute)[:, None]
+            delta_t = delta_t + delta_bias.to(compute)
         if delta_softplus:
-            delta = F.softplus(delta)
-        args = (u_c, delta, A.to(compute), B.to(compute), C.to(compute))
+            delta_t = F.softplus(delta_t)
+        args = (u_t, delta_t, A.to(compute), B.to(compute).transpose(1, 2), C.to(compute).transpose(1, 2))
         if torch.is_grad_enabled() and any(t.requires_grad for t in args):
-            y = _ChunkedScan.apply(*args)
+            y_t = _ChunkedScan.apply(*args)
         else:
-            y = _forward(*args)[0]
+            y_t = _forward(*args)[0]
         if D is not None:
-            y = y + u_c * D.to(compute)[:, None]
+            y_t = torch.addcmul(y_t, u_t, D.to(compute))
         if z is not None:
-            y = y * F.silu(z.to(compute))
-    return y.to(dtype_in)
+            y_t = y_t * F.silu(z.to(compute).transpose(1, 2))
+    return y_t.to(dtype_in).transpose(1, 2)
 
 
 class _Layout:
     """Chunking of one call: K chunks of T tokens, token-major views (batch, K, T, m)."""
 
-    def __init__(self, batch: int, d_inner: int, d_state: int, length: int):
+    def __init__(self, batch: int, d_inner: int, d_state: int, length: int, for_backward: bool):
         per_chunk = max(1, batch * d_inner * d_state)
-        chunks = max(1, min(length, _SLAB_ELEMENTS // per_chunk), math.ceil(length / _MAX_CHUNK))
-        self.T = math.ceil(length / chunks)
+        chunks = max(1, min(length, _SLAB_ELEMENTS // per_chunk))
+        if for_backward:
+            chunks = max(chunks, math.ceil(length / _MAX_CHUNK))
+        self.T = max(1, math.ceil(length / chunks))
         self.K = math.ceil(length / self.T)
         self.length = length
         self.batch, self.d_inner, self.d_state = batch, d_inner, d_state
 
     def split(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, m, L) -> (batch, K, T, m), zero-padded past L. Free when x is a transposed
-        view of a (batch, L, m) tensor, as the Mamba block's delta is."""
-        x = x.transpose(1, 2)
+        """(batch, L, m) -> (batch, K, T, m), zero-padded past L (a copy only if x is not
+        contiguous or L is not a multiple of T)."""
         pad = self.K * self.T - self.length
         x = F.pad(x, (0, 0, 0, pad)) if pad else x.contiguous()
         return x.view(self.batch, self.K, self.T, x.shape[-1])
 
     def steps(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, m, L) -> (T, batch, K, m): step t of every chunk is one contiguous block."""
+        """(batch, L, m) -> (T, batch, K, m): step t of every chunk is one contiguous block."""
         return self.split(x).permute(2, 0, 1, 3).contiguous()
 
     def join(self, x: torch.Tensor) -> torch.Tensor:
-        """(T, batch, K, m) -> (batch, m, L), a transposed view of (batch, L, m) memory."""
+        """(T, batch, K, m) -> (batch, L, m)."""
         x = x.permute(1, 2, 0, 3).reshape(self.batch, self.K * self.T, x.shape[-1])
-        return x[:, :self.length].transpose(1, 2)
+        return x[:, :self.length]
 
 
 # The state is kept as (batch, K, d_state, d_inner): d_inner innermost, so every elementwise op
 # broadcasts over a contiguous 128-wide row and vectorises.
 
-def _forward(u, delta, A, B, C):
-    """y without D and gate, plus the chunk start states backward needs. Shapes as
-    `selective_scan_torch`."""
-    batch, d_inner, length = u.shape
+def _forward(u, delta, A, B, C, for_backward=False):
+    """y (batch, L, d_inner) without D and gate, plus the chunk start states backward needs.
+    u, delta: (batch, L, d_inner); B, C: (batch, L, d_state); A: (d_inner, d_state)."""
+    batch, length, d_inner = u.shape
     d_state = A.shape[1]
-    lay = _Layout(batch, d_inner, d_state, length)
+    lay = _Layout(batch, d_inner, d_state, length, for_backward)
     if length == 0:
-        return u.new_zeros(batch, d_inner, 0), None, lay
+        return u.new_zeros(batch, 0, d_inner), None, lay
     A2 = (A * _LOG2_E).t().contiguous()               # (n, d); exp(delta A) == exp2(delta A2), faster
     ds = lay.split(delta).unsqueeze(3)                # (b, K, T, 1, d)
     us = lay.split(delta * u).unsqueeze(3)            # (b, K, T, 1, d): delta * u
@@ -146,7 +149,7 @@ class _ChunkedScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C):
-        y, starts, lay = _forward(u, delta, A, B, C)
+        y, starts, lay = _forward(u, delta, A, B, C, for_backward=True)
         ctx.save_for_backward(u, delta, A, B, C, starts)
         ctx.layout = lay
         return y
@@ -162,7 +165,7 @@ class _ChunkedScan(torch.autograd.Function):
 
 
 def _backward(dy, u, delta, A, B, C, starts, lay):
-    """Gradients of sum(dy * y) for u, delta, A, B, C (shapes as the inputs).
+    """Gradients of sum(dy * y) for u, delta, A, B, C (token-major, shapes as the inputs).
 
     With h[t] = a[t] h[t-1] + x[t], a[t] = exp(delta[t] A), x[t] = delta[t] u[t] B[t] and
     y[t] = C[t] . h[t], the state gradient g[t] = dy[t] C[t] + a[t+1] g[t+1] runs backwards; then
