@@ -56,3 +56,15 @@ def test_mamba_block_under_bfloat16_autocast_stays_close_to_float32():
             got = block(x)
     assert torch.isfinite(got).all()
     assert ((got.float() - want).abs().max() / want.abs().max()).item() < 5e-2
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 4, 9])
+def test_token_major_causal_conv_equals_torch_conv1d(length):
+    from nnmamba.ssm.mamba import causal_depthwise_conv
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(6, 6, kernel_size=4, groups=6, padding=3).double()
+    x = torch.randn(2, length, 6, dtype=torch.float64)
+    want = conv(x.transpose(1, 2))[..., :length].transpose(1, 2)
+    got = causal_depthwise_conv(x, conv.weight, conv.bias)
+    assert torch.allclose(got, want, rtol=0, atol=1e-12)

@@ -33,6 +33,27 @@ def _log_choice(requested: str, device: torch.device, name: str) -> None:
         logger.info("selective scan on %s: backend %r (asked for %r)", device, name, requested)
 
 
+def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """The Mamba block's causal depthwise conv1d, token-major.
+
+    x: (batch, L, channels); weight: (channels, 1, width); bias: (channels,) or None.
+    out[t] = bias + sum_k weight[k] * x[t + k - (width - 1)], zeros before the start: what
+    Conv1d(groups=channels, padding=width - 1) followed by [..., :L] computes, without the two
+    layout copies (and 3-4x faster on CPU than the depthwise conv1d kernel).
+    """
+    width = weight.shape[-1]
+    length = x.shape[1]
+    w = weight[:, 0, :].to(x.dtype)                                       # (channels, width)
+    out = x * w[:, width - 1]
+    if bias is not None:
+        out = out + bias.to(x.dtype)
+    for k in range(width - 1):
+        shift = width - 1 - k
+        if shift < length:
+            out[:, shift:] += x[:, :length - shift] * w[:, k]
+    return out
+
+
 class Mamba(nn.Module):
     """Mamba v1 block. Input and output: (batch, L, d_model)."""
 
@@ -108,7 +129,9 @@ class Mamba(nn.Module):
             raise ValueError(f"Mamba expects (batch, L, {self.d_model}), got {tuple(hidden_states.shape)}")
         batch, length, _ = hidden_states.shape
         name = self.resolved_backend(hidden_states.device)
-        xz = F.linear(hidden_states, self.in_proj.weight, self.in_proj.bias).transpose(1, 2)  # (b, 2E, L)
+        # everything stays token-major (b, L, channels): the linear layers want it and the torch
+        # scan works in it; the backends get (b, channels, L) views of that memory
+        xz = F.linear(hidden_states, self.in_proj.weight, self.in_proj.bias)  # (b, L, 2E)
         # A is float32 as in mamba-ssm; a float64 model keeps it float64 (see docs/engine.md)
         A = -torch.exp(self.A_log.to(scan_dtype(self.A_log.dtype)))
         if name == "mamba_ssm" and self.use_fast_path:
@@ -117,19 +140,18 @@ class Mamba(nn.Module):
             fused = inner_fn()
             if fused is not None:
                 # fused conv + projections + scan; returns (batch, L, d_model)
-                return fused(xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight,
+                return fused(xz.transpose(1, 2), self.conv1d.weight, self.conv1d.bias, self.x_proj.weight,
                              self.dt_proj.weight, self.out_proj.weight, self.out_proj.bias, A,
                              None, None, self.D.float(), delta_bias=self.dt_proj.bias.float(),
                              delta_softplus=True)
-        x, z = xz.chunk(2, dim=1)
-        x = self.act(self.conv1d(x)[..., :length])                          # (b, E, L)
-        x_dbl = F.linear(x.transpose(1, 2), self.x_proj.weight)             # (b, L, R + 2N)
+        x, z = xz.split(self.d_inner, dim=-1)
+        x = self.act(causal_depthwise_conv(x, self.conv1d.weight, self.conv1d.bias))  # (b, L, E)
+        x_dbl = F.linear(x, self.x_proj.weight)                             # (b, L, R + 2N)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)             # (b, E, L)
-        # (b, N, L) views of (b, L, N) memory: each backend lays them out as it needs
-        B = B.transpose(1, 2)
-        C = C.transpose(1, 2)
+        dt = F.linear(dt, self.dt_proj.weight)                              # (b, L, E)
         keep = scan_dtype(x.dtype)
-        y = backends.get_backend(name).fn(x, dt, A, B, C, self.D.to(keep), z=z,
-                                          delta_bias=self.dt_proj.bias.to(keep), delta_softplus=True)
+        y = backends.get_backend(name).fn(
+            x.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2),
+            self.D.to(keep), z=z.transpose(1, 2), delta_bias=self.dt_proj.bias.to(keep),
+            delta_softplus=True)                                            # (b, E, L)
         return self.out_proj(y.transpose(1, 2))
