@@ -27,7 +27,7 @@ INSTALL_HINT = "install a CUDA build of PyTorch (it ships Triton), e.g. pip inst
 # Chosen on an H100 (see benchmarks/RESULTS.md): tokens per chunk and warps per program.
 BLOCK_L = 128
 NUM_WARPS = 2
-MICCSS_BLOCK_L = 128
+MICCSS_BLOCK_L = 256
 MICCSS_NUM_WARPS = 2
 
 
