@@ -154,3 +154,24 @@ def test_softplus_and_gate_are_applied_like_mamba_ssm():
     want = selective_scan_reference(**plain) * F.silu(z)
     got = selective_scan_torch(**inputs, delta_softplus=True)
     assert relative_error(got, want) < 1e-12
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 2e-5), (torch.float64, 1e-10)])
+def test_torch_scan_on_cuda_matches_the_reference_on_cpu(dtype, tolerance):
+    inputs = make_inputs(2, 16, 16, 1500, dtype)
+    want = selective_scan_reference(**inputs, delta_softplus=True)
+    got = selective_scan_torch(**{k: v.cuda() for k, v in inputs.items()}, delta_softplus=True)
+    assert relative_error(got.cpu(), want) < tolerance
+
+
+@pytest.mark.gpu
+def test_mamba_ssm_backend_matches_the_reference_where_it_imports():
+    from nnmamba.ssm import backends
+
+    if not backends.get_backend("mamba_ssm").is_available(torch.device("cuda")):
+        pytest.skip(backends.get_backend("mamba_ssm").reason("cuda"))
+    inputs = make_inputs(2, 16, 16, 1500, torch.float32)
+    want = selective_scan_reference(**inputs, delta_softplus=True)
+    got = backends.get_backend("mamba_ssm").fn(**{k: v.cuda() for k, v in inputs.items()}, delta_softplus=True)
+    assert relative_error(got.cpu(), want) < 2e-5
