@@ -66,20 +66,22 @@ class TriOrientedMamba(Mamba):
 
     def _add_direction(self, suffix: str, conv_bias: bool, dt_min: float = 0.001, dt_max: float = 0.1,
                        dt_init: str = "random", dt_scale: float = 1.0, dt_init_floor: float = 1e-4,
-                       **_) -> None:
-        """Parameters of one more scan direction, initialised as mamba-ssm initialises the first."""
+                       dtype=None, **_) -> None:
+        """Parameters of one more scan direction, initialised as mamba-ssm initialises the first
+        (A_log and D stay float32, as there)."""
         device = self.A_log.device
+        factory = {"device": device, "dtype": dtype}
         conv = nn.Conv1d(self.d_inner, self.d_inner, kernel_size=self.d_conv, groups=self.d_inner,
-                         padding=self.d_conv - 1, bias=conv_bias, device=device)
-        x_proj = nn.Linear(self.d_inner, self.dt_rank + self.d_state * 2, bias=False, device=device)
-        dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, device=device)
+                         padding=self.d_conv - 1, bias=conv_bias, **factory)
+        x_proj = nn.Linear(self.d_inner, self.dt_rank + self.d_state * 2, bias=False, **factory)
+        dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **factory)
         std = self.dt_rank ** -0.5 * dt_scale
         with torch.no_grad():
             if dt_init == "constant":
                 dt_proj.weight.fill_(std)
             else:
                 dt_proj.weight.uniform_(-std, std)
-            dt = torch.exp(torch.rand(self.d_inner, device=device) * (math.log(dt_max) - math.log(dt_min))
+            dt = torch.exp(torch.rand(self.d_inner, **factory) * (math.log(dt_max) - math.log(dt_min))
                            + math.log(dt_min)).clamp(min=dt_init_floor)
             dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
         A = torch.arange(1, self.d_state + 1, dtype=torch.float32, device=device).repeat(self.d_inner, 1)
