@@ -49,10 +49,11 @@ import torch
 
 UPSTREAM_PATHS = ["model_segmamba", "mamba/mamba_ssm", "causal-conv1d/causal_conv1d", "monai"]
 
-# (file name, what, constructor arguments, input shape)
+# segmamba_mamba.npz: the v3 Mamba alone (upstream constructor arguments, input shape)
 MAMBA_CONFIG = {"d_model": 16, "d_state": 8, "d_conv": 4, "expand": 2, "bimamba_type": "v3", "nslices": 4}
 MAMBA_INPUT = (2, 24, 16)  # (batch, L, d_model); L divisible by nslices
-# UnetOutBlock is hard-wired to 48 input channels upstream, so feat_size[0] must be 48.
+# segmamba.npz: the whole network. UnetOutBlock is hard-wired to 48 input channels upstream, so
+# feat_size[0] must be 48.
 NET_CONFIG = {"in_chans": 1, "out_chans": 2, "depths": [2, 1, 1, 1], "feat_size": [48, 8, 12, 16],
               "hidden_size": 16}
 # The smallest cube for which every stage's token count divides the hard-wired nslices (64, 32, 16, 8).
@@ -169,7 +170,6 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=2024)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     with tempfile.TemporaryDirectory() as scratch:
         commit = extract_upstream(args.upstream, Path(scratch))
