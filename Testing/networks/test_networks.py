@@ -27,8 +27,8 @@ def test_registry_names_the_three_nnmamba_networks():
 def test_dense_networks_keep_non_cubic_sizes_and_batch(name, channels):
     model = small(name).eval()
     with torch.no_grad():
-        out = model(torch.randn(2, 1, 32, 48, 16))
-    assert out.shape == (2, channels, 32, 48, 16)
+        out = model(torch.randn(2, 1, 32, 48, 64))
+    assert out.shape == (2, channels, 32, 48, 64)
     assert torch.isfinite(out).all()
 
 

@@ -19,7 +19,8 @@ class Conv3d(nn.Conv3d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.device.type == "cpu" and x.dtype == torch.float32 and self.padding_mode == "zeros"
                 and self.kernel_size != (1, 1, 1) and not isinstance(self.padding, str)
-                and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+                and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+                and not torch.is_autocast_enabled("cpu")):  # autocast casts only nn.Conv3d's op
             return torch.ops.aten.mkldnn_convolution(x.contiguous(), self.weight, self.bias, self.padding,
                                                      self.stride, self.dilation, self.groups)
         return super().forward(x)
