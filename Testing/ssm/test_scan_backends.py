@@ -175,3 +175,14 @@ def test_mamba_ssm_backend_matches_the_reference_where_it_imports():
     want = selective_scan_reference(**inputs, delta_softplus=True)
     got = backends.get_backend("mamba_ssm").fn(**{k: v.cuda() for k, v in inputs.items()}, delta_softplus=True)
     assert relative_error(got.cpu(), want) < 2e-5
+
+
+def test_both_scans_ignore_autocast_and_keep_float32_state():
+    inputs = make_inputs(2, 8, 16, 300, torch.float32)
+    want = selective_scan_reference(**inputs, delta_softplus=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = selective_scan_reference(**inputs, delta_softplus=True)
+        got = selective_scan_torch(**inputs, delta_softplus=True)
+    assert ref.dtype == got.dtype == torch.float32
+    assert relative_error(ref, want) < 1e-6
+    assert relative_error(got, want) < 2e-5

@@ -27,6 +27,11 @@ def selective_scan_reference(u: torch.Tensor, delta: torch.Tensor, A: torch.Tens
     u, delta, z: (batch, d_inner, L); A: (d_inner, d_state); B, C: (batch, d_state, L);
     D, delta_bias: (d_inner,). Returns y: (batch, d_inner, L) in u's dtype.
     """
+    with torch.autocast(device_type=u.device.type, enabled=False):  # the einsum must not downcast
+        return _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
+def _scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
     dtype_in = u.dtype
     compute = scan_dtype(dtype_in)
     u = u.to(compute)
