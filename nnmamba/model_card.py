@@ -33,8 +33,11 @@ from nnmamba.results import SegmentInfo, Task
 CARD_SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("model_card.schema.json")
 TASKS = tuple(t.value for t in Task)
+# network name (nnmamba.networks.build_network) -> the task its output serves
 NETWORKS = {"nnMambaSeg": "segmentation", "nnMambaEncoder": "classification",
-            "nnMambaLandmark": "landmarks"}
+            "nnMambaLandmark": "landmarks", "SegMamba": "segmentation",
+            "TamingSegMamba": "segmentation", "BiSegMamba": "segmentation",
+            "SegMambaSkip": "segmentation", "MultiSegMamba": "segmentation"}
 ORIENTATIONS = ("LPS", "RAS")
 NORMALIZATIONS = ("zscore", "ct")
 HEATMAP_ACTIVATIONS = ("none", "sigmoid")

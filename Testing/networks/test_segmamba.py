@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from segmamba_training_case import register_card_networks, train_few_steps, tumour_card
+from segmamba_training_case import assert_cards_accept_the_networks, train_few_steps, tumour_card
 
 from nnmamba.model_card import read_card
 from nnmamba.models import load_model
@@ -166,7 +166,7 @@ def test_tom_layer_adds_its_input():
 
 
 def test_segmamba_trains_through_the_training_code_on_a_real_mr_tumour_and_reloads(tmp_path, monkeypatch):
-    register_card_networks(monkeypatch)
+    assert_cards_accept_the_networks()
     # 16 x 16 x 32 patch: stage i has 8 / 2^i slices of the first axis, one scan group each
     card = tumour_card("SegMamba", depths=[1, 1, 1, 1], feat_size=[8, 16, 16, 16], hidden_size=16,
                        num_slices=[8, 4, 2, 1])

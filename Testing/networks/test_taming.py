@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from segmamba_training_case import register_card_networks, train_few_steps, tumour_card
+from segmamba_training_case import assert_cards_accept_the_networks, train_few_steps, tumour_card
 
 from nnmamba.model_card import read_card
 from nnmamba.models import load_model
@@ -194,7 +194,7 @@ def test_state_size_follows_the_authors_rule_unless_given():
 @pytest.mark.parametrize("cls", [TamingSegMamba, BiSegMamba, SegMambaSkip,
                                  pytest.param(MultiSegMamba, marks=pytest.mark.slow)])
 def test_variant_trains_through_the_training_code_on_a_real_mr_tumour_and_reloads(cls, tmp_path, monkeypatch):
-    register_card_networks(monkeypatch)
+    assert_cards_accept_the_networks()
     card = tumour_card(cls.__name__, patch_ijk=(16, 16, 16), channels=4, n_stages=3, blocks=1, d_state=4)
     result = train_few_steps(tmp_path, card)
     assert result.steps == 6
