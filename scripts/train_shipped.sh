@@ -11,6 +11,7 @@ MINUTES=${MINUTES:-8}
 PY=${PY:-python3}
 RUNS=${RUNS:-outputs/runs}
 MODELS=${MODELS:-brain-structures-seg afids-landmarks scan-type-cls}
+BATCH=${BATCH:-2}
 mkdir -p "$OUT" "$RUNS"
 $PY -c "import monai" 2>/dev/null || $PY -m pip install -q --no-deps --no-index .whl/monai-*.whl
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -20,7 +21,7 @@ for model in $MODELS; do
   resume=()
   [ -f "$RUNS/$model/checkpoint.safetensors" ] && resume=(--resume)
   $PY -m nnmamba train --model "$model" --data data/prepared --out "$RUNS/$model" --minutes "$MINUTES" \
-      --scan-backend torch --no-progress --checkpoint-every 100000 "${resume[@]}" >>"$RUNS/$model.log" 2>&1 &
+      --scan-backend torch --no-progress --checkpoint-every 100000 --batch-size "$BATCH" "${resume[@]}" >>"$RUNS/$model.log" 2>&1 &
   pids+=($!)
 done
 status=0

@@ -5,7 +5,8 @@ core needs only torch and numpy (no second torch, no SimpleITK/nibabel pins), an
 resampling runs on whatever device the tensor is on, so augmentation happens on the GPU beside the
 network instead of starving it from the CPU.
 
-Spatial: a random affine (rotation, scaling, translation) that also crops/pads to the patch, then
+Spatial: a random affine (rotation, scaling, translation) that also crops/pads to the patch (when
+the patch is smaller than the volume, the translation reaches its borders), then
 for classification random flips and 90-degree turns (scan-type routing must not depend on
 orientation). Intensity: gamma, scaling, shift, Gaussian noise and blur, applied to the image only,
 after normalisation.

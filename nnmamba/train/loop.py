@@ -125,10 +125,12 @@ def train(config: TrainConfig) -> TrainResult:
     out_dir = Path(config.out_dir)
     step, elapsed_before = 0, 0.0
     losses_log: list = []
+    hardware_log: list = []   # [device, first step, last step, seconds] per run (resumes may move)
     if config.resume and checkpoint.has_checkpoint(out_dir):
         state = checkpoint.load_checkpoint(out_dir, model, optimizer)
         step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
         losses_log = state.get("losses", [])
+        hardware_log = state.get("hardware_log", [])
         if context.is_main:
             log.info("resumed from %s at step %d (%.0f s trained)", out_dir, step, elapsed_before)
     _seed_everything(config.seed + 1000 * context.rank + step)  # different samples per rank/resume
@@ -202,6 +204,9 @@ def train(config: TrainConfig) -> TrainResult:
         last_loss = distributed.mean_over_ranks(running / running_n, context)
         losses_log.append([step, last_loss, round(elapsed, 1)])
     elapsed = elapsed_before + time.perf_counter() - start
+    start_step = hardware_log[-1][2] if hardware_log else 0
+    if step > start_step:
+        hardware_log.append([_device_name(context.device), start_step, step, round(elapsed - elapsed_before, 1)])
     if losses_log:  # report windows (mean over log_every steps and all ranks), not single steps
         first_loss = losses_log[0][1]
 
@@ -212,8 +217,9 @@ def train(config: TrainConfig) -> TrainResult:
         {"rank": context.rank, "world_size": context.world_size, "steps": step, "first_loss": first_loss,
          "last_loss": last_loss, "losses": losses_log, "parameter_sha256": digest}))
     if context.is_main:
-        checkpoint.save_checkpoint(out_dir, model, optimizer, {"step": step, "elapsed_s": elapsed, "losses": losses_log})
-        card_path = _write_model(config, model, context, step, elapsed, precision, losses_log, len(cases))
+        checkpoint.save_checkpoint(out_dir, model, optimizer, {"step": step, "elapsed_s": elapsed, "losses": losses_log,
+                                                               "hardware_log": hardware_log})
+        card_path = _write_model(config, model, context, step, elapsed, precision, losses_log, hardware_log)
         log.info("trained %d steps in %.0f s; loss %.4f -> %.4f; wrote %s", step, elapsed, first_loss,
                  last_loss, card_path)
     distributed.teardown(context)
@@ -221,7 +227,7 @@ def train(config: TrainConfig) -> TrainResult:
 
 
 def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float, precision: str,
-                 losses_log: list, n_cases: int) -> Path:
+                 losses_log: list, hardware_log: list) -> Path:
     from nnmamba.models import save_model
 
     card = json.loads(json.dumps(config.card))
@@ -239,7 +245,8 @@ def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float
                    "optimizer": "Adam", "learning_rate": config.learning_rate, "schedule": "poly 0.9 over the " + ("steps" if config.max_steps < UNLIMITED_STEPS else "time budget"),
                    "weight_decay": config.weight_decay, "precision": precision, "seed": config.seed,
                    "loss": {"segmentation": "cross-entropy + soft Dice (batch)", "landmarks":
-                            f"foreground-weighted MSE on Gaussian heatmaps, sigma {config.sigma_mm} mm",
+                            f"foreground-weighted MSE on Gaussian heatmaps (sigma {config.sigma_mm} mm, peak 1) + 0.05 x "
+                            f"spatial-softmax cross-entropy (temperature 0.05)",
                             "classification": "cross-entropy, class-balanced sampling"}[card["task"]],
                    "augmentation": "MONAI: random affine (rotation +-15 deg, scale +-15%, translation +-8 voxels)"
                                    + (", random flips and 90-degree turns" if card["task"] == "classification" else "")
@@ -248,7 +255,8 @@ def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float
         "final_loss": losses_log[-1][1] if losses_log else None,
         "loss_curve": losses_log[:: max(1, len(losses_log) // 40)],
         "training_time_s": round(elapsed, 1),
-        "hardware": _device_name(context.device) + (f" x{context.world_size}" if context.world_size > 1 else ""),
+        "hardware": "; ".join(f"{name}: steps {a}-{b}, {sec:.0f} s" for name, a, b, sec in hardware_log)
+                    + (f" (x{context.world_size} processes)" if context.world_size > 1 else ""),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "commit": _git_commit(),
         **config.notes,

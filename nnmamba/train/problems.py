@@ -59,7 +59,10 @@ class _Problem:
         self.normalization = card["input"]["normalization"]
         self.patch = _patch_kji(card)
         self.rng = np.random.default_rng(seed)
-        self.spatial = augment.spatial_transform(self.task, self.patch, device=device)
+        # Crops smaller than the volumes must reach their borders (else the periphery is never seen).
+        largest = np.max([c.image.shape for c in self.cases], axis=0)
+        reach = float(max(8.0, np.max((largest - np.array(self.patch)) / 2.0)))
+        self.spatial = augment.spatial_transform(self.task, self.patch, device=device, translate_voxels=reach)
         self.intensity = augment.intensity_transform()
         augment.seed_transforms(self.spatial, self.intensity, seed=seed)
         self.images = [torch.as_tensor(c.image, device=device)[None] for c in self.cases]
