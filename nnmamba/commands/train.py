@@ -37,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch", type=int, nargs=3, metavar=("I", "J", "K"), help="override the patch size")
     parser.add_argument("--spacing", type=float, nargs=3, metavar=("I", "J", "K"), help="override the spacing (mm)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.*")
+    parser.add_argument("--init-from", type=Path, help="start from these weights (a checkpoint folder or "
+                        "weights .safetensors) with a fresh optimiser and schedule")
+    parser.add_argument("--head-lr-multiplier", type=float, default=20.0,
+                        help="learning-rate multiplier of the dense nets' output BatchNorm (default 20)")
     parser.add_argument("--checkpoint-every", type=float, default=120.0, help="seconds between checkpoints")
     parser.add_argument("--log-every", type=int, default=20, help="steps per logged loss window (default 20)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
@@ -82,6 +86,7 @@ def run(args) -> int:
                          max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                          precision=args.precision, device=args.device, scan_backend=args.scan_backend,
                          sigma_mm=args.sigma_mm, checkpoint_every_s=args.checkpoint_every, resume=args.resume, log_every=args.log_every,
+                         init_from=args.init_from, output_norm_lr_multiplier=args.head_lr_multiplier,
                          progress_bar=not args.no_progress)
     try:
         result = train(config)

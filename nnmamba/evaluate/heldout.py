@@ -89,9 +89,13 @@ def _summarise_classification(rows: list, card: ModelCard) -> dict:
     for r in rows:
         per_case.setdefault(r["case"], []).append(r["predicted"] == r["truth"])
     auc = metrics.one_vs_rest_auc(probabilities, truth)
+    native = {r["case"]: {"truth": names[r["truth"]], "predicted": names[r["predicted"]],
+                          "probabilities": dict(zip(names, np.round(r["probabilities"], 4).tolist()))}
+              for r in rows if r["variant"] == "native"}
     return {"accuracy": metrics.accuracy(predicted, truth),
             "auc": {names[c]: v for c, v in auc.items()},
-            "per_case_accuracy": {k: float(np.mean(v)) for k, v in per_case.items()}}
+            "per_case_accuracy": {k: float(np.mean(v)) for k, v in per_case.items()},
+            "native": native}
 
 
 def evaluate_model(card: ModelCard, data_dir, transforms: int = 4, seed: int = 0, device: str = "cpu",

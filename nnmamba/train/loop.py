@@ -51,6 +51,11 @@ class TrainConfig:
     resume: bool = False
     log_every: int = 20
     progress_bar: bool = True
+    # The dense nets end in BatchNorm + ReLU (upstream's conv8), so the range of their scores is set
+    # by that BatchNorm's scale and shift; at Adam's step size they would take thousands of steps to
+    # grow. They learn this many times faster.
+    output_norm_lr_multiplier: float = 20.0
+    init_from: Optional[Path] = None   # start from these weights (checkpoint or model safetensors), fresh optimiser
     notes: dict = field(default_factory=dict)
 
 
@@ -106,6 +111,27 @@ def _device_name(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+OUTPUT_NORM = "conv8.conv.4."  # the dense networks' last BatchNorm (scores = ReLU(BN(conv)))
+
+
+def _parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list:
+    head = [p for n, p in model.named_parameters() if n.startswith(OUTPUT_NORM)]
+    rest = [p for n, p in model.named_parameters() if not n.startswith(OUTPUT_NORM)]
+    groups = [{"params": rest, "lr_multiplier": 1.0}]
+    if head:
+        groups.append({"params": head, "lr_multiplier": config.output_norm_lr_multiplier})
+    return groups
+
+
+def _load_initial_weights(model: torch.nn.Module, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    state = load_file(str(path / checkpoint.CHECKPOINT if path.is_dir() else path), device="cpu")
+    if any(k.startswith("model.") for k in state):
+        state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    model.load_state_dict(state, strict=True)
+
+
 def _load_training_cases(config: TrainConfig) -> list:
     card = config.card
     cases = load_cases(config.data_dir, card["task"], "train")
@@ -121,7 +147,10 @@ def train(config: TrainConfig) -> TrainResult:
     card = config.card
     model = build_network(card["network"], scan_backend=config.scan_backend, **card["hyperparameters"])
     model.to(context.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    if config.init_from is not None:
+        _load_initial_weights(model, Path(config.init_from))
+    optimizer = torch.optim.Adam(_parameter_groups(model, config), lr=config.learning_rate,
+                                 weight_decay=config.weight_decay)
     out_dir = Path(config.out_dir)
     step, elapsed_before = 0, 0.0
     losses_log: list = []
@@ -167,7 +196,7 @@ def train(config: TrainConfig) -> TrainResult:
         fraction = min(1.0, step / config.max_steps if config.max_steps < UNLIMITED_STEPS
                        else elapsed / config.time_budget_s)
         for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * (1.0 - fraction) ** 0.9
+            group["lr"] = config.learning_rate * group["lr_multiplier"] * (1.0 - fraction) ** 0.9
         x, target = problem.batch(config.batch_size)
         with autocast:
             output = network(x)
@@ -242,7 +271,9 @@ def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float
                              if any(manifest["cases"][c]["source"] == k for c in split["train"])},
                  "prepared_by": "scripts/prepare_data.py"},
         "recipe": {"steps": steps, "batch_size_per_process": config.batch_size, "processes": context.world_size,
-                   "optimizer": "Adam", "learning_rate": config.learning_rate, "schedule": "poly 0.9 over the " + ("steps" if config.max_steps < UNLIMITED_STEPS else "time budget"),
+                   "optimizer": "Adam", "learning_rate": config.learning_rate,
+                   "output_batchnorm_lr_multiplier": config.output_norm_lr_multiplier,
+                   "initialised_from": str(config.init_from) if config.init_from else None, "schedule": "poly 0.9 over the " + ("steps" if config.max_steps < UNLIMITED_STEPS else "time budget"),
                    "weight_decay": config.weight_decay, "precision": precision, "seed": config.seed,
                    "loss": {"segmentation": "cross-entropy + soft Dice (batch)", "landmarks":
                             f"foreground-weighted MSE on Gaussian heatmaps (sigma {config.sigma_mm} mm, peak 1) + 0.05 x "
