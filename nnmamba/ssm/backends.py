@@ -79,6 +79,30 @@ def register_backend(name: str, fn: ScanFn, is_available: Callable[[torch.device
     _REGISTRY[name] = ScanBackend(name, fn, is_available, unavailable_reason)
 
 
+def register_cuda_backend(name: str, fn: ScanFn, import_error: Callable[[], Optional[str]],
+                          what: str, fix: str) -> None:
+    """Register a backend that runs on CUDA devices only and needs an optional import.
+
+    `import_error()` returns None when the backend's modules import, else why not; `what` names
+    the backend in messages ("mamba-ssm"), `fix` says how to install it.
+    """
+
+    def is_available(device: torch.device) -> bool:
+        return device.type == "cuda" and torch.cuda.is_available() and import_error() is None
+
+    def unavailable_reason(device: torch.device) -> str:
+        if device.type != "cuda":
+            return f"{what} runs on CUDA devices only (this is {device.type})"
+        if not torch.cuda.is_available():
+            return "no CUDA device is visible to torch"
+        error = import_error()
+        if error is not None:
+            return f"{what} does not import ({error}); fix: {fix}"
+        return "available"
+
+    register_backend(name, fn, is_available, unavailable_reason)
+
+
 def _load_optional_backends() -> None:
     global _optional_loaded
     if _optional_loaded:

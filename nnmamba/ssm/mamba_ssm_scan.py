@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from nnmamba.ssm.backends import register_backend
+from nnmamba.ssm.backends import register_cuda_backend
 
 INSTALL_HINT = "pip install nnmamba[cuda] (needs a CUDA toolkit; builds mamba-ssm and causal-conv1d)"
 
@@ -40,21 +40,6 @@ def inner_fn():
     return mamba_inner_fn
 
 
-def is_available(device: torch.device) -> bool:
-    return device.type == "cuda" and torch.cuda.is_available() and _import_error() is None
-
-
-def unavailable_reason(device: torch.device) -> str:
-    if device.type != "cuda":
-        return f"mamba-ssm runs on CUDA devices only (this is {device.type})"
-    if not torch.cuda.is_available():
-        return "no CUDA device is visible to torch"
-    error = _import_error()
-    if error is not None:
-        return f"mamba-ssm does not import ({error}); fix: {INSTALL_HINT}"
-    return "available"
-
-
 def selective_scan_mamba_ssm(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                              C: torch.Tensor, D: Optional[torch.Tensor] = None,
                              z: Optional[torch.Tensor] = None, delta_bias: Optional[torch.Tensor] = None,
@@ -71,4 +56,4 @@ def selective_scan_mamba_ssm(u: torch.Tensor, delta: torch.Tensor, A: torch.Tens
                              delta_softplus=delta_softplus)
 
 
-register_backend("mamba_ssm", selective_scan_mamba_ssm, is_available, unavailable_reason)
+register_cuda_backend("mamba_ssm", selective_scan_mamba_ssm, _import_error, "mamba-ssm", INSTALL_HINT)

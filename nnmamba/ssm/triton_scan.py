@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from nnmamba.ssm.backends import register_backend
+from nnmamba.ssm.backends import register_cuda_backend
 
 INSTALL_HINT = "install a CUDA build of PyTorch (it ships Triton), e.g. pip install torch --index-url " \
                "https://download.pytorch.org/whl/cu128"
@@ -41,21 +41,6 @@ def _import_error() -> Optional[str]:
     except Exception as e:  # ImportError, or a Triton too old for associative_scan
         return f"{type(e).__name__}: {e}"
     return None
-
-
-def is_available(device: torch.device) -> bool:
-    return device.type == "cuda" and torch.cuda.is_available() and _import_error() is None
-
-
-def unavailable_reason(device: torch.device) -> str:
-    if device.type != "cuda":
-        return f"the Triton scan runs on CUDA devices only (this is {device.type})"
-    if not torch.cuda.is_available():
-        return "no CUDA device is visible to torch"
-    error = _import_error()
-    if error is not None:
-        return f"Triton does not import ({error}); fix: {INSTALL_HINT}"
-    return "available"
 
 
 def _kernels():
@@ -216,4 +201,4 @@ def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-register_backend("triton", selective_scan_triton, is_available, unavailable_reason)
+register_cuda_backend("triton", selective_scan_triton, _import_error, "the Triton scan", INSTALL_HINT)
