@@ -30,10 +30,7 @@ class LandmarksBuilder:
         scene = sourceVolumeNode.GetScene()
         import slicer
 
-        node = slicer.vtkMRMLMarkupsFiducialNode()
-        node.SetName(name)
-        scene.AddNode(node)
-        try:
+        with SceneHelpers.addedUntilFailure(scene, slicer.vtkMRMLMarkupsFiducialNode(), name) as node:
             node.CreateDefaultDisplayNodes()
             wasModifying = node.StartModify()
             for index, lps in enumerate(points):
@@ -44,9 +41,6 @@ class LandmarksBuilder:
             node.SetLocked(True)
             node.EndModify(wasModifying)
             SceneHelpers.placeBeside(node, sourceVolumeNode)
-        except Exception:
-            SceneHelpers.removeNodes(scene, [node.GetDisplayNode(), node])
-            raise
         return node
 
     @staticmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import vtk
 
@@ -32,6 +34,19 @@ class SceneHelpers:
             shNode.SetItemParent(outputItem, parentItem)
         else:  # Slicer's GUI makes items for new nodes itself; plain MRML does not
             shNode.CreateItem(parentItem, outputNode)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def addedUntilFailure(scene, node, name: str):
+        """Add `node` named `name` to `scene` for the `with` body; if the body raises, remove it
+        (and its display node) again, so a half-built result never stays in the scene."""
+        node.SetName(name)
+        scene.AddNode(node)
+        try:
+            yield node
+        except Exception:
+            SceneHelpers.removeNodes(scene, [node.GetDisplayNode(), node])
+            raise
 
     @staticmethod
     def removeNodes(scene, nodes) -> None:

@@ -36,10 +36,7 @@ class SegmentationBuilder:
         scene = sourceVolumeNode.GetScene()
         import slicer  # MRML classes; importing slicer needs no application
 
-        node = slicer.vtkMRMLSegmentationNode()
-        node.SetName(name)
-        scene.AddNode(node)
-        try:
+        with SceneHelpers.addedUntilFailure(scene, slicer.vtkMRMLSegmentationNode(), name) as node:
             node.CreateDefaultDisplayNodes()
             node.SetReferenceImageGeometryParameterFromVolumeNode(sourceVolumeNode)
             self._importLabelmap(result, node)
@@ -47,9 +44,6 @@ class SegmentationBuilder:
             SceneHelpers.placeBeside(node, sourceVolumeNode)
             if self.closedSurfaces and not node.CreateClosedSurfaceRepresentation():
                 logging.warning("NNMambaSlicer: no closed-surface converter is registered; segments show in 2D only")
-        except Exception:
-            SceneHelpers.removeNodes(scene, [node.GetDisplayNode(), node])
-            raise
         return node
 
     @staticmethod
