@@ -101,6 +101,15 @@ def test_a_labelmap_on_another_grid_is_refused_and_nothing_is_added(obliqueVolum
     assert slicer.mrmlScene.GetNumberOfNodes() == before
 
 
+def test_a_segmentation_that_fails_while_being_built_leaves_nothing_in_the_scene(obliqueVolume):
+    result = segmentationResult(obliqueVolume)
+    result.segments[0] = SegmentInfo(1, "brain", ("red", 0.1, 0.1))  # fails inside the build
+    before = slicer.mrmlScene.GetNumberOfNodes()
+    with pytest.raises((TypeError, ValueError)):
+        SegmentationBuilder().build(result, obliqueVolume, "seg")
+    assert slicer.mrmlScene.GetNumberOfNodes() == before
+
+
 def landmarkResult(volumeNode) -> LandmarkResult:
     geometry = VolumeConverter.geometryOf(volumeNode)
     voxels = np.array([[4, 5, 6], [20, 1, 14]], dtype=float)  # (i, j, k)
