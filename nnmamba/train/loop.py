@@ -248,7 +248,8 @@ def train(config: TrainConfig) -> TrainResult:
     if context.is_main:
         checkpoint.save_checkpoint(out_dir, model, optimizer, {"step": step, "elapsed_s": elapsed, "losses": losses_log,
                                                                "hardware_log": hardware_log})
-        card_path = _write_model(config, model, context, step, elapsed, precision, losses_log, hardware_log)
+        card_path = _write_model(config, model, context, step, elapsed, precision, losses_log, hardware_log,
+                                 problem.translate_voxels)
         log.info("trained %d steps in %.0f s; loss %.4f -> %.4f; wrote %s", step, elapsed, first_loss,
                  last_loss, card_path)
     distributed.teardown(context)
@@ -256,7 +257,7 @@ def train(config: TrainConfig) -> TrainResult:
 
 
 def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float, precision: str,
-                 losses_log: list, hardware_log: list) -> Path:
+                 losses_log: list, hardware_log: list, translate_voxels: float) -> Path:
     from nnmamba.models import save_model
 
     card = json.loads(json.dumps(config.card))
@@ -279,7 +280,8 @@ def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float
                             f"foreground-weighted MSE on Gaussian heatmaps (sigma {config.sigma_mm} mm, peak 1) + 0.05 x "
                             f"spatial-softmax cross-entropy (temperature 0.05)",
                             "classification": "cross-entropy, class-balanced sampling"}[card["task"]],
-                   "augmentation": "MONAI: random affine (rotation +-15 deg, scale +-15%, translation +-8 voxels)"
+                   "augmentation": "MONAI: random affine (rotation +-15 deg, scale +-15%, translation "
+                                   f"+-{translate_voxels:.0f} voxels)"
                                    + (", random flips and 90-degree turns" if card["task"] == "classification" else "")
                                    + "; gamma, intensity scale/shift, Gaussian noise and blur",
                    "time_budget_s": config.time_budget_s},

@@ -62,6 +62,7 @@ class _Problem:
         # Crops smaller than the volumes must reach their borders (else the periphery is never seen).
         largest = np.max([c.image.shape for c in self.cases], axis=0)
         reach = float(max(8.0, np.max((largest - np.array(self.patch)) / 2.0)))
+        self.translate_voxels = reach
         self.spatial = augment.spatial_transform(self.task, self.patch, device=device, translate_voxels=reach)
         self.intensity = augment.intensity_transform()
         augment.seed_transforms(self.spatial, self.intensity, seed=seed)
