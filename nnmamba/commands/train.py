@@ -39,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.*")
     parser.add_argument("--init-from", type=Path, help="start from these weights (a checkpoint folder or "
                         "weights .safetensors) with a fresh optimiser and schedule")
-    parser.add_argument("--head-lr-multiplier", type=float, default=20.0,
-                        help="learning-rate multiplier of the dense nets' output BatchNorm (default 20)")
+    parser.add_argument("--head-lr-multiplier", type=float, default=1.0,
+                        help="learning-rate multiplier of the dense nets' output BatchNorm (default 1; "
+                             "large values can kill the foreground scores behind the final ReLU)")
     parser.add_argument("--checkpoint-every", type=float, default=120.0, help="seconds between checkpoints")
     parser.add_argument("--log-every", type=int, default=20, help="steps per logged loss window (default 20)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
