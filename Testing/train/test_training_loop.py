@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nnmamba.models import load_model, read_card
@@ -70,3 +71,11 @@ def test_two_process_ddp_on_gloo_trains_in_sync_and_lowers_the_loss(tiny_data, t
     assert ranks[0]["last_loss"] < 0.85 * ranks[0]["first_loss"]
     card = read_card(out / "tiny-head-seg" / "model.json")
     assert card.training["recipe"]["processes"] == 2
+    # What DDP wrote serves single-process CPU inference: strict load, then the pipeline runs it.
+    from nnmamba.inference import InferenceOptions, Predictor
+    from nnmamba.volume import Geometry, Volume
+    load_model(card, "cpu")
+    volume = Volume(np.random.default_rng(0).normal(size=(1, 20, 24, 28)).astype(np.float32),
+                    Geometry.identity(spacing=[card.spacing_mm[0]] * 3))
+    result = Predictor(InferenceOptions(device="cpu")).run(volume, ["segmentation"], {"segmentation": card})
+    assert result["segmentation"].labelmap.shape == (20, 24, 28)
