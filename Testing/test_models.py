@@ -97,3 +97,22 @@ def test_missing_weights_say_where_they_were_looked_for(saved):
     card.weights_path.unlink()
     with pytest.raises(ModelError, match="weights of model tiny-cls not found at"):
         load_model(card)
+
+
+def test_saving_a_model_does_not_need_simpleitk(tmp_path):
+    # Training machines may lack SimpleITK (it is only needed for reading and writing volumes).
+    import subprocess
+    import sys
+    shipped = Path(__file__).resolve().parent.parent / "models" / "scan-type-cls" / "model.json"
+    code = (
+        "import json, sys\n"
+        "sys.modules['SimpleITK'] = None  # any import of it now fails\n"
+        "from nnmamba.models import build_for_card, save_model, validate_card_dict\n"
+        f"card = json.load(open({str(shipped)!r}))\n"
+        "card['name'] = 'no-sitk'\n"
+        "network = build_for_card(validate_card_dict(dict(card), 'test'))\n"
+        f"save_model(card, network, {str(tmp_path)!r})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "no-sitk" / "weights.safetensors").is_file()

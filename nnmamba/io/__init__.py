@@ -2,19 +2,32 @@
 
 torch-free. Every writer is atomic (temporary file + rename) and refuses to replace existing
 files unless asked.
+
+Names are imported from their submodule on first use, so `nnmamba.io.atomic` (used when saving
+models) does not pull in SimpleITK and matplotlib.
 """
 
-from nnmamba.io.atomic import check_free, write_atomically
-from nnmamba.io.checks import check_volume
-from nnmamba.io.markups import markups_dict, write_markups
-from nnmamba.io.outputs import output_paths, stem_of, write_results
-from nnmamba.io.segmentation import segment_metadata, write_segmentation
-from nnmamba.io.tables import write_probabilities_json, write_probabilities_tsv
-from nnmamba.io.volumes import geometry_of, image_from_array, read_image, read_volume, write_volume
+from __future__ import annotations
 
-__all__ = [
-    "check_free", "write_atomically", "check_volume", "markups_dict", "write_markups",
-    "output_paths", "stem_of", "write_results", "segment_metadata", "write_segmentation",
-    "write_probabilities_json", "write_probabilities_tsv", "geometry_of", "image_from_array",
-    "read_image", "read_volume", "write_volume",
-]
+import importlib
+
+_SUBMODULE_OF = {
+    "check_free": "atomic", "write_atomically": "atomic",
+    "check_volume": "checks",
+    "markups_dict": "markups", "write_markups": "markups",
+    "output_paths": "outputs", "stem_of": "outputs", "write_results": "outputs",
+    "segment_metadata": "segmentation", "write_segmentation": "segmentation",
+    "write_probabilities_json": "tables", "write_probabilities_tsv": "tables",
+    "geometry_of": "volumes", "image_from_array": "volumes", "read_image": "volumes",
+    "read_volume": "volumes", "write_volume": "volumes",
+}
+__all__ = list(_SUBMODULE_OF)
+
+
+def __getattr__(name: str):
+    submodule = _SUBMODULE_OF.get(name)
+    if submodule is None:
+        raise AttributeError(f"module 'nnmamba.io' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"nnmamba.io.{submodule}"), name)
+    globals()[name] = value
+    return value
