@@ -1,8 +1,9 @@
-"""The Mamba block reproduces upstream mamba-ssm's Mamba (shared reference vectors)."""
+"""The Mamba block reproduces upstream mamba-ssm's Mamba (committed and shared reference vectors)."""
 
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,18 +11,23 @@ import torch
 
 from nnmamba.ssm.mamba import Mamba
 
+# made by scripts/make_nnmamba_vectors.py from upstream mamba-ssm; every clone has them
+COMMITTED = Path(__file__).parent.parent / "networks" / "vectors"
+
 
 def load_vectors(path):
-    data = np.load(path)
-    params = {k[len("param/"):]: torch.from_numpy(data[k]) for k in data.files if k.startswith("param/")}
-    return params, torch.from_numpy(data["input/x"]), torch.from_numpy(data["output/y"]), \
-        ast.literal_eval(str(data["config"]))
+    with np.load(path) as data:
+        params = {k[len("param/"):]: torch.from_numpy(data[k]) for k in data.files if k.startswith("param/")}
+        return params, torch.from_numpy(data["input/x"]), torch.from_numpy(data["output/y"]).double(), \
+            ast.literal_eval(str(data["config"]))
 
 
+@pytest.mark.parametrize("source", ["committed", "shared"])
 @pytest.mark.parametrize("backend", ["reference", "torch"])
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float64, 1e-5), (torch.float32, 1e-5)])
-def test_mamba_block_reproduces_upstream_output(vectors_dir, backend, dtype, tolerance):
-    params, x, y, config = load_vectors(vectors_dir / "mamba.npz")
+def test_mamba_block_reproduces_upstream_output(request, source, backend, dtype, tolerance):
+    folder = COMMITTED if source == "committed" else request.getfixturevalue("vectors_dir")
+    params, x, y, config = load_vectors(folder / "mamba.npz")
     block = Mamba(**config, scan_backend=backend)
     block.load_state_dict(params, strict=True)
     block = block.to(dtype).eval()
