@@ -5,6 +5,7 @@
     nnmamba predict -i t1.nrrd -i t2.nrrd --tasks segmentation -o out/  # two files = two channels
     nnmamba predict -i scans/ -o out/          # a folder of volume files: each one is a case
     nnmamba predict -i dicom_series/ -o out/   # a DICOM series folder: one case
+    torchrun --nproc_per_node 4 -m nnmamba predict -i scans/ -o out/ [--resume]  # a cohort (commands/cohort.py)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import time
 from pathlib import Path
 
+from nnmamba.commands import cohort
 from nnmamba.commands._pipeline import (add_inference_arguments, inference_options, print_warning,
                                         progress_bar, report_errors, untrained_warning)
 from nnmamba.errors import InputError
@@ -43,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="treat each input (and each volume in an input folder) as its own case")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--no-summary", action="store_true", help="skip the PNG summary")
+    cohort.add_arguments(parser)
     add_inference_arguments(parser)
 
 
@@ -126,6 +129,8 @@ def run(args) -> int:
     cases = _cases(inputs, args.each)
     if args.name and len(cases) > 1:
         raise InputError("--name names one case's outputs; it cannot be used with several cases (--each)")
+    if cohort.requested(args):  # under torchrun or --resume: shares per rank, markers, summary
+        return cohort.run(args, cases, tasks, cards, warning)
     predictor = Predictor(options, scan_backend=args.scan_backend)
     for paths in cases:
         stem = args.name or stem_of(paths[0])
