@@ -183,7 +183,7 @@ def rank_device(requested_device: str, local_rank: int) -> str:
     return "cpu"
 
 
-class _Group:
+class CohortGroup:
     """The torchrun process group (gloo: only Python objects cross it), or one process alone."""
 
     def __init__(self):
@@ -223,7 +223,7 @@ def run(args, cases: list, tasks: list, cards: list, warning: str) -> int:
     from nnmamba.commands._pipeline import ExitCode, inference_options
     from nnmamba.io import output_paths, stem_of
 
-    group = _Group()
+    group = CohortGroup()
     try:
         summary = not args.no_summary
         outputs_of = lambda stem: output_paths(args.output, stem, tasks, summary)  # noqa: E731
