@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from nnmamba.cli import main
-from nnmamba.commands.cohort import (MARKER_DIR, SUMMARY_NAME, balanced_shares, is_finished,
+from nnmamba.commands.cohort import (MARKER_DIR, SUMMARY_NAME, Case, balanced_shares, is_finished,
                                      marker_path)
 
 _spec = importlib.util.spec_from_file_location(
@@ -78,6 +78,11 @@ def test_a_case_is_finished_only_when_its_marker_lists_this_runs_outputs_and_all
     (tmp_path / "a.seg.nrrd").write_bytes(b"x")
     assert is_finished(tmp_path, "a", ["a.seg.nrrd"])
     assert not is_finished(tmp_path, "a", ["a.seg.nrrd", "a.mrk.json"])  # another task asked for now
+    marker_path(tmp_path, "a").write_text(json.dumps({"outputs": ["a.seg.nrrd"], "inputs": ["scans/a.nrrd"],
+                                                      "input_bytes": 1000}))
+    assert is_finished(tmp_path, "a", ["a.seg.nrrd"], Case("a", ("scans/a.nrrd",), 1000))
+    assert not is_finished(tmp_path, "a", ["a.seg.nrrd"], Case("a", ("scans/a.nrrd",), 1001))  # replaced
+    assert not is_finished(tmp_path, "a", ["a.seg.nrrd"], Case("a", ("other/a.nrrd",), 1000))
     marker_path(tmp_path, "a").write_text("{truncated")
     assert not is_finished(tmp_path, "a", ["a.seg.nrrd"])
 
@@ -118,6 +123,13 @@ def test_a_failed_case_is_recorded_and_the_others_still_run(tmp_path):
         {"broken": "failed", stems[0]: "done", stems[1]: "done"}
     assert rows["broken"]["error"]
     assert not marker_path(out, "broken").exists()
+
+
+def finished_cases(out: Path) -> set:
+    """Cases with a marker (not the hidden temporary file of a marker being written)."""
+    folder = out / MARKER_DIR
+    markers = folder.glob("*.done.json") if folder.is_dir() else []
+    return {p.name.removesuffix(".done.json") for p in markers if not p.name.startswith(".")}
 
 
 def _children(pid: int) -> list:
@@ -166,8 +178,7 @@ def test_two_gloo_processes_do_every_case_once_and_resume_finishes_only_what_a_k
         deadline = time.monotonic() + 120
         victim = None
         while victim is None and launcher.poll() is None and time.monotonic() < deadline:
-            markers = [json.loads(p.read_text()) for p in (out / MARKER_DIR).glob("*.done.json")] \
-                if (out / MARKER_DIR).is_dir() else []
+            markers = [json.loads(marker_path(out, stem).read_text()) for stem in finished_cases(out)]
             if any(marker["rank"] == 1 for marker in markers):
                 victim = _rank_process(launcher.pid, 1)
                 os.kill(victim, signal.SIGKILL)  # a real kill of the real rank-1 process
@@ -179,7 +190,7 @@ def test_two_gloo_processes_do_every_case_once_and_resume_finishes_only_what_a_k
     assert victim is not None, f"rank 1 never finished a case before the run ended:\n{log[-3000:]}"
     assert launcher.returncode != 0, log[-3000:]
     assert not (out / SUMMARY_NAME).exists()
-    finished = {p.name.removesuffix(".done.json") for p in (out / MARKER_DIR).glob("*.done.json")}
+    finished = finished_cases(out)
     assert finished and finished < set(stems), finished
     assert all(is_finished(out, stem, [f"{stem}.seg.nrrd"]) for stem in finished)
     written = {stem: (out / f"{stem}.seg.nrrd").stat().st_mtime_ns for stem in finished}
@@ -195,4 +206,5 @@ def test_two_gloo_processes_do_every_case_once_and_resume_finishes_only_what_a_k
     assert {row["rank"] for row in redone} == {"0", "1"} or len(redone) == 1
     assert {stem: (out / f"{stem}.seg.nrrd").stat().st_mtime_ns for stem in finished} == written
     assert all(is_finished(out, stem, [f"{stem}.seg.nrrd"]) for stem in stems)
-    assert not list(out.glob(".*tmp-*")), "a temporary file was left behind"
+    assert not list(out.glob(".*tmp-*")) and not list((out / MARKER_DIR).glob(".*tmp-*")), \
+        "a temporary file was left behind"

@@ -116,13 +116,17 @@ def marker_path(output_dir: Path, stem: str) -> Path:
     return Path(output_dir) / MARKER_DIR / f"{stem}.done.json"
 
 
-def is_finished(output_dir: Path, stem: str, outputs: list) -> bool:
-    """The case's marker exists, lists exactly `outputs` (file names) and all of them exist."""
+def is_finished(output_dir: Path, stem: str, outputs: list, case: Case | None = None) -> bool:
+    """The case's marker exists, lists exactly `outputs` (file names), all of them exist, and
+    (given `case`) it was made from the same input paths of the same size in bytes."""
     marker = marker_path(output_dir, stem)
     try:
         recorded = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
+    if case is not None and (recorded.get("inputs") != list(case.paths) or
+                             recorded.get("input_bytes") != case.size):
+        return False  # the input was replaced since: its old outputs are not this case's
     return sorted(recorded.get("outputs", [])) == sorted(outputs) and \
         all((Path(output_dir) / name).is_file() for name in outputs)
 
@@ -143,7 +147,7 @@ def make_plan(cases: list, output_dir: Path, outputs_of, world_size: int, resume
     pending, skipped = [], []
     for case in cases:
         names = [p.name for p in outputs_of(case.stem)]
-        if resume and is_finished(output_dir, case.stem, names):
+        if resume and is_finished(output_dir, case.stem, names, case):
             recorded = json.loads(marker_path(output_dir, case.stem).read_text(encoding="utf-8"))
             skipped.append(Row(case.stem, int(recorded.get("rank", -1)), float(recorded.get("seconds", 0.0)),
                                "skipped"))
@@ -160,7 +164,8 @@ def remove_interrupted_writes(output_dir: Path) -> list:
     """Delete the temporary files a killed process left (`.<name>.tmp-*`, see io/atomic.py).
 
     Call only while no rank is writing (rank 0, before the plan is broadcast)."""
-    leftovers = sorted(Path(output_dir).glob(".*.tmp-*")) if Path(output_dir).is_dir() else []
+    folders = [Path(output_dir), Path(output_dir) / MARKER_DIR]
+    leftovers = sorted(p for folder in folders if folder.is_dir() for p in folder.glob(".*.tmp-*"))
     for path in leftovers:
         log.info("removing %s, left by an interrupted write", path)
         path.unlink(missing_ok=True)
@@ -273,8 +278,8 @@ def run_share(share: list, rank: int, args, options, tasks: list, cards: list, w
             write_results(results, volume, args.output, case.stem, overwrite=overwrite,
                           summary=not args.no_summary, warning=warning or None)
             seconds = time.perf_counter() - start
-            record = {"case": case.stem, "inputs": list(case.paths), "rank": rank, "seconds": seconds,
-                      "outputs": [p.name for p in outputs_of(case.stem)]}
+            record = {"case": case.stem, "inputs": list(case.paths), "input_bytes": case.size, "rank": rank,
+                      "seconds": seconds, "outputs": [p.name for p in outputs_of(case.stem)]}
             write_text_atomically(marker, json.dumps(record, indent=1) + "\n")
             rows.append(Row(case.stem, rank, seconds, "done"))
             print(f"[rank {rank}] {case.stem}: {', '.join(tasks)} in {seconds:.1f} s", flush=True)
