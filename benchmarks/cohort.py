@@ -2,7 +2,7 @@
 scaling efficiency.
 
     python benchmarks/cohort.py [--gpus 1 2 4 8] [--cases 32] [--model brain-structures-seg]
-                                [--sizes 96 128 160] [--device auto] [--tta]
+                                [--sizes 96 128 160] [--device auto] [--tta] [--stage predictor|network]
 
 For each N (N larger than the GPUs present is printed as not run) it starts
 `torchrun --standalone --nproc_per_node N benchmarks/cohort.py --worker ...`. Every worker is one
@@ -12,6 +12,12 @@ group, the same split of the cases (`balanced_shares`, by size), the same device
 load, kernel compilation), waits at a barrier, then runs its share; the wall time is from the
 barrier until the slowest rank has finished. cases/s = cases / wall time;
 efficiency(N) = cases/s(N) / (N * cases/s(1)).
+
+`--stage predictor` (default) times the whole `Predictor.run` per case (resampling to the card's
+grid, normalisation, sliding window, softmax, labels back on the input grid); it needs SimpleITK.
+`--stage network` times only the card's network over the sliding window on the working grid
+(same tiles, overlap, tile batch and autocast as the Predictor, no resampling), for machines
+without SimpleITK.
 
 The cases are made in memory (head-like ellipsoids with noise, cubes of `--sizes` voxels at the
 card's spacing, in turn) and are neither read from nor written to disk: the GPU machines have no
@@ -49,11 +55,53 @@ def synthetic_volume(edge: int, spacing: float, seed: int):
     return Volume(array[None].astype(np.float32), Geometry.identity(spacing=[spacing] * 3))
 
 
+def predictor_runner(card, device: str, args):
+    """case volume -> None, through the Predictor users run (needs SimpleITK, for resampling)."""
+    try:
+        import SimpleITK  # noqa: F401
+    except ImportError as error:
+        raise RuntimeError("SimpleITK is not importable here, and the Predictor resamples with it: "
+                           "pip install SimpleITK, or pass --stage network to time the network's "
+                           "sliding window alone") from error
+    from nnmamba.inference import InferenceOptions, Predictor
+
+    predictor = Predictor(InferenceOptions(device=device, tta=args.tta), scan_backend=args.scan_backend)
+    return lambda volume: predictor.run(volume, [card.task], {card.task: card})
+
+
+def network_runner(card, device: str, args):
+    """case volume -> None: the card's network over the sliding window, as the Predictor runs it
+    (volumes are made on the card's grid already; z-scored here instead of `normalize`)."""
+    import torch
+
+    from nnmamba.inference import InferenceOptions
+    from nnmamba.inference.sliding_window import sliding_window
+    from nnmamba.models import load_model
+
+    if card.task not in ("segmentation", "landmarks"):
+        raise ValueError(f"--stage network times dense networks; {card.name} does {card.task}")
+    options = InferenceOptions(device=device, tta=args.tta)
+    network = load_model(card, torch.device(device), scan_backend=args.scan_backend)
+    out_channels = (card.hyperparameters["number_classes"] if card.task == "segmentation" else len(card.landmarks))
+    mirror_axes = card.mirror_axes if args.tta else ()
+    on_cuda = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else None
+
+    def run(volume) -> None:
+        image = torch.from_numpy(volume.array)
+        image = (image - image.mean()) / image.std()
+        with torch.no_grad():
+            sliding_window(network, image, tuple(reversed(card.patch_size)), out_channels,
+                           overlap=options.overlap, tile_batch=options.tile_batch, device=torch.device(device),
+                           stitch_device=torch.device(device), mirror_axes=mirror_axes, autocast=autocast)
+
+    return run
+
+
 def worker(args) -> int:
     import torch
 
     from nnmamba.commands.cohort import CohortGroup, balanced_shares, rank_device
-    from nnmamba.inference import InferenceOptions, Predictor
     from nnmamba.model_card import find_model
 
     group = CohortGroup()
@@ -63,16 +111,15 @@ def worker(args) -> int:
         edges = [args.sizes[n % len(args.sizes)] for n in range(args.cases)]
         share = balanced_shares([edge ** 3 for edge in edges], group.world_size)[group.rank]
         device = rank_device(args.device, group.local_rank)
-        predictor = Predictor(InferenceOptions(device=device, tta=args.tta), scan_backend=args.scan_backend)
-        predictor.run(synthetic_volume(max(args.sizes), spacing, seed=10_000 + group.rank), [card.task],
-                      {card.task: card})
+        run_case = (predictor_runner if args.stage == "predictor" else network_runner)(card, device, args)
+        run_case(synthetic_volume(max(args.sizes), spacing, seed=10_000 + group.rank))  # warm-up
         volumes = [synthetic_volume(edges[n], spacing, seed=n) for n in share]
         synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
         synchronize()
         group.all_gather(None)  # barrier: every rank starts together
         start = time.perf_counter()
         for volume in volumes:
-            predictor.run(volume, [card.task], {card.task: card})
+            run_case(volume)
         synchronize()
         seconds = time.perf_counter() - start
         per_rank = group.all_gather({"rank": group.rank, "device": device, "cases": len(volumes),
@@ -80,7 +127,7 @@ def worker(args) -> int:
         if group.rank == 0:
             wall = max(r["seconds"] for r in per_rank)
             print(RESULT_TAG + json.dumps({"world_size": group.world_size, "cases": args.cases, "wall_s": wall,
-                                           "ranks": per_rank, "model": card.name,
+                                           "ranks": per_rank, "model": card.name, "stage": args.stage,
                                            "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda")
                                            else "cpu"}), flush=True)
     finally:
@@ -91,7 +138,7 @@ def worker(args) -> int:
 def launch(n: int, args) -> dict:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n),
                str(Path(__file__).resolve()), "--worker", "--cases", str(args.cases), "--model", args.model,
-               "--device", args.device, "--scan-backend", args.scan_backend,
+               "--device", args.device, "--scan-backend", args.scan_backend, "--stage", args.stage,
                "--sizes", *map(str, args.sizes)] + (["--tta"] if args.tta else [])
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.setdefault("OMP_NUM_THREADS", "1" if args.device == "cpu" else "4")
@@ -113,6 +160,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", help="auto (one GPU per process) or cpu")
     parser.add_argument("--scan-backend", default="auto")
     parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--stage", choices=["predictor", "network"], default="predictor",
+                        help="time the whole Predictor (needs SimpleITK) or the network's sliding window alone")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -122,7 +171,7 @@ def main(argv=None) -> int:
 
     available = torch.cuda.device_count() if args.device != "cpu" else os.cpu_count()
     print(f"cohort benchmark: {args.cases} cases of {args.sizes} voxel cubes, model {args.model}, "
-          f"device {args.device}, tta {args.tta}; torch {torch.__version__}, {torch.cuda.device_count()} GPU(s)")
+          f"device {args.device}, tta {args.tta}, stage {args.stage}; torch {torch.__version__}, {torch.cuda.device_count()} GPU(s)")
     print(f"{'N':>3} {'cases/s':>9} {'wall s':>8} {'efficiency':>10}  per-rank cases")
     base = None
     for n in args.gpus:

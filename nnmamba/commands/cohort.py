@@ -124,6 +124,8 @@ def is_finished(output_dir: Path, stem: str, outputs: list, case: Case | None = 
         recorded = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
+    if not isinstance(recorded, dict):
+        return False
     if case is not None and (recorded.get("inputs") != list(case.paths) or
                              recorded.get("input_bytes") != case.size):
         return False  # the input was replaced since: its old outputs are not this case's
