@@ -171,7 +171,8 @@ def main(argv=None) -> int:
 
     available = torch.cuda.device_count() if args.device != "cpu" else os.cpu_count()
     print(f"cohort benchmark: {args.cases} cases of {args.sizes} voxel cubes, model {args.model}, "
-          f"device {args.device}, tta {args.tta}, stage {args.stage}; torch {torch.__version__}, {torch.cuda.device_count()} GPU(s)")
+          f"device {args.device}, tta {args.tta}, stage {args.stage}; torch {torch.__version__}, "
+          f"{torch.cuda.device_count()} GPU(s)")
     print(f"{'N':>3} {'cases/s':>9} {'wall s':>8} {'efficiency':>10}  per-rank cases")
     base = None
     for n in args.gpus:
