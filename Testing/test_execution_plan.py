@@ -60,7 +60,9 @@ def test_backends_declare_devices_gradients_and_fused_forms():
     torch_backend, reference = backends.get_backend("torch"), backends.get_backend("reference")
     assert torch_backend.supports_grad and reference.supports_grad
     assert torch.float64 in torch_backend.dtypes and torch.bfloat16 in torch_backend.dtypes
+    assert torch_backend.device_types is None and reference.device_types is None  # any device
     mamba_ssm = backends.get_backend("mamba_ssm")
+    assert mamba_ssm.device_types == ("cuda",) and backends.get_backend("triton").device_types == ("cuda",)
     assert mamba_ssm.supports_grad and mamba_ssm.fused_inner is not None
     assert backends.get_backend("triton").fused_inner is None
     declared = {d.name: d for d in backends.declarations("cpu")}
