@@ -158,6 +158,18 @@ def test_a_block_without_a_plan_never_trains_on_a_forward_only_backend(forward_o
     assert block._resolved[("cpu", torch.float32, "inference")][0] == "forward_only"
 
 
+def test_an_applied_inference_plan_never_serves_a_training_forward(forward_only_backend):
+    net = build_network("nnMambaSeg", **SMALL_SEG)
+    apply_plan(net, make_plan(net, "cpu", mode="inference", scan_backend="forward_only"))
+    block = net.layer1[1].mamba_layer.mamba
+    assert block.decision("cpu", mode="inference")[0] == "forward_only"
+    net.train()
+    x = torch.randn(1, 1, 32, 32, 32)
+    net(x).sum().backward()
+    assert block.x_proj.weight.grad is not None
+    assert block.decision("cpu", mode="training")[0] == "torch"
+
+
 def test_the_environment_variable_cannot_force_a_forward_only_backend_into_training(forward_only_backend,
                                                                                    monkeypatch):
     monkeypatch.setenv(backends.ENV_VAR, "forward_only")
