@@ -19,6 +19,7 @@ from nnmamba.errors import Cancelled, InputError, ModelError, NNMambaError
 from nnmamba.results import Task
 from nnmamba.worker.protocol import EventKind
 
+from .BackgroundTask import BackgroundTask
 from .ClassificationBuilder import ClassificationBuilder
 from .LandmarksBuilder import LandmarksBuilder
 from .OutputRegistry import OutputRegistry
@@ -65,36 +66,10 @@ class _Job:
     onFinished: Optional[Callable] = None
     request: Optional[tuple] = None   # (volume, tasks, models, options) until sent to the worker
     workerJobId: Optional[str] = None
-    upload: Optional["_Upload"] = None  # the send under way (a volume to a remote server takes a while)
+    upload: Optional[BackgroundTask] = None  # the send under way (a volume to a remote server takes a while)
     cancelRequestedAt: Optional[float] = None
     fraction: float = 0.0
     stage: str = "queued"
-
-
-class _Upload:
-    """Sends one job to the worker on its own thread, so the GUI thread (poll) never waits on the network."""
-
-    def __init__(self, client, request: tuple, name: str) -> None:
-        self.workerJobId: Optional[str] = None
-        self.error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._send, args=(client, request), name=name, daemon=True)
-        self._thread.start()
-
-    @property
-    def done(self) -> bool:
-        return not self._thread.is_alive()
-
-    def join(self, timeout: float) -> bool:
-        """Wait up to `timeout` s; True when the send has ended."""
-        self._thread.join(timeout)
-        return self.done
-
-    def _send(self, client, request: tuple) -> None:
-        volume, tasks, models, options = request
-        try:
-            self.workerJobId = client.submit(volume, tasks, models=models, options=options)
-        except Exception as error:  # reported to the job by poll, in the GUI thread
-            self.error = error
 
 
 class InferenceLogic:
@@ -264,7 +239,7 @@ class InferenceLogic:
                 if job.cancelRequestedAt is not None:
                     ended.append(self._finish(job, JobOutcome(job.jobId, JobStatus.CANCELLED, message="Cancelled.")))
                     continue
-                job.upload = _Upload(self.connection.client(), job.request, f"nnmamba-upload-{job.jobId}")
+                job.upload = self._uploadInBackground(job)
                 job.stage = "sending the volume to the worker"
                 self._emitProgress(job)
             elif job.upload.done:
@@ -272,6 +247,12 @@ class InferenceLogic:
                 if outcome is not None:
                     ended.append(outcome)
         return ended
+
+    def _uploadInBackground(self, job: _Job) -> BackgroundTask:
+        client = self.connection.client()
+        volume, tasks, models, options = job.request
+        return BackgroundTask(lambda: client.submit(volume, tasks, models=models, options=options),
+                              f"nnmamba-upload-{job.jobId}")
 
     def _uploadEnded(self, job: _Job) -> Optional[JobOutcome]:
         """The job's send ended: fail it, or note its worker id (and pass on a cancel asked meanwhile)."""
@@ -284,7 +265,7 @@ class InferenceLogic:
                 job.jobId, JobStatus.FAILED, errorCode="worker_unavailable",
                 message=f"Could not send the job to the nnMamba worker: {upload.error}. Check the worker settings "
                         "and try again."))
-        job.workerJobId = upload.workerJobId
+        job.workerJobId = upload.result
         job.request = None
         job.stage = "sent to the worker"
         self._emitProgress(job)
