@@ -50,10 +50,26 @@ class JobOutcome:
     message: str = ""
     errorCode: Optional[str] = None
     results: dict = field(default_factory=dict, repr=False)  # task -> nnmamba.results object
+    engineSeconds: float = 0.0        # the worker's time on the job (its terminal event's elapsed_s)
+    totalSeconds: float = 0.0         # from submit to the result nodes, seen from here (upload included)
 
     @property
     def succeeded(self) -> bool:
         return self.status is JobStatus.SUCCEEDED
+
+    def timingSummary(self) -> str:
+        """The job's times in words; per-stage times where a result carries them (a `timings` mapping
+        of stage -> seconds), e.g. "12.4 s in all, 10.9 s in the worker; segmentation: network 9.1 s"."""
+        if not self.totalSeconds:
+            return ""
+        parts = [f"{self.totalSeconds:.1f} s in all" +
+                 (f", {self.engineSeconds:.1f} s in the worker" if self.engineSeconds else "")]
+        for task, result in self.results.items():
+            stages = getattr(result, "timings", None) or {}
+            if stages:
+                parts.append(f"{task}: " + ", ".join(f"{stage} {float(seconds):.1f} s"
+                                                      for stage, seconds in stages.items()))
+        return "; ".join(parts)
 
 
 @dataclass
@@ -68,6 +84,7 @@ class _Job:
     workerJobId: Optional[str] = None
     upload: Optional[BackgroundTask] = None  # the send under way (a volume to a remote server takes a while)
     cancelRequestedAt: Optional[float] = None
+    submittedAt: float = 0.0
     fraction: float = 0.0
     stage: str = "queued"
 
@@ -135,10 +152,19 @@ class InferenceLogic:
         volume = self.converter.toVolume(volumeNodes)
         jobId = f"job-{next(self._jobNumbers)}"
         job = _Job(jobId, volumeNodes[0].GetID(), tasks, replaceExisting, onProgress, onFinished,
-                   request=(volume, tasks, models or None, options or None))
+                   request=(volume, tasks, models or None, options or None), submittedAt=self._clock())
         self._jobs[jobId] = job
         self._startWorkerInBackground()
         return jobId
+
+    def startWorker(self) -> None:
+        """Start (or connect to) the worker now, off the GUI thread, e.g. to ask it for its models;
+        `connection.isStarted` says when it is up."""
+        self._startWorkerInBackground()
+
+    @property
+    def isStartingWorker(self) -> bool:
+        return self._starter is not None and self._starter.is_alive()
 
     def cancel(self, jobId: Optional[str] = None) -> None:
         """Ask the worker to stop; a local worker that does not stop in time is killed and restarted."""
@@ -190,7 +216,10 @@ class InferenceLogic:
                 job.fraction, job.stage = float(event.fraction), str(event.stage)
                 self._emitProgress(job)
             elif event.kind == EventKind.RESULT:
-                ended.append(self._finish(job, self._buildOutputs(job, event.results)))
+                outcome = self._buildOutputs(job, event.results)
+                outcome.engineSeconds = float(event.elapsed_s or 0.0)
+                outcome.totalSeconds = self._clock() - job.submittedAt
+                ended.append(self._finish(job, outcome))
             elif event.kind == EventKind.CANCELLED:
                 ended.append(self._finish(job, JobOutcome(job.jobId, JobStatus.CANCELLED, message="Cancelled.")))
             elif event.kind == EventKind.ERROR:

@@ -100,3 +100,29 @@ def test_close_waits_a_bounded_time_for_a_hanging_start_and_says_so(obliqueVolum
     release.set()
     logic._starter.join(5)
     assert not connection.isStarted  # the late worker was stopped by its own starting thread
+
+
+def test_a_finished_job_says_how_long_it_took_and_per_stage_where_the_result_has_timings(obliqueVolume):
+    from nnmamba.results import ClassificationResult
+    import numpy as np
+
+    ticks = iter(range(0, 1000, 5))
+    client = FakeClient()
+    logic = InferenceLogic(FakeConnection(client), clock=lambda: float(next(ticks)))
+    jobId = logic.submit(obliqueVolume, ["classification"])
+    pollUntil(logic, lambda: client.submitted)
+    result = ClassificationResult(["CT", "MR"], np.array([0.2, 0.8]), "scan-type-cls")
+    result.timings = {"read": 0.25, "network": 3.0}
+    client.events.append(Event(EventKind.RESULT, "worker-1", results={"classification": result}, elapsed_s=3.5))
+    outcome = pollUntil(logic, lambda: not logic.isBusy)[0]
+    assert outcome.jobId == jobId and outcome.succeeded and outcome.engineSeconds == 3.5
+    assert outcome.totalSeconds > 0
+    assert outcome.timingSummary() == (f"{outcome.totalSeconds:.1f} s in all, 3.5 s in the worker; "
+                                       "classification: read 0.2 s, network 3.0 s")
+
+
+def test_start_worker_starts_it_off_the_calling_thread_without_a_job():
+    logic = InferenceLogic(FakeConnection())
+    logic.startWorker()
+    logic._starter.join(5)
+    assert logic.connection.isStarted and not logic.isStartingWorker and not logic.isBusy
