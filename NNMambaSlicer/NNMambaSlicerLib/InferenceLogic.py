@@ -166,6 +166,11 @@ class InferenceLogic:
     def isStartingWorker(self) -> bool:
         return self._starter is not None and self._starter.is_alive()
 
+    @property
+    def workerStartError(self) -> Optional[BaseException]:
+        """Why the last start failed (None after a good one); jobs waiting for it are failed by poll."""
+        return self._startError
+
     def cancel(self, jobId: Optional[str] = None) -> None:
         """Ask the worker to stop; a local worker that does not stop in time is killed and restarted."""
         for job in list(self._jobs.values()):

@@ -22,7 +22,7 @@ UI_FILE = REPO_ROOT / "Resources" / "UI" / "NNMambaSlicer.ui"
 GUI_ONLY = {"Widget", "ViewPresenter"}  # import qt/ctk/slicer.app: loaded only inside Slicer
 
 QT_CLASSES = {"QWidget", "QLabel", "QCheckBox", "QComboBox", "QPushButton", "QLineEdit", "QProgressBar",
-              "QTableWidget"}
+              "QTableWidget", "QPlainTextEdit"}
 # Signals the panel connects to, per widget class (Qt / CTK / Slicer documentation).
 SIGNALS = {
     "qMRMLNodeComboBox": {"currentNodeChanged(vtkMRMLNode*)"},
