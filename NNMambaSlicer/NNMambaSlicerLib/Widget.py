@@ -14,7 +14,6 @@ import logging
 import qt
 import slicer
 
-from .BackgroundTask import BackgroundTask
 from .DeviceChoices import DeviceChoices
 from .InputVolumes import InputVolumes
 from .InstallLogic import InstallLogic
@@ -25,6 +24,8 @@ from .SceneCloseGuard import SceneCloseGuard
 from .SegmentationView import SegmentationView
 from .ServerSettings import ServerSettings
 from .WorkerConnection import WorkerSettings
+from .WorkerInquiry import WorkerInquiry
+from .WorkerReadiness import WorkerReadiness
 
 EXTRA_CHANNEL_SLOTS = EXTRA_SLOTS
 REMOTE_ITEM = ("remote", "Remote server")
@@ -60,12 +61,9 @@ class Widget(qt.QWidget):
         self._updatingGUI = False
         self._jobIds = []                 # this panel's running jobs, in submission order
         self._jobsInRun, self._jobsEnded, self._failures = 0, 0, []
-        self._pythonChecks = {}           # python -> None (fine) or the problem, in words
-        self._pythonCheck = None          # (python, BackgroundTask) while a check runs
-        self._workerQuery = None          # BackgroundTask asking the worker for models and status
-        self._awaitingWorker = False      # a worker is starting so it can be asked for its models
+        self.readiness = WorkerReadiness(self.installLogic)
+        self.inquiry = WorkerInquiry(self.logic)
         self._installing = False
-        self._missingPackages = self.installLogic.missingRequirements()
         self._parameterObserverTag = None
 
         layout = qt.QVBoxLayout(self)
@@ -128,13 +126,14 @@ class Widget(qt.QWidget):
         """The panel's timer: the worker's new log lines, and the background tasks that ended."""
         for line in self.logic.connection.takeLogLines():
             self._appendLog(line)
-        if self._awaitingWorker and not self.logic.isStartingWorker:
-            self._awaitingWorker = False
-            self._workerStarted()
-        if self._workerQuery is not None and self._workerQuery.done:
-            self._workerQueryEnded()
-        if self._pythonCheck is not None and self._pythonCheck[1].done:
-            self._pythonCheckEnded()
+        answer = self.inquiry.tick()
+        if answer is not None:
+            self._showWorkerAnswer(answer)
+        problem = self.readiness.tick()
+        if problem is not None:
+            if problem:
+                self._setStatus(problem, error=True)
+            self._checkCanApply()
 
     # -- parameter node <-> widgets --------------------------------------------------------------
     def _connectWidgets(self) -> None:
@@ -221,7 +220,7 @@ class Widget(qt.QWidget):
         self.ui.applyButton.enabled = reason is None
         self.ui.applyButton.toolTip = reason or "Run the selected tasks on the input volume(s)."
         self.ui.cancelButton.enabled = bool(self._jobIds)
-        self.ui.refreshModelsButton.enabled = not (self._awaitingWorker or self._workerQuery or self._jobIds)
+        self.ui.refreshModelsButton.enabled = not (self.inquiry.busy or self._jobIds)
         self.ui.installDependenciesButton.enabled = not (self._installing or self._jobIds)
 
     def _whyCannotApply(self):
@@ -232,7 +231,7 @@ class Widget(qt.QWidget):
             return "The worker's packages are being installed; wait for it to finish."
         if self._jobIds:
             return "A job is running; wait for it or press Cancel."
-        if self._awaitingWorker or self._workerQuery is not None:
+        if self.inquiry.busy:
             return "Asking the worker for its models and devices; a moment."
         if not p.enabledTasks():
             return "Tick at least one task."
@@ -255,7 +254,7 @@ class Widget(qt.QWidget):
             host, port = self.serverSettings.address()
             if not self.serverSettings.isConfirmed(host, port):
                 return "Enter a server and press 'Use this server...' to confirm sending volumes to it."
-        return self._whyWorkerCannotStart(self.workerSettings())
+        return self.readiness.whyCannotStart(self.workerSettings())
 
     # -- models, devices and channels ------------------------------------------------------------
     def _fillModelComboBoxes(self) -> None:
@@ -343,45 +342,25 @@ class Widget(qt.QWidget):
     def onRefreshFromWorker(self) -> None:
         """Start (or reach) the worker off the GUI thread, then ask it for its models and devices."""
         settings = self.workerSettings()
-        problem = self._whyWorkerCannotStart(settings)
+        problem = self.readiness.whyCannotStart(settings)
         if problem:
-            self._setStatus(problem, error=True)
+            self._setStatus(problem, error=not self.readiness.checking)
             return
         self.logic.configureWorker(settings)
-        if self.logic.connection.isStarted:
-            self._askWorker()
-            return
-        self.logic.startWorker()
-        self._awaitingWorker = True
-        self._setStatus(f"Starting {self.logic.connection.describe()} to ask for its models...")
+        self.inquiry.start()
+        self._setStatus(f"Asking {self.logic.connection.describe()} for its models and devices...")
         self._checkCanApply()
 
-    def _workerStarted(self) -> None:
-        if self.logic.connection.isStarted:
-            self._askWorker()
-            return
-        self._setStatus(f"The worker could not be started ({self.logic.workerStartError}); the panel lists the "
-                        f"{self.catalog.source}.", error=True)
-        self._checkCanApply()
-
-    def _askWorker(self) -> None:
-        client, where = self.logic.connection.currentClient(), self.logic.connection.describe()
-        self._workerQuery = BackgroundTask(lambda: (ModelCatalog.fromWorker(client, where), client.status(), where),
-                                           "nnmamba-worker-query")
-        self._checkCanApply()
-
-    def _workerQueryEnded(self) -> None:
-        query, self._workerQuery = self._workerQuery, None
-        if query.error is not None:
-            self._setStatus(f"Could not ask the worker for its models ({query.error}); the panel still lists the "
+    def _showWorkerAnswer(self, answer) -> None:
+        if answer.error:
+            self._setStatus(f"{answer.error[:1].upper()}{answer.error[1:]}. The panel still lists the "
                             f"{self.catalog.source}.", error=True)
         else:
-            self.catalog, status, where = query.result
-            self.devices = DeviceChoices.fromStatus(status, where)
+            self.catalog, self.devices = answer.catalog, answer.devices
             self._fillModelComboBoxes()
             self._fillDeviceComboBox()
             self._setStatus(f"{len(self.catalog.entries)} model(s) and {len(self.devices.items)} device choice(s) "
-                            f"from {where}.")
+                            f"from {answer.where}.")
         self.updateGUIFromParameterNode()
 
     # -- worker settings and dependencies --------------------------------------------------------
@@ -446,31 +425,6 @@ class Widget(qt.QWidget):
                               device=p.device if p is not None else "auto",
                               modelsFolder=self.ui.modelsFolderPathLineEdit.currentPath.strip())
 
-    def _whyWorkerCannotStart(self, settings: WorkerSettings):
-        """None when the worker can start; else why, in words (a check of another Python runs off-thread)."""
-        if settings.isRemote:
-            return None
-        python = settings.pythonExecutable
-        if not python:
-            if self._missingPackages:
-                return ("The worker needs Python packages Slicer does not have (" + ", ".join(self._missingPackages)
-                        + "): press 'Check / install worker dependencies...' under Device and options.")
-            return None
-        if python in self._pythonChecks:
-            return self._pythonChecks[python]
-        if self._pythonCheck is None:
-            self._pythonCheck = (python, BackgroundTask(lambda: InstallLogic.checkOtherPython(python),
-                                                        "nnmamba-python-check"))
-        return f"Checking that '{python}' can run the worker..."
-
-    def _pythonCheckEnded(self) -> None:
-        (python, task), self._pythonCheck = self._pythonCheck, None
-        problem = task.result if task.error is None else f"the check of '{python}' failed: {task.error}"
-        self._pythonChecks[python] = f"The worker cannot start: {problem}." if problem else None
-        if problem:
-            self._setStatus(self._pythonChecks[python], error=True)
-        self._checkCanApply()
-
     def onInstallDependencies(self) -> None:
         """The explicit install step: ask, then install with pip's output streamed into the worker log."""
         settings = self.workerSettings()
@@ -478,8 +432,8 @@ class Widget(qt.QWidget):
             self._setStatus("A remote server runs with its own packages; nothing to install here.")
             return
         if settings.pythonExecutable:
-            self._pythonChecks.pop(settings.pythonExecutable, None)  # check it again, off the GUI thread
-            self._setStatus(self._whyWorkerCannotStart(settings))
+            self.readiness.recheck(settings.pythonExecutable)  # checked again, off the GUI thread
+            self._setStatus(self.readiness.whyCannotStart(settings))
             self._checkCanApply()
             return
         self._installing = True
@@ -498,7 +452,7 @@ class Widget(qt.QWidget):
         finally:
             logging.getLogger().removeHandler(handler)
             self._installing = False
-            self._missingPackages = self.installLogic.missingRequirements()
+            self.readiness.refreshInstalled()
             self.ui.progressBar.setRange(0, 100)
             self.ui.progressBar.setVisible(False)
             self._checkCanApply()
@@ -599,7 +553,7 @@ class Widget(qt.QWidget):
         else:
             self._setStatus(outcome.message or "Cancelled.")
         if not self.catalog.fromWorkerList and self.logic.connection.isStarted:
-            self._askWorker()  # the worker is up now: show its own models and devices
+            self.inquiry.start()  # the worker is up now: show its own models and devices
         self._checkCanApply()
 
     def onWorkerRestarted(self, message: str) -> None:
