@@ -174,8 +174,9 @@ class Widget(qt.QWidget):
             for task in TASKS:
                 getattr(ui, f"{task}CheckBox").checked = getattr(p, f"{task}Enabled")
                 comboBox = getattr(ui, f"{task}ModelComboBox")
-                index = comboBox.findData(p.modelFor(task))
-                comboBox.setCurrentIndex(index if index >= 0 else 0)
+                # No name yet: the first model. A name this worker lacks (a scene saved with another
+                # worker): nothing shown as selected, and Apply's tooltip says to choose another.
+                comboBox.setCurrentIndex(comboBox.findData(p.modelFor(task)) if p.modelFor(task) else 0)
                 comboBox.enabled = getattr(p, f"{task}Enabled")
             self._selectDevice(p.device)
             ui.remoteWidget.setVisible(p.device == "remote")
