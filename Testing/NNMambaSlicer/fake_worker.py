@@ -78,3 +78,9 @@ class FakeConnection:
     def close(self) -> None:
         self.started = False
         self.closed += 1
+
+    def describe(self) -> str:
+        return "the in-memory test worker"
+
+    def takeLogLines(self) -> list:
+        return []

@@ -12,7 +12,7 @@ SERVER_MODELS = [{"name": "server-seg", "task": "segmentation", "channels": ["CT
 
 
 class DescribedConnection(FakeConnection):
-    def describe(self) -> str:
+    def describe(self) -> str:  # as a remote WorkerConnection says it
         return "the worker at gpu:8765"
 
 
