@@ -31,6 +31,10 @@ class NNMambaSlicer(ScriptedLoadableModule):
         self.parent.acknowledgementText = ("nnMamba: Gong et al., 'nnMamba: 3D biomedical image segmentation, "
                                            "classification and landmark detection with state space model'.")
         self.parent.icon = qt.QIcon(str(ModulePaths().resourcePath("Icons/NNMambaSlicer.png")))
+        # Sample Data's modules are loaded once startup completes; the registration copes with its absence.
+        from NNMambaSlicerLib.SampleDataRegistration import SampleDataRegistration
+        self.sampleDataRegistration = SampleDataRegistration()
+        slicer.app.connect("startupCompleted()", self.sampleDataRegistration.register)
 
     def resourcePath(self, filename):
         return str(ModulePaths().resourcePath(filename))

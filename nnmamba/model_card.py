@@ -25,7 +25,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from nnmamba.errors import InputError, ModelError
 from nnmamba.results import SegmentInfo, Task
@@ -298,9 +298,10 @@ def read_card(path) -> ModelCard:
 
 # ---- discovery ----------------------------------------------------------------------------------
 
-def models_dirs() -> list:
-    """Folders searched for cards, in priority order (existing ones only)."""
-    dirs = []
+def models_dirs(extra_dirs: Sequence = ()) -> list:
+    """Folders searched for cards, in priority order (existing ones only); `extra_dirs` come first
+    (a folder chosen in the Slicer panel, which must not change the process's environment)."""
+    dirs = [Path(p) for p in extra_dirs]
     env = os.environ.get("NNMAMBA_MODELS_DIR")
     if env:
         dirs += [Path(p) for p in env.split(os.pathsep) if p]
@@ -328,10 +329,10 @@ def _is_card(path: Path) -> bool:
     return isinstance(d, dict) and "schema_version" in d and "network" in d
 
 
-def list_models() -> list:
+def list_models(extra_dirs: Sequence = ()) -> list:
     """All cards found, first folder wins on duplicate names; invalid cards raise `ModelError`."""
     cards, names = [], set()
-    for folder in models_dirs():
+    for folder in models_dirs(extra_dirs):
         for path in sorted([*folder.glob(f"*/{CARD_FILE}"), *folder.glob("*.json")]):
             if not _is_card(path):
                 continue

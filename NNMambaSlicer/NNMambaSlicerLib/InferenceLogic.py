@@ -19,6 +19,7 @@ from nnmamba.errors import Cancelled, InputError, ModelError, NNMambaError
 from nnmamba.results import Task
 from nnmamba.worker.protocol import EventKind
 
+from .BackgroundTask import BackgroundTask
 from .ClassificationBuilder import ClassificationBuilder
 from .LandmarksBuilder import LandmarksBuilder
 from .OutputRegistry import OutputRegistry
@@ -49,10 +50,26 @@ class JobOutcome:
     message: str = ""
     errorCode: Optional[str] = None
     results: dict = field(default_factory=dict, repr=False)  # task -> nnmamba.results object
+    engineSeconds: float = 0.0        # the worker's time on the job (its terminal event's elapsed_s)
+    totalSeconds: float = 0.0         # from submit to the result nodes, seen from here (upload included)
 
     @property
     def succeeded(self) -> bool:
         return self.status is JobStatus.SUCCEEDED
+
+    def timingSummary(self) -> str:
+        """The job's times in words; per-stage times where a result carries them (a `timings` mapping
+        of stage -> seconds), e.g. "12.4 s in all, 10.9 s in the worker; segmentation: network 9.1 s"."""
+        if not self.totalSeconds:
+            return ""
+        parts = [f"{self.totalSeconds:.1f} s in all" +
+                 (f", {self.engineSeconds:.1f} s in the worker" if self.engineSeconds else "")]
+        for task, result in self.results.items():
+            stages = getattr(result, "timings", None) or {}
+            if stages:
+                parts.append(f"{task}: " + ", ".join(f"{stage} {float(seconds):.1f} s"
+                                                      for stage, seconds in stages.items()))
+        return "; ".join(parts)
 
 
 @dataclass
@@ -65,7 +82,9 @@ class _Job:
     onFinished: Optional[Callable] = None
     request: Optional[tuple] = None   # (volume, tasks, models, options) until sent to the worker
     workerJobId: Optional[str] = None
+    upload: Optional[BackgroundTask] = None  # the send under way (a volume to a remote server takes a while)
     cancelRequestedAt: Optional[float] = None
+    submittedAt: float = 0.0
     fraction: float = 0.0
     stage: str = "queued"
 
@@ -81,10 +100,12 @@ class InferenceLogic:
     """
 
     def __init__(self, connection: WorkerConnectionProtocol, scene=None, cancelGraceSeconds: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, joinTimeoutSeconds: float = 10.0) -> None:
         self.connection = connection
         self._scene = scene
         self.cancelGraceSeconds = cancelGraceSeconds
+        self.joinTimeoutSeconds = joinTimeoutSeconds  # the longest the GUI thread waits for a helper thread
+        self._closed = False
         self._clock = clock
         self.progress = Signal()          # (jobId, fraction, stage)
         self.finished = Signal()          # (JobOutcome)
@@ -131,10 +152,24 @@ class InferenceLogic:
         volume = self.converter.toVolume(volumeNodes)
         jobId = f"job-{next(self._jobNumbers)}"
         job = _Job(jobId, volumeNodes[0].GetID(), tasks, replaceExisting, onProgress, onFinished,
-                   request=(volume, tasks, models or None, options or None))
+                   request=(volume, tasks, models or None, options or None), submittedAt=self._clock())
         self._jobs[jobId] = job
         self._startWorkerInBackground()
         return jobId
+
+    def startWorker(self) -> None:
+        """Start (or connect to) the worker now, off the GUI thread, e.g. to ask it for its models;
+        `connection.isStarted` says when it is up."""
+        self._startWorkerInBackground()
+
+    @property
+    def isStartingWorker(self) -> bool:
+        return self._starter is not None and self._starter.is_alive()
+
+    @property
+    def workerStartError(self) -> Optional[BaseException]:
+        """Why the last start failed (None after a good one); jobs waiting for it are failed by poll."""
+        return self._startError
 
     def cancel(self, jobId: Optional[str] = None) -> None:
         """Ask the worker to stop; a local worker that does not stop in time is killed and restarted."""
@@ -165,8 +200,8 @@ class InferenceLogic:
         if not self._jobs:
             return ended
         starting = self._starter is not None and self._starter.is_alive()
-        if starting or any(job.workerJobId is None for job in self._jobs.values()):
-            time.sleep(min(timeout, 0.05))  # the worker is still starting
+        if starting or all(job.workerJobId is None for job in self._jobs.values()):
+            time.sleep(min(timeout, 0.05))  # the worker is still starting, or the volumes are on their way
             return ended
         client = self.connection.currentClient()  # never starts one: a dead worker must be seen as dead
         if client is None:
@@ -186,7 +221,10 @@ class InferenceLogic:
                 job.fraction, job.stage = float(event.fraction), str(event.stage)
                 self._emitProgress(job)
             elif event.kind == EventKind.RESULT:
-                ended.append(self._finish(job, self._buildOutputs(job, event.results)))
+                outcome = self._buildOutputs(job, event.results)
+                outcome.engineSeconds = float(event.elapsed_s or 0.0)
+                outcome.totalSeconds = self._clock() - job.submittedAt
+                ended.append(self._finish(job, outcome))
             elif event.kind == EventKind.CANCELLED:
                 ended.append(self._finish(job, JobOutcome(job.jobId, JobStatus.CANCELLED, message="Cancelled.")))
             elif event.kind == EventKind.ERROR:
@@ -199,12 +237,16 @@ class InferenceLogic:
         if self.connection.isStarted or (self._starter is not None and self._starter.is_alive()):
             return
         self._startError = None
+        self._closed = False
 
         def start() -> None:
             try:
                 self.connection.client()
             except Exception as error:  # reported to the waiting jobs by poll, in the GUI thread
                 self._startError = error
+                return
+            if self._closed:  # close() stopped waiting for this start: stop the worker it made
+                self.connection.close()
 
         self._starter = threading.Thread(target=start, name="nnmamba-worker-start", daemon=True)
         self._starter.start()
@@ -227,26 +269,44 @@ class InferenceLogic:
             return [self._finish(job, JobOutcome(job.jobId, JobStatus.CANCELLED, message="Cancelled."))
                     for job in queued if job.cancelRequestedAt is not None]
         for job in queued:
-            if job.cancelRequestedAt is not None:
-                ended.append(self._finish(job, JobOutcome(job.jobId, JobStatus.CANCELLED, message="Cancelled.")))
-                continue
-            volume, tasks, models, options = job.request
-            try:
-                job.workerJobId = self.connection.client().submit(volume, tasks, models=models, options=options)
-            except NNMambaError as error:
-                ended.append(self._finish(job, JobOutcome(job.jobId, JobStatus.FAILED, message=str(error),
-                                                          errorCode=error.code)))
-                continue
-            except Exception as error:
-                ended.append(self._finish(job, JobOutcome(
-                    job.jobId, JobStatus.FAILED, errorCode="worker_unavailable",
-                    message=f"Could not send the job to the nnMamba worker: {error}. Check the worker settings "
-                            "and try again.")))
-                continue
-            job.request = None
-            job.stage = "sent to the worker"
-            self._emitProgress(job)
+            if job.upload is None:
+                if job.cancelRequestedAt is not None:
+                    ended.append(self._finish(job, JobOutcome(job.jobId, JobStatus.CANCELLED, message="Cancelled.")))
+                    continue
+                job.upload = self._uploadInBackground(job)
+                job.stage = "sending the volume to the worker"
+                self._emitProgress(job)
+            elif job.upload.done:
+                outcome = self._uploadEnded(job)
+                if outcome is not None:
+                    ended.append(outcome)
         return ended
+
+    def _uploadInBackground(self, job: _Job) -> BackgroundTask:
+        client = self.connection.client()
+        volume, tasks, models, options = job.request
+        return BackgroundTask(lambda: client.submit(volume, tasks, models=models, options=options),
+                              f"nnmamba-upload-{job.jobId}")
+
+    def _uploadEnded(self, job: _Job) -> Optional[JobOutcome]:
+        """The job's send ended: fail it, or note its worker id (and pass on a cancel asked meanwhile)."""
+        upload, job.upload = job.upload, None
+        if isinstance(upload.error, NNMambaError):
+            return self._finish(job, JobOutcome(job.jobId, JobStatus.FAILED, message=str(upload.error),
+                                                errorCode=upload.error.code))
+        if upload.error is not None:
+            return self._finish(job, JobOutcome(
+                job.jobId, JobStatus.FAILED, errorCode="worker_unavailable",
+                message=f"Could not send the job to the nnMamba worker: {upload.error}. Check the worker settings "
+                        "and try again."))
+        job.workerJobId = upload.result
+        job.request = None
+        job.stage = "sent to the worker"
+        self._emitProgress(job)
+        if job.cancelRequestedAt is not None:  # cancelled while its volume was on the way
+            job.cancelRequestedAt = None
+            self.cancel(job.jobId)
+        return None
 
     def run(self, volumeNode, tasks=("segmentation",), model: Optional[str] = None, models: Optional[dict] = None,
             device: Optional[str] = None, extraChannels: Sequence = (), replaceExisting: bool = False,
@@ -294,12 +354,23 @@ class InferenceLogic:
         return self.submit([volumeNode, *extraChannels], tasks, models=models, options=options,
                            replaceExisting=replaceExisting, onProgress=onProgress, onFinished=callback)
 
-    def close(self, startTimeout: float = 120.0) -> None:
-        """Forget the jobs and stop the worker; a worker still starting is waited for, then stopped."""
+    def close(self, startTimeout: Optional[float] = None) -> None:
+        """Forget the jobs and stop the worker. A worker still starting is waited for `startTimeout` s
+        (default `joinTimeoutSeconds`); one that starts later is stopped by its starting thread."""
+        uploads = [job.upload for job in self._jobs.values() if job.upload is not None]
         self._jobs.clear()
+        self._closed = True
+        timeout = self.joinTimeoutSeconds if startTimeout is None else startTimeout
         if self._starter is not None and self._starter.is_alive():
-            self._starter.join(startTimeout)
-        self.connection.close()
+            self._starter.join(timeout)
+            if self._starter.is_alive():
+                logging.warning("NNMambaSlicer: the worker was still starting after %g s; it will be stopped as "
+                                "soon as it has started", timeout)
+        self.connection.close()  # also breaks the uploads' connection, which ends their threads
+        unfinished = [upload for upload in uploads if not upload.join(self.joinTimeoutSeconds)]
+        if unfinished:
+            logging.warning("NNMambaSlicer: %d volume upload(s) had not ended %g s after the worker was stopped; "
+                            "they are abandoned (daemon threads)", len(unfinished), self.joinTimeoutSeconds)
 
     # -- helpers ---------------------------------------------------------------------------------
     @staticmethod
@@ -358,7 +429,13 @@ class InferenceLogic:
     def _restartInBackground(self) -> None:
         """Stop what is left of the worker (a local one's whole process tree), start a new one off-thread."""
         if self._starter is not None and self._starter.is_alive():
-            self._starter.join()  # a start under way must finish before its worker can be stopped
+            # A start under way must finish before its worker can be stopped; if it takes too long, the
+            # worker it is starting is the fresh one this restart asks for.
+            self._starter.join(self.joinTimeoutSeconds)
+            if self._starter.is_alive():
+                logging.warning("NNMambaSlicer: a worker start was still under way after %g s; the restart "
+                                "waits for that worker instead of starting another", self.joinTimeoutSeconds)
+                return
         try:
             self.connection.close()
         except Exception as error:

@@ -11,19 +11,26 @@ from typing import Any
 
 from nnmamba.inference.options import PRECISIONS  # the worker's names (torch-free module)
 
+from .DeviceChoices import isDevice
+
 MODULE_NAME = "NNMambaSlicer"
+# The device box before the worker reports its own devices (see DeviceChoices); any name `isDevice`
+# accepts is a valid setting, since a worker may have more GPUs, or an Apple GPU.
 DEVICES = ("auto", "cpu", "cuda:0", "cuda:1", "cuda:2", "cuda:3", "remote")
+EARLIER_RESULTS = ("ask", "replace", "keep")  # what a new run does with this module's earlier outputs
 EXTRA_SLOTS = 3  # extra channel inputs the panel offers (the first channel is the input volume)
 
 
 class _Field:
     """A typed parameter stored as a string on the node (default when unset)."""
 
-    def __init__(self, default: Any, choices: tuple = (), minimum: float = None, maximum: float = None) -> None:
+    def __init__(self, default: Any, choices: tuple = (), minimum: float = None, maximum: float = None,
+                 check=None, allowed: str = "") -> None:
         self.default = default
         self.kind = type(default)
         self.choices = choices
         self.minimum, self.maximum = minimum, maximum
+        self.check, self.allowed = check, allowed  # a predicate, and the allowed values in words
 
     def __set_name__(self, owner, name: str) -> None:
         self.key = name[0].upper() + name[1:]
@@ -47,11 +54,12 @@ class _Field:
     def _checked(self, value, quiet: bool = False):
         bad = (self.choices and value not in self.choices) or \
               (self.minimum is not None and value < self.minimum) or \
-              (self.maximum is not None and value > self.maximum)
+              (self.maximum is not None and value > self.maximum) or \
+              (self.check is not None and not self.check(value))
         if bad:
             if quiet:
                 return self.default
-            allowed = list(self.choices) if self.choices else f"{self.minimum}..{self.maximum}"
+            allowed = self.allowed or (list(self.choices) if self.choices else f"{self.minimum}..{self.maximum}")
             raise ValueError(f"{self.key} must be one of {allowed}, got {value!r}")
         return value
 
@@ -73,11 +81,13 @@ class ParameterNode:
     segmentationModel = _Field("")
     landmarksModel = _Field("")
     classificationModel = _Field("")
-    device = _Field("auto", choices=DEVICES)
+    device = _Field("auto", check=isDevice, allowed="auto, cpu, mps, cuda, cuda:N or remote")
     tta = _Field(False)
     overlap = _Field(0.5, minimum=0.0, maximum=0.9)
     precision = _Field("auto", choices=PRECISIONS)
-    replaceWithoutAsking = _Field(False)
+    earlierResults = _Field("ask", choices=EARLIER_RESULTS)
+    show3D = _Field(True)             # segmentations also shown as 3D surfaces
+    allVolumes = _Field(False)        # run on every loaded scalar volume, one job each
 
     INPUT_ROLE = "InputVolume"
     EXTRA_INPUT_ROLE = "ExtraInputVolume"

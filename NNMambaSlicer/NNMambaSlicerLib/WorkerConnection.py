@@ -7,6 +7,7 @@ child's environment only, never in Slicer's `os.environ`.
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import sys
@@ -28,6 +29,7 @@ class WorkerSettings:
     tlsCertificateAuthority: Optional[str] = None
     extraEnvironment: dict = field(default_factory=dict)
     threads: Optional[int] = None     # CPU threads of a local worker (None: torch's choice)
+    modelsFolder: str = ""            # a local worker also looks for model cards here (first)
 
     @property
     def isRemote(self) -> bool:
@@ -51,6 +53,22 @@ class WorkerConnection:
         self._remoteConnect = remoteConnect
         self._worker = None   # LocalWorker while local
         self._client: Optional[WorkerClientProtocol] = None
+        # The local worker's output lines, filled by its reader thread, emptied by the panel's timer.
+        self._logLines: collections.deque = collections.deque(maxlen=5000)
+
+    def describe(self) -> str:
+        """Which worker this is, in words for the panel."""
+        s = self.settings
+        if s.isRemote:
+            return f"the worker at {s.remoteHost}:{s.remotePort}"
+        return f"the local worker ({self.workerPython()}, device {s.device})"
+
+    def takeLogLines(self) -> list:
+        """The local worker's output lines since the last call (a remote server keeps its log)."""
+        lines = []
+        while self._logLines:
+            lines.append(self._logLines.popleft())
+        return lines
 
     @property
     def isLocal(self) -> bool:
@@ -106,7 +124,11 @@ class WorkerConnection:
     def workerEnvironment(self) -> dict:
         """Variables for the worker only; LocalWorker adds them to a copy of this environment and
         puts the `nnmamba` package this module imports on the worker's PYTHONPATH itself."""
-        return {str(k): str(v) for k, v in self.settings.extraEnvironment.items()}
+        environment = {str(k): str(v) for k, v in self.settings.extraEnvironment.items()}
+        if self.settings.modelsFolder:
+            inherited = environment.get("NNMAMBA_MODELS_DIR", os.environ.get("NNMAMBA_MODELS_DIR", ""))
+            environment["NNMAMBA_MODELS_DIR"] = os.pathsep.join(p for p in (self.settings.modelsFolder, inherited) if p)
+        return environment
 
     def _startLocal(self) -> WorkerClientProtocol:
         factory = self._localWorkerFactory
@@ -118,7 +140,7 @@ class WorkerConnection:
             raise RuntimeError(f"the worker's Python '{python}' does not exist; choose an existing Python "
                                "executable in the module's Advanced section, or leave it empty to use Slicer's.")
         worker = factory(python_executable=python, env=self.workerEnvironment(), device=self.settings.device,
-                         threads=self.settings.threads)
+                         threads=self.settings.threads, log_callback=self._logLines.append)
         try:
             worker.start()
             client = worker.client()

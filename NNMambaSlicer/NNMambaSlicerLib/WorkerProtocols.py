@@ -42,3 +42,7 @@ class WorkerConnectionProtocol(Protocol):
     def restart(self) -> None: ...
 
     def close(self) -> None: ...
+
+    def describe(self) -> str: ...          # which worker, in words ("the worker at host:port")
+
+    def takeLogLines(self) -> list: ...     # the worker's output lines since the last call

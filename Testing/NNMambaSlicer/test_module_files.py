@@ -22,7 +22,7 @@ UI_FILE = REPO_ROOT / "Resources" / "UI" / "NNMambaSlicer.ui"
 GUI_ONLY = {"Widget", "ViewPresenter"}  # import qt/ctk/slicer.app: loaded only inside Slicer
 
 QT_CLASSES = {"QWidget", "QLabel", "QCheckBox", "QComboBox", "QPushButton", "QLineEdit", "QProgressBar",
-              "QTableWidget"}
+              "QTableWidget", "QPlainTextEdit"}
 # Signals the panel connects to, per widget class (Qt / CTK / Slicer documentation).
 SIGNALS = {
     "qMRMLNodeComboBox": {"currentNodeChanged(vtkMRMLNode*)"},
@@ -217,3 +217,12 @@ def test_the_console_example_in_the_docs_uses_only_existing_names():
     fields = {f.name for f in dataclasses.fields(WorkerSettings)}
     for call in re.findall(r"WorkerSettings\(([^)]*)\)", example):
         assert set(re.findall(r"(\w+)=", call)) <= fields, call
+
+
+def test_the_earlier_results_box_lists_the_parameter_node_policies_in_order():
+    from NNMambaSlicerLib.ParameterNode import EARLIER_RESULTS
+
+    root = ElementTree.parse(UI_FILE).getroot()
+    widget = next(w for w in root.iter("widget") if w.get("name") == "earlierResultsComboBox")
+    labels = [i.find("property/string").text for i in widget.findall("item")]
+    assert [label.split()[0].lower() for label in labels] == ["ask", "replace", "keep"] == list(EARLIER_RESULTS)

@@ -24,8 +24,18 @@ def test_informs_which_values_are_allowed_when_a_setting_is_out_of_range(app):
     parameters = ParameterNode.getOrCreate(app.scene)
     with pytest.raises(ValueError, match=r"Overlap must be one of 0.0..0.9, got 1.2"):
         parameters.overlap = 1.2
-    with pytest.raises(ValueError, match="Device must be one of"):
+    with pytest.raises(ValueError, match="Device must be one of auto, cpu, mps, cuda, cuda:N or remote, got 'tpu'"):
         parameters.device = "tpu"
+    with pytest.raises(ValueError, match="EarlierResults must be one of"):
+        parameters.earlierResults = "merge"
+
+
+def test_a_device_the_worker_reported_is_kept_even_beyond_the_usual_list(app):
+    parameters = ParameterNode.getOrCreate(app.scene)
+    parameters.device = "cuda:7"
+    assert parameters.device == "cuda:7"
+    parameters.device = "mps"
+    assert parameters.workerOptions()["device"] == "mps"
 
 
 def test_settings_and_input_references_survive_saving_and_reloading_the_scene(obliqueVolume, app, tmp_path):
@@ -36,6 +46,7 @@ def test_settings_and_input_references_survive_saving_and_reloading_the_scene(ob
     parameters.landmarksModel = "afids-landmarks"
     parameters.overlap = 0.25
     parameters.device = "cpu"
+    parameters.earlierResults, parameters.show3D, parameters.allVolumes = "keep", False, True
     mrml = app.saveScene(tmp_path, [obliqueVolume])
 
     reloaded = type(app)()
@@ -45,6 +56,7 @@ def test_settings_and_input_references_survive_saving_and_reloading_the_scene(ob
     assert [v.GetName() for v in again.extraInputVolumes] == ["Oblique head"]
     assert again.enabledTasks() == ["segmentation", "landmarks"]
     assert again.models() == {"landmarks": "afids-landmarks"}
+    assert (again.earlierResults, again.show3D, again.allVolumes) == ("keep", False, True)
     assert again.workerOptions() == {"tta": False, "overlap": 0.25, "precision": "auto", "device": "cpu"}
 
 

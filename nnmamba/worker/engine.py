@@ -158,6 +158,8 @@ class PredictorEngine:
 
             info.update(torch=torch.__version__, threads=torch.get_num_threads(),
                         cuda=torch.cuda.is_available(),
+                        cuda_devices=[torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+                        mps=bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
                         devices={name: str(p.device) for name, p in self._predictors.items()},
                         loaded_models=sorted({key[0] for p in self._predictors.values()
                                               for key in list(getattr(p, "_models", {}))}))
