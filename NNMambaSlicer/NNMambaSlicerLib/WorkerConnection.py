@@ -111,7 +111,7 @@ class WorkerConnection:
     def _startLocal(self) -> WorkerClientProtocol:
         factory = self._localWorkerFactory
         if factory is None:
-            from nnmamba.worker.client import LocalWorker
+            from nnmamba.worker.local import LocalWorker
             factory = LocalWorker
         python = self.workerPython()
         if os.path.sep in python and not os.path.isfile(python):
