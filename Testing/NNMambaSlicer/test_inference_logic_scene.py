@@ -41,7 +41,7 @@ def test_outputs_are_named_after_the_input_and_tagged_with_it(obliqueVolume):
     assert outputs["segmentation"][0].GetName() == "Oblique head segmentation"
     assert outputs["landmarks"][0].GetName() == "Oblique head landmarks"
     assert [n.GetName() for n in outputs["classification"]] == [
-        "Oblique head classification probabilities", "Oblique head classification probability",
+        "Oblique head classification probabilities", "Oblique head classification chart data", "CT", "MR",
         "Oblique head classification"]
     assert OutputRegistry(slicer.mrmlScene).outputsOf(obliqueVolume).keys() == {"segmentation", "landmarks",
                                                                                  "classification"}
