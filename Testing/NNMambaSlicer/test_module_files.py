@@ -217,3 +217,34 @@ def test_the_console_example_in_the_docs_uses_only_existing_names():
     fields = {f.name for f in dataclasses.fields(WorkerSettings)}
     for call in re.findall(r"WorkerSettings\(([^)]*)\)", example):
         assert set(re.findall(r"(\w+)=", call)) <= fields, call
+
+
+def test_every_precision_the_docs_show_is_one_the_worker_accepts():
+    from nnmamba.inference.options import PRECISIONS
+
+    shown = set()
+    for doc in [REPO_ROOT / "README.md", *(REPO_ROOT / "docs").glob("*.md")]:
+        shown |= set(re.findall(r"""precision\s*=\s*["']([^"']+)["']""", doc.read_text()))
+    assert shown and shown <= set(PRECISIONS), shown - set(PRECISIONS)
+
+
+def test_the_extension_depends_on_pytorch_in_cmake_and_in_the_catalog_entry():
+    cmake = (REPO_ROOT / "CMakeLists.txt").read_text()
+    assert re.search(r'set\(EXTENSION_DEPENDS "PyTorch"\)', cmake)
+    assert json.loads((REPO_ROOT / "NNMambaSlicer.json").read_text())["build_dependencies"] == ["PyTorch"]
+
+
+def test_console_programs_started_on_windows_get_no_console_window():
+    """Every subprocess call in the module's library and the local worker says how it hides its window."""
+    files = [LIB_DIR / "InstallLogic.py", REPO_ROOT / "nnmamba" / "worker" / "local.py"]
+    calls = 0
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in ("subprocess.run", "subprocess.Popen"):
+                calls += 1
+                keywords = {k.arg for k in node.keywords if k.arg} | {ast.unparse(k.value) for k in node.keywords
+                                                                      if k.arg is None}
+                assert keywords & {"creationflags", "NO_CONSOLE_WINDOW", "_new_process_group()"}, \
+                    f"{path.name}:{node.lineno} starts a process without CREATE_NO_WINDOW on Windows"
+    assert calls >= 3
+    assert "CREATE_NO_WINDOW" in (REPO_ROOT / "nnmamba" / "worker" / "local.py").read_text()
