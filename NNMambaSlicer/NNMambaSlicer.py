@@ -30,6 +30,12 @@ def forgetLibrary(package: str = LIBRARY_PACKAGE) -> list:
     return names
 
 
+def loadModuleTerminology() -> None:
+    """Our terminology context (hippocampus, brain stem: not in General Anatomy) into Slicer's."""
+    from NNMambaSlicerLib.Terminology import ModuleTerminology
+    ModuleTerminology().loadInto(slicer.modules.terminologies.logic())
+
+
 class NNMambaSlicer(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
@@ -44,6 +50,8 @@ class NNMambaSlicer(ScriptedLoadableModule):
         self.parent.acknowledgementText = ("nnMamba: Gong et al., 'nnMamba: 3D biomedical image segmentation, "
                                            "classification and landmark detection with state space model'.")
         self.parent.icon = qt.QIcon(str(ModulePaths().resourcePath("Icons/NNMambaSlicer.png")))
+        # The Terminologies module is set up once the application has started.
+        slicer.app.connect("startupCompleted()", loadModuleTerminology)
 
     def resourcePath(self, filename):
         return str(ModulePaths().resourcePath(filename))
