@@ -334,18 +334,42 @@ class InferenceLogic:
         return error_for(outcome.errorCode or "", outcome.message)
 
     def _checkChannels(self, volumeNodes: list, tasks: list, models: dict) -> None:
-        """Where a model's card is readable here, check it gets as many volumes as it has channels."""
+        problem = self.channelProblem(volumeNodes, tasks, models)
+        if problem:
+            raise InputError(problem)
+
+    @staticmethod
+    def channelsOf(volumeNode) -> int:
+        """Input channels a volume node gives: its voxel components (an RGB vector volume gives 3)."""
+        image = volumeNode.GetImageData() if volumeNode is not None else None
+        return image.GetNumberOfScalarComponents() if image is not None else 1
+
+    def channelProblem(self, volumeNodes, tasks, models: Optional[dict] = None) -> str:
+        """Why these volumes cannot feed the tasks' models ("" when they can), where a model's card
+        is readable here: the channels (components summed over the volumes) must match the card's.
+        The panel uses it to keep, for example, RGB vector volumes away from one-channel models."""
         from nnmamba import model_card
 
-        for task in tasks:
+        volumeNodes = list(volumeNodes) if isinstance(volumeNodes, (list, tuple)) else [volumeNodes]
+        models = dict(models or {})
+        given = sum(self.channelsOf(node) for node in volumeNodes)
+        for task in self.normalizeTasks(tasks):
             try:
                 card = model_card.find_model(models[task]) if task in models else model_card.default_model(task)
             except NNMambaError:
                 continue  # the worker may know models this machine does not (a remote server)
-            if card.in_channels != len(volumeNodes):
-                names = ", ".join(c.name for c in card.channels)
-                raise InputError(f"model '{card.name}' needs {card.in_channels} input volume(s) ({names}) but "
-                                 f"{len(volumeNodes)} were given: select one volume per channel.")
+            if card.in_channels == given:
+                continue
+            names = ", ".join(c.name for c in card.channels)
+            vectors = [f"'{n.GetName()}' has {self.channelsOf(n)} components" for n in volumeNodes
+                       if self.channelsOf(n) > 1]
+            if vectors:
+                return (f"model '{card.name}' needs {card.in_channels} input channel(s) ({names}) but "
+                        f"{'; '.join(vectors)} ({given} channels in all): choose a scalar volume, or convert it "
+                        "with the Vector to Scalar Volume module.")
+            return (f"model '{card.name}' needs {card.in_channels} input volume(s) ({names}) but "
+                    f"{len(volumeNodes)} were given: select one volume per channel.")
+        return ""
 
     def _emitProgress(self, job: _Job) -> None:
         self.progress.emit(job.jobId, job.fraction, job.stage)

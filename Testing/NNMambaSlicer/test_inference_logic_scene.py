@@ -168,3 +168,20 @@ def test_an_ending_with_results_not_added_raises_with_the_outputs_that_were_adde
     error = InferenceLogic.errorFor(outcome)
     assert isinstance(error, ResultsNotAddedError) and isinstance(error, RuntimeError)
     assert error.outputs == {"landmarks": ["node"]}
+
+
+def test_an_rgb_vector_volume_is_refused_for_a_one_channel_model_with_the_conversion_named(app):
+    rgb = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "Photo")
+    slicer.util.updateVolumeFromArray(rgb, np.zeros((4, 5, 6, 3), np.uint8))
+    logic = InferenceLogic(NoWorker())
+    assert InferenceLogic.channelsOf(rgb) == 3
+    problem = logic.channelProblem(rgb, ["classification"])
+    assert "'Photo' has 3 components" in problem and "Vector to Scalar Volume" in problem
+    with pytest.raises(Exception, match="'Photo' has 3 components"):
+        logic.runAsync(rgb, print, tasks="classification")
+
+
+def test_a_scalar_volume_suits_the_shipped_one_channel_models(obliqueVolume):
+    logic = InferenceLogic(NoWorker())
+    assert logic.channelProblem(obliqueVolume, ["segmentation", "landmarks", "classification"]) == ""
+    assert "1 input volume(s)" in logic.channelProblem([obliqueVolume, obliqueVolume], ["classification"])
