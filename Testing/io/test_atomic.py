@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nnmamba.io.atomic import write_atomically, write_text_atomically
+from nnmamba.io.atomic import create_temporary_file, write_atomically, write_text_atomically
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
@@ -43,3 +43,13 @@ def test_importing_and_writing_never_touch_the_process_umask(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.txt")], capture_output=True, text=True,
                          check=True, env=env)
     assert out.stdout.strip() == "0"
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+def test_a_temporary_file_is_new_empty_and_has_a_plain_files_permissions(tmp_path):
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    first = create_temporary_file(tmp_path, ".model.", ".json.tmp")
+    second = create_temporary_file(tmp_path, ".model.", ".json.tmp")
+    assert first != second and first.stat().st_size == 0 and first.name.startswith(".model.")
+    assert stat.S_IMODE(first.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)

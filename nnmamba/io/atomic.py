@@ -34,7 +34,7 @@ def write_atomically(path: Path, render: Callable[[Path], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Keep the full suffix (".seg.nrrd") so writers that pick a format by extension still do.
     suffix = "".join(path.suffixes) or ".tmp"
-    tmp = _create_temporary_file(path.parent, f".{path.name.split('.')[0]}.tmp-", suffix)
+    tmp = create_temporary_file(path.parent, f".{path.name.split('.')[0]}.tmp-", suffix)
     try:
         render(tmp)
         os.replace(tmp, path)
@@ -44,7 +44,7 @@ def write_atomically(path: Path, render: Callable[[Path], None]) -> Path:
     return path
 
 
-def _create_temporary_file(folder: Path, prefix: str, suffix: str, attempts: int = 100) -> Path:
+def create_temporary_file(folder: Path, prefix: str, suffix: str, attempts: int = 100) -> Path:
     """A new empty file with a random name in `folder` (never an existing one: O_EXCL)."""
     for _ in range(attempts):
         candidate = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
