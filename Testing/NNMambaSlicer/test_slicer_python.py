@@ -5,6 +5,7 @@ builders' tests pass there too (the main test environment has slicer-core 5.13).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -49,8 +50,10 @@ print(json.dumps({"missing": missing, "loaded": loaded, "busy": logic.isBusy, "f
 
 
 @pytest.fixture(scope="module")
-def slicerPython(tmp_path_factory) -> SlicerPythonEnvironment:
-    return SlicerPythonEnvironment(tmp_path_factory.mktemp("slicer-python"), OLDER_SLICER_CORE).create()
+def slicerPython(tmp_path_factory):
+    root = tmp_path_factory.mktemp("slicer-python")
+    yield SlicerPythonEnvironment(root, OLDER_SLICER_CORE).create()
+    shutil.rmtree(root, ignore_errors=True)  # about 1 GB, mostly VTK
 
 
 def runIn(environment: SlicerPythonEnvironment, arguments: list, extraPath: tuple = ()) -> subprocess.CompletedProcess:
