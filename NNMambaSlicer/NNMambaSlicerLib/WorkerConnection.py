@@ -131,7 +131,12 @@ class WorkerConnection:
     def _startLocal(self) -> WorkerClientProtocol:
         factory = self._localWorkerFactory
         if factory is None:
-            from nnmamba.worker.local import LocalWorker
+            try:
+                from nnmamba.worker.local import LocalWorker
+            except ImportError as error:  # the client needs websockets, which Slicer does not ship
+                raise RuntimeError(f"the worker client cannot be loaded in this Python ({error}); install the "
+                                   "worker's packages with 'Check / install worker dependencies...' in the module's "
+                                   "panel, or NNMambaSlicerLib.InstallLogic.InstallLogic().installMissing(...)") from error
             factory = LocalWorker
         python = self.workerPython()
         if os.path.sep in python and not os.path.isfile(python):

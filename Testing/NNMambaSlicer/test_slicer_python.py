@@ -39,12 +39,17 @@ spec.loader.exec_module(module)
 logic = module.NNMambaSlicerLogic()
 from NNMambaSlicerLib.InstallLogic import InstallLogic
 missing = InstallLogic().missingRequirements()
-logic.close()
 loaded = sorted(name for name in sys.argv[2:] if name in sys.modules)
+try:
+    logic.connection.client()
+    startError = ""
+except RuntimeError as error:
+    startError = str(error)
+logic.close()
 library = sys.modules["NNMambaSlicerLib.InferenceLogic"]
 forgotten = module.forgetLibrary()
 import NNMambaSlicerLib.InferenceLogic as reloaded
-print(json.dumps({"missing": missing, "loaded": loaded, "busy": logic.isBusy, "forgotten": sorted(forgotten),
+print(json.dumps({"missing": missing, "startError": startError, "loaded": loaded, "busy": logic.isBusy, "forgotten": sorted(forgotten),
                   "reloadedIsNew": reloaded is not library}))
 """
 
@@ -79,6 +84,9 @@ def test_the_module_file_loads_builds_its_logic_and_names_the_missing_packages(s
     names = [requirement.split(">")[0].split("<")[0].split("=")[0] for requirement in report["missing"]]
     assert names == ["torch", "safetensors", "tqdm", "websockets", "matplotlib"]
     assert report["busy"] is False
+    # starting a worker without them says how to install them
+    assert "No module named 'websockets'" in report["startError"]
+    assert "Check / install worker dependencies" in report["startError"]
 
 
 @pytest.mark.slow
