@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -101,7 +100,7 @@ def save_model(card_dict: dict, network_or_state, folder, overwrite: bool = Fals
     from safetensors.torch import save_file
 
     from nnmamba.errors import OutputExistsError
-    from nnmamba.io.atomic import FILE_MODE
+    from nnmamba.io.atomic import create_temporary_file
 
     card_dict = dict(card_dict)
     name = card_dict.get("name", "")
@@ -121,17 +120,15 @@ def save_model(card_dict: dict, network_or_state, folder, overwrite: bool = Fals
         if p.exists() and not overwrite:
             raise OutputExistsError(f"{p} exists; pass --overwrite to replace it")
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_weights = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".safetensors.tmp")
-    os.close(fd)
+    # Created like a plain open() creates a file, so the finished files get the usual permissions.
+    tmp_weights = str(create_temporary_file(folder, f".{name}.", ".safetensors.tmp"))
     try:
         save_file(state, tmp_weights, metadata={"nnmamba_card": name})
         card_dict["weights_sha256"] = sha256_of(tmp_weights)
-        fd, tmp_card = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".json.tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        tmp_card = str(create_temporary_file(folder, f".{name}.", ".json.tmp"))
+        with open(tmp_card, "w", encoding="utf-8") as f:
             json.dump(card_dict, f, indent=2)
             f.write("\n")
-        for tmp in (tmp_weights, tmp_card):
-            os.chmod(tmp, FILE_MODE)
         os.replace(tmp_weights, weights_path)
         os.replace(tmp_card, card_path)
     finally:

@@ -1,6 +1,8 @@
-"""`ClassificationResult` -> a table node of class probabilities plus a bar chart."""
+"""`ClassificationResult` -> a table node of class probabilities plus a bar chart named by class."""
 
 from __future__ import annotations
+
+import colorsys
 
 import numpy as np
 import vtk
@@ -16,12 +18,18 @@ TOP_COLUMN = "top"
 
 
 class ClassificationBuilder:
-    """Builds a table (class, probability, top) in card order, a bar plot series and a chart.
+    """Builds a table (class, probability, top) in card order and a bar chart of it.
 
-    Returns (table, series, chart); the chart is what the layout's plot view shows.
+    Slicer's plot view labels a bar chart's x axis with row numbers only (string tick labels are
+    a TODO in qMRMLPlotView), so one bar series per class, named by the class, makes the chart's
+    legend name every bar. The series read a one-row "chart data" table (a column per class).
+
+    Returns (table, chart data table, the series in class order..., chart): the table first,
+    the chart last.
 
     Example:
-        >>> table, series, chart = ClassificationBuilder().build(result, volumeNode, "MRHead classification")
+        >>> nodes = ClassificationBuilder().build(result, volumeNode, "MRHead classification")
+        >>> table, chart = nodes[0], nodes[-1]
         >>> table.GetCellText(0, 0)
     """
 
@@ -32,42 +40,46 @@ class ClassificationBuilder:
         import slicer
 
         created = []
+
+        def add(node, nodeName):
+            node.SetName(nodeName)
+            scene.AddNode(node)
+            created.append(node)
+            SceneHelpers.placeBeside(node, sourceVolumeNode)
+            return node
+
         try:
-            table = slicer.vtkMRMLTableNode()
-            table.SetName(f"{name} probabilities")
-            scene.AddNode(table)
-            created.append(table)
+            table = add(slicer.vtkMRMLTableNode(), f"{name} probabilities")
             self._fillTable(table, result, probabilities)
-            SceneHelpers.placeBeside(table, sourceVolumeNode)
+            chartData = add(slicer.vtkMRMLTableNode(), f"{name} chart data")
+            columnNames = self._fillChartData(chartData, result, probabilities)
+            seriesNodes = []
+            for index, columnName in enumerate(columnNames):
+                series = add(slicer.vtkMRMLPlotSeriesNode(), columnName)
+                series.SetAndObserveTableNodeID(chartData.GetID())
+                series.SetYColumnName(columnName)
+                series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeBar)
+                series.SetColor(*self.classColor(index, len(columnNames)))
+                seriesNodes.append(series)
 
-            series = slicer.vtkMRMLPlotSeriesNode()
-            series.SetName(f"{name} probability")
-            scene.AddNode(series)
-            created.append(series)
-            series.SetAndObserveTableNodeID(table.GetID())
-            series.SetXColumnName(CLASS_COLUMN)
-            series.SetLabelColumnName(CLASS_COLUMN)
-            series.SetYColumnName(PROBABILITY_COLUMN)
-            series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeBar)
-            series.SetColor(0.2, 0.45, 0.8)
-
-            chart = slicer.vtkMRMLPlotChartNode()
-            chart.SetName(name)
-            scene.AddNode(chart)
-            created.append(chart)
-            chart.AddAndObservePlotSeriesNodeID(series.GetID())
+            chart = add(slicer.vtkMRMLPlotChartNode(), name)
+            for series in seriesNodes:
+                chart.AddAndObservePlotSeriesNodeID(series.GetID())
             chart.SetTitle(f"{name}: {result.top_class}")
-            chart.SetXAxisTitle("class")
+            chart.SetXAxisTitle("")
             chart.SetYAxisTitle("probability")
             chart.SetYAxisRangeAuto(False)
             chart.SetYAxisRange(0.0, 1.0)
-            chart.SetLegendVisibility(False)
-            SceneHelpers.placeBeside(series, sourceVolumeNode)
-            SceneHelpers.placeBeside(chart, sourceVolumeNode)
+            chart.SetLegendVisibility(True)  # the legend is what names the bars
         except Exception:
             SceneHelpers.removeNodes(scene, reversed(created))
             raise
-        return table, series, chart
+        return (table, chartData, *seriesNodes, chart)
+
+    @staticmethod
+    def classColor(index: int, count: int) -> tuple:
+        """Distinct hues around the colour wheel, so neighbouring bars differ."""
+        return colorsys.hsv_to_rgb(index / max(count, 1), 0.65, 0.85)
 
     @staticmethod
     def _fillTable(table, result: ClassificationResult, probabilities: np.ndarray) -> None:
@@ -84,6 +96,21 @@ class ClassificationBuilder:
             top.InsertNextValue("yes" if index == topIndex else "")
         for column in (names, values, top):
             table.AddColumn(column)
+
+    @staticmethod
+    def _fillChartData(table, result: ClassificationResult, probabilities: np.ndarray) -> list:
+        """One row, one column per class (named by the class, made unique); returns the column names."""
+        columnNames = []
+        for className, probability in zip(result.class_names, probabilities):
+            columnName = str(className)
+            while columnName in columnNames:  # a table's columns are found by name
+                columnName += "'"
+            column = vtk.vtkDoubleArray()
+            column.SetName(columnName)
+            column.InsertNextValue(float(probability))
+            table.AddColumn(column)
+            columnNames.append(columnName)
+        return columnNames
 
     @staticmethod
     def _check(result: ClassificationResult, probabilities: np.ndarray) -> None:

@@ -15,14 +15,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
-from nnmamba.errors import Cancelled, InputError, ModelError, NNMambaError
+from nnmamba.errors import Cancelled, InputError, NNMambaError
 from nnmamba.results import Task
+from nnmamba.worker.errors import WorkerDiedError, WorkerTimeoutError, error_for
 from nnmamba.worker.protocol import EventKind
 
 from .BackgroundTask import BackgroundTask
 from .ClassificationBuilder import ClassificationBuilder
 from .LandmarksBuilder import LandmarksBuilder
 from .OutputRegistry import OutputRegistry
+from .SceneHelpers import SceneHelpers
 from .SegmentationBuilder import SegmentationBuilder
 from .Signal import Signal
 from .VolumeConverter import VolumeConverter
@@ -30,6 +32,16 @@ from .WorkerProtocols import WorkerConnectionProtocol
 
 TASKS = tuple(t.value for t in Task)
 OUTPUT_SUFFIX = {"segmentation": "segmentation", "landmarks": "landmarks", "classification": "classification"}
+
+
+class ResultsNotAddedError(NNMambaError, RuntimeError):
+    """Some tasks' results could not become nodes; `outputs` holds the tasks that were added."""
+
+    code = "results_not_added"
+
+    def __init__(self, message: str, outputs: Optional[dict] = None) -> None:
+        super().__init__(message)
+        self.outputs = dict(outputs or {})
 
 
 class JobStatus(enum.Enum):
@@ -335,7 +347,7 @@ class InferenceLogic:
         if result.succeeded:
             return result.outputs
         if timedOut and result.status is JobStatus.CANCELLED:
-            raise TimeoutError(f"the job did not finish within {timeout:g} s and was cancelled")
+            raise WorkerTimeoutError(f"the job did not finish within {timeout:g} s and was cancelled")
         raise self.errorFor(result)
 
     def runAsync(self, volumeNode, callback: Callable, tasks=("segmentation",), model: Optional[str] = None,
@@ -383,27 +395,52 @@ class InferenceLogic:
 
     @staticmethod
     def errorFor(outcome: JobOutcome) -> Exception:
+        """The exception `WorkerClient.run` raises for the same ending, so scripts catch one set of types."""
         if outcome.status is JobStatus.CANCELLED:
             return Cancelled(outcome.message or "the job was cancelled")
-        if outcome.errorCode == InputError.code:
-            return InputError(outcome.message)
-        if outcome.errorCode == ModelError.code:
-            return ModelError(outcome.message)
-        return RuntimeError(outcome.message)
+        if outcome.status is JobStatus.WORKER_DIED:
+            return WorkerDiedError(outcome.message)
+        if outcome.errorCode == ResultsNotAddedError.code:
+            return ResultsNotAddedError(outcome.message, outcome.outputs)
+        return error_for(outcome.errorCode or "", outcome.message)
 
     def _checkChannels(self, volumeNodes: list, tasks: list, models: dict) -> None:
-        """Where a model's card is readable here, check it gets as many volumes as it has channels."""
+        problem = self.channelProblem(volumeNodes, tasks, models)
+        if problem:
+            raise InputError(problem)
+
+    @staticmethod
+    def channelsOf(volumeNode) -> int:
+        """Input channels a volume node gives: its voxel components (an RGB vector volume gives 3)."""
+        image = volumeNode.GetImageData() if volumeNode is not None else None
+        return image.GetNumberOfScalarComponents() if image is not None else 1
+
+    def channelProblem(self, volumeNodes, tasks, models: Optional[dict] = None) -> str:
+        """Why these volumes cannot feed the tasks' models ("" when they can), where a model's card
+        is readable here: the channels (components summed over the volumes) must match the card's.
+        The panel uses it to keep, for example, RGB vector volumes away from one-channel models."""
         from nnmamba import model_card
 
-        for task in tasks:
+        volumeNodes = list(volumeNodes) if isinstance(volumeNodes, (list, tuple)) else [volumeNodes]
+        models = dict(models or {})
+        given = sum(self.channelsOf(node) for node in volumeNodes)
+        for task in self.normalizeTasks(tasks):
             try:
                 card = model_card.find_model(models[task]) if task in models else model_card.default_model(task)
             except NNMambaError:
                 continue  # the worker may know models this machine does not (a remote server)
-            if card.in_channels != len(volumeNodes):
-                names = ", ".join(c.name for c in card.channels)
-                raise InputError(f"model '{card.name}' needs {card.in_channels} input volume(s) ({names}) but "
-                                 f"{len(volumeNodes)} were given: select one volume per channel.")
+            if card.in_channels == given:
+                continue
+            names = ", ".join(c.name for c in card.channels)
+            vectors = [f"'{n.GetName()}' has {self.channelsOf(n)} components" for n in volumeNodes
+                       if self.channelsOf(n) > 1]
+            if vectors:
+                return (f"model '{card.name}' needs {card.in_channels} input channel(s) ({names}) but "
+                        f"{'; '.join(vectors)} ({given} channels in all): choose a scalar volume, or convert it "
+                        "with the Vector to Scalar Volume module.")
+            return (f"model '{card.name}' needs {card.in_channels} input volume(s) ({names}) but "
+                    f"{len(volumeNodes)} were given: select one volume per channel.")
+        return ""
 
     def _emitProgress(self, job: _Job) -> None:
         self.progress.emit(job.jobId, job.fraction, job.stage)
@@ -469,43 +506,56 @@ class InferenceLogic:
                                       "nothing was added.")
         try:
             outputs = self.addResultsToScene(source, results, job.replaceExisting)
-        except Exception as error:
-            logging.exception("NNMambaSlicer: adding the result nodes failed")
-            return JobOutcome(job.jobId, JobStatus.FAILED, errorCode=getattr(error, "code", "internal"),
-                              results=results, message=f"The results could not be added to the scene: {error}")
+        except ResultsNotAddedError as error:
+            return JobOutcome(job.jobId, JobStatus.FAILED, outputs=error.outputs, errorCode=error.code,
+                              results=results, message=str(error))
         return JobOutcome(job.jobId, JobStatus.SUCCEEDED, outputs=outputs, results=results,
                           message=self._summary(outputs, results))
 
     def addResultsToScene(self, sourceVolumeNode, results: dict, replaceExisting: bool = False) -> dict:
         """task -> new nodes for `results` (nnmamba.results objects) of `sourceVolumeNode`.
 
-        All or nothing: if any node cannot be built, those built are removed and the exception
-        propagates; earlier outputs are removed (when replacing) only after everything was built."""
+        All or nothing per task: a task whose nodes cannot all be built adds none and keeps its
+        earlier outputs, while the job's other tasks are still added (a segmentation Slicer cannot
+        import must not cost the landmarks). Earlier outputs of a task are removed (when replacing)
+        only once its new ones exist. Raises `ResultsNotAddedError` (with the added outputs) after
+        adding what could be added, if any task failed."""
         scene = self.scene
         registry = OutputRegistry(scene)
         previous = self.existingOutputs(sourceVolumeNode, list(results)) if replaceExisting else {}
-        created, outputs = [], {}
-        try:
-            for task, result in results.items():
-                task = str(getattr(task, "value", task))
-                if task not in OUTPUT_SUFFIX:
-                    raise ValueError(f"unknown task '{task}' in the worker's results")
-                name = f"{sourceVolumeNode.GetName()} {OUTPUT_SUFFIX[task]}"
-                if not replaceExisting:
-                    name = scene.GenerateUniqueName(name)  # keeping both: the new ones get their own names
-                nodes = self._buildTask(task, result, sourceVolumeNode, name)
-                created += nodes
-                for node in nodes:
-                    registry.tag(node, sourceVolumeNode, task, getattr(result, "model", ""))
-                outputs[task] = nodes
-        except Exception:
-            for node in reversed(created):
-                registry.remove([node])
-            raise
-        for nodes in previous.values():
-            registry.remove(nodes)
-        self.outputsAdded.emit(sourceVolumeNode, outputs)
+        outputs, failures = {}, {}
+        for task, result in results.items():
+            task = str(getattr(task, "value", task))
+            try:
+                outputs[task] = self._addTask(registry, task, result, sourceVolumeNode, replaceExisting)
+            except Exception as error:
+                logging.exception("NNMambaSlicer: adding the %s nodes failed", task)
+                failures[task] = error
+        for task in outputs:
+            registry.remove(previous.get(task, []))
+        if outputs:
+            self.outputsAdded.emit(sourceVolumeNode, outputs)
+        if failures:
+            problems = "; ".join(f"{task}: {error}" for task, error in failures.items())
+            added = f" The {', '.join(outputs)} results were added." if outputs else " Nothing was added."
+            raise ResultsNotAddedError(f"The results could not be added to the scene ({problems}).{added}", outputs)
         return outputs
+
+    def _addTask(self, registry: OutputRegistry, task: str, result, source, replaceExisting: bool) -> list:
+        """The tagged nodes of one task, or none of them (those built are removed) and the error."""
+        if task not in OUTPUT_SUFFIX:
+            raise ValueError(f"unknown task '{task}' in the worker's results")
+        name = f"{source.GetName()} {OUTPUT_SUFFIX[task]}"
+        if not replaceExisting:
+            name = self.scene.GenerateUniqueName(name)  # keeping both: the new ones get their own names
+        nodes = self._buildTask(task, result, source, name)
+        try:
+            for node in nodes:
+                registry.tag(node, source, task, getattr(result, "model", ""))
+        except Exception:
+            SceneHelpers.removeNodes(self.scene, reversed(nodes))  # maybe untagged: the registry would refuse
+            raise
+        return nodes
 
     def _buildTask(self, task: str, result, source, name: str) -> list:
         if task == Task.SEGMENTATION.value:

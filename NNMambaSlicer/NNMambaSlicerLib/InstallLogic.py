@@ -1,7 +1,7 @@
 """Checks and installs what the worker needs, in Slicer's Python or in another environment.
 
 Nothing is installed without asking. In Slicer's own Python: torch through the PyTorch extension
-(PyTorchUtils) when it is installed (it picks the CUDA build), the rest from
+(PyTorchUtils, a declared dependency of this extension: it picks the CUDA build), the rest from
 `Resources/requirements.txt` with `slicer.packaging.pip_ensure` (Slicer >= 5.12) or
 `slicer.util.pip_install` (older). For another Python (a CUDA environment with mamba-ssm) the
 user installs `nnmamba[cuda]` there; we only check it can import what the worker needs.
@@ -10,14 +10,18 @@ user installs `nnmamba[cuda]` there; we only check it can import what the worker
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import subprocess
 from pathlib import Path
 from typing import Callable, Optional
 
 from .Paths import ModulePaths
 from .Signal import Signal
+from .WorkerConnection import applicationStartupEnvironment
 
 TORCH_REQUIREMENT = "torch>=2.1,<3"
+# A console program started from Slicer on Windows flashes a console window unless told not to.
+NO_CONSOLE_WINDOW = {"creationflags": subprocess.CREATE_NO_WINDOW} if os.name == "nt" else {}
 WORKER_IMPORTS = ("torch", "numpy", "SimpleITK", "safetensors", "websockets")
 
 
@@ -57,12 +61,17 @@ class InstallLogic:
         return missing
 
     @staticmethod
-    def checkOtherPython(pythonExecutable: str, timeout: float = 120.0) -> Optional[str]:
-        """None when `pythonExecutable` can import what the worker needs, else a plain-words problem."""
+    def checkOtherPython(pythonExecutable: str, timeout: float = 120.0,
+                         environment: Optional[dict] = None) -> Optional[str]:
+        """None when `pythonExecutable` can import what the worker needs, else a plain-words problem.
+
+        It runs in `environment` (default: the one Slicer was started with, as the worker will)."""
         probe = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
+        if environment is None:
+            environment = applicationStartupEnvironment()
         try:
             completed = subprocess.run([pythonExecutable, "-c", probe, *WORKER_IMPORTS], capture_output=True,
-                                       text=True, timeout=timeout)
+                                       text=True, timeout=timeout, env=environment, **NO_CONSOLE_WINDOW)
         except (OSError, subprocess.TimeoutExpired) as error:
             return f"could not run '{pythonExecutable}': {error}"
         if completed.returncode != 0:
@@ -84,7 +93,7 @@ class InstallLogic:
             self._log("Install declined; the module cannot run the worker in Slicer's Python until it is done.")
             return False
         if missing[0] == TORCH_REQUIREMENT:
-            self._installTorch()
+            self.installTorch()
             missing = missing[1:]
         if missing:
             self._pipInstall(missing)
@@ -95,21 +104,23 @@ class InstallLogic:
         self._log("The worker's dependencies are installed.")
         return True
 
-    def _installTorch(self) -> None:
+    def installTorch(self) -> None:
+        """torch through the PyTorch extension, which picks the CUDA build for this machine's GPU.
+
+        No pip fallback: PyPI's torch is CPU-only on Windows, so "GPU if present" would silently run
+        on the CPU. The extension declares PyTorch as a dependency; a source checkout must install it."""
         try:
             import PyTorchUtils  # the PyTorch extension's module
-        except ImportError:
-            PyTorchUtils = None
-        if PyTorchUtils is not None:
-            self._log("Installing PyTorch through the PyTorch extension (it picks the build for your GPU)...")
-            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
-                                                                  torchVersionRequirement=">=2.1,<3")
-            if torch is None:
-                raise RuntimeError("the PyTorch extension could not install torch; install it from the PyTorch "
-                                   "module's panel, then press Apply again.")
-            return
-        self._log("Installing PyTorch (CPU/CUDA build chosen by pip; install the PyTorch extension to choose)...")
-        self._pipInstall([TORCH_REQUIREMENT])
+        except ImportError as error:
+            raise RuntimeError("the PyTorch extension is not installed, and it is what installs a torch that "
+                               "matches your GPU: install 'PyTorch' from the Extensions Manager, restart Slicer, "
+                               "then press Apply again") from error
+        self._log("Installing PyTorch through the PyTorch extension (it picks the build for your GPU)...")
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
+                                                              torchVersionRequirement=TORCH_REQUIREMENT[len("torch"):])
+        if torch is None:
+            raise RuntimeError("the PyTorch extension could not install torch; install it from the PyTorch "
+                               "module's panel, then press Apply again.")
 
     def _pipInstall(self, requirements: list) -> None:
         import slicer

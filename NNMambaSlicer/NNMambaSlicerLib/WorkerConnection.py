@@ -17,6 +17,19 @@ from typing import Callable, Optional
 from .WorkerProtocols import WorkerClientProtocol
 
 
+def applicationStartupEnvironment() -> Optional[dict]:
+    """The environment Slicer was started with, before its launcher set PYTHONHOME, PYTHONPATH,
+    LD_LIBRARY_PATH, ... for its bundled Python; None outside the Slicer application.
+
+    Another Python (a CUDA environment) started with Slicer's variables loads Slicer's libraries
+    and standard library instead of its own, and cannot start."""
+    import slicer
+
+    if getattr(slicer, "app", None) is None:
+        return None  # a plain Python (tests, scripts): its environment is the user's own
+    return dict(slicer.util.startupEnvironment())
+
+
 @dataclass
 class WorkerSettings:
     """Where the worker runs. `remoteHost` empty = local (the default: nothing leaves the machine)."""
@@ -47,10 +60,12 @@ class WorkerConnection:
 
     def __init__(self, settings: Optional[WorkerSettings] = None,
                  localWorkerFactory: Optional[Callable] = None,
-                 remoteConnect: Optional[Callable] = None) -> None:
+                 remoteConnect: Optional[Callable] = None,
+                 startupEnvironment: Callable[[], Optional[dict]] = applicationStartupEnvironment) -> None:
         self.settings = settings or WorkerSettings()
         self._localWorkerFactory = localWorkerFactory
         self._remoteConnect = remoteConnect
+        self._startupEnvironment = startupEnvironment
         self._worker = None   # LocalWorker while local
         self._client: Optional[WorkerClientProtocol] = None
         # The local worker's output lines, filled by its reader thread, emptied by the panel's timer.
@@ -130,17 +145,28 @@ class WorkerConnection:
             environment["NNMAMBA_MODELS_DIR"] = os.pathsep.join(p for p in (self.settings.modelsFolder, inherited) if p)
         return environment
 
+    def workerBaseEnvironment(self) -> Optional[dict]:
+        """What a local worker's environment starts from: Slicer's own Python inherits this
+        process's (None); a Python the user chose gets the environment Slicer was started with."""
+        return self._startupEnvironment() if self.settings.pythonExecutable else None
+
     def _startLocal(self) -> WorkerClientProtocol:
         factory = self._localWorkerFactory
         if factory is None:
-            from nnmamba.worker.client import LocalWorker
+            try:
+                from nnmamba.worker.local import LocalWorker
+            except ImportError as error:  # the client needs websockets, which Slicer does not ship
+                raise RuntimeError(f"the worker client cannot be loaded in this Python ({error}); install the "
+                                   "worker's packages with 'Check / install worker dependencies...' in the module's "
+                                   "panel, or NNMambaSlicerLib.InstallLogic.InstallLogic().installMissing(...)") from error
             factory = LocalWorker
         python = self.workerPython()
         if os.path.sep in python and not os.path.isfile(python):
             raise RuntimeError(f"the worker's Python '{python}' does not exist; choose an existing Python "
                                "executable in the module's Advanced section, or leave it empty to use Slicer's.")
         worker = factory(python_executable=python, env=self.workerEnvironment(), device=self.settings.device,
-                         threads=self.settings.threads, log_callback=self._logLines.append)
+                         threads=self.settings.threads, log_callback=self._logLines.append,
+                         base_env=self.workerBaseEnvironment())
         try:
             worker.start()
             client = worker.client()

@@ -7,7 +7,7 @@ import pytest
 import slicer
 
 from nnmamba.results import ClassificationResult, LandmarkResult
-from NNMambaSlicerLib.InferenceLogic import InferenceLogic
+from NNMambaSlicerLib.InferenceLogic import InferenceLogic, JobOutcome, JobStatus, ResultsNotAddedError
 from NNMambaSlicerLib.OutputRegistry import OutputRegistry
 from test_result_builders import landmarkResult, segmentationResult
 
@@ -41,7 +41,7 @@ def test_outputs_are_named_after_the_input_and_tagged_with_it(obliqueVolume):
     assert outputs["segmentation"][0].GetName() == "Oblique head segmentation"
     assert outputs["landmarks"][0].GetName() == "Oblique head landmarks"
     assert [n.GetName() for n in outputs["classification"]] == [
-        "Oblique head classification probabilities", "Oblique head classification probability",
+        "Oblique head classification probabilities", "Oblique head classification chart data", "CT", "MR",
         "Oblique head classification"]
     assert OutputRegistry(slicer.mrmlScene).outputsOf(obliqueVolume).keys() == {"segmentation", "landmarks",
                                                                                  "classification"}
@@ -71,17 +71,34 @@ def test_replacing_removes_only_this_volumes_earlier_outputs_of_the_rerun_tasks(
     assert second["segmentation"][0].GetName() == "Oblique head segmentation"
 
 
-def test_a_result_that_cannot_be_built_adds_nothing_and_keeps_the_earlier_outputs(obliqueVolume):
+def test_a_task_that_cannot_be_built_keeps_its_earlier_outputs_and_the_other_tasks_are_added(obliqueVolume):
     logic = InferenceLogic(NoWorker())
     first = logic.addResultsToScene(obliqueVolume, results(obliqueVolume))
-    nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
     broken = results(obliqueVolume)
     broken["classification"] = ClassificationResult(["CT", "MR"], np.array([0.3]), "cls")  # one probability short
-    with pytest.raises(Exception, match="must match one to one"):
+    with pytest.raises(ResultsNotAddedError, match=r"classification: .*must match one to one.*The segmentation, "
+                                                   r"landmarks results were added") as raised:
         logic.addResultsToScene(obliqueVolume, broken, replaceExisting=True)
-    assert slicer.mrmlScene.GetNumberOfNodes() == nodesBefore
-    for nodes in first.values():
-        assert all(slicer.mrmlScene.IsNodePresent(n) for n in nodes)
+    added = raised.value.outputs
+    assert sorted(added) == ["landmarks", "segmentation"]
+    assert all(slicer.mrmlScene.IsNodePresent(n) for nodes in added.values() for n in nodes)
+    assert all(slicer.mrmlScene.IsNodePresent(n) for n in first["classification"])       # kept: nothing new
+    assert not any(slicer.mrmlScene.IsNodePresent(n) for n in first["segmentation"] + first["landmarks"])
+    assert sorted(OutputRegistry(slicer.mrmlScene).outputsOf(obliqueVolume)) == ["classification", "landmarks",
+                                                                                 "segmentation"]
+
+
+def test_a_segmentation_slicer_cannot_import_does_not_cost_the_jobs_landmarks_and_classification(obliqueVolume):
+    broken = results(obliqueVolume)
+    broken["segmentation"].labelmap = broken["segmentation"].labelmap[:, :, :-1]  # not on the input grid
+    nodesBefore = slicer.mrmlScene.GetNumberOfNodes()
+    with pytest.raises(ResultsNotAddedError, match="segmentation: .*input grid") as raised:
+        InferenceLogic(NoWorker()).addResultsToScene(obliqueVolume, broken)
+    assert sorted(raised.value.outputs) == ["classification", "landmarks"]
+    added = sum(len(nodes) for nodes in raised.value.outputs.values())
+    assert slicer.mrmlScene.GetNumberOfNodes() > nodesBefore
+    assert not slicer.mrmlScene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems()
+    assert added == 1 + 5  # markups; table, chart data, two series, chart
 
 
 def test_outputs_follow_the_inputs_parent_transform(obliqueVolume):
@@ -126,3 +143,45 @@ def test_outputs_go_into_the_inputs_subject_hierarchy_folder(obliqueVolume):
     for nodes in outputs.values():
         for node in nodes:
             assert shNode.GetItemParent(shNode.GetItemByDataNode(node)) == folder, node.GetName()
+
+
+@pytest.mark.parametrize("status, code, expected", [
+    ("FAILED", "bad_input", "InputError"), ("FAILED", "bad_model", "ModelError"),
+    ("FAILED", "output_exists", "OutputExistsError"), ("FAILED", "backend_unavailable", "BackendUnavailableError"),
+    ("FAILED", "unauthorized", "WorkerAuthError"), ("FAILED", "worker_unavailable", "WorkerError"),
+    ("FAILED", "internal", "WorkerError"), ("CANCELLED", None, "Cancelled"), ("WORKER_DIED", "worker_died",
+                                                                             "WorkerDiedError")])
+def test_a_failed_job_raises_the_same_error_type_as_the_worker_clients_run(status, code, expected):
+    from nnmamba.worker.errors import error_for
+
+    outcome = JobOutcome("job-1", JobStatus[status], message="what happened", errorCode=code)
+    error = InferenceLogic.errorFor(outcome)
+    assert type(error).__name__ == expected
+    if status == "FAILED":  # WorkerClient.run turns an ERROR event into error_for(code, message)
+        assert type(error) is type(error_for(code, "what happened"))
+    assert "what happened" in str(error)
+
+
+def test_an_ending_with_results_not_added_raises_with_the_outputs_that_were_added(obliqueVolume):
+    outcome = JobOutcome("job-1", JobStatus.FAILED, outputs={"landmarks": ["node"]}, message="m",
+                         errorCode=ResultsNotAddedError.code)
+    error = InferenceLogic.errorFor(outcome)
+    assert isinstance(error, ResultsNotAddedError) and isinstance(error, RuntimeError)
+    assert error.outputs == {"landmarks": ["node"]}
+
+
+def test_an_rgb_vector_volume_is_refused_for_a_one_channel_model_with_the_conversion_named(app):
+    rgb = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "Photo")
+    slicer.util.updateVolumeFromArray(rgb, np.zeros((4, 5, 6, 3), np.uint8))
+    logic = InferenceLogic(NoWorker())
+    assert InferenceLogic.channelsOf(rgb) == 3
+    problem = logic.channelProblem(rgb, ["classification"])
+    assert "'Photo' has 3 components" in problem and "Vector to Scalar Volume" in problem
+    with pytest.raises(Exception, match="'Photo' has 3 components"):
+        logic.runAsync(rgb, print, tasks="classification")
+
+
+def test_a_scalar_volume_suits_the_shipped_one_channel_models(obliqueVolume):
+    logic = InferenceLogic(NoWorker())
+    assert logic.channelProblem(obliqueVolume, ["segmentation", "landmarks", "classification"]) == ""
+    assert "1 input volume(s)" in logic.channelProblem([obliqueVolume, obliqueVolume], ["classification"])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import tomllib
 import venv
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 
 from NNMambaSlicerLib.InstallLogic import TORCH_REQUIREMENT, InstallLogic
@@ -48,3 +50,16 @@ def test_a_python_without_the_engines_packages_is_reported_with_the_fix(tmp_path
     python = tmp_path / "bare" / "bin" / "python"
     problem = InstallLogic.checkOtherPython(str(python))
     assert "No module named 'torch'" in problem and "-m pip install 'nnmamba[cuda]'" in problem
+
+
+def test_without_the_pytorch_extension_torch_is_not_taken_from_pip_and_the_fix_is_named():
+    # In this environment no PyTorchUtils module exists; pip's torch would be CPU-only on Windows.
+    with pytest.raises(RuntimeError, match="install 'PyTorch' from the Extensions Manager"):
+        InstallLogic().installTorch()
+
+
+def test_another_python_is_checked_in_the_environment_it_is_given(tmp_path):
+    # A Python started with another interpreter's PYTHONHOME cannot even find its standard library.
+    broken = {**os.environ, "PYTHONHOME": str(tmp_path / "not-a-python-home")}
+    problem = InstallLogic.checkOtherPython(sys.executable, environment=broken)
+    assert problem is not None and f"the Python '{sys.executable}' cannot run the worker" in problem

@@ -226,3 +226,33 @@ def test_the_earlier_results_box_lists_the_parameter_node_policies_in_order():
     widget = next(w for w in root.iter("widget") if w.get("name") == "earlierResultsComboBox")
     labels = [i.find("property/string").text for i in widget.findall("item")]
     assert [label.split()[0].lower() for label in labels] == ["ask", "replace", "keep"] == list(EARLIER_RESULTS)
+
+def test_every_precision_the_docs_show_is_one_the_worker_accepts():
+    from nnmamba.inference.options import PRECISIONS
+
+    shown = set()
+    for doc in [REPO_ROOT / "README.md", *(REPO_ROOT / "docs").glob("*.md")]:
+        shown |= set(re.findall(r"""precision\s*=\s*["']([^"']+)["']""", doc.read_text()))
+    assert shown and shown <= set(PRECISIONS), shown - set(PRECISIONS)
+
+
+def test_the_extension_depends_on_pytorch_in_cmake_and_in_the_catalog_entry():
+    cmake = (REPO_ROOT / "CMakeLists.txt").read_text()
+    assert re.search(r'set\(EXTENSION_DEPENDS "PyTorch"\)', cmake)
+    assert json.loads((REPO_ROOT / "NNMambaSlicer.json").read_text())["build_dependencies"] == ["PyTorch"]
+
+
+def test_console_programs_started_on_windows_get_no_console_window():
+    """Every subprocess call in the module's library and the local worker says how it hides its window."""
+    files = [LIB_DIR / "InstallLogic.py", REPO_ROOT / "nnmamba" / "worker" / "local.py"]
+    calls = 0
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in ("subprocess.run", "subprocess.Popen"):
+                calls += 1
+                keywords = {k.arg for k in node.keywords if k.arg} | {ast.unparse(k.value) for k in node.keywords
+                                                                      if k.arg is None}
+                assert keywords & {"creationflags", "NO_CONSOLE_WINDOW", "_new_process_group()"}, \
+                    f"{path.name}:{node.lineno} starts a process without CREATE_NO_WINDOW on Windows"
+    assert calls >= 3
+    assert "CREATE_NO_WINDOW" in (REPO_ROOT / "nnmamba" / "worker" / "local.py").read_text()

@@ -149,14 +149,28 @@ def test_mismatched_landmark_lists_are_refused(obliqueVolume):
 
 def test_class_probabilities_fill_a_table_and_a_bar_chart_with_the_top_class_marked(obliqueVolume):
     result = ClassificationResult(["healthy", "lesion", "artefact"], np.array([0.2, 0.7, 0.1]), "test-cls")
-    table, series, chart = ClassificationBuilder().build(result, obliqueVolume, "Oblique head classification")
+    nodes = ClassificationBuilder().build(result, obliqueVolume, "Oblique head classification")
+    table, chart = nodes[0], nodes[-1]
     assert table.GetNumberOfRows() == 3
     assert [table.GetCellText(r, 0) for r in range(3)] == ["healthy", "lesion", "artefact"]
     assert float(table.GetCellText(1, 1)) == pytest.approx(0.7)
     assert [table.GetCellText(r, 2) for r in range(3)] == ["", "yes", ""]
-    assert series.GetTableNodeID() == table.GetID() and series.GetPlotType() == series.PlotTypeBar
-    assert chart.GetPlotSeriesNodeID() == series.GetID()
-    assert "lesion" in chart.GetTitle()
+    assert chart.IsA("vtkMRMLPlotChartNode") and "lesion" in chart.GetTitle()
+
+
+def test_every_bar_of_the_chart_is_named_by_its_class_in_the_legend(obliqueVolume):
+    # Slicer's plot view numbers a bar chart's x axis 0, 1, 2: the class names come from the series.
+    result = ClassificationResult(["healthy", "lesion", "lesion"], np.array([0.2, 0.7, 0.1]), "test-cls")
+    nodes = ClassificationBuilder().build(result, obliqueVolume, "cls")
+    chart = nodes[-1]
+    series = [slicer.mrmlScene.GetNodeByID(chart.GetNthPlotSeriesNodeID(i)) for i in range(chart.GetNumberOfPlotSeriesNodes())]
+    assert [s.GetName() for s in series] == ["healthy", "lesion", "lesion'"]
+    assert chart.GetLegendVisibility()
+    for node, probability in zip(series, result.probabilities):
+        assert node.GetPlotType() == node.PlotTypeBar
+        data = node.GetTableNode()
+        assert float(data.GetCellText(0, data.GetColumnIndex(node.GetYColumnName()))) == pytest.approx(probability)
+    assert len({tuple(s.GetColor()) for s in series}) == 3
 
 
 def test_probabilities_outside_zero_one_are_refused_and_nothing_is_added(obliqueVolume):
@@ -164,3 +178,30 @@ def test_probabilities_outside_zero_one_are_refused_and_nothing_is_added(oblique
     with pytest.raises(ModelError, match="outside 0..1"):
         ClassificationBuilder().build(ClassificationResult(["a", "b"], np.array([1.5, -0.5])), obliqueVolume, "c")
     assert slicer.mrmlScene.GetNumberOfNodes() == before
+
+
+def test_the_terminology_is_stored_under_the_tag_every_slicer_version_reads(obliqueVolume):
+    # Slicer 5.8 has no vtkSegment.SetTerminology; its GetTag(GetTerminologyEntryTagName()) is what
+    # 5.10+ GetTerminology() reads too.
+    node = SegmentationBuilder().build(segmentationResult(obliqueVolume), obliqueVolume, "seg")
+    segmentation = node.GetSegmentation()
+    brain = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("brain"))
+    tagName = slicer.vtkSegment.GetTerminologyEntryTagName()
+    assert tagName == "TerminologyEntry"
+    value = vtk.reference("")
+    assert brain.GetTag(tagName, value)
+    assert str(value) == brain.GetTerminology() and "12738006" in str(value)
+
+
+def test_the_region_codes_land_in_the_fields_the_slicer_58_names_reach_too():
+    region = ["SCT", "361360008", "Hippocampal structure"]
+    text = SegmentationBuilder.terminologyString({**BRAIN, "region": region,
+                                                  "region_modifier": ["SCT", "24028007", "Right"]})
+    entry = slicer.vtkSlicerTerminologyEntry()
+    assert slicer.vtkSlicerTerminologiesModuleLogic.DeserializeTerminologyEntry(text, entry)
+    # 5.8's accessors (deprecated aliases since 5.10) and the new ones are the same objects
+    assert entry.GetAnatomicRegionObject().GetCodeMeaning() == "Hippocampal structure"
+    assert entry.GetRegionObject().GetCodeValue() == "361360008"
+    assert entry.GetAnatomicRegionModifierObject().GetCodeMeaning() == "Right"
+    regionObject, modifierObject = SegmentationBuilder.regionCodeObjects(entry)
+    assert (regionObject.GetCodeValue(), modifierObject.GetCodeValue()) == ("361360008", "24028007")

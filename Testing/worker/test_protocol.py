@@ -191,11 +191,30 @@ def test_a_2d_volume_is_refused_with_its_shape():
 
 def test_the_client_library_imports_without_torch():
     code = ("import sys; import nnmamba.worker, nnmamba.worker.client; "
-            "from nnmamba.worker.client import LocalWorker, WorkerClient, Event, EventKind; "
+            "from nnmamba.worker.client import WorkerClient, Event, EventKind; "
+            "from nnmamba.worker.local import LocalWorker; "
             "import nnmamba.worker.protocol, nnmamba.worker.framing; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_package_and_its_protocol_import_neither_websockets_nor_the_client():
+    # Slicer's Python has numpy but no websockets: the module imports protocol and errors only.
+    code = ("import sys; import nnmamba.worker, nnmamba.worker.protocol, nnmamba.worker.errors; "
+            "print(sorted(m for m in ('websockets', 'torch', 'nnmamba.worker.client', 'nnmamba.worker.local') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_package_still_offers_its_names_on_first_use():
+    import nnmamba.worker as worker
+    from nnmamba.worker.local import LocalWorker
+
+    assert worker.LocalWorker is LocalWorker and worker.EventKind.RESULT.value == "result"
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        worker.Nothing
 
 
 def test_an_unknown_task_is_refused_before_sending_with_the_known_ones_named():

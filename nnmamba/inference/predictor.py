@@ -39,14 +39,25 @@ log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
 
 
+def _mps_available() -> bool:
+    """An Apple GPU torch can use (torch.backends.mps exists only in builds that know MPS)."""
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda if available, else cpu; a named device that is not usable raises."""
+    """"auto" -> cuda if available, else an Apple GPU (mps), else cpu; a named device that is not usable raises."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if _mps_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError as e:
-        raise InputError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from e
+        raise InputError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {name!r}") from e
+    if device.type == "mps" and not _mps_available():
+        raise BackendUnavailableError(f"device {name!r} was asked for but no Apple GPU (MPS) is available here "
+                                      f"(torch {torch.__version__}); use --device cpu")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise BackendUnavailableError(f"device {name!r} was asked for but CUDA is not available here "

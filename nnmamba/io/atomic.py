@@ -7,17 +7,17 @@ Each writer renders into a temporary file in the target's folder, then renames i
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Callable, Iterable
 
 from nnmamba.errors import OutputExistsError
 
-# mkstemp creates 0600 files; finished outputs get the permissions a plain open() would give.
-# The umask is read once here (reading it means setting it, which is not thread-safe later).
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK
+# The temporary file is created like a plain open() creates a file (0666 minus the umask, which
+# the OS applies), so the finished output has the usual permissions without this process ever
+# reading the umask: os.umask can only be read by setting it, process-wide and racy with threads.
+TEMPORARY_FILE_MODE = 0o666
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 
 
 def check_free(paths: Iterable[Path], overwrite: bool) -> None:
@@ -34,17 +34,27 @@ def write_atomically(path: Path, render: Callable[[Path], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Keep the full suffix (".seg.nrrd") so writers that pick a format by extension still do.
     suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name.split('.')[0]}.tmp-", suffix=suffix)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = create_temporary_file(path.parent, f".{path.name.split('.')[0]}.tmp-", suffix)
     try:
         render(tmp)
-        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def create_temporary_file(folder: Path, prefix: str, suffix: str, attempts: int = 100) -> Path:
+    """A new empty file with a random name in `folder` (never an existing one: O_EXCL)."""
+    for _ in range(attempts):
+        candidate = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(candidate, _CREATE_FLAGS, TEMPORARY_FILE_MODE))
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"could not create a temporary file in {folder} after {attempts} attempts; "
+                          f"remove the leftover '{prefix}*' files there")
 
 
 def write_text_atomically(path: Path, text: str) -> Path:

@@ -6,8 +6,8 @@ ends with exactly one terminal event (RESULT, ERROR, CANCELLED or WORKER_DIED); 
 connection drops, each unfinished job gets WORKER_DIED with a message in plain words (and one
 WORKER_DIED with `job_id=None` tells an idle client the worker is gone).
 
-Example (a local worker; see `LocalWorker`):
-    >>> from nnmamba.worker.client import LocalWorker
+Example (a local worker; see `nnmamba.worker.local.LocalWorker`):
+    >>> from nnmamba.worker.local import LocalWorker
     >>> with LocalWorker(device="cpu") as worker:                       # doctest: +SKIP
     ...     results = worker.client().run(volume, ["segmentation"])
     ...     results["segmentation"].labelmap.shape
@@ -39,7 +39,7 @@ from nnmamba.worker.protocol import (MAX_FRAME_BYTES, TOKEN_HEADER, Event, Event
                                      ProtocolError, Reply, SubmitRequest, decode_event, decode_reply,
                                      encode_request, encode_submit)
 
-__all__ = ["WorkerClient", "LocalWorker", "Event", "EventKind"]
+__all__ = ["WorkerClient", "Event", "EventKind"]
 
 log = logging.getLogger(__name__)
 
@@ -322,11 +322,3 @@ class WorkerClient:
         return (f"The connection to the worker was lost{detail}. The worker may have stopped or the "
                 f"network failed; restart the worker (or reconnect) and run the job again.")
 
-
-def __getattr__(name: str):
-    # LocalWorker lives in its own module (process lifecycle) and imports this one.
-    if name == "LocalWorker":
-        from nnmamba.worker.local import LocalWorker
-
-        return LocalWorker
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -46,6 +46,9 @@ class LocalWorker:
     python_executable: the Python that runs the worker (needs torch; nnmamba itself is put on its
         path from this checkout, so client and worker always speak the same protocol).
     env: extra environment variables for the worker only (e.g. {"CUDA_VISIBLE_DEVICES": "1"}).
+    base_env: the environment the worker starts from (default: this process's). An application
+        that sets variables for its own bundled Python (3D Slicer: PYTHONHOME, LD_LIBRARY_PATH,
+        ...) passes the environment it was started with when the worker runs another Python.
     device: "auto", "cpu", "cuda", "cuda:1".
     threads: CPU threads for torch (also sets OMP/MKL thread variables in the child).
     """
@@ -53,9 +56,10 @@ class LocalWorker:
     def __init__(self, python_executable: str = sys.executable, env: Optional[dict] = None,
                  device: str = "auto", threads: Optional[int] = None, extra_args: Sequence[str] = (),
                  startup_timeout: float = 300.0, log_callback: Optional[Callable[[str], None]] = None,
-                 log_lines: int = 200):
+                 log_lines: int = 200, base_env: Optional[dict] = None):
         self.python_executable = str(python_executable)
         self.env = dict(env or {})
+        self.base_env = None if base_env is None else dict(base_env)
         self.device = device
         self.threads = threads
         self.extra_args = list(extra_args)
@@ -224,7 +228,7 @@ class LocalWorker:
     # ------------------------------------------------------------------------------ internals
 
     def _child_env(self) -> dict:
-        env = dict(os.environ)
+        env = dict(os.environ if self.base_env is None else self.base_env)
         if os.path.realpath(self.python_executable) != os.path.realpath(sys.executable):
             # These point at this process's Python; another interpreter must not inherit them.
             for name in ("PYTHONHOME", "PYTHONPATH", "PYTHONNOUSERSITE"):
@@ -294,6 +298,8 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
 
 def _kill_group(process: subprocess.Popen) -> None:
     if os.name == "nt":
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False)
+        # taskkill is a console program: without CREATE_NO_WINDOW a console window flashes up.
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False,
+                       creationflags=subprocess.CREATE_NO_WINDOW)
         return
     _signal_group(process, signal.SIGKILL)
