@@ -2,7 +2,7 @@
 
     python benchmarks/torch_scan_cuda.py                  # (a) + (b) on cuda:0, about a minute
     python benchmarks/torch_scan_cuda.py --profile        # + the top CUDA kernels of one step
-    python benchmarks/torch_scan_cuda.py --count-ops      # op counts only (fake tensors, no GPU)
+    python benchmarks/torch_scan_cuda.py --count-ops      # op counts only, no GPU (~2 min on a CPU)
 
 (a) the bare scan forward+backward at batch 8, d_inner 128, d_state 16, L 32768 (a layer-1 MICCSS
     call of nnMambaSeg at 2x1x128^3), with the CPU policy and with the levels policy at chunk
@@ -12,7 +12,9 @@
     `torch`: median ms of 3 steps after 2 warm-up steps (the CPU policy's step only with
     --step-cpu-policy: it takes ~18 s a step).
 --count-ops counts the aten ops (one per kernel launch, roughly) of (a)'s forward+backward for both
-policies on fake (data-less) tensors, so it runs anywhere in a second. Needs no SimpleITK.
+policies on meta (data-less) tensors, so it needs no GPU (the CPU policy's 2.3 million ops take
+~2 min to dispatch). --smoke runs (a) and (b) at tiny sizes on the CPU (checks this script, times
+nothing useful). Needs no SimpleITK.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ sys.path.insert(0, str(REPO))
 
 from nnmamba.networks import build_network  # noqa: E402
 from nnmamba.ssm import torch_scan  # noqa: E402
+from nnmamba.ssm.hierarchical_scan import HierarchicalScan  # noqa: E402
 from nnmamba.ssm.torch_scan import CACHE_POLICY, LEVELS_POLICY, ScanPolicy, selective_scan_torch  # noqa: E402
 
 SCAN_SHAPE = dict(batch=8, d_inner=128, d_state=16, length=32768)
+STEP_SHAPE = dict(batch=2, size=128)
 CHUNKS = (4, 8, 16, 32)
 
 
@@ -42,24 +46,19 @@ def scan_inputs(device, batch, d_inner, d_state, length, seed=0):
     """Leaves with the Mamba block's value ranges and layouts: u (b, d, L) memory; delta, z, B, C
     transposed views of (b, L, m) memory; delta = softplus(dt + bias) starts in 0.001..0.1."""
     g = torch.Generator().manual_seed(seed)
-    target = "cpu" if device == "fake" else device
 
     def token_major(m, scale=1.0):
-        if device == "fake":
-            return torch.empty(batch, length, m).transpose(1, 2)
         return (torch.randn(batch, length, m, generator=g) * scale).to(device).transpose(1, 2)
 
     def dense(*shape):
-        if device == "fake":
-            return torch.empty(*shape)
         return torch.randn(*shape, generator=g).to(device)
 
     inputs = dict(
         u=dense(batch, d_inner, length), delta=token_major(d_inner, 0.5),
-        A=-torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_inner, 1).to(target),
-        B=token_major(d_state), C=token_major(d_state), D=torch.ones(d_inner, device=target),
+        A=-torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_inner, 1).to(device),
+        B=token_major(d_state), C=token_major(d_state), D=torch.ones(d_inner, device=device),
         z=token_major(d_inner),
-        delta_bias=torch.log(torch.expm1(torch.rand(d_inner, generator=g) * 0.099 + 0.001)).to(target))
+        delta_bias=torch.log(torch.expm1(torch.rand(d_inner, generator=g) * 0.099 + 0.001)).to(device))
     return {k: v.detach().requires_grad_(True) for k, v in inputs.items()}
 
 
@@ -78,19 +77,27 @@ class _OpCounter(TorchDispatchMode):
         self.ops = Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops[func.overloadpacket.__name__] += 1
+        # views launch no kernel; everything else on a GPU is (about) one launch
+        self.ops["(views)" if func.is_view else func.overloadpacket.__name__] += 1
         return func(*args, **(kwargs or {}))
 
 
 def count_ops(policy) -> Counter:
-    """Ops of one forward+backward on fake (data-less) CPU tensors: exact counts, no arithmetic."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
+    """Ops of one forward+backward of the scan core (the autograd function the backend applies
+    after its prologue of a few ops) on meta tensors: exact counts, no arithmetic, no data."""
+    batch, d_inner, d_state, length = (SCAN_SHAPE[k] for k in ("batch", "d_inner", "d_state", "length"))
 
-    with FakeTensorMode():
-        inputs = scan_inputs("fake", **SCAN_SHAPE)
-        weights = torch.empty(SCAN_SHAPE["batch"], SCAN_SHAPE["d_inner"], SCAN_SHAPE["length"])
-        with _OpCounter() as counter:
-            scan_step(inputs, policy, weights)
+    def leaf(*shape):
+        return torch.empty(*shape, device="meta", requires_grad=True)
+
+    u, delta, dy = leaf(batch, length, d_inner), leaf(batch, length, d_inner), leaf(batch, length, d_inner)
+    A, B, C = leaf(d_inner, d_state), leaf(batch, length, d_state), leaf(batch, length, d_state)
+    with _OpCounter() as counter:
+        if policy.levels:
+            y = HierarchicalScan.apply(u, delta, A, B, C, policy.chunk, policy.group_elements)
+        else:
+            y = torch_scan._ChunkedScan.apply(u, delta, A, B, C)
+        y.backward(dy.detach())
     return counter.ops
 
 
@@ -101,26 +108,44 @@ def policies():
 
 
 def count_section():
-    print(f"aten ops of one scan forward+backward at {SCAN_SHAPE} (fake tensors):")
+    print(f"aten ops of one scan forward+backward at {SCAN_SHAPE} (meta tensors):")
     for name, policy in policies():
         ops = count_ops(policy)
+        views = ops.pop("(views)", 0)
         top = ", ".join(f"{k} {v}" for k, v in ops.most_common(4))
-        print(f"  {name:16s} {sum(ops.values()):8d} ops   ({top})", flush=True)
+        print(f"  {name:16s} {sum(ops.values()):8d} computing ops + {views:8d} views   ({top})", flush=True)
 
 
-def cuda_ms(fn, warmup, iters):
+def median_ms(fn, warmup, iters, device):
+    """Median ms of fn(): between CUDA events on CUDA, wall clock elsewhere."""
     for _ in range(warmup):
         fn()
-    torch.cuda.synchronize()
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
     times = []
     for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
     return statistics.median(times)
+
+
+def reset_peak(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device):
+    return torch.cuda.max_memory_allocated(device) / 2 ** 30 if torch.device(device).type == "cuda" else float("nan")
 
 
 def relative(got, want):
@@ -134,10 +159,10 @@ def scan_section(device):
     print(f"(a) scan forward+backward at {SCAN_SHAPE}, float32:")
     baseline = None
     for name, policy in policies():
-        torch.cuda.reset_peak_memory_stats()
+        reset_peak(device)
         slow = not policy.levels
-        ms = cuda_ms(lambda: scan_step(inputs, policy, weights), warmup=1, iters=2 if slow else 5)
-        peak = torch.cuda.max_memory_allocated() / 2 ** 30
+        ms = median_ms(lambda: scan_step(inputs, policy, weights), 1, 2 if slow else 5, device)
+        peak = peak_gib(device)
         out = scan_step(inputs, policy, weights)
         if baseline is None:
             baseline, diff = out, ""
@@ -157,7 +182,7 @@ def training_step_fn(device, batch=2, size=128):
 
     def step():
         optimiser.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
             loss = torch.nn.functional.cross_entropy(model(image), labels)
         loss.backward()
         optimiser.step()
@@ -165,18 +190,19 @@ def training_step_fn(device, batch=2, size=128):
 
 
 def step_section(device, cpu_policy_too):
-    print("(b) nnMambaSeg(1, 32, 3, 6) training step, 2x1x128^3, bf16 autocast, Adam, backend torch:")
+    print(f"(b) nnMambaSeg(1, 32, 3, 6) training step, {STEP_SHAPE['batch']}x1x{STEP_SHAPE['size']}^3, "
+          "bf16 autocast, Adam, backend torch:")
     runs = [("levels policy", LEVELS_POLICY)] + ([("cpu policy", CACHE_POLICY)] if cpu_policy_too else [])
     original = torch_scan.policy_for
     try:
         for name, policy in runs:
             torch_scan.policy_for = lambda _device, p=policy: p   # what the backend asks for
-            step, model = training_step_fn(device)
-            torch.cuda.reset_peak_memory_stats()
-            ms = cuda_ms(step, warmup=2, iters=3)
+            step, model = training_step_fn(device, **STEP_SHAPE)
+            reset_peak(device)
+            ms = median_ms(step, 2, 3, device)
             mamba_grads = [p.grad for n, p in model.named_parameters() if ".mamba." in n]
             trained = all(g is not None and torch.isfinite(g).all() for g in mamba_grads)
-            peak = torch.cuda.max_memory_allocated() / 2 ** 30
+            peak = peak_gib(device)
             print(f"  {name:16s} {ms:10.1f} ms / step   peak {peak:5.1f} GiB   "
                   f"{len(mamba_grads)} Mamba parameters with finite gradients: {trained}", flush=True)
     finally:
@@ -186,13 +212,13 @@ def step_section(device, cpu_policy_too):
 def profile_section(device):
     from torch.profiler import ProfilerActivity, profile
 
-    step, _ = training_step_fn(device)
+    step, _ = training_step_fn(device, **STEP_SHAPE)
     for _ in range(2):
         step()
-    torch.cuda.synchronize()
+    torch.cuda.synchronize(device)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         step()
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     launches = sum(e.count for e in prof.key_averages() if e.key in ("cudaLaunchKernel", "cuLaunchKernel",
                                                                         "cudaLaunchKernelExC"))
     print(f"profile of one levels-policy training step: {launches} kernel launches")
@@ -202,19 +228,24 @@ def profile_section(device):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda:0")
-    parser.add_argument("--count-ops", action="store_true", help="only count ops on the meta device")
+    parser.add_argument("--count-ops", action="store_true", help="only count the ops of (a) on meta tensors (no GPU)")
     parser.add_argument("--profile", action="store_true", help="also profile one training step")
     parser.add_argument("--step-cpu-policy", action="store_true",
                         help="also time the training step with the CPU policy (~18 s a step)")
-    parser.add_argument("--skip-scan", action="store_true")
+    parser.add_argument("--skip-scan", action="store_true", help="only the training step")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU: checks the script")
     args = parser.parse_args(argv)
-    count_section()
     if args.count_ops:
+        count_section()
         return 0
-    if not torch.cuda.is_available():
-        print("no CUDA device: only the op counts above (run on a GPU for the timings)")
+    if args.smoke:
+        SCAN_SHAPE.update(batch=2, d_inner=8, d_state=4, length=300)
+        args.device, STEP_SHAPE["size"] = "cpu", 32
+    elif not torch.cuda.is_available():
+        print("no CUDA device: nothing to time (--count-ops and --smoke run without one)")
         return 1
-    print(f"device: {torch.cuda.get_device_name(args.device)}, torch {torch.__version__}", flush=True)
+    else:
+        print(f"device: {torch.cuda.get_device_name(args.device)}, torch {torch.__version__}", flush=True)
     t0 = time.perf_counter()
     if not args.skip_scan:
         scan_section(args.device)
