@@ -161,3 +161,15 @@ def test_on_cuda_the_torch_backend_trains_with_the_levels_policy_and_equals_the_
     assert relative_error(got_y, want_y) < 2e-5
     for key in KEYS:
         assert relative_error(got[key], want[key]) < 1e-4, key
+
+
+@pytest.mark.gpu
+def test_on_cuda_channel_groups_and_many_levels_agree_with_the_cpu_policy_on_the_cpu():
+    inputs = make_inputs(4, 64, 16, 5003, torch.float32, seed=10)
+    want_y, want = outputs_and_gradients(lambda **k: selective_scan_torch(**k, policy=CACHE_POLICY), inputs)
+    on_cuda = {k: v.cuda() for k, v in inputs.items()}
+    policy = levels(8, 5008 * 16 * 24)          # groups of 24 channels of one batch element
+    got_y, got = outputs_and_gradients(lambda **k: selective_scan_torch(**k, policy=policy), on_cuda)
+    assert relative_error(got_y.cpu(), want_y) < 1e-5
+    for key in KEYS:
+        assert relative_error(got[key].cpu(), want[key]) < 1e-4, key
