@@ -39,7 +39,7 @@ from nnmamba.ssm.torch_scan import CACHE_POLICY, LEVELS_POLICY, ScanPolicy, sele
 
 SCAN_SHAPE = dict(batch=8, d_inner=128, d_state=16, length=32768)
 STEP_SHAPE = dict(batch=2, size=128)
-CHUNKS = (4, 8, 16, 32)
+CHUNKS = (4, 8, 16, 32, 64)
 
 
 def scan_inputs(device, batch, d_inner, d_state, length, seed=0):

@@ -1,29 +1,30 @@
 """The `torch` scan backend's GPU path: a hierarchical chunked scan made of few, large ops.
 
 On a GPU every eager PyTorch op costs a launch (several microseconds) whatever its size, so the
-CPU path's loops of hundreds of steps over cache-sized slabs are launch-bound there (about
-half a million launches for one layer-1 MICCSS scan's backward). Here the states of a group of
+CPU path's loops of hundreds of steps over cache-sized slabs are launch-bound there (over half a
+million ops for one layer-1 MICCSS scan's forward+backward). Here the states of a group of
 channels, (batch, L, d_state, d_inner), are materialised and the linear recurrence
 
     h[t] = exp(s[t] A) * h[t-1] + x[t]            (s >= 0: delta, or sums of delta)
 
 is solved in place by levels (`scan_states_`):
-1. L is cut into K chunks of T tokens; a loop over the T positions, each step one op over all K
-   chunks, scans every chunk from a zero state;
+1. L is cut into K chunks of T tokens; the decays of all tokens are formed in one op, then a loop
+   over the T positions, each step one op over all K chunks, scans every chunk from a zero state;
 2. the states at the chunk edges obey the same recurrence one level up (s = the chunk's summed s,
    x = its local end state), solved by the same routine on K tokens, down to a plain loop of <= T;
-3. a loop over the T positions adds each chunk's true start state, decayed by exp(A * prefix sum
-   of s), to its local states.
-So a scan takes about 6 T log_T(L) ops instead of ~3 L / K + K. Decays are only ever formed as
+3. one op adds each chunk's true start state, decayed by exp(A * prefix sum of s), to its local
+   states.
+So a scan takes about (T + 10) log_T(L) ops instead of ~3 L / K + K. Decays are only ever formed as
 exp2(s * A log2 e) with s >= 0 and A <= 0, so each (and each product) is <= 1: no overflow for
 huge |delta A|, unlike a log-space cumsum scan.
 
 The backward recomputes the states per group, runs the state gradient's recurrence
 g[t] = exp(delta[t+1] A) g[t+1] + dy[t] C[t] with the same routine in reverse, and forms every
-gradient as one op over the group. Memory: a group holds at most `group_elements` elements per
-state tensor (one in the forward, two in the backward); the forward saves only its inputs.
-Contractions over d_state/d_inner are matmuls, so they follow torch's float32 matmul precision
-setting (full float32 unless a caller lowered it, e.g. to TF32).
+gradient as one op over the group. Memory: a group has at most `group_elements` elements per
+state-sized tensor, of which the forward holds two (states, decays) and the backward three
+(states, gradients, decays); the forward saves only its inputs. Contractions over d_state/d_inner
+are matmuls, so they follow torch's float32 matmul precision setting (full float32 unless a
+caller lowered it, e.g. to TF32).
 """
 
 from __future__ import annotations
@@ -42,49 +43,42 @@ def scan_states_(x: torch.Tensor, s: torch.Tensor, A2: torch.Tensor, chunk: int,
 
     x: (b, L, n, d) the inputs x[t]; s: (b, L, d) >= 0; A2: (n, d) <= 0, A * log2(e).
     Forward: h[t] = exp2(s[t] A2) h[t-1] + x[t] from h[-1] = 0. Reverse: h[t] = exp2(s[t] A2)
-    h[t+1] + x[t] from h[L] = 0. L must be at most `chunk` or a multiple of it.
+    h[t+1] + x[t] from h[L] = 0. L must be at most `chunk` or a multiple of it. Holds one
+    temporary the size of x (the decays).
     """
     length = x.shape[1]
     if length <= chunk:
-        return _scan_sequential_(x, s, A2, reverse)
+        return _scan_along_(x, _decay(s, A2, out=torch.empty_like(x)), 1, reverse)
     if length % chunk:
         raise ValueError(f"scan_states_ needs L <= chunk or a multiple of it, got L={length}, chunk={chunk}")
     T, K = chunk, length // chunk
     xs, ss = x.unflatten(1, (K, T)), s.unflatten(1, (K, T))      # (b, K, T, n, d), (b, K, T, d)
-    # where a chunk's state accumulates, and the in-chunk neighbour a position reads from
-    edge, step = (0, 1) if reverse else (T - 1, -1)
-    order = range(T - 1, -1, -1) if reverse else range(T)
-    decay = x.new_empty(x.shape[0], K, *x.shape[2:])             # (b, K, n, d)
     # 1. every chunk from a zero state
-    for t in list(order)[1:]:
-        _decay(ss[:, :, t], A2, out=decay)
-        xs[:, :, t].addcmul_(decay, xs[:, :, t + step])
-    # 2. the true state at every chunk's edge: the same recurrence over chunks
+    decay = _decay(ss, A2, out=torch.empty_like(xs))
+    _scan_along_(xs, decay, 2, reverse)
+    # 2. the true state at every chunk's edge (where its state accumulates): the same recurrence
+    # over chunks, with the chunk's summed s
+    edge = 0 if reverse else T - 1
     edges = _padded(xs[:, :, edge], chunk)
     scan_states_(edges, _padded(ss.sum(2), chunk), A2, chunk, reverse)
-    if K == 1:
-        return x
-    # 3. the neighbouring chunk's edge state, decayed to each position, joins the local states
+    # 3. the neighbouring chunk's edge state, decayed to each other position, joins the local
+    # states (K >= 2 here); reach = s summed from the chunk border to the position
     into, source = (slice(0, K - 1), slice(1, K)) if reverse else (slice(1, K), slice(0, K - 1))
-    reach = ss.flip(2).cumsum(2).flip(2) if reverse else ss.cumsum(2)   # s summed from the border to t
-    incoming, part = edges[:, source], decay[:, :K - 1]
-    for t in order:
-        if t != edge:
-            _decay(reach[:, into, t], A2, out=part)
-            xs[:, into, t].addcmul_(part, incoming)
+    inner = slice(1, T) if reverse else slice(0, T - 1)
+    reach = ss.flip(2).cumsum(2).flip(2) if reverse else ss.cumsum(2)
+    part = _decay(reach[:, into, inner], A2, out=decay[:, into, inner])
+    xs[:, into, inner].addcmul_(part, edges[:, source].unsqueeze(2))
     xs[:, :, edge].copy_(edges[:, :K])
     return x
 
 
-def _scan_sequential_(x, s, A2, reverse):
-    """scan_states_ for a short L: one op per token."""
-    length = x.shape[1]
+def _scan_along_(x, decay, dim, reverse):
+    """x[t] += decay[t] * x[t -/+ 1] along `dim`, one op per position (the sequential part)."""
+    length = x.shape[dim]
     order = range(length - 2, -1, -1) if reverse else range(1, length)
     step = 1 if reverse else -1
-    decay = x.new_empty(x.shape[0], *x.shape[2:])
     for t in order:
-        _decay(s[:, t], A2, out=decay)
-        x[:, t].addcmul_(decay, x[:, t + step])
+        x.select(dim, t).addcmul_(decay.select(dim, t), x.select(dim, t + step))
     return x
 
 

@@ -51,7 +51,7 @@ class ScanPolicy:
 
     levels=False: the CPU layout (slabs of `_SLAB_ELEMENTS`, a sequential carry over chunks).
     levels=True: the hierarchical scan; `chunk` tokens per level, at most `group_elements`
-    materialised state elements per tensor (the backward holds two such tensors).
+    state elements per materialised tensor (the forward holds two such tensors, the backward three).
     """
 
     levels: bool
@@ -60,8 +60,8 @@ class ScanPolicy:
 
 
 CACHE_POLICY = ScanPolicy(levels=False)
-# chunk 8: the fewest ops at the MICCSS lengths (L = 512 .. 32768: 2-4 levels of 6 * 7 ops);
-# 2^27 elements = 512 MiB per float32 state tensor
+# chunk 8: the fewest ops at the MICCSS lengths L = 512 .. 32768 (4 .. 64 were counted);
+# 2^27 elements = 512 MiB per float32 state-sized tensor
 LEVELS_POLICY = ScanPolicy(levels=True, chunk=8, group_elements=1 << 27)
 
 
