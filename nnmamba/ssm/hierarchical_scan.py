@@ -90,14 +90,13 @@ def _decay(s: torch.Tensor, A2: torch.Tensor, out: torch.Tensor) -> torch.Tensor
 def _padded(x: torch.Tensor, chunk: int) -> torch.Tensor:
     """A fresh copy of x (b, K, ...), zero-padded on dim 1 to a multiple of `chunk` when K > chunk."""
     length = x.shape[1]
-    padded = length if length <= chunk else -(-length // chunk) * chunk
-    out = x.new_zeros(x.shape[0], padded, *x.shape[2:])
+    out = x.new_zeros(x.shape[0], padded_length(length, chunk), *x.shape[2:])
     out[:, :length] = x
     return out
 
 
 def padded_length(length: int, chunk: int) -> int:
-    """L rounded up so that the top level of `scan_states_` needs no copy of the state tensor."""
+    """L rounded up to what `scan_states_` takes: itself when <= chunk, else a multiple of chunk."""
     return length if length <= chunk else -(-length // chunk) * chunk
 
 
