@@ -16,16 +16,23 @@ recomputed from the chunk start states saved by the forward pass, a group of chu
 So training memory is O(batch * d_inner * L) plus bounded groups, not one saved tensor per step.
 
 The state is float32 (float64 for float64 inputs) whatever the input dtype; autocast is off inside.
+
+That is the CPU policy (`CACHE_POLICY`). On GPUs its hundreds of loop steps per chunk cost one
+launch per op and per step, so other devices use `LEVELS_POLICY`: few, large ops in a hierarchical
+scan over materialised groups of states (`nnmamba.ssm.hierarchical_scan`). `policy_for(device)`
+picks; `selective_scan_torch(..., policy=...)` forces one (how tests run the GPU path on CPU).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
+from nnmamba.ssm.hierarchical_scan import HierarchicalScan, hierarchical_forward
 from nnmamba.ssm.reference_scan import scan_dtype
 
 # Elements of one (batch, K, d_inner, d_state) slab a loop step works on: big enough that the
@@ -38,16 +45,44 @@ _GROUP_ELEMENTS = 1 << 22
 _LOG2_E = 1.4426950408889634
 
 
+@dataclass(frozen=True)
+class ScanPolicy:
+    """How the torch backend cuts a scan.
+
+    levels=False: the CPU layout (slabs of `_SLAB_ELEMENTS`, a sequential carry over chunks).
+    levels=True: the hierarchical scan; `chunk` tokens per level, at most `group_elements`
+    state elements per materialised tensor (the forward holds two such tensors, the backward three).
+    """
+
+    levels: bool
+    chunk: int = 8
+    group_elements: int = 1 << 27
+
+
+CACHE_POLICY = ScanPolicy(levels=False)
+# chunk 8: the fewest ops at the MICCSS lengths L = 512 .. 32768 (4 .. 64 were counted);
+# 2^27 elements = 512 MiB per float32 state-sized tensor
+LEVELS_POLICY = ScanPolicy(levels=True, chunk=8, group_elements=1 << 27)
+
+
+def policy_for(device: torch.device) -> ScanPolicy:
+    """CPU: the cache-tuned layout; any other device (CUDA, MPS): few large ops."""
+    return CACHE_POLICY if torch.device(device).type == "cpu" else LEVELS_POLICY
+
+
 def selective_scan_torch(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                          C: torch.Tensor, D: Optional[torch.Tensor] = None,
                          z: Optional[torch.Tensor] = None, delta_bias: Optional[torch.Tensor] = None,
-                         delta_softplus: bool = False) -> torch.Tensor:
+                         delta_softplus: bool = False, *, policy: Optional[ScanPolicy] = None) -> torch.Tensor:
     """Chunked selective scan, same maths as `selective_scan_reference`. Differentiable.
 
     u, delta, z: (batch, d_inner, L); A: (d_inner, d_state); B, C: (batch, d_state, L);
     D, delta_bias: (d_inner,). Returns y: (batch, d_inner, L) in u's dtype, as a transposed view
-    of (batch, L, d_inner) memory (what the Mamba block's out_proj wants).
+    of (batch, L, d_inner) memory (what the Mamba block's out_proj wants). `policy`: None picks
+    `policy_for(u.device)`.
     """
+    if policy is None:
+        policy = policy_for(u.device)
     dtype_in = u.dtype
     compute = scan_dtype(dtype_in)
     with torch.autocast(device_type=u.device.type, enabled=False):
@@ -59,7 +94,12 @@ def selective_scan_torch(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, 
         if delta_softplus:
             delta_t = F.softplus(delta_t)
         args = (u_t, delta_t, A.to(compute), B.to(compute).transpose(1, 2), C.to(compute).transpose(1, 2))
-        if torch.is_grad_enabled() and any(t.requires_grad for t in args):
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in args)
+        if policy.levels and needs_grad:
+            y_t = HierarchicalScan.apply(*args, policy.chunk, policy.group_elements)
+        elif policy.levels:
+            y_t = hierarchical_forward(*args, policy.chunk, policy.group_elements)
+        elif needs_grad:
             y_t = _ChunkedScan.apply(*args)
         else:
             y_t = _forward(*args)[0]
