@@ -149,12 +149,13 @@ def warp(volume: torch.Tensor, transform: SpatialTransform, mode: str, padding_m
     return F.grid_sample(volume, grid.to(volume.dtype), mode=mode, padding_mode=padding_mode, align_corners=True)
 
 
-def map_points(transform: SpatialTransform, points_ijk: torch.Tensor, iterations: int = 12) -> torch.Tensor:
+def map_points(transform: SpatialTransform, points_ijk: torch.Tensor, iterations: int = 30) -> torch.Tensor:
     """Input positions (B, N, 3) (i, j, k) -> where they land in the output patch, (B, N, 3).
 
     Solves p = offset + M (q - c_out) + u(q) for q by fixed-point iteration (the affine part exactly,
-    the smooth elastic part converging geometrically). Mirrored samples keep the points' order: the
-    caller swaps left/right point names (see flip.py).
+    the smooth elastic part converging geometrically: measured residual < 1e-5 voxel after 30 steps
+    for control-point displacements up to 8 voxels on a 5^3 grid; points only, so cheap). Mirrored
+    samples keep the points' order: the generators swap left/right point names (`point_pairs`).
     """
     inverse = torch.linalg.inv(transform.matrix)
     centred = points_ijk - transform.offset[:, None, :]
