@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -97,16 +97,19 @@ class LabelMapGenerator:
     label_maps: (cases, 1, k, j, i) integer FreeSurfer codes on one grid (pad cases to a common grid
     first); target_codes: the codes of training classes 1..n (everything else is class 0, codes in
     `ignore_codes` are IGNORE_INDEX); point_pairs: (right, left) index pairs swapped under a mirror.
+    Maps coded otherwise (e.g. intensity classes of a template) pass their own `tissue_of`,
+    `mirrored` and `generation` functions of a code (defaults: FreeSurfer's, labels.py).
     """
 
     def __init__(self, label_maps: torch.Tensor, target_codes: Sequence[int], out_shape: Sequence[int],
                  config: SynthConfig, ignore_codes: Sequence[int] = (), point_pairs: Sequence = (),
-                 point_count: int = 0):
+                 point_count: int = 0, tissue_of: Callable[[int], str] = tissue_of,
+                 mirrored: Callable[[int], int] = mirrored_code, generation: Callable[[int], int] = generation_code):
         if label_maps.dim() != 5 or label_maps.shape[1] != 1:
             raise ValueError(f"label_maps must be (cases, 1, k, j, i), got {tuple(label_maps.shape)}")
         self.config, self.out_shape, self.device = config, tuple(out_shape), label_maps.device
         present = {int(c) for c in torch.unique(label_maps).tolist()}
-        codes = sorted(present | {mirrored_code(c) for c in present} | {generation_code(c) for c in present})
+        codes = sorted(present | {mirrored(c) for c in present} | {generation(c) for c in present})
         if len(codes) > 2 ** 15:
             raise ValueError(f"{len(codes)} distinct labels is more than the generator indexes")
         self.codes = codes
@@ -115,9 +118,9 @@ class LabelMapGenerator:
         lookup[torch.tensor(codes)] = torch.arange(len(codes))
         self.maps = lookup.to(self.device)[label_maps.long()].to(torch.int16)  # compact indices, stored small
         as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=self.device)  # noqa: E731
-        self.tissue = as_tensor([TISSUES.index(tissue_of(generation_code(c))) for c in codes])
-        self.draw_group = as_tensor([index[generation_code(c)] for c in codes])
-        self.swap = as_tensor([index[mirrored_code(c)] for c in codes])
+        self.tissue = as_tensor([TISSUES.index(tissue_of(generation(c))) for c in codes])
+        self.draw_group = as_tensor([index[generation(c)] for c in codes])
+        self.swap = as_tensor([index[mirrored(c)] for c in codes])
         classes = {c: n + 1 for n, c in enumerate(target_codes)}
         self.target = as_tensor([IGNORE_INDEX if c in set(ignore_codes) else classes.get(c, 0) for c in codes])
         self.background = index.get(0, -1)
