@@ -336,10 +336,12 @@ def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float
     card["trained"] = True
     card["training"] = {
         "data": {"train": [dict(case=c, **manifest["cases"][c]) for c in split["train"]],
+                 "label_maps": [dict(case=c, **manifest["cases"][c]) for c in split.get("label_maps", [])],
                  "heldout": list(split["heldout"]),
                  "ground_truth": manifest["ground_truth"][card["task"]],
                  "sources": {k: v for k, v in manifest["sources"].items()
-                             if any(manifest["cases"][c]["source"] == k for c in split["train"])},
+                             if any(manifest["cases"][c]["source"] == k
+                                    for c in split["train"] + split.get("label_maps", []))},
                  "prepared_by": "scripts/prepare_data.py"},
         "recipe": {"steps": steps, "batch_size_per_process": config.batch_size, "processes": context.world_size,
                    "optimizer": "Adam", "learning_rate": config.learning_rate,

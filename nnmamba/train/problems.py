@@ -112,8 +112,9 @@ class _Problem:
         largest = np.max(shapes, axis=0)
         reach = float(max(0.0, np.max((largest - np.array(self.patch)) / 2.0)))
         self.translate_voxels = reach + self.recipe.translate_beyond_reach_voxels
-        self.synth = replace(self.recipe.synth, spatial=replace(self.recipe.synth.spatial,
-                                                                translate_voxels=self.translate_voxels))
+        # the card's voxel, not the recipe's: resolution is simulated relative to the working grid
+        self.synth = replace(self.recipe.synth, voxel_mm=voxel, spatial=replace(
+            self.recipe.synth.spatial, translate_voxels=self.translate_voxels))
         self.augmentation_description = (self.recipe.description or "") + \
             f"; translation up to {self.translate_voxels:.0f} voxels; all on the training device, whole batches"
 

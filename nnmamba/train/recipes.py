@@ -13,6 +13,7 @@ vocabulary is the one the data was prepared with; training replaces only `traine
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -20,6 +21,8 @@ from typing import Optional, Sequence
 from nnmamba.model_card import CARD_SCHEMA_VERSION, card_path
 from nnmamba.train.synth import SpatialConfig, SynthConfig
 from nnmamba.train.synth.labels import AFIDS_LEFT_RIGHT_PAIRS, BRAIN_STRUCTURES, UNLABELLED_BRAIN
+
+log = logging.getLogger("nnmamba.train")
 
 SHIPPED = {
     "brain-structures-seg": {
@@ -157,7 +160,12 @@ def shipped_card(name: str, manifest: dict, existing: Optional[dict] = None) -> 
     else:
         card["classes"] = [{"name": c, "description": CLASS_DESCRIPTIONS.get(c, "")} for c in manifest["classes"]]
         hyper["number_classes"] = len(manifest["classes"])
-    if existing:
+    if existing and _vocabulary(existing) != _vocabulary(card):
+        # The prepared data names other outputs (e.g. 15 structures where the shipped weights have 11):
+        # a model trained on it replaces the shipped one, so the recipe's card is the template.
+        log.warning("models/%s/model.json names other outputs than the prepared data (%s... vs %s...); "
+                    "training a new card from the recipe", name, _vocabulary(existing)[:3], _vocabulary(card)[:3])
+    elif existing:
         _keep_existing(card, existing)
     return card
 
