@@ -81,6 +81,17 @@ def load_cases(data_dir, task: str, role: str) -> list:
     return [load_case(data_dir, split["grid"], name, manifest) for name in split.get(role, [])]
 
 
+def class_of_case(case: PreparedCase, names) -> int:
+    """The index of a real case's scan type among a card's class names: "CT", or "<weighting> MR"
+    ("T1w MR", "T2w MR") where the card tells weightings apart, else "MR"."""
+    candidates = [case.modality] if case.modality == "CT" else [f"{case.weighting} MR", "MR"]
+    for name in candidates:
+        if name in names:
+            return list(names).index(name)
+    raise ValueError(f"case {case.name} ({case.modality}, weighting {case.weighting}) is none of the classes "
+                     f"{list(names)}; record its weighting in the manifest or leave it out of the split")
+
+
 def gaussian_heatmaps(shape_kji: tuple, points_ijk: np.ndarray, sigma_voxels: float) -> np.ndarray:
     """One Gaussian per point, peak 1: shape_kji, points (n, 3) as (i, j, k) -> (n, k, j, i) float32.
 

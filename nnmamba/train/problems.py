@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from nnmamba.train import losses
-from nnmamba.train.data import PreparedCase, centre_padded
+from nnmamba.train.data import PreparedCase, centre_padded, class_of_case
 from nnmamba.train.recipes import DataRecipe, default_recipe
 from nnmamba.train.synth import IGNORE_INDEX, ImageAugmenter, LabelMapGenerator, SynthBatch
 from nnmamba.train.synth.head import add_head_layers
@@ -246,15 +246,6 @@ class LandmarkProblem(_Problem):
 CONTRAST_CLASS_NAMES = {"t1w": ("T1w MR", "MR"), "t2w": ("T2w MR", "MR"), "ct": ("CT",)}
 
 
-def _case_class(case: PreparedCase, names: Sequence[str]) -> int:
-    candidates = [case.modality] if case.modality == "CT" else [f"{case.weighting} MR", "MR"]
-    for name in candidates:
-        if name in names:
-            return names.index(name)
-    raise ValueError(f"case {case.name} ({case.modality}, weighting {case.weighting}) is none of the classes "
-                     f"{list(names)}; record its weighting in the manifest or leave it out of the split")
-
-
 class ClassificationProblem(_Problem):
     task = "classification"
 
@@ -265,7 +256,7 @@ class ClassificationProblem(_Problem):
         if self.real_fraction > 0:
             images, background, is_ct, _ = self._stack_images()
             self.real = ImageAugmenter(images, background, is_ct, self.patch, self.synth)
-            targets = [_case_class(c, names) for c in self.cases]
+            targets = [class_of_case(c, names) for c in self.cases]
             self.targets = torch.tensor(targets, device=device)
             # Balanced: a class, then one of its cases (CT volumes are few).
             by_class = [[n for n, t in enumerate(targets) if t == k] for k in range(len(names))]
