@@ -266,7 +266,9 @@ def read_mgz(path: Path, pixel_type=sitk.sitkFloat32) -> sitk.Image:
     ras = np.asarray(mgh.affine, dtype=float)
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ ras
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    image = sitk.GetImageFromArray(np.asarray(mgh.dataobj).transpose(2, 1, 0).copy())
+    data = np.asarray(mgh.dataobj)
+    data = data.astype(data.dtype.newbyteorder("="))  # MGH is big-endian; SimpleITK takes native order
+    image = sitk.GetImageFromArray(data.transpose(2, 1, 0).copy())
     image.SetSpacing(spacing.tolist())
     image.SetOrigin(lps[:3, 3].tolist())
     image.SetDirection((lps[:3, :3] / spacing).ravel().tolist())

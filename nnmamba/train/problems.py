@@ -100,6 +100,7 @@ class _Problem:
         self.normalization = card["input"]["normalization"]
         self.patch = _patch_kji(card)
         self.generator = torch.Generator(device=device).manual_seed(int(seed))
+        self.rng = np.random.default_rng(seed)         # host-side choices only (how many real samples)
         self.real_fraction = self.recipe.real_fraction
         wants_generated = self.real_fraction < 1.0
         if wants_generated and not self._can_generate():
@@ -138,7 +139,10 @@ class _Problem:
         return torch.randint(0, population, (count,), generator=self.generator, device=self.device)
 
     def _counts(self, size: int) -> tuple:
-        real = int(round(size * self.real_fraction))
+        """(real, generated) samples: the fraction's whole part, plus one more real sample with the
+        probability of its remainder (so a batch of 1 still mixes both sources over the steps)."""
+        exact = size * self.real_fraction
+        real = int(exact) + int(self.rng.random() < exact - int(exact))
         return real, size - real
 
     def batch_parts(self, size: int) -> list:
@@ -201,6 +205,18 @@ def _pseudo_labels(image: np.ndarray, classes: int) -> np.ndarray:
     return labels.astype(np.int16)
 
 
+def _checked_pairs(names: Sequence[str], pairs: Sequence) -> list:
+    """The recipe's (right, left) point pairs, after checking that the card's names agree (R<x> / L<x>,
+    as the AFIDs acronyms are): a mirror must never swap two unrelated points."""
+    for right, left in pairs:
+        if max(right, left) >= len(names) or not (names[right][:1] == "R" and names[left][:1] == "L"
+                                                  and names[right][1:] == names[left][1:]):
+            raise ValueError(f"the recipe's left/right point pairs do not fit this card's landmarks (pair "
+                             f"{(right, left)} of {len(names)} names); give the recipe pairs for these names "
+                             f"or set its flip_probability to 0")
+    return list(pairs)
+
+
 class LandmarkProblem(_Problem):
     task = "landmarks"
 
@@ -211,7 +227,7 @@ class LandmarkProblem(_Problem):
         images, background, is_ct, offsets = self._stack_images()
         points = np.stack([c.landmarks_ijk() for c in self.cases]) + offsets[:, None, :]
         self.points = torch.as_tensor(points, dtype=torch.float32, device=device)
-        pairs = self.recipe.point_pairs if count == 32 else ()
+        pairs = _checked_pairs([item["name"] for item in card["landmarks"]], self.recipe.point_pairs)
         self.real = ImageAugmenter(images, background, is_ct, self.patch, self.synth,
                                    point_pairs=pairs, point_count=count)
         if self.real_fraction < 1:

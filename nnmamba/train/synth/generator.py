@@ -117,7 +117,10 @@ class LabelMapGenerator:
         lookup = torch.zeros(max(codes) + 1, dtype=torch.long)
         lookup[torch.tensor(codes)] = torch.arange(len(codes))
         self.maps = lookup.to(self.device)[label_maps.long()].to(torch.int16)  # compact indices, stored small
-        as_tensor = lambda values: torch.tensor(values, dtype=torch.long, device=self.device)  # noqa: E731
+
+        def as_tensor(values):
+            return torch.tensor(values, dtype=torch.long, device=self.device)
+
         self.tissue = as_tensor([TISSUES.index(tissue_of(generation(c))) for c in codes])
         self.draw_group = as_tensor([index[generation(c)] for c in codes])
         self.swap = as_tensor([index[mirrored(c)] for c in codes])
