@@ -69,7 +69,7 @@ def test_a_mirror_swaps_left_and_right_labels_and_points():
 def test_map_points_solves_the_sampling_map_exactly():
     config = SpatialConfig(rotate_degrees=30, scale=0.2, translate_voxels=4, elastic_std_voxels=3, elastic_grid=5)
     transform = random_spatial(config, 3, (48, 48, 48), (40, 40, 40), torch.Generator().manual_seed(3))
-    p = torch.rand(3, 16, 3) * 30 + 9
+    p = torch.rand(3, 16, 3, generator=torch.Generator().manual_seed(4)) * 30 + 9
     q = map_points(transform, p)
     # read the dense map back at q by trilinear interpolation of the field on the output grid
     positions = input_positions(transform).permute(0, 4, 1, 2, 3)   # (B, 3, k, j, i)
@@ -84,6 +84,18 @@ def test_map_points_solves_the_sampling_map_exactly():
     exact = (torch.einsum("bxy,bny->bnx", transform.matrix, q - transform.out_centre)
              + transform.offset[:, None] + displacement_at(transform, q))
     assert torch.allclose(exact, p, atol=1e-3)
+
+
+def test_map_points_converges_for_many_random_maps():
+    config = SpatialConfig(rotate_degrees=40, scale=0.2, translate_voxels=4, elastic_std_voxels=3, elastic_grid=5,
+                           flip_probability=0.5)
+    g = torch.Generator().manual_seed(11)
+    transform = random_spatial(config, 16, (48, 48, 48), (40, 40, 40), g)
+    p = torch.rand(16, 64, 3, generator=g) * 40 + 4
+    q = map_points(transform, p)
+    exact = (torch.einsum("bxy,bny->bnx", transform.matrix, q - transform.out_centre)
+             + transform.offset[:, None] + displacement_at(transform, q))
+    assert (exact - p).abs().max() < 1e-3
 
 
 def test_the_dense_field_and_the_field_at_points_are_one_function():

