@@ -81,6 +81,9 @@ def class_swap_from_names(names: Sequence[str]) -> list:
     return swap
 
 
+MIN_TRANSLATE_VOXELS = 8.0
+
+
 def _patch_kji(card: dict) -> tuple:
     return tuple(int(p) for p in card["input"]["patch_size"][::-1])  # card: (i, j, k)
 
@@ -112,7 +115,7 @@ class _Problem:
         shapes = [c.shape_kji for c in self.cases + self.label_maps]
         largest = np.max(shapes, axis=0)
         reach = float(max(0.0, np.max((largest - np.array(self.patch)) / 2.0)))
-        self.translate_voxels = reach + self.recipe.translate_beyond_reach_voxels
+        self.translate_voxels = max(MIN_TRANSLATE_VOXELS, reach + self.recipe.translate_beyond_reach_voxels)
         # the card's voxel, not the recipe's: resolution is simulated relative to the working grid
         self.synth = replace(self.recipe.synth, voxel_mm=voxel, spatial=replace(
             self.recipe.synth.spatial, translate_voxels=self.translate_voxels))

@@ -77,6 +77,7 @@ class DataRecipe:
     pseudo_label_classes: int = 0
     point_pairs: Sequence = ()                        # (right, left) landmark index pairs
     # the patch centre moves up to (volume - patch) / 2 (so crops reach the borders) plus this much
+    # (and at least MIN_TRANSLATE_VOXELS)
     translate_beyond_reach_voxels: float = 8.0
     description: str = ""
 
@@ -87,12 +88,13 @@ class DataRecipe:
 
 def default_recipe(task: str, voxel_mm: float) -> DataRecipe:
     """Real images only, with moderate changes (any card without a recipe of its own)."""
+    # as mild as the per-sample MONAI augmentation it replaces (affine only, light intensity changes)
     rotate = 180.0 if task == "classification" else 15.0
-    spatial = SpatialConfig(rotate_degrees=rotate, scale=0.15, elastic_std_voxels=1.0,
+    spatial = SpatialConfig(rotate_degrees=rotate, scale=0.15, elastic_std_voxels=0.0,
                             flip_probability=0.5 if task == "classification" else 0.0)
-    return DataRecipe(real_fraction=1.0, synth=SynthConfig(spatial=spatial, voxel_mm=voxel_mm, resolution_probability=0.3,
-                                                           bias_std=0.3, gamma_std=0.2),
-                      description=f"real images; rotation +-{rotate:.0f} deg, scale +-15 %, elastic, bias, gamma, "
+    synth = SynthConfig(spatial=spatial, voxel_mm=voxel_mm, resolution_probability=0.2, bias_std=0.2, gamma_std=0.2)
+    return DataRecipe(real_fraction=1.0, synth=synth, translate_beyond_reach_voxels=0.0,
+                      description=f"real images; rotation +-{rotate:.0f} deg, scale +-15 %, light bias, gamma, "
                                   f"resolution, noise")
 
 
