@@ -69,13 +69,11 @@ def random_voxel_sizes(batch: int, voxel_mm: float, max_mm: float, thick_max_mm:
     return torch.where(applied[:, None], sizes, torch.full_like(sizes, voxel_mm))
 
 
-def _blur_axis(image: torch.Tensor, sigma: torch.Tensor, axis: int) -> torch.Tensor:
+def _blur_axis(image: torch.Tensor, sigma: torch.Tensor, axis: int, radius: int) -> torch.Tensor:
     """Gaussian blur along spatial `axis` (0, 1, 2 = k, j, i) with a sigma (voxels) per sample:
-    image (B, C, k, j, i), sigma (B,). One grouped convolution for the whole batch."""
+    image (B, C, k, j, i), sigma (B,) (0: unchanged), kernel radius fixed by the caller (so no host sync
+    to find the largest sigma). One grouped convolution for the whole batch."""
     batch, channels = image.shape[:2]
-    radius = int(math.ceil(3 * float(sigma.max()))) if bool((sigma > 0).any()) else 0
-    if radius == 0:
-        return image
     offsets = torch.arange(-radius, radius + 1, device=image.device, dtype=image.dtype)
     safe = sigma.clamp_min(1e-3)[:, None]
     kernel = torch.exp(-0.5 * (offsets[None] / safe) ** 2)
@@ -107,23 +105,25 @@ def _linear_along(image: torch.Tensor, positions: torch.Tensor, axis: int) -> to
     return take(low) + weight.view(view) * (take(high) - take(low))
 
 
-def resolution(image: torch.Tensor, voxel_mm: float, sizes_mm: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def resolution(image: torch.Tensor, voxel_mm: float, sizes_mm: torch.Tensor, generator: torch.Generator,
+               max_size_mm: float) -> torch.Tensor:
     """Simulate acquiring at voxel sizes (B, 3) mm (axes k, j, i) and resampling back to `voxel_mm`.
 
     Per axis: a Gaussian blur of the slice profile (FWHM = the acquired size, sigma = 0.42 x the
     factor in working voxels), then sampling on a lattice of that spacing (a random phase per
     sample) and linear interpolation back, which is what a thick-slice scan resampled to a fine
-    grid looks like (steps between slices). Axes at the working size are left untouched.
+    grid looks like (steps between slices). Axes at the working size are left untouched (exactly).
+    `max_size_mm` bounds sizes_mm and fixes the blur kernel's size, so the op needs no host sync.
     image: (B, C, k, j, i).
     """
-    factor = (sizes_mm / voxel_mm).clamp_min(1.0)                 # (B, 3)
+    largest = max(max_size_mm / voxel_mm, 1.0)
+    factor = (sizes_mm / voxel_mm).clamp(1.0, largest)            # (B, 3)
+    radius = int(math.ceil(3 * 0.42 * largest))
     out = image
     for axis in range(3):
         f = factor[:, axis]
-        if not bool((f > 1.0 + 1e-3).any()):
-            continue
         sigma = torch.where(f > 1.0 + 1e-3, 0.42 * f, torch.zeros_like(f))
-        out = _blur_axis(out, sigma, axis)
+        out = _blur_axis(out, sigma, axis, radius)
         size = out.shape[2 + axis]
         x = torch.arange(size, device=out.device, dtype=out.dtype)[None]
         phase = f[:, None] * torch.rand((out.shape[0], 1), generator=generator, device=out.device)

@@ -84,7 +84,9 @@ def acquire(image: torch.Tensor, is_ct: torch.Tensor, noise_scale: torch.Tensor,
     sizes = acquisition.random_voxel_sizes(batch, config.voxel_mm, config.resolution_max_mm,
                                            config.thick_slice_max_mm, config.resolution_probability,
                                            generator, device)
-    image = acquisition.resolution(image, config.voxel_mm, sizes, generator)
+    if config.resolution_probability > 0:
+        largest = max(config.resolution_max_mm, config.thick_slice_max_mm, config.voxel_mm)
+        image = acquisition.resolution(image, config.voxel_mm, sizes, generator, largest)
     mr = ~is_ct.view(batch, 1, 1, 1, 1)
     image = torch.where(mr, acquisition.bias_field(image, config.bias_std, generator), image)
     image = acquisition.noise(image, noise_scale, generator)
