@@ -130,7 +130,7 @@ def evaluate_model(card: ModelCard, data_dir, transforms: int = 4, seed: int = 0
                 names = [c.name for c in card.classes]
                 row.update(truth=class_of_case(case, names), predicted=int(np.argmax(result.probabilities)),
                            probabilities=result.probabilities.tolist())
-                message = f"{case.modality} -> {names[row['predicted']]} (p={result.probabilities.max():.2f})"
+                message = f"{names[row['truth']]} -> {names[row['predicted']]} (p={result.probabilities.max():.2f})"
             rows.append(row)
             if progress is not None:
                 progress(f"{case.name} {variant}: {message}")
