@@ -9,7 +9,7 @@ size^3 from a brain-sized synthetic FreeSurfer label map (head layers, 40 labels
 on: affine, elastic, mirror, per-label contrast incl. CT, bias, gamma, resolution, noise), the real-
 image augmenter, the landmark path (points moved + 32 heatmaps rendered), and, unless --no-step, a
 full nnMambaSeg training step (bf16 autocast on CUDA, Adam) with its data time from the trainer's
-own `_StepClock`. Target (issue 13): data time <= 10 % of a step.
+own `StepClock`. Target (issue 13): data time <= 10 % of a step.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def timed(fn, device, repeats: int, warmup: int) -> float:
 def training_step_share(args, device, maps) -> None:
     from nnmamba.networks import build_network
     from nnmamba.train import losses
-    from nnmamba.train.loop import _StepClock
+    from nnmamba.train.timing import StepClock
 
     torch.manual_seed(0)
     classes = len(BRAIN_STRUCTURES) + 1
@@ -79,7 +79,7 @@ def training_step_share(args, device, maps) -> None:
     g = torch.Generator(device=device).manual_seed(1)
     cases = torch.zeros(args.batch, dtype=torch.long, device=device)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    clock = _StepClock(device)
+    clock = StepClock(device)
     for n in range(args.warmup + args.repeats):
         start = clock.synchronise()
         batch = generator(cases, g)

@@ -28,6 +28,7 @@ from nnmamba.train import checkpoint, distributed
 from nnmamba.train.data import load_cases, read_manifest, resample_case
 from nnmamba.train.problems import make_problem
 from nnmamba.train.recipes import DataRecipe, data_recipe
+from nnmamba.train.timing import StepClock
 
 log = logging.getLogger("nnmamba.train")
 UNLIMITED_STEPS = 1_000_000
@@ -149,47 +150,6 @@ def _recipe(config: TrainConfig) -> DataRecipe:
     return config.data_recipe or data_recipe(card["name"], card["task"], float(card["input"]["spacing_mm"][0]))
 
 
-class _StepClock:
-    """Data time (drawing the batch on the device) and whole-step time, per log window and in all.
-
-    The batch is synchronised before its time is read (CUDA runs asynchronously); the step ends at
-    `float(loss)`, which synchronises anyway, so measuring adds one sync per step.
-    """
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.data_s = self.step_s = 0.0
-        self.window_data_s = self.window_step_s = 0.0
-        self.steps = self.window_steps = 0
-
-    def synchronise(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
-    def add(self, data_s: float, step_s: float) -> None:
-        self.data_s += data_s
-        self.step_s += step_s
-        self.window_data_s += data_s
-        self.window_step_s += step_s
-        self.steps += 1
-        self.window_steps += 1
-
-    def window(self) -> tuple:
-        """(data ms, step ms) per step over the window since the last call."""
-        n = max(self.window_steps, 1)
-        out = (1000 * self.window_data_s / n, 1000 * self.window_step_s / n)
-        self.window_data_s = self.window_step_s = 0.0
-        self.window_steps = 0
-        return out
-
-    def totals(self) -> dict:
-        n = max(self.steps, 1)
-        return {"data_ms_per_step": round(1000 * self.data_s / n, 2),
-                "step_ms_per_step": round(1000 * self.step_s / n, 2),
-                "data_share": round(self.data_s / max(self.step_s, 1e-9), 4)}
-
-
 def train(config: TrainConfig) -> TrainResult:
     from nnmamba.networks import build_network
 
@@ -218,7 +178,7 @@ def train(config: TrainConfig) -> TrainResult:
     cases, label_maps = _load_training_cases(config)
     problem = make_problem(card, cases, context.device, seed=config.seed + 1000 * context.rank + step,
                            sigma_mm=config.sigma_mm, recipe=_recipe(config), label_maps=label_maps)
-    clock = _StepClock(context.device)
+    clock = StepClock(context.device)
     network = model
     if context.enabled:
         network = torch.nn.parallel.DistributedDataParallel(
