@@ -110,7 +110,8 @@ class LabelMapGenerator:
         if label_maps.dim() != 5 or label_maps.shape[1] != 1:
             raise ValueError(f"label_maps must be (cases, 1, k, j, i), got {tuple(label_maps.shape)}")
         self.config, self.out_shape, self.device = config, tuple(out_shape), label_maps.device
-        present = {int(c) for c in torch.unique(label_maps).tolist()}
+        # code 0 always exists and gets index 0: what the spatial map reads beyond the volume
+        present = {int(c) for c in torch.unique(label_maps).tolist()} | {0}
         codes = sorted(present | {mirrored(c) for c in present} | {generation(c) for c in present})
         if len(codes) > 2 ** 15:
             raise ValueError(f"{len(codes)} distinct labels is more than the generator indexes")
