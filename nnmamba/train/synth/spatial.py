@@ -14,8 +14,9 @@ above; `map_points` finds it by damped Newton steps from the affine inverse, whi
 the field is smooth and, by the cap on its std, never folds.
 
 Why not MONAI's Rand3DElastic / RandAffine: they draw one set of parameters per call and work on one
-(C, ...) sample, so a batch would be a Python loop of per-sample resamplings, and they do not give
-the map needed to move points; the few lines here draw every sample's parameters at once and
+(C, ...) sample, so a batch would be a Python loop of per-sample resamplings (Rand3DElastic even draws
+its dense offset field with numpy on the host, monai 1.x `Rand3DElastic.randomize`), and they do not
+give the map needed to move points; the few lines here draw every sample's parameters at once and
 resample the whole batch with one `grid_sample`.
 
 Example:
