@@ -148,7 +148,7 @@ class _Problem:
         real = int(exact) + int(self.rng.random() < exact - int(exact))
         return real, size - real
 
-    def batch_parts(self, size: int) -> list:
+    def batch_parts(self, size: int) -> "list[SynthBatch]":
         """The SynthBatch of each source (real, generated) that contributes to a batch of `size`."""
         real, generated = self._counts(size)
         parts = []
