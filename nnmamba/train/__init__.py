@@ -1,4 +1,5 @@
-"""Training: prepared data, MONAI augmentation, losses, the loop (AMP, DDP, checkpoints).
+"""Training: prepared data, batches generated and augmented on the device (synth/), losses, the loop
+(AMP, DDP, checkpoints).
 
 Imports torch; the CLI imports it only for `nnmamba train`.
 """

@@ -2,7 +2,9 @@
 
 A prepared case is one real volume on an identity-direction (LPS) grid at the model's spacing:
 `image` [k, j, i] in raw intensities, plus, depending on the task, `labels` [k, j, i] or
-`landmarks_lps` (n, 3). `manifest.json` beside the grids says which case is train / held-out.
+`landmarks_lps` (n, 3). A label-map case (role `label_maps`, the generator's input) holds `codes`
+[k, j, i], a FreeSurfer-coded label map, and no image. `manifest.json` beside the grids says which
+case is train / held-out / a label map.
 
 Example:
     >>> cases = load_cases("data/prepared", "segmentation", "train")   # doctest: +SKIP
@@ -21,17 +23,23 @@ import numpy as np
 
 from nnmamba.volume import Geometry, Volume
 
-ROLES = ("train", "heldout")
+ROLES = ("train", "heldout", "label_maps")
 
 
 @dataclass
 class PreparedCase:
     name: str
-    image: np.ndarray                      # [k, j, i] float32, raw intensities
+    image: Optional[np.ndarray]            # [k, j, i] float32, raw intensities (None: a label map)
     geometry: Geometry                     # identity direction
-    modality: str                          # "CT" or "MR"
+    modality: str                          # "CT" or "MR" (label maps: "labels")
     labels: Optional[np.ndarray] = None    # [k, j, i] uint8
     landmarks_lps: Optional[np.ndarray] = None  # (n, 3) mm
+    codes: Optional[np.ndarray] = None     # [k, j, i] int16 FreeSurfer codes (label-map cases)
+    weighting: Optional[str] = None        # "T1w" / "T2w" for MR where the source says so
+
+    @property
+    def shape_kji(self) -> tuple:
+        return tuple((self.image if self.image is not None else self.codes).shape)
 
     def volume(self) -> Volume:
         return Volume(self.image[None].astype(np.float32), self.geometry)
@@ -53,10 +61,13 @@ def load_case(data_dir, grid: str, name: str, manifest: Optional[dict] = None) -
     manifest = manifest or read_manifest(data_dir)
     with np.load(Path(data_dir) / grid / f"{name}.npz") as z:
         geometry = Geometry(z["origin"], z["spacing"], np.eye(3))
-        return PreparedCase(name=name, image=z["image"].astype(np.float32), geometry=geometry,
-                            modality=manifest["cases"][name]["modality"],
+        info = manifest["cases"][name]
+        return PreparedCase(name=name, image=z["image"].astype(np.float32) if "image" in z else None,
+                            geometry=geometry, modality=info["modality"],
                             labels=z["labels"] if "labels" in z else None,
-                            landmarks_lps=z["landmarks_lps"] if "landmarks_lps" in z else None)
+                            landmarks_lps=z["landmarks_lps"] if "landmarks_lps" in z else None,
+                            codes=z["codes"].astype(np.int16) if "codes" in z else None,
+                            weighting=info.get("weighting"))
 
 
 def load_cases(data_dir, task: str, role: str) -> list:
@@ -67,7 +78,18 @@ def load_cases(data_dir, task: str, role: str) -> list:
     if task not in manifest["splits"]:
         raise ValueError(f"task {task!r} is not in {data_dir}/manifest.json (has {sorted(manifest['splits'])})")
     split = manifest["splits"][task]
-    return [load_case(data_dir, split["grid"], name, manifest) for name in split[role]]
+    return [load_case(data_dir, split["grid"], name, manifest) for name in split.get(role, [])]
+
+
+def class_of_case(case: PreparedCase, names) -> int:
+    """The index of a real case's scan type among a card's class names: "CT", or "<weighting> MR"
+    ("T1w MR", "T2w MR") where the card tells weightings apart, else "MR"."""
+    candidates = [case.modality] if case.modality == "CT" else [f"{case.weighting} MR", "MR"]
+    for name in candidates:
+        if name in names:
+            return list(names).index(name)
+    raise ValueError(f"case {case.name} ({case.modality}, weighting {case.weighting}) is none of the classes "
+                     f"{list(names)}; record its weighting in the manifest or leave it out of the split")
 
 
 def gaussian_heatmaps(shape_kji: tuple, points_ijk: np.ndarray, sigma_voxels: float) -> np.ndarray:
@@ -94,7 +116,7 @@ def resample_case(case: PreparedCase, spacing_ijk: tuple) -> PreparedCase:
     import SimpleITK as sitk
 
     spacing = np.asarray(spacing_ijk, dtype=float)
-    extent = (np.array(case.image.shape[::-1]) - 1) * case.geometry.spacing
+    extent = (np.array(case.shape_kji[::-1]) - 1) * case.geometry.spacing
     size = [int(n) for n in np.floor(extent / spacing).astype(int) + 1]
 
     def resample(array, interpolator):
@@ -106,6 +128,22 @@ def resample_case(case: PreparedCase, spacing_ijk: tuple) -> PreparedCase:
         return sitk.GetArrayFromImage(out)
 
     labels = None if case.labels is None else resample(case.labels, sitk.sitkNearestNeighbor).astype(np.uint8)
-    return PreparedCase(case.name, resample(case.image, sitk.sitkLinear).astype(np.float32),
-                        Geometry(case.geometry.origin, spacing, np.eye(3)), case.modality, labels,
-                        case.landmarks_lps)
+    codes = None if case.codes is None else resample(case.codes, sitk.sitkNearestNeighbor).astype(np.int16)
+    image = None if case.image is None else resample(case.image, sitk.sitkLinear).astype(np.float32)
+    return PreparedCase(case.name, image, Geometry(case.geometry.origin, spacing, np.eye(3)), case.modality, labels,
+                        case.landmarks_lps, codes, case.weighting)
+
+
+def centre_padded(arrays: list, fills: list) -> tuple:
+    """Arrays [k, j, i] of different shapes -> one (n, k, j, i) stack on their common (largest) grid,
+    each centred and padded with its fill, and each one's offset (i, j, k) in the stack's voxels (add
+    it to a point's indices). Lets a batch of different cases be one gather on the device."""
+    shape = np.max([a.shape for a in arrays], axis=0)
+    out = np.empty((len(arrays),) + tuple(int(s) for s in shape), dtype=arrays[0].dtype)
+    offsets = np.zeros((len(arrays), 3))
+    for n, (array, fill) in enumerate(zip(arrays, fills)):
+        start = (shape - np.array(array.shape)) // 2
+        out[n] = fill
+        out[n][tuple(slice(s, s + e) for s, e in zip(start, array.shape))] = array
+        offsets[n] = start[::-1]
+    return out, offsets

@@ -27,6 +27,8 @@ import torch
 from nnmamba.train import checkpoint, distributed
 from nnmamba.train.data import load_cases, read_manifest, resample_case
 from nnmamba.train.problems import make_problem
+from nnmamba.train.recipes import DataRecipe, data_recipe
+from nnmamba.train.timing import StepClock
 
 log = logging.getLogger("nnmamba.train")
 UNLIMITED_STEPS = 1_000_000
@@ -57,6 +59,7 @@ class TrainConfig:
     # (dead, Dice 0), so it is off by default.
     output_norm_lr_multiplier: float = 1.0
     init_from: Optional[Path] = None   # start from these weights (checkpoint or model safetensors), fresh optimiser
+    data_recipe: Optional[DataRecipe] = None  # None: the shipped model's (recipes.data_recipe) or the default
     notes: dict = field(default_factory=dict)
 
 
@@ -144,11 +147,18 @@ def _training_plan(model: torch.nn.Module, config: TrainConfig, device: torch.de
     return plan
 
 
-def _load_training_cases(config: TrainConfig) -> list:
+def _load_training_cases(config: TrainConfig) -> tuple:
+    """(real training cases, label-map cases), both at the card's spacing."""
     card = config.card
-    cases = load_cases(config.data_dir, card["task"], "train")
     spacing = tuple(float(s) for s in card["input"]["spacing_mm"])
-    return [resample_case(c, spacing) for c in cases]
+    cases = [resample_case(c, spacing) for c in load_cases(config.data_dir, card["task"], "train")]
+    label_maps = [resample_case(c, spacing) for c in load_cases(config.data_dir, card["task"], "label_maps")]
+    return cases, label_maps
+
+
+def _recipe(config: TrainConfig) -> DataRecipe:
+    card = config.card
+    return config.data_recipe or data_recipe(card["name"], card["task"], float(card["input"]["spacing_mm"][0]))
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -177,18 +187,19 @@ def train(config: TrainConfig) -> TrainResult:
             log.info("resumed from %s at step %d (%.0f s trained)", out_dir, step, elapsed_before)
     _seed_everything(config.seed + 1000 * context.rank + step)  # different samples per rank/resume
 
-    cases = _load_training_cases(config)
+    cases, label_maps = _load_training_cases(config)
     problem = make_problem(card, cases, context.device, seed=config.seed + 1000 * context.rank + step,
-                           sigma_mm=config.sigma_mm)
+                           sigma_mm=config.sigma_mm, recipe=_recipe(config), label_maps=label_maps)
+    clock = StepClock(context.device)
     network = model
     if context.enabled:
         network = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[context.device.index] if context.device.type == "cuda" else None)
     autocast, precision = _autocast(config.precision, context.device)
     if context.is_main:
-        log.info("training %s (%s) on %d case(s), %d process(es), %s, %s, patch %s", card["name"],
-                 card["network"], len(cases), context.world_size, _device_name(context.device), precision,
-                 card["input"]["patch_size"])
+        log.info("training %s (%s) on %d case(s) + %d label map(s), %d process(es), %s, %s, patch %s", card["name"],
+                 card["network"], len(cases), len(label_maps), context.world_size, _device_name(context.device),
+                 precision, card["input"]["patch_size"])
 
     progress = None
     if context.is_main and config.progress_bar:
@@ -210,7 +221,9 @@ def train(config: TrainConfig) -> TrainResult:
                        else elapsed / config.time_budget_s)
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * group["lr_multiplier"] * (1.0 - fraction) ** 0.9
+        step_start = clock.synchronise()
         x, target = problem.batch(config.batch_size)
+        data_end = clock.synchronise()
         with autocast:
             output = network(x)
         loss = problem.loss(output, target)
@@ -220,6 +233,7 @@ def train(config: TrainConfig) -> TrainResult:
         optimizer.step()
         step += 1
         value = float(loss.detach())
+        clock.add(data_end - step_start, time.perf_counter() - step_start)
         if not math.isfinite(value):
             raise FloatingPointError(f"training loss became {value} at step {step}; lower the learning "
                                      f"rate or use --precision fp32")
@@ -231,8 +245,12 @@ def train(config: TrainConfig) -> TrainResult:
             last_loss = distributed.mean_over_ranks(running / running_n, context)
             running, running_n = 0.0, 0
             losses_log.append([step, last_loss, round(elapsed, 1)])
+            data_ms, step_ms = clock.window()
+            if context.is_main:
+                log.info("step %d: loss %.4f; data %.1f ms of %.1f ms per step (%.0f %%)", step, last_loss,
+                         data_ms, step_ms, 100 * data_ms / max(step_ms, 1e-9))
             if progress is not None:
-                progress.set_postfix(step=step, loss=f"{last_loss:.4f}")
+                progress.set_postfix(step=step, loss=f"{last_loss:.4f}", data=f"{data_ms:.0f}/{step_ms:.0f}ms")
         if progress is not None:
             progress.n = int(min(elapsed, config.time_budget_s))
             progress.refresh()
@@ -248,7 +266,9 @@ def train(config: TrainConfig) -> TrainResult:
     elapsed = elapsed_before + time.perf_counter() - start
     start_step = hardware_log[-1][2] if hardware_log else 0
     if step > start_step:
-        hardware_log.append([_device_name(context.device), start_step, step, round(elapsed - elapsed_before, 1)])
+        timing = clock.totals()
+        hardware_log.append([_device_name(context.device), start_step, step, round(elapsed - elapsed_before, 1),
+                             timing["data_ms_per_step"], timing["step_ms_per_step"]])
     if losses_log:  # report windows (mean over log_every steps and all ranks), not single steps
         first_loss = losses_log[0][1]
 
@@ -257,21 +277,30 @@ def train(config: TrainConfig) -> TrainResult:
     (out_dir / f"rank{context.rank}.json").parent.mkdir(parents=True, exist_ok=True)
     (out_dir / f"rank{context.rank}.json").write_text(json.dumps(
         {"rank": context.rank, "world_size": context.world_size, "steps": step, "first_loss": first_loss,
-         "last_loss": last_loss, "losses": losses_log, "parameter_sha256": digest,
+         "last_loss": last_loss, "losses": losses_log, "parameter_sha256": digest, "timing": clock.totals(),
          "execution_plan": plan.as_dict()}))
     if context.is_main:
         checkpoint.save_checkpoint(out_dir, model, optimizer, {"step": step, "elapsed_s": elapsed, "losses": losses_log,
                                                                "hardware_log": hardware_log})
         card_path = _write_model(config, model, context, step, elapsed, precision, losses_log, hardware_log,
-                                 problem.translate_voxels, plan.as_dict())
-        log.info("trained %d steps in %.0f s; loss %.4f -> %.4f; wrote %s", step, elapsed, first_loss,
-                 last_loss, card_path)
+                                 problem.augmentation_description, plan.as_dict())
+        log.info("trained %d steps in %.0f s; loss %.4f -> %.4f; data %s; wrote %s", step, elapsed, first_loss,
+                 last_loss, clock.totals(), card_path)
     distributed.teardown(context)
     return TrainResult(step, elapsed, first_loss, last_loss, card_path, context.rank, context.world_size)
 
 
+def _hardware_entry(name: str, first: int, last: int, seconds: float, data_ms: Optional[float] = None,
+                    step_ms: Optional[float] = None) -> str:
+    """One run of the hardware record (runs before data timing was recorded have four fields)."""
+    text = f"{name}: steps {first}-{last}, {seconds:.0f} s"
+    if data_ms is not None and step_ms:
+        text += f", data {data_ms:.1f} ms of {step_ms:.1f} ms per step ({100 * data_ms / step_ms:.0f} %)"
+    return text
+
+
 def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float, precision: str,
-                 losses_log: list, hardware_log: list, translate_voxels: float, execution_plan: dict) -> Path:
+                 losses_log: list, hardware_log: list, augmentation: str, execution_plan: dict) -> Path:
     from nnmamba.models import save_model
 
     card = json.loads(json.dumps(config.card))
@@ -280,10 +309,12 @@ def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float
     card["trained"] = True
     card["training"] = {
         "data": {"train": [dict(case=c, **manifest["cases"][c]) for c in split["train"]],
+                 "label_maps": [dict(case=c, **manifest["cases"][c]) for c in split.get("label_maps", [])],
                  "heldout": list(split["heldout"]),
                  "ground_truth": manifest["ground_truth"][card["task"]],
                  "sources": {k: v for k, v in manifest["sources"].items()
-                             if any(manifest["cases"][c]["source"] == k for c in split["train"])},
+                             if any(manifest["cases"][c]["source"] == k
+                                    for c in split["train"] + split.get("label_maps", []))},
                  "prepared_by": "scripts/prepare_data.py"},
         "recipe": {"steps": steps, "batch_size_per_process": config.batch_size, "processes": context.world_size,
                    "optimizer": "Adam", "learning_rate": config.learning_rate,
@@ -294,15 +325,12 @@ def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float
                             f"foreground-weighted MSE on Gaussian heatmaps (sigma {config.sigma_mm} mm, peak 1) + 0.05 x "
                             f"spatial-softmax cross-entropy (temperature 0.05)",
                             "classification": "cross-entropy, class-balanced sampling"}[card["task"]],
-                   "augmentation": "MONAI: random affine (rotation +-15 deg, scale +-15%, translation "
-                                   f"+-{translate_voxels:.0f} voxels)"
-                                   + (", random flips and 90-degree turns" if card["task"] == "classification" else "")
-                                   + "; gamma, intensity scale/shift, Gaussian noise and blur",
+                   "augmentation": augmentation,
                    "time_budget_s": config.time_budget_s},
         "final_loss": losses_log[-1][1] if losses_log else None,
         "loss_curve": losses_log[:: max(1, len(losses_log) // 40)],
         "training_time_s": round(elapsed, 1),
-        "hardware": "; ".join(f"{name}: steps {a}-{b}, {sec:.0f} s" for name, a, b, sec in hardware_log)
+        "hardware": "; ".join(_hardware_entry(*entry) for entry in hardware_log)
                     + (f" (x{context.world_size} processes)" if context.world_size > 1 else ""),
         "execution_plan": execution_plan,
         "date": time.strftime("%Y-%m-%d", time.gmtime()),

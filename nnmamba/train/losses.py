@@ -4,20 +4,35 @@ cross-entropy (classification). Stateless tensor functions.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
 
-def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
+def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5,
+                 ignore_index: Optional[int] = None) -> torch.Tensor:
     """logits: (B, C, k, j, i); target: (B, k, j, i) integer labels in 0..C-1 -> scalar.
 
     Cross-entropy plus (1 - soft Dice) averaged over the foreground classes, with the Dice sums
-    taken over the whole batch ("batch Dice", as nnU-Net does for small batches).
+    taken over the whole batch ("batch Dice", as nnU-Net does for small batches). Voxels labelled
+    `ignore_index` (what a label map leaves unknown) count in neither term.
     """
     logits = logits.float()
-    ce = F.cross_entropy(logits, target.long())
+    target = target.long()
+    valid = None
+    if ignore_index is not None:
+        valid = target != ignore_index
+        target = torch.where(valid, target, 0)
+        per_voxel = F.cross_entropy(logits, target, reduction="none")   # no host sync for "any valid?"
+        ce = (per_voxel * valid).sum() / valid.sum().clamp_min(1)
+    else:
+        ce = F.cross_entropy(logits, target)
     probabilities = logits.softmax(dim=1)
-    one_hot = F.one_hot(target.long(), logits.shape[1]).permute(0, 4, 1, 2, 3).to(probabilities.dtype)
+    one_hot = F.one_hot(target, logits.shape[1]).permute(0, 4, 1, 2, 3).to(probabilities.dtype)
+    if valid is not None:
+        mask = valid[:, None].to(probabilities.dtype)
+        probabilities, one_hot = probabilities * mask, one_hot * mask
     dims = (0, 2, 3, 4)
     intersection = (probabilities * one_hot).sum(dims)
     denominator = probabilities.sum(dims) + one_hot.sum(dims)

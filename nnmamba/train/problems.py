@@ -1,24 +1,32 @@
-"""One training problem per task: draws an augmented batch on the device and scores the output.
+"""One training problem per task: draws a whole batch on the device and scores the output.
 
-Every case lives on the training device once; each sample is: spatial augmentation of the raw
-image (and its labels / heatmaps) to the card's patch, then the card's intensity normalisation
-(`normalize_tensor`, the same arithmetic as inference's), then intensity augmentation.
+Every case is stacked once onto the training device (padded to a common grid); a batch is then a
+few batched tensor ops, with no per-sample Python loop and no host round trip: pick cases (a
+torch.Generator on the device), generate images from label maps and/or augment real images
+(`nnmamba.train.synth`, moving labels and landmark points with the image), normalise with the card's
+rule (`normalize_batch`, the inference pipeline's arithmetic), render heatmaps at the moved points.
+Where the batch comes from is the task's `DataRecipe` (recipes.py).
 
 Example:
-    >>> problem = make_problem(card, cases, device, seed=0)        # doctest: +SKIP
+    >>> problem = make_problem(card, cases, device, seed=0, recipe=recipe, label_maps=maps)  # doctest: +SKIP
     >>> x, target = problem.batch(2)                                 # x: (2, 1, k, j, i)
     >>> loss = problem.loss(network(x), target)
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import replace
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
-from nnmamba.train import augment, losses
-from nnmamba.train.data import PreparedCase, gaussian_heatmaps
+from nnmamba.train import losses
+from nnmamba.train.data import PreparedCase, centre_padded, class_of_case
+from nnmamba.train.recipes import DataRecipe, default_recipe
+from nnmamba.train.synth import IGNORE_INDEX, ImageAugmenter, LabelMapGenerator, SynthBatch
+from nnmamba.train.synth.head import add_head_layers
+from nnmamba.train.synth.intensity import CONTRASTS
 
 
 def normalize_tensor(image: torch.Tensor, normalization: dict) -> torch.Tensor:
@@ -28,137 +36,299 @@ def normalize_tensor(image: torch.Tensor, normalization: dict) -> torch.Tensor:
     the voxels are, "all"), applied to every voxel;
     ct: clip to [lo, hi], then (x - mean) / std with the card's dataset statistics.
     """
-    x = image.float()
+    return normalize_batch(image.float()[None], normalization)[0]
+
+
+def normalize_batch(images: torch.Tensor, normalization: dict) -> torch.Tensor:
+    """The card's normalisation of each sample of images (B, ...) on its own, vectorised."""
+    x = images.float()
     method = normalization["method"]
     if method == "ct":
         lo, hi = normalization["clip"]
         return (x.clamp(float(lo), float(hi)) - float(normalization["mean"])) / float(normalization["std"])
     if method != "zscore":
         raise ValueError(f"normalization method must be 'zscore' or 'ct', got {method!r}")
-    selected = x.reshape(-1)
+    flat = x.reshape(x.shape[0], -1).double()
+    selected = torch.ones_like(flat, dtype=torch.bool)
     if normalization.get("mask", "nonzero") == "nonzero":
-        nonzero = x[x != 0]
-        if nonzero.numel() >= 0.01 * x.numel():  # as inference: too few non-zero voxels -> all
-            selected = nonzero
-    selected = selected.double()
-    mean, std = selected.mean(), selected.std(unbiased=False)
-    return ((x - mean) / torch.clamp(std, min=1e-8)).float()
+        nonzero = flat != 0
+        enough = nonzero.sum(1, keepdim=True) >= 0.01 * flat.shape[1]  # as inference: too few -> all
+        selected = torch.where(enough, nonzero, selected)
+    count = selected.sum(1, keepdim=True)
+    mean = torch.where(selected, flat, 0).sum(1, keepdim=True) / count
+    var = torch.where(selected, (flat - mean) ** 2, 0).sum(1, keepdim=True) / count
+    std = var.sqrt().clamp_min(1e-8)
+    shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+    return ((x - mean.float().view(shape)) / std.float().view(shape)).float()
+
+
+def heatmaps_at(points_ijk: torch.Tensor, shape_kji: Sequence[int], sigma_voxels: float) -> torch.Tensor:
+    """points (B, N, 3) (i, j, k) -> (B, N, k, j, i) Gaussians of peak 1 (a product of 1-D ones)."""
+    axes = [torch.arange(s, device=points_ijk.device, dtype=torch.float32) for s in shape_kji]
+    gk, gj, gi = (torch.exp(-0.5 * ((axis - points_ijk[..., c, None]) / sigma_voxels) ** 2)
+                  for axis, c in zip(axes, (2, 1, 0)))
+    return gk[..., :, None, None] * gj[..., None, :, None] * gi[..., None, None, :]
+
+
+def class_swap_from_names(names: Sequence[str]) -> list:
+    """Class n -> the class of the same name with Left/Right exchanged (itself when there is none);
+    index 0 is the background. IGNORE_INDEX maps to itself."""
+    index = {name: n + 1 for n, name in enumerate(names)}
+    swap = list(range(max(len(names) + 1, IGNORE_INDEX + 1)))
+    for name, n in index.items():
+        other = name.replace("Left", "\0").replace("Right", "Left").replace("\0", "Right")
+        swap[n] = index.get(other, n)
+    return swap
+
+
+MIN_TRANSLATE_VOXELS = 8.0
 
 
 def _patch_kji(card: dict) -> tuple:
     return tuple(int(p) for p in card["input"]["patch_size"][::-1])  # card: (i, j, k)
 
 
+def _background(image: np.ndarray) -> float:
+    return float(image.min())
+
+
 class _Problem:
     task = ""
 
-    def __init__(self, card: dict, cases: Sequence[PreparedCase], device: torch.device, seed: int):
-        if not cases:
-            raise ValueError(f"no training cases for {self.task}")
-        self.card, self.cases, self.device = card, list(cases), device
+    def __init__(self, card: dict, cases: Sequence[PreparedCase], device: torch.device, seed: int,
+                 recipe: Optional[DataRecipe] = None, label_maps: Sequence[PreparedCase] = ()):
+        voxel = float(card["input"]["spacing_mm"][0])
+        self.recipe = recipe or default_recipe(self.task, voxel)
+        self.card, self.cases, self.label_maps, self.device = card, list(cases), list(label_maps), device
         self.normalization = card["input"]["normalization"]
         self.patch = _patch_kji(card)
-        self.rng = np.random.default_rng(seed)
-        # Crops smaller than the volumes must reach their borders (else the periphery is never seen).
-        largest = np.max([c.image.shape for c in self.cases], axis=0)
-        reach = float(max(8.0, np.max((largest - np.array(self.patch)) / 2.0)))
-        self.translate_voxels = reach
-        self.spatial = augment.spatial_transform(self.task, self.patch, device=device, translate_voxels=reach)
-        self.intensity = augment.intensity_transform()
-        augment.seed_transforms(self.spatial, self.intensity, seed=seed)
-        self.images = [torch.as_tensor(c.image, device=device)[None] for c in self.cases]
+        self.generator = torch.Generator(device=device).manual_seed(int(seed))
+        self.rng = np.random.default_rng(seed)         # host-side choices only (how many real samples)
+        self.real_fraction = self.recipe.real_fraction
+        wants_generated = self.real_fraction < 1.0
+        if wants_generated and not self._can_generate():
+            raise ValueError(f"the {self.task} recipe generates {1 - self.real_fraction:.0%} of each batch from "
+                             f"label maps but the prepared data lists none (split 'label_maps'): re-run "
+                             f"scripts/prepare_data.py")
+        if self.real_fraction > 0 and not self.cases:
+            raise ValueError(f"no training cases for {self.task}")
+        shapes = [c.shape_kji for c in self.cases + self.label_maps]
+        largest = np.max(shapes, axis=0)
+        reach = float(max(0.0, np.max((largest - np.array(self.patch)) / 2.0)))
+        self.translate_voxels = max(MIN_TRANSLATE_VOXELS, reach + self.recipe.translate_beyond_reach_voxels)
+        # the card's voxel, not the recipe's: resolution is simulated relative to the working grid
+        self.synth = replace(self.recipe.synth, voxel_mm=voxel, spatial=replace(
+            self.recipe.synth.spatial, translate_voxels=self.translate_voxels))
+        self.augmentation_description = (self.recipe.description or "") + \
+            f"; translation up to {self.translate_voxels:.0f} voxels; all on the training device, whole batches"
 
-    def _augment(self, sample: dict) -> dict:
-        sample = self.spatial(sample)
-        sample = {k: (v.as_tensor() if hasattr(v, "as_tensor") else v) for k, v in sample.items()}
-        sample["image"] = normalize_tensor(sample["image"], self.normalization)
-        out = self.intensity({"image": sample["image"]})["image"]
-        sample["image"] = out.as_tensor() if hasattr(out, "as_tensor") else out
-        return sample
+    def _can_generate(self) -> bool:
+        return bool(self.label_maps)
 
-    def pick(self) -> int:
-        return int(self.rng.integers(len(self.cases)))
+    def _stack_images(self) -> tuple:
+        images, offsets = centre_padded([c.image for c in self.cases], [_background(c.image) for c in self.cases])
+        background = torch.tensor([_background(c.image) for c in self.cases], device=self.device)
+        is_ct = torch.tensor([c.modality == "CT" for c in self.cases], device=self.device)
+        return torch.as_tensor(images, device=self.device)[:, None], background, is_ct, offsets
+
+    def _stack_label_maps(self) -> torch.Tensor:
+        codes, _ = centre_padded([c.codes for c in self.label_maps], [0] * len(self.label_maps))
+        maps = torch.as_tensor(codes.astype(np.int64), device=self.device)[:, None]
+        if self.recipe.head_layers:
+            maps = add_head_layers(maps, float(self.card["input"]["spacing_mm"][0]))
+        return maps
+
+    def _pick(self, count: int, population: int) -> torch.Tensor:
+        return torch.randint(0, population, (count,), generator=self.generator, device=self.device)
+
+    def _counts(self, size: int) -> tuple:
+        """(real, generated) samples: the fraction's whole part, plus one more real sample with the
+        probability of its remainder (so a batch of 1 still mixes both sources over the steps)."""
+        exact = size * self.real_fraction
+        real = int(exact) + int(self.rng.random() < exact - int(exact))
+        return real, size - real
+
+    def batch_parts(self, size: int) -> "list[SynthBatch]":
+        """The SynthBatch of each source (real, generated) that contributes to a batch of `size`."""
+        real, generated = self._counts(size)
+        parts = []
+        if real:
+            parts.append(self._real(real))
+        if generated:
+            parts.append(self._generated(generated))
+        return parts
+
+    def _images(self, parts: list) -> torch.Tensor:
+        return normalize_batch(torch.cat([p.image for p in parts]), self.normalization)
 
 
 class SegmentationProblem(_Problem):
     task = "segmentation"
 
-    def __init__(self, card, cases, device, seed):
-        super().__init__(card, cases, device, seed)
-        self.labels = [torch.as_tensor(c.labels.astype(np.float32), device=device)[None] for c in self.cases]
+    def __init__(self, card, cases, device, seed, recipe=None, label_maps=()):
+        super().__init__(card, cases, device, seed, recipe, label_maps)
+        names = [item["name"] for item in sorted(card["labels"], key=lambda item: item["value"])]
+        if self.real_fraction > 0:
+            images, background, is_ct, _ = self._stack_images()
+            labels, _ = centre_padded([c.labels for c in self.cases], [0] * len(self.cases))
+            self.real = ImageAugmenter(images, background, is_ct, self.patch, self.synth,
+                                       labels=torch.as_tensor(labels, device=device)[:, None],
+                                       class_swap=class_swap_from_names(names))
+        if self.real_fraction < 1:
+            codes = list(self.recipe.target_codes)
+            if len(codes) != len(names):
+                raise ValueError(f"the recipe's {len(codes)} target codes do not match the card's {len(names)} "
+                                 f"labels; prepare the data and the card with the same structure list")
+            self.synthetic = LabelMapGenerator(self._stack_label_maps(), codes, self.patch, self.synth,
+                                               ignore_codes=self.recipe.ignore_codes)
+
+    def _real(self, count):
+        return self.real(self._pick(count, len(self.cases)), self.generator)
+
+    def _generated(self, count):
+        return self.synthetic(self._pick(count, len(self.label_maps)), self.generator)
 
     def batch(self, size: int):
-        images, labels = [], []
-        for _ in range(size):
-            n = self.pick()
-            s = self._augment({"image": self.images[n], "label": self.labels[n]})
-            images.append(s["image"])
-            labels.append(s["label"][0].round().long())
-        return torch.stack(images), torch.stack(labels)
+        parts = self.batch_parts(size)
+        return self._images(parts), torch.cat([p.labels for p in parts])
 
     def loss(self, output, target):
-        return losses.dice_ce_loss(output, target)
+        return losses.dice_ce_loss(output, target, ignore_index=IGNORE_INDEX)
+
+
+def _pseudo_labels(image: np.ndarray, classes: int) -> np.ndarray:
+    """A template's own intensity classes as a label map: 0 at its background, 1..classes by quantile
+    of the rest. Generating from it keeps the template's anatomy (and its landmarks) exactly while
+    the contrast becomes anything."""
+    background = _background(image)
+    foreground = image[image > background + 1e-3 * (image.max() - background)]
+    edges = np.quantile(foreground, np.linspace(0, 1, classes + 1)[1:-1])
+    labels = np.digitize(image, edges) + 1
+    labels[image <= background + 1e-3 * (image.max() - background)] = 0
+    return labels.astype(np.int16)
+
+
+def _checked_pairs(names: Sequence[str], pairs: Sequence) -> list:
+    """The recipe's (right, left) point pairs, after checking that the card's names agree (R<x> / L<x>,
+    as the AFIDs acronyms are): a mirror must never swap two unrelated points."""
+    for right, left in pairs:
+        if max(right, left) >= len(names) or not (names[right][:1] == "R" and names[left][:1] == "L"
+                                                  and names[right][1:] == names[left][1:]):
+            raise ValueError(f"the recipe's left/right point pairs do not fit this card's landmarks (pair "
+                             f"{(right, left)} of {len(names)} names); give the recipe pairs for these names "
+                             f"or set its flip_probability to 0")
+    return list(pairs)
 
 
 class LandmarkProblem(_Problem):
     task = "landmarks"
 
-    def __init__(self, card, cases, device, seed, sigma_mm: float = 4.0):
-        super().__init__(card, cases, device, seed)
-        self.heatmaps = []
-        for c in self.cases:
-            sigma = sigma_mm / float(c.geometry.spacing[0])
-            maps = gaussian_heatmaps(c.image.shape, c.landmarks_ijk(), sigma)
-            self.heatmaps.append(torch.as_tensor(maps, device=device, dtype=torch.float16))
+    def __init__(self, card, cases, device, seed, sigma_mm: float = 4.0, recipe=None, label_maps=()):
+        super().__init__(card, cases, device, seed, recipe, label_maps)
+        self.sigma = sigma_mm / float(card["input"]["spacing_mm"][0])
+        count = len(card["landmarks"])
+        images, background, is_ct, offsets = self._stack_images()
+        points = np.stack([c.landmarks_ijk() for c in self.cases]) + offsets[:, None, :]
+        self.points = torch.as_tensor(points, dtype=torch.float32, device=device)
+        pairs = _checked_pairs([item["name"] for item in card["landmarks"]], self.recipe.point_pairs)
+        self.real = ImageAugmenter(images, background, is_ct, self.patch, self.synth,
+                                   point_pairs=pairs, point_count=count)
+        if self.real_fraction < 1:
+            pseudo, _ = centre_padded([_pseudo_labels(c.image, self.recipe.pseudo_label_classes) for c in self.cases],
+                                      [0] * len(self.cases))
+            self.synthetic = LabelMapGenerator(
+                torch.as_tensor(pseudo.astype(np.int64), device=device)[:, None], [], self.patch, self.synth,
+                point_pairs=pairs, point_count=count, tissue_of=lambda c: "background" if c == 0 else "grey",
+                mirrored=lambda c: c, generation=lambda c: c)
+
+    def _can_generate(self) -> bool:
+        return self.recipe.pseudo_label_classes > 1 and bool(self.cases)
+
+    def _real(self, count):
+        cases = self._pick(count, len(self.cases))
+        return self.real(cases, self.generator, points=self.points[cases])
+
+    def _generated(self, count):
+        cases = self._pick(count, len(self.cases))
+        return self.synthetic(cases, self.generator, points=self.points[cases])
 
     def batch(self, size: int):
-        images, maps = [], []
-        for _ in range(size):
-            n = self.pick()
-            s = self._augment({"image": self.images[n], "heatmap": self.heatmaps[n].float()})
-            images.append(s["image"])
-            maps.append(s["heatmap"])
-        return torch.stack(images), torch.stack(maps)
+        parts = self.batch_parts(size)
+        points = torch.cat([p.points for p in parts])
+        return self._images(parts), heatmaps_at(points, self.patch, self.sigma)
 
     def loss(self, output, target):
         return losses.heatmap_loss(output, target)
 
 
+# which card class a generated contrast is, by the card's class names (3-class or CT / MR cards)
+CONTRAST_CLASS_NAMES = {"t1w": ("T1w MR", "MR"), "t2w": ("T2w MR", "MR"), "ct": ("CT",)}
+
+
 class ClassificationProblem(_Problem):
     task = "classification"
 
-    def __init__(self, card, cases, device, seed):
-        super().__init__(card, cases, device, seed)
+    def __init__(self, card, cases, device, seed, recipe=None, label_maps=()):
+        super().__init__(card, cases, device, seed, recipe, label_maps)
         names = [c["name"] for c in card["classes"]]
-        self.targets = [names.index(c.modality) for c in self.cases]
-        self.by_class = [[n for n, t in enumerate(self.targets) if t == k] for k in range(len(names))]
-        if any(not members for members in self.by_class):
-            missing = [names[k] for k, m in enumerate(self.by_class) if not m]
-            raise ValueError(f"classification training needs every class; none of the cases is {missing}")
+        reachable = set()
+        if self.real_fraction > 0:
+            images, background, is_ct, _ = self._stack_images()
+            self.real = ImageAugmenter(images, background, is_ct, self.patch, self.synth)
+            targets = [class_of_case(c, names) for c in self.cases]
+            self.targets = torch.tensor(targets, device=device)
+            # Balanced: a class, then one of its cases (CT volumes are few).
+            by_class = [[n for n, t in enumerate(targets) if t == k] for k in range(len(names))]
+            present = [members for members in by_class if members]
+            width = max(len(m) for m in present)
+            self.members = torch.tensor([m + [m[0]] * (width - len(m)) for m in present], device=device)
+            self.member_counts = torch.tensor([len(m) for m in present], device=device)
+            reachable |= set(targets)
+        if self.real_fraction < 1:
+            self.contrast_class = torch.full((len(CONTRASTS),), -1, dtype=torch.long, device=device)
+            for n, contrast in enumerate(CONTRASTS):
+                weight = self.synth.contrast_probabilities[n]
+                match = [names.index(c) for c in CONTRAST_CLASS_NAMES.get(contrast, ()) if c in names]
+                if weight > 0 and not match:
+                    raise ValueError(f"the recipe generates contrast {contrast!r}, which is none of the classes {names}")
+                if match:
+                    self.contrast_class[n] = match[0]
+                if match and weight > 0:
+                    reachable.add(match[0])
+            self.synthetic = LabelMapGenerator(self._stack_label_maps(), [], self.patch, self.synth)
+        missing = [names[k] for k in range(len(names)) if k not in reachable]
+        if missing:
+            raise ValueError(f"classification training needs every class; nothing in the data is {missing}")
 
-    def pick(self) -> int:
-        # Balanced: first a class, then one of its cases (CT volumes are few).
-        members = self.by_class[int(self.rng.integers(len(self.by_class)))]
-        return members[int(self.rng.integers(len(members)))]
+    def _real(self, count):
+        row = self._pick(count, len(self.member_counts))
+        within = (torch.rand(count, generator=self.generator, device=self.device)
+                  * self.member_counts[row]).long().clamp(max=self.members.shape[1] - 1)
+        cases = self.members[row, within]
+        part = self.real(cases, self.generator)
+        part.contrast = self.targets[cases]          # from here on `contrast` holds the class
+        return part
+
+    def _generated(self, count):
+        part = self.synthetic(self._pick(count, len(self.label_maps)), self.generator)
+        part.contrast = self.contrast_class[part.contrast]
+        return part
 
     def batch(self, size: int):
-        images, targets = [], []
-        for _ in range(size):
-            n = self.pick()
-            images.append(self._augment({"image": self.images[n]})["image"])
-            targets.append(self.targets[n])
-        return torch.stack(images), torch.as_tensor(targets, device=self.device)
+        parts = self.batch_parts(size)
+        return self._images(parts), torch.cat([p.contrast for p in parts])
 
     def loss(self, output, target):
         return losses.classification_loss(output, target)
 
 
-def make_problem(card: dict, cases, device, seed: int, sigma_mm: float = 4.0) -> _Problem:
+def make_problem(card: dict, cases, device, seed: int, sigma_mm: float = 4.0, recipe: Optional[DataRecipe] = None,
+                 label_maps: Sequence[PreparedCase] = ()) -> _Problem:
     task = card["task"]
     if task == "segmentation":
-        return SegmentationProblem(card, cases, device, seed)
+        return SegmentationProblem(card, cases, device, seed, recipe, label_maps)
     if task == "landmarks":
-        return LandmarkProblem(card, cases, device, seed, sigma_mm=sigma_mm)
+        return LandmarkProblem(card, cases, device, seed, sigma_mm=sigma_mm, recipe=recipe, label_maps=label_maps)
     if task == "classification":
-        return ClassificationProblem(card, cases, device, seed)
+        return ClassificationProblem(card, cases, device, seed, recipe, label_maps)
     raise ValueError(f"unknown task {task!r}")

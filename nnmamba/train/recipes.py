@@ -13,10 +13,16 @@ vocabulary is the one the data was prepared with; training replaces only `traine
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from nnmamba.model_card import CARD_SCHEMA_VERSION, card_path
+from nnmamba.train.synth import SpatialConfig, SynthConfig
+from nnmamba.train.synth.labels import AFIDS_LEFT_RIGHT_PAIRS, BRAIN_STRUCTURES, UNLABELLED_BRAIN
+
+log = logging.getLogger("nnmamba.train")
 
 SHIPPED = {
     "brain-structures-seg": {
@@ -24,11 +30,12 @@ SHIPPED = {
         "hyperparameters": {"in_ch": 1, "channels": 8, "blocks": 2},
         "spacing_mm": [2.0, 2.0, 2.0], "patch_size": [112, 128, 112],
         "normalization": {"method": "zscore", "mask": "nonzero"},
-        "channel": {"name": "T1w or T2w MR", "modality": "MR"},
+        "channel": {"name": "head MR (any contrast) or CT", "modality": "any"},
         # left-right is lateralised (Left/Right labels): mirror only front-back and up-down
         "inference": {"mirror_axes": [1, 2]},
-        "description": "Eleven subcortical brain structures (lateral ventricles, thalami, caudates, putamina, "
-                       "hippocampi, brainstem) on head MR, 2 mm, small coarse nnMambaSeg.",
+        "description": "Fifteen subcortical brain structures (lateral ventricles, thalami, caudates, putamina, "
+                       "pallidi, hippocampi, amygdalae, brainstem) on head MR of any contrast or CT, 2 mm, "
+                       "small coarse nnMambaSeg trained on generated images.",
     },
     "afids-landmarks": {
         "task": "landmarks", "network": "nnMambaLandmark",
@@ -46,11 +53,89 @@ SHIPPED = {
         "normalization": {"method": "zscore", "mask": "all"},
         "channel": {"name": "any CT or MR volume", "modality": "any"},
         "inference": {"mirror_axes": [0, 1, 2]},
-        "description": "Scan type for series routing: CT or MR, from a 4 mm view of the whole volume, nnMambaEncoder.",
+        "description": "Scan type for series routing: CT, T1-weighted or T2-weighted MR, from a 4 mm view of the "
+                       "whole volume, nnMambaEncoder.",
     },
 }
 
-CLASS_DESCRIPTIONS = {"CT": "X-ray computed tomography", "MR": "magnetic resonance imaging (any weighting)"}
+
+
+@dataclass
+class DataRecipe:
+    """Where a task's training batches come from and how they are changed (all on the device).
+
+    real_fraction of each batch is augmented real images (the split's `train` cases), the rest is
+    generated from the split's `label_maps` cases (FreeSurfer-coded maps; for landmarks, the real
+    templates' own intensities quantised into `pseudo_label_classes` classes stand in for a label map,
+    so generated contrasts keep the exact landmark positions).
+    """
+    real_fraction: float = 1.0
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    head_layers: bool = False                         # draw CSF/skull/fat/scalp around brain-only maps
+    target_codes: Sequence[int] = ()                  # segmentation classes 1..n from these FreeSurfer codes
+    ignore_codes: Sequence[int] = (UNLABELLED_BRAIN,)
+    pseudo_label_classes: int = 0
+    point_pairs: Sequence = ()                        # (right, left) landmark index pairs
+    # the patch centre moves up to (volume - patch) / 2 (so crops reach the borders) plus this much
+    # (and at least MIN_TRANSLATE_VOXELS)
+    translate_beyond_reach_voxels: float = 8.0
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.real_fraction <= 1.0:
+            raise ValueError(f"real_fraction must be in [0, 1], got {self.real_fraction}")
+
+
+def default_recipe(task: str, voxel_mm: float) -> DataRecipe:
+    """Real images only, with moderate changes (any card without a recipe of its own)."""
+    # as mild as the per-sample MONAI augmentation it replaces (affine only, light intensity changes)
+    rotate = 180.0 if task == "classification" else 15.0
+    spatial = SpatialConfig(rotate_degrees=rotate, scale=0.15, elastic_std_voxels=0.0,
+                            flip_probability=0.5 if task == "classification" else 0.0)
+    synth = SynthConfig(spatial=spatial, voxel_mm=voxel_mm, resolution_probability=0.2, bias_std=0.2, gamma_std=0.2)
+    return DataRecipe(real_fraction=1.0, synth=synth, translate_beyond_reach_voxels=0.0,
+                      description=f"real images; rotation +-{rotate:.0f} deg, scale +-15 %, light bias, gamma, "
+                                  f"resolution, noise")
+
+
+def _data_recipes() -> dict:
+    seg_spatial = SpatialConfig(rotate_degrees=20, scale=0.2, elastic_std_voxels=2.0, flip_probability=0.5)
+    landmark_spatial = SpatialConfig(rotate_degrees=35, scale=0.15, isotropic_scale=True, elastic_std_voxels=1.0,
+                                     flip_probability=0.5)
+    scan_spatial = SpatialConfig(rotate_degrees=180, scale=0.2, elastic_std_voxels=1.0, flip_probability=0.5)
+    return {
+        "brain-structures-seg": DataRecipe(
+            real_fraction=0.0, head_layers=True, target_codes=[code for code, _ in BRAIN_STRUCTURES],
+            synth=SynthConfig(spatial=seg_spatial, voxel_mm=2.0, contrast_probabilities=(0.6, 0.15, 0.1, 0.15)),
+            description="generated from FreeSurfer label maps (SynthSeg recipe): any MR contrast 60 %, T1w 15 %, "
+                        "T2w 10 %, CT 15 %; rotation +-20 deg, scale +-20 %, elastic, mirror with label swap, "
+                        "bias, gamma, resolution up to 4 mm / 8 mm slices, noise; head layers drawn around the brain"),
+        "afids-landmarks": DataRecipe(
+            real_fraction=0.5, pseudo_label_classes=12, point_pairs=AFIDS_LEFT_RIGHT_PAIRS,
+            translate_beyond_reach_voxels=24.0,
+            # the templates' intensity classes carry no tissue names: "any" contrast only
+            synth=SynthConfig(spatial=landmark_spatial, voxel_mm=2.0, contrast_probabilities=(1.0, 0.0, 0.0, 0.0)),
+            description="half real templates (T1w, T2w), half generated contrasts of the templates' own "
+                        "intensity classes; similarity transforms (rotation +-35 deg, scale +-15 %, the head "
+                        "anywhere in the field of view), elastic, mirror with point swap, bias, gamma, "
+                        "resolution, noise; points moved by the same map"),
+        "scan-type-cls": DataRecipe(
+            real_fraction=0.5, head_layers=True,
+            synth=SynthConfig(spatial=scan_spatial, voxel_mm=4.0, contrast_probabilities=(0.0, 1.0, 1.0, 1.0),
+                              resolution_max_mm=6.0, thick_slice_max_mm=10.0),
+            description="half real CT / MR volumes, half generated T1w / T2w / CT heads from label maps; any "
+                        "orientation, scale +-20 %, elastic, mirror, bias (MR), gamma (MR), resolution, noise"),
+    }
+
+
+def data_recipe(name: str, task: str, voxel_mm: float) -> DataRecipe:
+    """The shipped model's data recipe, or the default one for any other card."""
+    return _data_recipes().get(name) or default_recipe(task, voxel_mm)
+
+
+CLASS_DESCRIPTIONS = {"CT": "X-ray computed tomography", "MR": "magnetic resonance imaging (any weighting)",
+                      "T1w MR": "T1-weighted magnetic resonance imaging",
+                      "T2w MR": "T2-weighted magnetic resonance imaging"}
 
 
 def shipped_card(name: str, manifest: dict, existing: Optional[dict] = None) -> dict:
@@ -77,7 +162,12 @@ def shipped_card(name: str, manifest: dict, existing: Optional[dict] = None) -> 
     else:
         card["classes"] = [{"name": c, "description": CLASS_DESCRIPTIONS.get(c, "")} for c in manifest["classes"]]
         hyper["number_classes"] = len(manifest["classes"])
-    if existing:
+    if existing and _vocabulary(existing) != _vocabulary(card):
+        # The prepared data names other outputs (e.g. 15 structures where the shipped weights have 11):
+        # a model trained on it replaces the shipped one, so the recipe's card is the template.
+        log.warning("models/%s/model.json names other outputs than the prepared data (%s... vs %s...); "
+                    "training a new card from the recipe", name, _vocabulary(existing)[:3], _vocabulary(card)[:3])
+    elif existing:
         _keep_existing(card, existing)
     return card
 

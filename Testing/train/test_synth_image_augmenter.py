@@ -1,0 +1,52 @@
+"""Real-image augmentation: the image, its labels and its points move together, mirrors swap
+left/right classes and points, and CT keeps its Hounsfield background."""
+
+from __future__ import annotations
+
+import torch
+
+from nnmamba.train.synth import ImageAugmenter, SpatialConfig, SynthConfig
+
+from synth_helpers import BLOBS, blob_map, blob_points, centroid
+
+QUIET = dict(resolution_probability=0.0, bias_std=0.0, gamma_std=0.0, noise_std_mr=0.0, noise_std_ct=0.0)
+
+
+def _augmenter(spatial: SpatialConfig, **changes) -> ImageAugmenter:
+    codes = blob_map()
+    classes = torch.zeros_like(codes)
+    for n, (code, _) in enumerate(BLOBS):
+        classes[codes == code] = n + 1
+    image = (codes > 0).float() * 100.0
+    swap = [0, 2, 1, 3, 4, 5]        # blob 1 and 2 (left/right hippocampus) swap under a mirror
+    return ImageAugmenter(image, torch.zeros(2), torch.tensor([False, True]), (40, 40, 40),
+                          SynthConfig(spatial=spatial, **{**QUIET, **changes}), labels=classes, class_swap=swap,
+                          point_pairs=[(0, 1)], point_count=len(BLOBS))
+
+
+def test_image_labels_and_points_move_together_under_every_transform():
+    spatial = SpatialConfig(rotate_degrees=20, scale=0.2, translate_voxels=3, elastic_std_voxels=2,
+                            flip_probability=0.5)
+    for seed in range(3):
+        batch = _augmenter(spatial)(torch.tensor([0, 1]), torch.Generator().manual_seed(seed), blob_points())
+        for b in range(2):
+            flipped = bool(batch.flipped[b])
+            for n in range(len(BLOBS)):
+                shown = {0: 1, 1: 0}.get(n, n) if flipped else n
+                mask = batch.labels[b] == shown + 1
+                assert (centroid(mask) - batch.points[b, shown]).norm() < 1.0
+                bright = (batch.image[b, 0] > 50) & mask
+                assert bright.sum() >= 0.8 * mask.sum()       # the image's blob is where its label is
+
+
+def test_ct_background_stays_air_and_mr_gets_bias_but_labels_do_not_change():
+    still = SpatialConfig(rotate_degrees=0, scale=0, elastic_std_voxels=0, translate_voxels=6)
+    image = torch.full((2, 1, 48, 48, 48), -1000.0)
+    image[..., 10:38, 10:38, 10:38] = 40.0
+    augmenter = ImageAugmenter(image, torch.tensor([-1000.0, -1000.0]), torch.tensor([True, False]), (48, 48, 48),
+                               SynthConfig(spatial=still, **{**QUIET, "bias_std": 0.7}))
+    batch = augmenter(torch.tensor([0, 1]), torch.Generator().manual_seed(0))
+    ct, mr = batch.image[0, 0], batch.image[1, 0]
+    assert float(ct.min()) == -1000.0 and float(ct.max()) == 40.0   # CT: no bias field
+    assert float(mr[24, 24, 24]) != 40.0 or float(mr[12, 12, 12]) != 40.0
+    assert batch.labels is None

@@ -1,0 +1,141 @@
+"""What a scanner does to an image, per sample of a batch: bias field, gamma, resolution / slice
+thickness, noise. Each op draws its own per-sample parameters from the caller's generator and
+touches the image only (labels and points never move here).
+
+Why not MONAI's RandBiasField / RandGaussianNoise / RandGaussianSmooth / RandSimulateLowResolution:
+they draw one parameter set per call for one (C, ...) sample (RandBiasField even evaluates its
+polynomial in numpy), so a batch would be a Python loop with host round trips; here every op is
+one or a few batched tensor ops on the image's device, with a different parameter per sample.
+
+Example:
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.rand(2, 1, 16, 16, 16)
+    >>> bias_field(x, 0.7, g).shape == x.shape
+    True
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _per_sample(batch: int, generator: torch.Generator, device, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    return low + (high - low) * torch.rand(batch, generator=generator, device=device)
+
+
+def bias_field(image: torch.Tensor, std_max: float, generator: torch.Generator, grid: int = 4) -> torch.Tensor:
+    """image: (B, C, k, j, i) -> image * exp(b), b a smooth field: N(0, s) on a `grid`^3 lattice,
+    upsampled trilinearly, s ~ U(0, std_max) per sample (SynthSeg: std_max 0.7, a 4^3 lattice)."""
+    batch = image.shape[0]
+    std = _per_sample(batch, generator, image.device, 0.0, std_max).view(batch, 1, 1, 1, 1)
+    coarse = std * torch.randn((batch, 1, grid, grid, grid), generator=generator, device=image.device)
+    field = F.interpolate(coarse, size=image.shape[2:], mode="trilinear", align_corners=True)
+    return image * field.exp()
+
+
+def gamma(image: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
+    """image: (B, C, k, j, i) -> per sample, min + range * ((x - min) / range) ** exp(N(0, std))."""
+    batch = image.shape[0]
+    flat = image.reshape(batch, -1)
+    low = flat.min(1).values.view(batch, 1, 1, 1, 1)
+    span = (flat.max(1).values.view(batch, 1, 1, 1, 1) - low).clamp_min(1e-6)
+    exponent = (std * torch.randn(batch, generator=generator, device=image.device)).exp().view(batch, 1, 1, 1, 1)
+    return low + span * ((image - low) / span).clamp(0, 1) ** exponent
+
+
+def noise(image: torch.Tensor, std_max, generator: torch.Generator) -> torch.Tensor:
+    """image: (B, C, k, j, i) -> image + N(0, s), s ~ U(0, std_max) per sample (image units);
+    std_max a float or a (B,) tensor."""
+    batch = image.shape[0]
+    std = (std_max * torch.rand(batch, generator=generator, device=image.device)).view(batch, 1, 1, 1, 1)
+    return image + std * torch.randn(image.shape, generator=generator, device=image.device)
+
+
+def random_voxel_sizes(batch: int, voxel_mm: float, max_mm: float, thick_max_mm: float, probability: float,
+                       generator: torch.Generator, device) -> torch.Tensor:
+    """(B, 3) simulated acquisition voxel sizes (mm) per axis (k, j, i): with `probability`, each axis
+    U(voxel, max_mm), and half of those get one random axis U(voxel, thick_max_mm) (thick slices);
+    otherwise the working voxel itself (no change)."""
+    sizes = voxel_mm + (max(max_mm, voxel_mm) - voxel_mm) * torch.rand((batch, 3), generator=generator, device=device)
+    thick = voxel_mm + (max(thick_max_mm, voxel_mm) - voxel_mm) * torch.rand(batch, generator=generator, device=device)
+    axis = torch.randint(0, 3, (batch,), generator=generator, device=device)
+    has_thick = torch.rand(batch, generator=generator, device=device) < 0.5
+    one_hot = F.one_hot(axis, 3).bool() & has_thick[:, None]
+    sizes = torch.where(one_hot, thick[:, None].expand(batch, 3), sizes)
+    applied = torch.rand(batch, generator=generator, device=device) < probability
+    return torch.where(applied[:, None], sizes, torch.full_like(sizes, voxel_mm))
+
+
+def _blur_axis(image: torch.Tensor, sigma: torch.Tensor, axis: int, radius: int) -> torch.Tensor:
+    """Gaussian blur along spatial `axis` (0, 1, 2 = k, j, i) with a sigma (voxels) per sample:
+    image (B, C, k, j, i), sigma (B,) (0: unchanged), kernel radius fixed by the caller (so no host sync
+    to find the largest sigma). One grouped convolution for the whole batch."""
+    batch, channels = image.shape[:2]
+    offsets = torch.arange(-radius, radius + 1, device=image.device, dtype=image.dtype)
+    safe = sigma.clamp_min(1e-3)[:, None]
+    kernel = torch.exp(-0.5 * (offsets[None] / safe) ** 2)
+    kernel = torch.where(sigma[:, None] > 0, kernel, (offsets[None] == 0).to(image.dtype))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(channels, 0)
+    shape = [1, 1, 1]
+    shape[axis] = 2 * radius + 1
+    weight = kernel.view(batch * channels, 1, *shape)
+    pad = [0, 0, 0, 0, 0, 0]
+    pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+    x = F.pad(image.reshape(1, batch * channels, *image.shape[2:]), pad, mode="replicate")
+    return F.conv3d(x, weight, groups=batch * channels).view(image.shape)
+
+
+def _linear_along(image: torch.Tensor, positions: torch.Tensor, axis: int) -> torch.Tensor:
+    """Linear interpolation along spatial `axis` at per-sample positions (B, n) (voxels, clamped)."""
+    size = image.shape[2 + axis]
+    positions = positions.clamp(0, size - 1)
+    low = positions.floor().long().clamp(max=size - 1)
+    high = (low + 1).clamp(max=size - 1)
+    weight = positions - low.to(positions.dtype)
+    view = [image.shape[0], 1, 1, 1, 1]
+    view[2 + axis] = size
+    expand = list(image.shape)
+
+    def take(index):
+        return image.gather(2 + axis, index.view(view).expand(expand))
+
+    return take(low) + weight.view(view) * (take(high) - take(low))
+
+
+def resolution(image: torch.Tensor, voxel_mm: float, sizes_mm: torch.Tensor, generator: torch.Generator,
+               max_size_mm: float) -> torch.Tensor:
+    """Simulate acquiring at voxel sizes (B, 3) mm (axes k, j, i) and resampling back to `voxel_mm`.
+
+    Per axis: a Gaussian blur of the slice profile (FWHM = the acquired size, sigma = 0.42 x the
+    factor in working voxels), then sampling on a lattice of that spacing (a random phase per
+    sample) and linear interpolation back, which is what a thick-slice scan resampled to a fine
+    grid looks like (steps between slices). Axes at the working size are left untouched (exactly).
+    `max_size_mm` bounds sizes_mm and fixes the blur kernel's size, so the op needs no host sync.
+    image: (B, C, k, j, i).
+    """
+    largest = max(max_size_mm / voxel_mm, 1.0)
+    factor = (sizes_mm / voxel_mm).clamp(1.0, largest)            # (B, 3)
+    radius = int(math.ceil(3 * 0.42 * largest))
+    out = image
+    for axis in range(3):
+        f = factor[:, axis]
+        sigma = torch.where(f > 1.0 + 1e-3, 0.42 * f, torch.zeros_like(f))
+        out = _blur_axis(out, sigma, axis, radius)
+        size = out.shape[2 + axis]
+        x = torch.arange(size, device=out.device, dtype=out.dtype)[None]
+        phase = f[:, None] * torch.rand((out.shape[0], 1), generator=generator, device=out.device)
+        cell = torch.floor((x - phase) / f[:, None])
+        low = cell * f[:, None] + phase
+        weight = ((x - low) / f[:, None]).clamp(0, 1)
+        at_low = _linear_along(out, low, axis)
+        at_high = _linear_along(out, low + f[:, None], axis)
+        view = [out.shape[0], 1, 1, 1, 1]
+        view[2 + axis] = size
+        w = weight.view(view)
+        resampled = at_low + w * (at_high - at_low)
+        unchanged = (f <= 1.0 + 1e-3).view(-1, 1, 1, 1, 1)
+        out = torch.where(unchanged, out, resampled)
+    return out

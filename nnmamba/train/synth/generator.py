@@ -1,0 +1,213 @@
+"""Training batches generated on the device: label maps -> images of any MR contrast or CT
+(`LabelMapGenerator`, the SynthSeg recipe), and the same spatial + acquisition changes for real
+images (`ImageAugmenter`). Labels and landmark points move with the image under every transform.
+
+One call makes a whole batch with a handful of batched tensor ops (no per-sample Python loop, no
+host round trip), seeded by the caller's torch.Generator, on CPU or CUDA.
+
+Order (SynthSeg's): spatial map of the label map (nearest) -> per-label Gaussians -> resolution /
+slice thickness -> bias field (MR) -> noise -> gamma (MR) -> optional zero background (MR).
+
+Example:
+    >>> maps = torch.zeros(1, 1, 40, 40, 40, dtype=torch.long); maps[..., 15:25, 15:25, 10:18] = 17
+    >>> maps[..., 15:25, 15:25, 22:30] = 53
+    >>> gen = LabelMapGenerator(maps, target_codes=[17, 53], out_shape=(32, 32, 32), config=SynthConfig())
+    >>> batch = gen(torch.tensor([0, 0]), torch.Generator().manual_seed(0))
+    >>> batch.image.shape, batch.labels.shape
+    (torch.Size([2, 1, 32, 32, 32]), torch.Size([2, 32, 32, 32]))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from nnmamba.train.synth import acquisition
+from nnmamba.train.synth.intensity import CONTRASTS, render_labels, sample_label_parameters
+from nnmamba.train.synth.labels import TISSUES, generation_code, mirrored_code, point_permutation, tissue_of
+from nnmamba.train.synth.spatial import SpatialConfig, map_points, random_spatial, warp
+
+IGNORE_INDEX = 255
+
+
+@dataclass
+class SynthConfig:
+    spatial: SpatialConfig = field(default_factory=SpatialConfig)
+    # probabilities of CONTRASTS ("any", "t1w", "t2w", "ct") per generated sample
+    contrast_probabilities: Sequence[float] = (1.0, 0.0, 0.0, 0.0)
+    voxel_mm: float = 2.0                    # the working grid's voxel (isotropic)
+    resolution_probability: float = 0.75
+    resolution_max_mm: float = 4.0
+    thick_slice_max_mm: float = 8.0
+    bias_std: float = 0.7                    # MR only: CT has no coil bias
+    gamma_std: float = 0.4                   # MR only: CT's Hounsfield scale is physical
+    noise_std_mr: float = 10.0               # intensity units of the MR priors (0-255)
+    noise_std_ct: float = 25.0               # HU
+    zero_background_probability: float = 0.3  # MR: skull-stripped / masked scans read 0 outside
+
+    def __post_init__(self) -> None:
+        if len(self.contrast_probabilities) != len(CONTRASTS) or min(self.contrast_probabilities) < 0 \
+                or sum(self.contrast_probabilities) <= 0:
+            raise ValueError(f"contrast_probabilities must be {len(CONTRASTS)} non-negative weights for "
+                             f"{CONTRASTS}, got {tuple(self.contrast_probabilities)}")
+        if self.voxel_mm <= 0:
+            raise ValueError(f"voxel_mm must be > 0, got {self.voxel_mm}")
+
+
+@dataclass
+class SynthBatch:
+    image: torch.Tensor                     # (B, 1, k, j, i) float32, raw units (MR 0-255ish, CT HU)
+    labels: Optional[torch.Tensor]          # (B, k, j, i) long training classes (IGNORE_INDEX: unknown)
+    points: Optional[torch.Tensor]          # (B, N, 3) (i, j, k) in the output patch
+    contrast: torch.Tensor                  # (B,) index into CONTRASTS (real images: their own)
+    flipped: torch.Tensor                   # (B,) bool
+
+
+def _draw_contrasts(config: SynthConfig, batch: int, generator: torch.Generator, device) -> torch.Tensor:
+    weights = torch.tensor(list(config.contrast_probabilities), dtype=torch.float32, device=device)
+    return torch.multinomial(weights, batch, replacement=True, generator=generator)
+
+
+def _swap_points(points: torch.Tensor, flipped: torch.Tensor, permutation: Optional[torch.Tensor]) -> torch.Tensor:
+    if permutation is None:
+        return points
+    return torch.where(flipped[:, None, None], points[:, permutation], points)
+
+
+def acquire(image: torch.Tensor, is_ct: torch.Tensor, noise_scale: torch.Tensor, config: SynthConfig,
+            generator: torch.Generator) -> torch.Tensor:
+    """Resolution, bias (MR), noise, gamma (MR) of a batch: image (B, 1, k, j, i), is_ct (B,) bool,
+    noise_scale (B,) the noise's std_max per sample in the image's units."""
+    batch, device = image.shape[0], image.device
+    sizes = acquisition.random_voxel_sizes(batch, config.voxel_mm, config.resolution_max_mm,
+                                           config.thick_slice_max_mm, config.resolution_probability,
+                                           generator, device)
+    if config.resolution_probability > 0:
+        largest = max(config.resolution_max_mm, config.thick_slice_max_mm, config.voxel_mm)
+        image = acquisition.resolution(image, config.voxel_mm, sizes, generator, largest)
+    mr = ~is_ct.view(batch, 1, 1, 1, 1)
+    image = torch.where(mr, acquisition.bias_field(image, config.bias_std, generator), image)
+    image = acquisition.noise(image, noise_scale, generator)
+    return torch.where(mr, acquisition.gamma(image, config.gamma_std, generator), image)
+
+
+class LabelMapGenerator:
+    """Images of random contrast from FreeSurfer-coded label maps, with their training labels.
+
+    label_maps: (cases, 1, k, j, i) integer FreeSurfer codes on one grid (pad cases to a common grid
+    first); target_codes: the codes of training classes 1..n (everything else is class 0, codes in
+    `ignore_codes` are IGNORE_INDEX); point_pairs: (right, left) index pairs swapped under a mirror.
+    Maps coded otherwise (e.g. intensity classes of a template) pass their own `tissue_of`,
+    `mirrored` and `generation` functions of a code (defaults: FreeSurfer's, labels.py).
+    """
+
+    def __init__(self, label_maps: torch.Tensor, target_codes: Sequence[int], out_shape: Sequence[int],
+                 config: SynthConfig, ignore_codes: Sequence[int] = (), point_pairs: Sequence = (),
+                 point_count: int = 0, tissue_of: Callable[[int], str] = tissue_of,
+                 mirrored: Callable[[int], int] = mirrored_code, generation: Callable[[int], int] = generation_code):
+        if label_maps.dim() != 5 or label_maps.shape[1] != 1:
+            raise ValueError(f"label_maps must be (cases, 1, k, j, i), got {tuple(label_maps.shape)}")
+        self.config, self.out_shape, self.device = config, tuple(out_shape), label_maps.device
+        # code 0 always exists and gets index 0: what the spatial map reads beyond the volume
+        present = {int(c) for c in torch.unique(label_maps).tolist()} | {0}
+        codes = sorted(present | {mirrored(c) for c in present} | {generation(c) for c in present})
+        if len(codes) > 2 ** 15:
+            raise ValueError(f"{len(codes)} distinct labels is more than the generator indexes")
+        self.codes = codes
+        index = {c: n for n, c in enumerate(codes)}
+        lookup = torch.zeros(max(codes) + 1, dtype=torch.long)
+        lookup[torch.tensor(codes)] = torch.arange(len(codes))
+        self.maps = lookup.to(self.device)[label_maps.long()].to(torch.int16)  # compact indices, stored small
+
+        def as_tensor(values):
+            return torch.tensor(values, dtype=torch.long, device=self.device)
+
+        self.tissue = as_tensor([TISSUES.index(tissue_of(generation(c))) for c in codes])
+        self.draw_group = as_tensor([index[generation(c)] for c in codes])
+        self.swap = as_tensor([index[mirrored(c)] for c in codes])
+        classes = {c: n + 1 for n, c in enumerate(target_codes)}
+        self.target = as_tensor([IGNORE_INDEX if c in set(ignore_codes) else classes.get(c, 0) for c in codes])
+        self.background = index.get(0, -1)
+        self.permutation = (as_tensor(point_permutation(point_count, point_pairs)) if point_pairs else None)
+
+    @property
+    def in_shape(self) -> tuple:
+        return tuple(self.maps.shape[2:])
+
+    def __call__(self, cases: torch.Tensor, generator: torch.Generator,
+                 points: Optional[torch.Tensor] = None) -> SynthBatch:
+        """cases: (B,) indices into label_maps; points: (B, N, 3) (i, j, k) on the input grid."""
+        config, batch = self.config, cases.shape[0]
+        transform = random_spatial(config.spatial, batch, self.in_shape, self.out_shape, generator, self.device)
+        labels = warp(self.maps[cases.to(self.device)].float(), transform, "nearest").long()
+        labels = torch.where(transform.flipped.view(batch, 1, 1, 1, 1), self.swap[labels], labels)
+        contrast = _draw_contrasts(config, batch, generator, self.device)
+        parameters = sample_label_parameters(contrast, self.tissue, generator)
+        parameters.means = parameters.means[:, self.draw_group]
+        parameters.stds = parameters.stds[:, self.draw_group]
+        image = render_labels(labels, parameters, generator)
+        is_ct = contrast == CONTRASTS.index("ct")
+        noise_scale = torch.where(is_ct, config.noise_std_ct, config.noise_std_mr)
+        image = acquire(image, is_ct, noise_scale, config, generator)
+        zero = (~is_ct) & (torch.rand(batch, generator=generator, device=self.device)
+                           < config.zero_background_probability)
+        image = torch.where(zero.view(batch, 1, 1, 1, 1) & (labels == self.background), torch.zeros_like(image), image)
+        moved = None
+        if points is not None:
+            moved = _swap_points(map_points(transform, points.to(self.device).float()), transform.flipped,
+                                 self.permutation)
+        return SynthBatch(image, self.target[labels[:, 0]], moved, contrast, transform.flipped)
+
+
+class ImageAugmenter:
+    """The same spatial and acquisition changes for real images (templates, CT / MR volumes).
+
+    images: (cases, 1, k, j, i) raw intensities on one grid; background: (cases,) what lies outside
+    each scan (its minimum); is_ct: (cases,) bool; labels: optional (cases, 1, k, j, i) training
+    classes with `class_swap` (a class -> mirrored class list) applied under a mirror.
+    """
+
+    def __init__(self, images: torch.Tensor, background: torch.Tensor, is_ct: torch.Tensor,
+                 out_shape: Sequence[int], config: SynthConfig, labels: Optional[torch.Tensor] = None,
+                 class_swap: Optional[Sequence[int]] = None, point_pairs: Sequence = (), point_count: int = 0):
+        if images.dim() != 5 or images.shape[1] != 1:
+            raise ValueError(f"images must be (cases, 1, k, j, i), got {tuple(images.shape)}")
+        if labels is not None and class_swap is None and config.spatial.flip_probability > 0:
+            raise ValueError("mirroring labelled images needs class_swap (which class each class becomes)")
+        self.device = images.device
+        self.images, self.config, self.out_shape = images, config, tuple(out_shape)
+        self.background = background.to(self.device).float()
+        self.is_ct = is_ct.to(self.device).bool()
+        self.labels = None if labels is None else labels.to(torch.int16)
+        self.class_swap = None if class_swap is None else torch.tensor(list(class_swap), dtype=torch.long,
+                                                                       device=self.device)
+        flat = images.reshape(images.shape[0], -1)
+        # Noise relative to each scan's own spread: MR units are arbitrary.
+        self.spread = (flat - self.background[:, None]).abs().mean(1)
+        self.permutation = (torch.tensor(point_permutation(point_count, point_pairs), device=self.device)
+                            if point_pairs else None)
+
+    def __call__(self, cases: torch.Tensor, generator: torch.Generator,
+                 points: Optional[torch.Tensor] = None) -> SynthBatch:
+        config, batch = self.config, cases.shape[0]
+        cases = cases.to(self.device)
+        transform = random_spatial(config.spatial, batch, tuple(self.images.shape[2:]), self.out_shape,
+                                   generator, self.device)
+        background = self.background[cases].view(batch, 1, 1, 1, 1)
+        image = warp(self.images[cases] - background, transform, "bilinear") + background
+        labels = None
+        if self.labels is not None:
+            labels = warp(self.labels[cases].float(), transform, "nearest").long()[:, 0]
+            if self.class_swap is not None:
+                labels = torch.where(transform.flipped.view(batch, 1, 1, 1), self.class_swap[labels], labels)
+        is_ct = self.is_ct[cases]
+        noise_scale = torch.where(is_ct, config.noise_std_ct, 0.1 * self.spread[cases])
+        image = acquire(image, is_ct, noise_scale, config, generator)
+        moved = None
+        if points is not None:
+            moved = _swap_points(map_points(transform, points.to(self.device).float()), transform.flipped,
+                                 self.permutation)
+        contrast = torch.where(is_ct, CONTRASTS.index("ct"), -1)
+        return SynthBatch(image, labels, moved, contrast, transform.flipped)
