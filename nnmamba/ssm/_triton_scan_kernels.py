@@ -47,15 +47,17 @@ def _scan_chunk(h, dt, u, a2, b_t, c_t, BLOCK_L: tl.constexpr):
 
 @triton.jit
 def selective_scan_kernel(
-    u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, out_ptr,
+    u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, out_ptr, states_ptr,
     seqlen, dim,
     s_ub, s_ud, s_dtb, s_dtd, s_ad, s_an, s_bb, s_bn, s_cb, s_cn, s_zb, s_zd, s_ob, s_od,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_L: tl.constexpr,
+    SAVE_STATES: tl.constexpr, N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     """mamba-ssm's selective_scan_fn, forward: one program per (batch, channel).
 
     u, dt, z, out: (batch, dim, L) with unit stride along L; a: (dim, N); b, c: (batch, N, L).
+    SAVE_STATES (for the backward pass) stores the state before every chunk into
+    states: (batch, dim, cdiv(L, BLOCK_L), N), contiguous float32; without it states is never touched.
     """
     pid = tl.program_id(0)
     batch = (pid // dim).to(tl.int64)
@@ -73,11 +75,15 @@ def selective_scan_kernel(
     c_base = c_ptr + batch * s_cb + offs_n[:, None] * s_cn
     z_row = z_ptr + batch * s_zb + chan * s_zd
     out_row = out_ptr + batch * s_ob + chan * s_od
+    if SAVE_STATES:
+        state_row = states_ptr + (batch * dim + chan) * tl.cdiv(seqlen, BLOCK_L) * N
     h = tl.zeros((N_PAD,), dtype=tl.float32)
     for start in tl.range(0, seqlen, BLOCK_L):
         offs_l = start + tl.arange(0, BLOCK_L)
         mask_l = offs_l < seqlen
         mask_nl = mask_n[:, None] & mask_l[None, :]
+        if SAVE_STATES:
+            tl.store(state_row + (start // BLOCK_L) * N + offs_n, h, mask=mask_n)
         u = tl.load(u_row + offs_l, mask=mask_l, other=0.0).to(tl.float32)
         dt = tl.load(dt_row + offs_l, mask=mask_l, other=0.0).to(tl.float32)
         if HAS_BIAS:
