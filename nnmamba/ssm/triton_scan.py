@@ -170,6 +170,9 @@ class _TritonScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus):
+        # the unit-stride copies are what gets saved, so backward does not copy again (as mamba-ssm)
+        u, delta, B, C = (_unit_stride(t) for t in (u, delta, B, C))
+        z = None if z is None else _unit_stride(z)
         out, states = _forward(_kernels(), u, delta, A, B, C, D, z, delta_bias, softplus, save_states=True)
         ctx.softplus = softplus
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
