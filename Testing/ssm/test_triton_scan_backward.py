@@ -73,7 +73,7 @@ def interpreted_results():
 
 def assert_matches_reference(result: dict, spec: dict) -> None:
     assert sorted(result["errors"]) == sorted(["out"] + spec["grad"])
-    tolerance = TOLERANCE[spec["dtype"]]
+    tolerance = spec.get("tolerance", TOLERANCE[spec["dtype"]])
     for name, error in result["errors"].items():
         assert result["finite"][name], f"{name}: inf or nan"
         got_dtype, want_dtype = result["dtypes"][name]
@@ -102,8 +102,9 @@ GPU_CASES = [
     case("realistic shape, several chunks, float32", batch=2, dim=64, state=16, length=2049, block_l=64),
     case("realistic shape, bfloat16, strided B and C", batch=2, dim=64, state=16, length=1500, block_l=64,
          dtype="bfloat16", strided=True),
+    # dA's terms a_t * h_{t-1} = h_t - delta_t B_t u_t lose digits where a_t is small but not 0
     case("realistic shape, huge |delta * A|", batch=2, dim=32, state=16, length=700, block_l=64,
-         delta_offset=30.0, a_scale=200.0),
+         delta_offset=30.0, a_scale=200.0, tolerance=3e-4),
     case("no options, odd length", batch=3, dim=16, state=16, length=333, block_l=64,
          absent=["D", "z", "delta_bias"], softplus=False),
 ]
