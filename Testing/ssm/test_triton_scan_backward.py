@@ -23,8 +23,10 @@ import triton_interpreter_checks as checks
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 EVERY_INPUT = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
-BASE = dict(seed=0, batch=2, dim=3, state=4, length=37, dtype="float32", block_l=16, delta_scale=0.5,
-            a_scale=3.0, delta_offset=0.0, softplus=True, absent=[], strided=False, grad=EVERY_INPUT)
+# block_l: tokens per backward chunk (states saved every block_l tokens by a forward pass walking
+# chunks of block_l * forward_blocks); None: triton_scan's defaults
+BASE = dict(seed=0, batch=2, dim=3, state=4, length=37, dtype="float32", block_l=16, forward_blocks=2,
+            delta_scale=0.5, a_scale=3.0, delta_offset=0.0, softplus=True, absent=[], strided=False, grad=EVERY_INPUT)
 
 
 def case(name, **changes):
@@ -36,15 +38,15 @@ def case(name, **changes):
 CASES = [
     case("odd length over three chunks, every option"),
     case("a single token", batch=1, dim=2, length=1),
-    case("a multiple of the chunk length, no D, z, delta_bias or softplus", length=32,
-         absent=["D", "z", "delta_bias"], softplus=False),
+    case("a multiple of the chunk length, forward chunks as long, no D, z, delta_bias or softplus",
+         length=32, forward_blocks=1, absent=["D", "z", "delta_bias"], softplus=False),
     case("bfloat16 inputs, B and C strided like the Mamba block's", dtype="bfloat16", length=40, strided=True),
     case("float16 inputs, D without z", dtype="float16", absent=["z", "delta_bias"], length=23),
     case("huge |delta * A| (decays underflow to 0)", delta_offset=30.0, a_scale=200.0),
     case("d_state not a power of two, batch 3, z without D", batch=3, state=5, length=50, block_l=32,
          absent=["D"], seed=3),
     case("gradients of u and B only", grad=["u", "B"], length=20, seed=5),
-    case("the default training chunk length", batch=1, dim=2, length=70, block_l=64, seed=7),
+    case("the default chunk lengths", batch=1, dim=2, length=300, block_l=None, seed=7),
 ]
 # max |ours - reference| / max |reference| per input dtype (bf16/fp16 outputs and gradients are rounded)
 TOLERANCE = {"float32": 2e-5, "bfloat16": 3e-2, "float16": 5e-3}
@@ -81,12 +83,14 @@ def assert_matches_reference(result: dict, spec: dict) -> None:
         assert error < tolerance, f"{name}: relative error {error:.2e} >= {tolerance:.0e}"
 
 
+@pytest.mark.slow  # the interpreter's child process takes ~10 s for all cases together
 @pytest.mark.parametrize("spec", CASES, ids=[c["name"] for c in CASES])
 def test_triton_scan_output_and_gradients_match_the_float64_reference_under_the_interpreter(
         interpreted_results, spec):
     assert_matches_reference(interpreted_results[spec["name"]], spec)
 
 
+@pytest.mark.slow
 def test_triton_scan_under_the_interpreter_ran_every_case(interpreted_results):
     assert sorted(interpreted_results) == sorted(c["name"] for c in CASES)
 
@@ -99,13 +103,13 @@ def test_triton_scan_declares_it_supports_backward():
 
 
 GPU_CASES = [
-    case("realistic shape, several chunks, float32", batch=2, dim=64, state=16, length=2049, block_l=64),
-    case("realistic shape, bfloat16, strided B and C", batch=2, dim=64, state=16, length=1500, block_l=64,
+    case("realistic shape, several chunks, float32", batch=2, dim=64, state=16, length=2049, block_l=None),
+    case("realistic shape, bfloat16, strided B and C", batch=2, dim=64, state=16, length=1500, block_l=None,
          dtype="bfloat16", strided=True),
     # dA's terms a_t * h_{t-1} = h_t - delta_t B_t u_t lose digits where a_t is small but not 0
-    case("realistic shape, huge |delta * A|", batch=2, dim=32, state=16, length=700, block_l=64,
+    case("realistic shape, huge |delta * A|", batch=2, dim=32, state=16, length=700, block_l=None,
          delta_offset=30.0, a_scale=200.0, tolerance=3e-4),
-    case("no options, odd length", batch=3, dim=16, state=16, length=333, block_l=64,
+    case("no options, odd length", batch=3, dim=16, state=16, length=333, block_l=64, forward_blocks=1,
          absent=["D", "z", "delta_bias"], softplus=False),
 ]
 

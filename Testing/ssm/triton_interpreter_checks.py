@@ -65,15 +65,18 @@ def make_inputs(case: dict, device: str = "cpu") -> dict:
 
 
 def run_case(case: dict, device: str = "cpu") -> dict:
-    """One case on `device` ("cpu" only under the interpreter), with the case's training chunk length."""
+    """One case on `device` ("cpu" only under the interpreter), with the case's training chunk length
+    (block_l) and forward chunk length (block_l * forward_blocks); block_l None keeps triton_scan's."""
     from nnmamba.ssm import triton_scan
 
-    default_block = triton_scan.TRAIN_BLOCK_L
-    triton_scan.TRAIN_BLOCK_L = case["block_l"]
+    defaults = triton_scan.TRAIN_BLOCK_L, triton_scan.TRAIN_FORWARD_BLOCK_L
+    if case["block_l"] is not None:
+        triton_scan.TRAIN_BLOCK_L = case["block_l"]
+        triton_scan.TRAIN_FORWARD_BLOCK_L = case["block_l"] * case["forward_blocks"]
     try:
         return _compare(case, device)
     finally:
-        triton_scan.TRAIN_BLOCK_L = default_block
+        triton_scan.TRAIN_BLOCK_L, triton_scan.TRAIN_FORWARD_BLOCK_L = defaults
 
 
 def _compare(case: dict, device: str) -> dict:

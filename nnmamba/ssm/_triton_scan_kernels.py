@@ -29,19 +29,27 @@ def _softplus(x):
 
 
 @triton.jit
-def _scan_chunk(h, dt, u, a2, b_t, c_t, BLOCK_L: tl.constexpr):
+def _scan_chunk(h, dt, u, a2, b_t, c_t, BLOCK_L: tl.constexpr, SAVE_STATES: tl.constexpr,
+                state_row, first, n_saved, offs_n, mask_n, N: tl.constexpr, SAVE_L: tl.constexpr):
     """One chunk of the recurrence.
 
     h: (N,) state before the chunk; dt, u: (BLOCK_L,); a2: (N,) = A * log2(e);
     b_t, c_t: (N, BLOCK_L). Returns y: (BLOCK_L,) = sum_n C * h and the state after the chunk.
+    SAVE_STATES also stores the state before each SAVE_L-token piece of the chunk at rows
+    first, first + 1, ... (< n_saved) of state_row: (n_saved, N).
     """
     decay = tl.exp2(a2[:, None] * dt[None, :])
     drive = b_t * (dt * u)[None, :]
     acc_a, acc_h = tl.associative_scan((decay, drive), axis=1, combine_fn=_combine)
     states = acc_h + acc_a * h[:, None]
     y = tl.sum(states * c_t, axis=0)
-    is_last = tl.arange(0, BLOCK_L) == BLOCK_L - 1
-    h_out = tl.sum(tl.where(is_last[None, :], states, 0.0), axis=1)
+    cols = tl.arange(0, BLOCK_L)
+    if SAVE_STATES:
+        tl.store(state_row + first * N + offs_n, h, mask=mask_n)
+        for j in tl.static_range(1, BLOCK_L // SAVE_L):
+            h_j = tl.sum(tl.where((cols == j * SAVE_L - 1)[None, :], states, 0.0), axis=1)
+            tl.store(state_row + (first + j) * N + offs_n, h_j, mask=mask_n & (first + j < n_saved))
+    h_out = tl.sum(tl.where((cols == BLOCK_L - 1)[None, :], states, 0.0), axis=1)
     return y, h_out
 
 
@@ -51,13 +59,15 @@ def selective_scan_kernel(
     seqlen, dim,
     s_ub, s_ud, s_dtb, s_dtd, s_ad, s_an, s_bb, s_bn, s_cb, s_cn, s_zb, s_zd, s_ob, s_od,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    SAVE_STATES: tl.constexpr, N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_L: tl.constexpr,
+    SAVE_STATES: tl.constexpr, SAVE_L: tl.constexpr, N: tl.constexpr, N_PAD: tl.constexpr,
+    BLOCK_L: tl.constexpr,
 ):
     """mamba-ssm's selective_scan_fn, forward: one program per (batch, channel).
 
     u, dt, z, out: (batch, dim, L) with unit stride along L; a: (dim, N); b, c: (batch, N, L).
-    SAVE_STATES (for the backward pass) stores the state before every chunk into
-    states: (batch, dim, cdiv(L, BLOCK_L), N), contiguous float32; without it states is never touched.
+    SAVE_STATES (for the backward pass) stores the state before every SAVE_L tokens (BLOCK_L is a
+    multiple of SAVE_L) into states: (batch, dim, cdiv(L, SAVE_L), N), contiguous float32; without
+    it states is never touched.
     """
     pid = tl.program_id(0)
     batch = (pid // dim).to(tl.int64)
@@ -75,15 +85,13 @@ def selective_scan_kernel(
     c_base = c_ptr + batch * s_cb + offs_n[:, None] * s_cn
     z_row = z_ptr + batch * s_zb + chan * s_zd
     out_row = out_ptr + batch * s_ob + chan * s_od
-    if SAVE_STATES:
-        state_row = states_ptr + (batch * dim + chan) * tl.cdiv(seqlen, BLOCK_L) * N
+    n_saved = tl.cdiv(seqlen, SAVE_L)
+    state_row = states_ptr + (batch * dim + chan) * n_saved * N
     h = tl.zeros((N_PAD,), dtype=tl.float32)
     for start in tl.range(0, seqlen, BLOCK_L):
         offs_l = start + tl.arange(0, BLOCK_L)
         mask_l = offs_l < seqlen
         mask_nl = mask_n[:, None] & mask_l[None, :]
-        if SAVE_STATES:
-            tl.store(state_row + (start // BLOCK_L) * N + offs_n, h, mask=mask_n)
         u = tl.load(u_row + offs_l, mask=mask_l, other=0.0).to(tl.float32)
         dt = tl.load(dt_row + offs_l, mask=mask_l, other=0.0).to(tl.float32)
         if HAS_BIAS:
@@ -93,7 +101,8 @@ def selective_scan_kernel(
         dt = tl.where(mask_l, dt, 0.0)
         b_t = tl.load(b_base + offs_l[None, :], mask=mask_nl, other=0.0).to(tl.float32)
         c_t = tl.load(c_base + offs_l[None, :], mask=mask_nl, other=0.0).to(tl.float32)
-        y, h = _scan_chunk(h, dt, u, a2, b_t, c_t, BLOCK_L)
+        y, h = _scan_chunk(h, dt, u, a2, b_t, c_t, BLOCK_L, SAVE_STATES, state_row, start // SAVE_L, n_saved,
+                           offs_n, mask_n, N, SAVE_L)
         if HAS_D:
             y = y + d_skip * u
         if HAS_Z:

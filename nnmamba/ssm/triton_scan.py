@@ -31,10 +31,15 @@ BLOCK_L = 128
 NUM_WARPS = 2
 MICCSS_BLOCK_L = 256
 MICCSS_NUM_WARPS = 2
-# Training: tokens per chunk of the forward pass that saves states and of the backward pass (they
-# must agree: the backward restarts each chunk from its saved state), and warps per backward program.
-TRAIN_BLOCK_L = 64
-BACKWARD_NUM_WARPS = 4
+# Training. The backward kernel walks chunks of TRAIN_BLOCK_L tokens, restarting each from the state
+# the forward pass saved before it; that forward runs chunks of TRAIN_FORWARD_BLOCK_L tokens (a
+# multiple of TRAIN_BLOCK_L), saving the state every TRAIN_BLOCK_L tokens. Register budget on sm_90
+# (ptxas, d_state 16): all batch * d_inner programs must be resident at once (512 at the benchmark
+# shape, ~4 per SM), i.e. <= 16K registers a program; backward 32 tokens x 2 warps takes 232 per
+# thread without spilling, 64 x 2 spills, 64 x 4 needs 250 x 128 threads (two programs per SM).
+TRAIN_BLOCK_L = 32
+TRAIN_FORWARD_BLOCK_L = 128
+BACKWARD_NUM_WARPS = 2
 # Read by the execution planner: this backend's result carries gradients of every input.
 SUPPORTS_BACKWARD = True
 
@@ -139,8 +144,11 @@ def _forward(kernels, u, delta, A, B, C, D, z, delta_bias, softplus: bool, save_
     z = None if z is None else _unit_stride(z)
     out = torch.empty_like(u, memory_format=torch.contiguous_format)
     state = A.shape[1]
-    block_l = TRAIN_BLOCK_L if save_states else BLOCK_L
-    states = (torch.empty((batch, dim, triton_cdiv(length, block_l), state), device=u.device,
+    block_l = TRAIN_FORWARD_BLOCK_L if save_states else BLOCK_L
+    if save_states and block_l % TRAIN_BLOCK_L:
+        raise ValueError(f"TRAIN_FORWARD_BLOCK_L must be a multiple of TRAIN_BLOCK_L, got {block_l} and "
+                         f"{TRAIN_BLOCK_L}")
+    states = (torch.empty((batch, dim, triton_cdiv(length, TRAIN_BLOCK_L), state), device=u.device,
                           dtype=torch.float32) if save_states else None)
     if length == 0 or batch == 0:
         return out, states
@@ -155,8 +163,8 @@ def _forward(kernels, u, delta, A, B, C, D, z, delta_bias, softplus: bool, save_
             B.stride(0), B.stride(1), C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
             out.stride(0), out.stride(1),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=softplus, SAVE_STATES=save_states, N=state, N_PAD=_next_pow2(state), BLOCK_L=block_l,
-            num_warps=NUM_WARPS,
+            SOFTPLUS=softplus, SAVE_STATES=save_states, SAVE_L=TRAIN_BLOCK_L if save_states else block_l,
+            N=state, N_PAD=_next_pow2(state), BLOCK_L=block_l, num_warps=NUM_WARPS,
         )
     return out, states
 
