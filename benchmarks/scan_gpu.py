@@ -103,24 +103,37 @@ def self_check() -> bool:
     return ok
 
 
+# (TRAIN_BLOCK_L, BACKWARD_NUM_WARPS): the ones whose registers x threads let all 512 programs be
+# resident on an H100/H200 (ptxas, sm_90: 16x1 222, 16x2 107, 32x2 232, 32x4 96 registers), and
+# 64x2 (spills) and 64x4 (two programs per SM) to show what that costs
+SWEEP_BACKWARD = [(16, 1), (16, 2), (16, 4), (32, 2), (32, 4), (64, 2), (64, 4)]
+SWEEP_FORWARD = (64, 128)  # TRAIN_FORWARD_BLOCK_L
+
+
 def sweep(dtype) -> None:
-    """Sets TRAIN_BLOCK_L and BACKWARD_NUM_WARPS to the fastest forward+backward at SHAPE."""
+    """Sets TRAIN_BLOCK_L, BACKWARD_NUM_WARPS and TRAIN_FORWARD_BLOCK_L to the fastest forward+backward."""
     x = scan_inputs(**SHAPE, dtype=dtype)
     dout = torch.randn_like(x["u"])
     best = None
-    for block in (32, 64, 128):
-        for warps in (1, 2, 4, 8):
+    for forward_block in SWEEP_FORWARD:
+        for block, warps in SWEEP_BACKWARD:
+            if forward_block % block:
+                continue
+            triton_scan.TRAIN_FORWARD_BLOCK_L = forward_block
             triton_scan.TRAIN_BLOCK_L, triton_scan.BACKWARD_NUM_WARPS = block, warps
+            config = (f"TRAIN_FORWARD_BLOCK_L={forward_block:4d} TRAIN_BLOCK_L={block:3d} "
+                      f"BACKWARD_NUM_WARPS={warps}")
             try:
                 ms = bench_ms(lambda: forward_backward(triton_scan.selective_scan_triton, x, dout), 2, 5)
-            except Exception as e:  # a config the compiler refuses (registers) is just not a candidate
-                print(f"sweep TRAIN_BLOCK_L={block} BACKWARD_NUM_WARPS={warps}: failed ({type(e).__name__})")
+            except Exception as e:  # a config the compiler refuses is just not a candidate
+                print(f"sweep {config}: failed ({type(e).__name__}: {e})")
                 continue
-            print(f"sweep TRAIN_BLOCK_L={block:4d} BACKWARD_NUM_WARPS={warps}: fwd+bwd {ms:8.3f} ms")
+            print(f"sweep {config}: fwd+bwd {ms:8.3f} ms")
             if best is None or ms < best[0]:
-                best = (ms, block, warps)
-    _, triton_scan.TRAIN_BLOCK_L, triton_scan.BACKWARD_NUM_WARPS = best
-    print(f"sweep best: TRAIN_BLOCK_L={best[1]} BACKWARD_NUM_WARPS={best[2]} ({best[0]:.3f} ms)")
+                best = (ms, forward_block, block, warps)
+    ms, triton_scan.TRAIN_FORWARD_BLOCK_L, triton_scan.TRAIN_BLOCK_L, triton_scan.BACKWARD_NUM_WARPS = best
+    print(f"sweep best: TRAIN_FORWARD_BLOCK_L={best[1]} TRAIN_BLOCK_L={best[2]} BACKWARD_NUM_WARPS={best[3]} "
+          f"({ms:.3f} ms)")
 
 
 def table_row(name: str, dtype, mamba_scan) -> dict:
@@ -147,8 +160,8 @@ def table_row(name: str, dtype, mamba_scan) -> dict:
 
 def print_table(rows) -> None:
     print(f"\nselective scan fwd+bwd, batch {SHAPE['batch']}, d_inner {SHAPE['dim']}, d_state {SHAPE['state']}, "
-          f"L {SHAPE['length']} (TRAIN_BLOCK_L={triton_scan.TRAIN_BLOCK_L}, "
-          f"BACKWARD_NUM_WARPS={triton_scan.BACKWARD_NUM_WARPS})")
+          f"L {SHAPE['length']} (TRAIN_FORWARD_BLOCK_L={triton_scan.TRAIN_FORWARD_BLOCK_L}, "
+          f"TRAIN_BLOCK_L={triton_scan.TRAIN_BLOCK_L}, BACKWARD_NUM_WARPS={triton_scan.BACKWARD_NUM_WARPS})")
     print(f"{'dtype':6s} {'ours fwd':>9s} {'ours f+b':>9s} {'mamba fwd':>9s} {'mamba f+b':>9s} {'ratio f+b':>9s} "
           f"{'torch f+b':>10s} {'|dgrad| mamba':>14s} {'|dgrad| torch':>14s}")
     for r in rows:
@@ -185,7 +198,8 @@ def main(argv=None) -> int:
     rows = [table_row(name, dtype, mamba_scan) for name, dtype in DTYPES.items()]
     print_table(rows)
     if args.json:
-        config = dict(TRAIN_BLOCK_L=triton_scan.TRAIN_BLOCK_L, BACKWARD_NUM_WARPS=triton_scan.BACKWARD_NUM_WARPS)
+        config = {name: getattr(triton_scan, name)
+                  for name in ("TRAIN_FORWARD_BLOCK_L", "TRAIN_BLOCK_L", "BACKWARD_NUM_WARPS")}
         args.json.write_text(json.dumps(dict(device=torch.cuda.get_device_name(), config=config, rows=rows),
                                         indent=2))
     return 0

@@ -26,7 +26,8 @@ EVERY_INPUT = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
 # block_l: tokens per backward chunk (states saved every block_l tokens by a forward pass walking
 # chunks of block_l * forward_blocks); None: triton_scan's defaults
 BASE = dict(seed=0, batch=2, dim=3, state=4, length=37, dtype="float32", block_l=16, forward_blocks=2,
-            delta_scale=0.5, a_scale=3.0, delta_offset=0.0, softplus=True, absent=[], strided=False, grad=EVERY_INPUT)
+            delta_scale=0.5, a_scale=3.0, delta_offset=0.0, softplus=True, absent=[], strided=False,
+            grad=EVERY_INPUT)
 
 
 def case(name, **changes):
