@@ -38,7 +38,7 @@ def _delta(dt_row, offs_l, mask_l, dt_bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl
 
 @triton.jit
 def selective_scan_backward_kernel(
-    u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, states_ptr, dout_ptr,
+    u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, states_ptr, ungated_ptr, dout_ptr,
     du_ptr, ddt_ptr, dz_ptr, db_ptr, dc_ptr, da_ptr, dd_ptr, dbias_ptr,
     seqlen, dim,
     s_ub, s_ud, s_dtb, s_dtd, s_ad, s_an, s_bb, s_bn, s_cb, s_cn, s_zb, s_zd, s_gb, s_gd,
@@ -48,7 +48,8 @@ def selective_scan_backward_kernel(
     """Gradients of `selective_scan_kernel`: one program per (batch, channel).
 
     u, dt, z: (batch, dim, L), dout: (batch, dim, L), all unit stride along L; a: (dim, N);
-    b, c: (batch, N, L); states: (batch, dim, cdiv(L, BLOCK_L), N) float32 from the forward pass.
+    b, c: (batch, N, L); from the forward pass: states: (batch, dim, cdiv(L, BLOCK_L), N) and, with
+    HAS_Z, ungated: (batch, dim, L) (the output before the z gate, strides as du), both float32.
     Writes du, ddt, dz: (batch, dim, L) contiguous; adds into db, dc: (batch, N, L) contiguous
     float32 (zeroed by the caller; every channel contributes); writes per-batch partials
     da: (batch, dim, N), dd and dbias: (batch, dim), all float32, that the caller sums over batch.
@@ -83,7 +84,7 @@ def selective_scan_backward_kernel(
     n_chunks = tl.cdiv(seqlen, BLOCK_L)
     state_row = states_ptr + (batch * dim + chan) * n_chunks * N
     carry = tl.zeros((N_PAD,), dtype=tl.float32)  # a_s * g_s, s = first token of the chunk after
-    da_acc = tl.zeros((N_PAD,), dtype=tl.float32)
+    da_acc = tl.zeros((N_PAD, BLOCK_L), dtype=tl.float32)  # reduced over tokens once, at the end
     dd_acc = tl.zeros((BLOCK_L,), dtype=tl.float32)
     dbias_acc = tl.zeros((BLOCK_L,), dtype=tl.float32)
     for i in tl.range(0, n_chunks):
@@ -107,7 +108,7 @@ def selective_scan_backward_kernel(
         if HAS_Z:
             z = tl.load(z_row + offs_l, mask=mask_l, other=0.0).to(tl.float32)
             gate = tl.sigmoid(z)
-            y = tl.sum(h * c_t, axis=0) + d_skip * u
+            y = tl.load(ungated_ptr + grad_offset + offs_l, mask=mask_l, other=0.0)
             dz = dy * y * gate * (1.0 + z * (1.0 - gate))
             tl.store(dz_ptr + grad_offset + offs_l, dz.to(dz_ptr.dtype.element_ty), mask=mask_l)
             dy = dy * z * gate
@@ -123,13 +124,13 @@ def selective_scan_backward_kernel(
                       sem="relaxed")
         g_b = tl.sum(g * b_t, axis=0)
         g_decayed = g * (h - drive)  # g_t * a_t * h_{t-1}
-        da_acc += tl.sum(g_decayed * dt[None, :], axis=1)
+        da_acc += g_decayed * dt[None, :]
         ddt = (u * g_b + tl.sum(g_decayed * a[:, None], axis=0)) * slope
         ddt = tl.where(mask_l, ddt, 0.0)
         dbias_acc += ddt
         tl.store(du_ptr + grad_offset + offs_l, (dt * g_b + d_skip * dy).to(du_ptr.dtype.element_ty), mask=mask_l)
         tl.store(ddt_ptr + grad_offset + offs_l, ddt.to(ddt_ptr.dtype.element_ty), mask=mask_l)
-    tl.store(da_ptr + (batch * dim + chan) * N + offs_n, da_acc, mask=mask_n)
+    tl.store(da_ptr + (batch * dim + chan) * N + offs_n, tl.sum(da_acc, axis=1), mask=mask_n)
     if HAS_D:
         tl.store(dd_ptr + batch * dim + chan, tl.sum(dd_acc, axis=0))
     if HAS_BIAS:

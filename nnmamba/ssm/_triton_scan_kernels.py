@@ -35,8 +35,8 @@ def _scan_chunk(h, dt, u, a2, b_t, c_t, BLOCK_L: tl.constexpr, SAVE_STATES: tl.c
 
     h: (N,) state before the chunk; dt, u: (BLOCK_L,); a2: (N,) = A * log2(e);
     b_t, c_t: (N, BLOCK_L). Returns y: (BLOCK_L,) = sum_n C * h and the state after the chunk.
-    SAVE_STATES also stores the state before each SAVE_L-token piece of the chunk at rows
-    first, first + 1, ... (< n_saved) of state_row: (n_saved, N).
+    SAVE_STATES also stores the state before each later SAVE_L-token piece (the chunk's next one
+    included) at rows first + 1, first + 2, ... (< n_saved) of state_row: (n_saved, N).
     """
     decay = tl.exp2(a2[:, None] * dt[None, :])
     drive = b_t * (dt * u)[None, :]
@@ -45,17 +45,18 @@ def _scan_chunk(h, dt, u, a2, b_t, c_t, BLOCK_L: tl.constexpr, SAVE_STATES: tl.c
     y = tl.sum(states * c_t, axis=0)
     cols = tl.arange(0, BLOCK_L)
     if SAVE_STATES:
-        tl.store(state_row + first * N + offs_n, h, mask=mask_n)
-        for j in tl.static_range(1, BLOCK_L // SAVE_L):
-            h_j = tl.sum(tl.where((cols == j * SAVE_L - 1)[None, :], states, 0.0), axis=1)
-            tl.store(state_row + (first + j) * N + offs_n, h_j, mask=mask_n & (first + j < n_saved))
+        # the state after column j starts piece (j + 1) / SAVE_L: stored by the thread that holds it,
+        # a masked scatter instead of a cross-thread reduction per piece
+        piece = first + (cols + 1) // SAVE_L
+        keep = ((cols + 1) % SAVE_L == 0) & (piece < n_saved)
+        tl.store(state_row + piece[None, :] * N + offs_n[:, None], states, mask=mask_n[:, None] & keep[None, :])
     h_out = tl.sum(tl.where((cols == BLOCK_L - 1)[None, :], states, 0.0), axis=1)
     return y, h_out
 
 
 @triton.jit
 def selective_scan_kernel(
-    u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, out_ptr, states_ptr,
+    u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, out_ptr, states_ptr, ungated_ptr,
     seqlen, dim,
     s_ub, s_ud, s_dtb, s_dtd, s_ad, s_an, s_bb, s_bn, s_cb, s_cn, s_zb, s_zd, s_ob, s_od,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -66,8 +67,9 @@ def selective_scan_kernel(
 
     u, dt, z, out: (batch, dim, L) with unit stride along L; a: (dim, N); b, c: (batch, N, L).
     SAVE_STATES (for the backward pass) stores the state before every SAVE_L tokens (BLOCK_L is a
-    multiple of SAVE_L) into states: (batch, dim, cdiv(L, SAVE_L), N), contiguous float32; without
-    it states is never touched.
+    multiple of SAVE_L) into states: (batch, dim, cdiv(L, SAVE_L), N), contiguous float32, and with
+    HAS_Z the output before the z gate into ungated: float32 with out's strides; without it neither
+    is touched.
     """
     pid = tl.program_id(0)
     batch = (pid // dim).to(tl.int64)
@@ -88,6 +90,8 @@ def selective_scan_kernel(
     n_saved = tl.cdiv(seqlen, SAVE_L)
     state_row = states_ptr + (batch * dim + chan) * n_saved * N
     h = tl.zeros((N_PAD,), dtype=tl.float32)
+    if SAVE_STATES:
+        tl.store(state_row + offs_n, h, mask=mask_n)  # the state before the first piece; _scan_chunk the rest
     for start in tl.range(0, seqlen, BLOCK_L):
         offs_l = start + tl.arange(0, BLOCK_L)
         mask_l = offs_l < seqlen
@@ -106,6 +110,8 @@ def selective_scan_kernel(
         if HAS_D:
             y = y + d_skip * u
         if HAS_Z:
+            if SAVE_STATES:
+                tl.store(ungated_ptr + batch * s_ob + chan * s_od + offs_l, y, mask=mask_l)
             z = tl.load(z_row + offs_l, mask=mask_l, other=0.0).to(tl.float32)
             y = y * z * tl.sigmoid(z)
         tl.store(out_row + offs_l, y.to(out_ptr.dtype.element_ty), mask=mask_l)

@@ -138,7 +138,9 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
 
 
 def _forward(kernels, u, delta, A, B, C, D, z, delta_bias, softplus: bool, save_states: bool):
-    """(y, states or None); states: (batch, d_inner, n_chunks, d_state) float32 when save_states."""
+    """(y, states, ungated); when save_states, for the backward pass: states (batch, d_inner,
+    cdiv(L, TRAIN_BLOCK_L), d_state) and, when z is given, ungated (batch, d_inner, L), y before the
+    z gate, both float32; else (y, None, None)."""
     batch, dim, length = u.shape
     u, delta, B, C = (_unit_stride(t) for t in (u, delta, B, C))
     z = None if z is None else _unit_stride(z)
@@ -148,16 +150,21 @@ def _forward(kernels, u, delta, A, B, C, D, z, delta_bias, softplus: bool, save_
     if save_states and block_l % TRAIN_BLOCK_L:
         raise ValueError(f"TRAIN_FORWARD_BLOCK_L must be a multiple of TRAIN_BLOCK_L, got {block_l} and "
                          f"{TRAIN_BLOCK_L}")
-    states = (torch.empty((batch, dim, triton_cdiv(length, TRAIN_BLOCK_L), state), device=u.device,
-                          dtype=torch.float32) if save_states else None)
+    states = ungated = None
+    if save_states:
+        states = torch.empty((batch, dim, triton_cdiv(length, TRAIN_BLOCK_L), state), device=u.device,
+                             dtype=torch.float32)
+        if z is not None:
+            ungated = torch.empty(out.shape, device=u.device, dtype=torch.float32)
     if length == 0 or batch == 0:
-        return out, states
+        return out, states, ungated
     dummy = out  # stands in for absent optional pointers; never read (HAS_* is False)
     zz = z if z is not None else dummy
     with _on_device(u):
         kernels.selective_scan_kernel[(batch * dim,)](
             u, delta, A, B, C, D if D is not None else dummy, zz,
             delta_bias if delta_bias is not None else dummy, out, states if save_states else dummy,
+            ungated if ungated is not None else dummy,
             length, dim,
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), A.stride(0), A.stride(1),
             B.stride(0), B.stride(1), C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
@@ -166,7 +173,7 @@ def _forward(kernels, u, delta, A, B, C, D, z, delta_bias, softplus: bool, save_
             SOFTPLUS=softplus, SAVE_STATES=save_states, SAVE_L=TRAIN_BLOCK_L if save_states else block_l,
             N=state, N_PAD=_next_pow2(state), BLOCK_L=block_l, num_warps=NUM_WARPS,
         )
-    return out, states
+    return out, states, ungated
 
 
 class _TritonScan(torch.autograd.Function):
@@ -181,20 +188,24 @@ class _TritonScan(torch.autograd.Function):
         # the unit-stride copies are what gets saved, so backward does not copy again (as mamba-ssm)
         u, delta, B, C = (_unit_stride(t) for t in (u, delta, B, C))
         z = None if z is None else _unit_stride(z)
-        out, states = _forward(_kernels(), u, delta, A, B, C, D, z, delta_bias, softplus, save_states=True)
+        out, states, ungated = _forward(_kernels(), u, delta, A, B, C, D, z, delta_bias, softplus,
+                                        save_states=True)
         ctx.softplus = softplus
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
+        ctx.block_l = TRAIN_BLOCK_L  # the states' spacing, whatever the constant is at backward time
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states, ungated)
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
-        grads = _backward(_backward_kernels(), dout, u, delta, A, B, C, D, z, delta_bias, states, ctx.softplus)
+        u, delta, A, B, C, D, z, delta_bias, states, ungated = ctx.saved_tensors
+        grads = _backward(_backward_kernels(), dout, u, delta, A, B, C, D, z, delta_bias, states, ungated,
+                          ctx.softplus, ctx.block_l)
         needed = ctx.needs_input_grad
         return tuple(g if need else None for g, need in zip(grads, needed[:8])) + (None,)
 
 
-def _backward(kernels, dout, u, delta, A, B, C, D, z, delta_bias, states, softplus: bool):
+def _backward(kernels, dout, u, delta, A, B, C, D, z, delta_bias, states, ungated, softplus: bool,
+              block_l: int):
     """(du, ddelta, dA, dB, dC, dD, dz, d_delta_bias), None for absent inputs; shapes as the inputs."""
     batch, dim, length = u.shape
     state = A.shape[1]
@@ -216,14 +227,15 @@ def _backward(kernels, dout, u, delta, A, B, C, D, z, delta_bias, states, softpl
         with _on_device(u):
             kernels.selective_scan_backward_kernel[(batch * dim,)](
                 u, delta, A, B, C, D if D is not None else du, zz,
-                delta_bias if delta_bias is not None else du, states, dout,
+                delta_bias if delta_bias is not None else du, states,
+                ungated if ungated is not None else du, dout,
                 du, ddelta, dz if dz is not None else du, dB, dC, dA, dD, dbias,
                 length, dim,
                 u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), A.stride(0), A.stride(1),
                 B.stride(0), B.stride(1), C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
                 du.stride(0), du.stride(1),
                 HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-                SOFTPLUS=softplus, N=state, N_PAD=_next_pow2(state), BLOCK_L=TRAIN_BLOCK_L,
+                SOFTPLUS=softplus, N=state, N_PAD=_next_pow2(state), BLOCK_L=block_l,
                 num_warps=BACKWARD_NUM_WARPS,
             )
     return (du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
