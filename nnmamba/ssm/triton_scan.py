@@ -34,9 +34,10 @@ MICCSS_NUM_WARPS = 2
 # Training. The backward kernel walks chunks of TRAIN_BLOCK_L tokens, restarting each from the state
 # the forward pass saved before it; that forward runs chunks of TRAIN_FORWARD_BLOCK_L tokens (a
 # multiple of TRAIN_BLOCK_L), saving the state every TRAIN_BLOCK_L tokens. Register budget on sm_90
-# (ptxas, d_state 16): all batch * d_inner programs must be resident at once (512 at the benchmark
-# shape, ~4 per SM), i.e. <= 16K registers a program; backward 32 tokens x 2 warps takes 232 per
-# thread without spilling, 64 x 2 spills, 64 x 4 needs 250 x 128 threads (two programs per SM).
+# (d_state 16, `python benchmarks/triton_sass.py`): all batch * d_inner programs must be resident at
+# once (512 at the benchmark shape, ~4 per SM), i.e. <= 16K registers a program; the backward at
+# 32 tokens x 2 warps takes 168 (fp32) / 255 (bf16) a thread without spilling, 64 x 4 takes 240.
+# To be confirmed on the card: `python benchmarks/scan_gpu.py --sweep`.
 TRAIN_BLOCK_L = 32
 TRAIN_FORWARD_BLOCK_L = 128
 BACKWARD_NUM_WARPS = 2
