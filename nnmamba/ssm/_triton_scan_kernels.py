@@ -29,33 +29,47 @@ def _softplus(x):
 
 
 @triton.jit
-def _scan_chunk(h, dt, u, a2, b_t, c_t, BLOCK_L: tl.constexpr):
+def _scan_chunk(h, dt, u, a2, b_t, c_t, BLOCK_L: tl.constexpr, SAVE_STATES: tl.constexpr,
+                state_row, first, n_saved, offs_n, mask_n, N: tl.constexpr, SAVE_L: tl.constexpr):
     """One chunk of the recurrence.
 
     h: (N,) state before the chunk; dt, u: (BLOCK_L,); a2: (N,) = A * log2(e);
     b_t, c_t: (N, BLOCK_L). Returns y: (BLOCK_L,) = sum_n C * h and the state after the chunk.
+    SAVE_STATES also stores the state before each later SAVE_L-token piece (the chunk's next one
+    included) at rows first + 1, first + 2, ... (< n_saved) of state_row: (n_saved, N).
     """
     decay = tl.exp2(a2[:, None] * dt[None, :])
     drive = b_t * (dt * u)[None, :]
     acc_a, acc_h = tl.associative_scan((decay, drive), axis=1, combine_fn=_combine)
     states = acc_h + acc_a * h[:, None]
     y = tl.sum(states * c_t, axis=0)
-    is_last = tl.arange(0, BLOCK_L) == BLOCK_L - 1
-    h_out = tl.sum(tl.where(is_last[None, :], states, 0.0), axis=1)
+    cols = tl.arange(0, BLOCK_L)
+    if SAVE_STATES:
+        # the state after column j starts piece (j + 1) / SAVE_L: stored by the thread that holds it,
+        # a masked scatter instead of a cross-thread reduction per piece
+        piece = first + (cols + 1) // SAVE_L
+        keep = ((cols + 1) % SAVE_L == 0) & (piece < n_saved)
+        tl.store(state_row + piece[None, :] * N + offs_n[:, None], states, mask=mask_n[:, None] & keep[None, :])
+    h_out = tl.sum(tl.where((cols == BLOCK_L - 1)[None, :], states, 0.0), axis=1)
     return y, h_out
 
 
 @triton.jit
 def selective_scan_kernel(
-    u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, out_ptr,
+    u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, out_ptr, states_ptr, ungated_ptr,
     seqlen, dim,
     s_ub, s_ud, s_dtb, s_dtd, s_ad, s_an, s_bb, s_bn, s_cb, s_cn, s_zb, s_zd, s_ob, s_od,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_L: tl.constexpr,
+    SAVE_STATES: tl.constexpr, SAVE_L: tl.constexpr, N: tl.constexpr, N_PAD: tl.constexpr,
+    BLOCK_L: tl.constexpr,
 ):
     """mamba-ssm's selective_scan_fn, forward: one program per (batch, channel).
 
     u, dt, z, out: (batch, dim, L) with unit stride along L; a: (dim, N); b, c: (batch, N, L).
+    SAVE_STATES (for the backward pass) stores the state before every SAVE_L tokens (BLOCK_L is a
+    multiple of SAVE_L) into states: (batch, dim, cdiv(L, SAVE_L), N), contiguous float32, and with
+    HAS_Z the output before the z gate into ungated: float32 with out's strides; without it neither
+    is touched.
     """
     pid = tl.program_id(0)
     batch = (pid // dim).to(tl.int64)
@@ -73,7 +87,11 @@ def selective_scan_kernel(
     c_base = c_ptr + batch * s_cb + offs_n[:, None] * s_cn
     z_row = z_ptr + batch * s_zb + chan * s_zd
     out_row = out_ptr + batch * s_ob + chan * s_od
+    n_saved = tl.cdiv(seqlen, SAVE_L)
+    state_row = states_ptr + (batch * dim + chan) * n_saved * N
     h = tl.zeros((N_PAD,), dtype=tl.float32)
+    if SAVE_STATES:
+        tl.store(state_row + offs_n, h, mask=mask_n)  # the state before the first piece; _scan_chunk the rest
     for start in tl.range(0, seqlen, BLOCK_L):
         offs_l = start + tl.arange(0, BLOCK_L)
         mask_l = offs_l < seqlen
@@ -87,10 +105,13 @@ def selective_scan_kernel(
         dt = tl.where(mask_l, dt, 0.0)
         b_t = tl.load(b_base + offs_l[None, :], mask=mask_nl, other=0.0).to(tl.float32)
         c_t = tl.load(c_base + offs_l[None, :], mask=mask_nl, other=0.0).to(tl.float32)
-        y, h = _scan_chunk(h, dt, u, a2, b_t, c_t, BLOCK_L)
+        y, h = _scan_chunk(h, dt, u, a2, b_t, c_t, BLOCK_L, SAVE_STATES, state_row, start // SAVE_L, n_saved,
+                           offs_n, mask_n, N, SAVE_L)
         if HAS_D:
             y = y + d_skip * u
         if HAS_Z:
+            if SAVE_STATES:
+                tl.store(ungated_ptr + batch * s_ob + chan * s_od + offs_l, y, mask=mask_l)
             z = tl.load(z_row + offs_l, mask=mask_l, other=0.0).to(tl.float32)
             y = y * z * tl.sigmoid(z)
         tl.store(out_row + offs_l, y.to(out_ptr.dtype.element_ty), mask=mask_l)

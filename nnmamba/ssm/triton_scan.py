@@ -1,8 +1,10 @@
-"""The `triton` scan backend: mamba-ssm's `selective_scan_fn` (forward) written in Triton.
+"""The `triton` scan backend: mamba-ssm's `selective_scan_fn`, forward and backward, written in Triton.
 
 Runs with the Triton that PyTorch's CUDA wheels ship, so it needs no CUDA compiler; "auto" picks it
 on CUDA when mamba-ssm is absent. Triton is imported lazily: on a machine without it (CPU wheels of
-PyTorch) the backend registers as unavailable and says why.
+PyTorch) the backend registers as unavailable and says why. Kernels: `_triton_scan_kernels`
+(forward) and `_triton_scan_backward_kernels`; under TRITON_INTERPRET=1 they run on CPU tensors,
+which is how CPU CI checks them.
 
 Besides the registry function this module holds `miccss_scans`, the four scans of one MICCSS layer
 (shared Mamba, flips of the token and channel order) in two launches, used by
@@ -29,6 +31,18 @@ BLOCK_L = 128
 NUM_WARPS = 2
 MICCSS_BLOCK_L = 256
 MICCSS_NUM_WARPS = 2
+# Training. The backward kernel walks chunks of TRAIN_BLOCK_L tokens, restarting each from the state
+# the forward pass saved before it; that forward runs chunks of TRAIN_FORWARD_BLOCK_L tokens (a
+# multiple of TRAIN_BLOCK_L), saving the state every TRAIN_BLOCK_L tokens. Register budget on sm_90
+# (d_state 16, `python benchmarks/triton_sass.py`): all batch * d_inner programs must be resident at
+# once (512 at the benchmark shape, ~4 per SM), i.e. <= 16K registers a program; the backward at
+# 32 tokens x 2 warps takes 168 (fp32) / 255 (bf16) a thread without spilling, 64 x 4 takes 240.
+# To be confirmed on the card: `python benchmarks/scan_gpu.py --sweep`.
+TRAIN_BLOCK_L = 32
+TRAIN_FORWARD_BLOCK_L = 128
+BACKWARD_NUM_WARPS = 2
+# Read by the execution planner: this backend's result carries gradients of every input.
+SUPPORTS_BACKWARD = True
 
 
 @functools.lru_cache(maxsize=1)
@@ -37,7 +51,7 @@ def _import_error() -> Optional[str]:
     try:
         import triton  # noqa: F401
 
-        from nnmamba.ssm import _triton_scan_kernels  # noqa: F401
+        from nnmamba.ssm import _triton_scan_backward_kernels, _triton_scan_kernels  # noqa: F401
     except Exception as e:  # ImportError, or a Triton too old for associative_scan
         return f"{type(e).__name__}: {e}"
     return None
@@ -50,6 +64,21 @@ def _kernels():
     from nnmamba.ssm import _triton_scan_kernels
 
     return _triton_scan_kernels
+
+
+def _backward_kernels():
+    _kernels()
+    from nnmamba.ssm import _triton_scan_backward_kernels
+
+    return _triton_scan_backward_kernels
+
+
+def interpreting() -> bool:
+    """True when Triton runs our kernels in its CPU interpreter (TRITON_INTERPRET=1 when they were
+    imported); then, and only then, the kernels take CPU tensors."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(_kernels().selective_scan_kernel, InterpretedFunction)
 
 
 def _next_pow2(n: int) -> int:
@@ -84,45 +113,135 @@ def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
         if t is not None and t.shape != (dim,):
             raise ValueError(f"{name} must be (d_inner,) = ({dim},), got {tuple(t.shape)}")
     tensors = [t for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None]
-    if any(t.device != u.device for t in tensors) or u.device.type != "cuda":
-        raise ValueError("the triton scan needs every tensor on one CUDA device, got "
-                         f"{sorted({str(t.device) for t in tensors})}")
+    on_cpu_interpreted = u.device.type == "cpu" and interpreting()
+    if any(t.device != u.device for t in tensors) or (u.device.type != "cuda" and not on_cpu_interpreted):
+        raise ValueError("the triton scan needs every tensor on one CUDA device (CPU tensors only under "
+                         f"TRITON_INTERPRET=1), got {sorted({str(t.device) for t in tensors})}")
 
 
 def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                           C: torch.Tensor, D: Optional[torch.Tensor] = None,
                           z: Optional[torch.Tensor] = None, delta_bias: Optional[torch.Tensor] = None,
                           delta_softplus: bool = False) -> torch.Tensor:
-    """Selective scan forward on CUDA, state and arithmetic in float32 (like mamba-ssm's kernel).
+    """Selective scan on CUDA, state and arithmetic in float32 (like mamba-ssm's kernel). Differentiable.
 
     u, delta, z: (batch, d_inner, L); A: (d_inner, d_state); B, C: (batch, d_state, L);
-    D, delta_bias: (d_inner,). Returns y: (batch, d_inner, L) in u's dtype. Forward only: the
-    result carries no gradient (training uses the torch or mamba_ssm backends).
+    D, delta_bias: (d_inner,). Returns y: (batch, d_inner, L) in u's dtype. When gradients are
+    needed the forward pass also saves the float32 state at every chunk start,
+    (batch, d_inner, cdiv(L, TRAIN_BLOCK_L), d_state), and the backward kernel recomputes the rest.
     """
     kernels = _kernels()
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    inputs = (u, delta, A, B, C, D, z, delta_bias)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        return _TritonScan.apply(*inputs, bool(delta_softplus))
+    return _forward(kernels, *inputs, bool(delta_softplus), save_states=False)[0]
+
+
+def _forward(kernels, u, delta, A, B, C, D, z, delta_bias, softplus: bool, save_states: bool):
+    """(y, states, ungated); when save_states, for the backward pass: states (batch, d_inner,
+    cdiv(L, TRAIN_BLOCK_L), d_state) and, when z is given, ungated (batch, d_inner, L), y before the
+    z gate, both float32; else (y, None, None)."""
     batch, dim, length = u.shape
     u, delta, B, C = (_unit_stride(t) for t in (u, delta, B, C))
     z = None if z is None else _unit_stride(z)
     out = torch.empty_like(u, memory_format=torch.contiguous_format)
+    state = A.shape[1]
+    block_l = TRAIN_FORWARD_BLOCK_L if save_states else BLOCK_L
+    if save_states and block_l % TRAIN_BLOCK_L:
+        raise ValueError(f"TRAIN_FORWARD_BLOCK_L must be a multiple of TRAIN_BLOCK_L, got {block_l} and "
+                         f"{TRAIN_BLOCK_L}")
+    states = ungated = None
+    if save_states:
+        states = torch.empty((batch, dim, triton_cdiv(length, TRAIN_BLOCK_L), state), device=u.device,
+                             dtype=torch.float32)
+        if z is not None:
+            ungated = torch.empty(out.shape, device=u.device, dtype=torch.float32)
     if length == 0 or batch == 0:
-        return out
+        return out, states, ungated
     dummy = out  # stands in for absent optional pointers; never read (HAS_* is False)
     zz = z if z is not None else dummy
-    state = A.shape[1]
     with _on_device(u):
         kernels.selective_scan_kernel[(batch * dim,)](
             u, delta, A, B, C, D if D is not None else dummy, zz,
-            delta_bias if delta_bias is not None else dummy, out,
+            delta_bias if delta_bias is not None else dummy, out, states if save_states else dummy,
+            ungated if ungated is not None else dummy,
             length, dim,
             u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), A.stride(0), A.stride(1),
             B.stride(0), B.stride(1), C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
             out.stride(0), out.stride(1),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=bool(delta_softplus), N=state, N_PAD=_next_pow2(state), BLOCK_L=BLOCK_L,
-            num_warps=NUM_WARPS,
+            SOFTPLUS=softplus, SAVE_STATES=save_states, SAVE_L=TRAIN_BLOCK_L if save_states else block_l,
+            N=state, N_PAD=_next_pow2(state), BLOCK_L=block_l, num_warps=NUM_WARPS,
         )
-    return out
+    return out, states, ungated
+
+
+class _TritonScan(torch.autograd.Function):
+    """Forward kernel saving chunk-start states; backward kernel recomputing states per chunk.
+
+    Gradients follow mamba-ssm's selective_scan_fn: each in its input's dtype, accumulated in
+    float32 (dA, dD, d(delta_bias) summed over batch and L; dB, dC summed over channels).
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus):
+        # the unit-stride copies are what gets saved, so backward does not copy again (as mamba-ssm)
+        u, delta, B, C = (_unit_stride(t) for t in (u, delta, B, C))
+        z = None if z is None else _unit_stride(z)
+        out, states, ungated = _forward(_kernels(), u, delta, A, B, C, D, z, delta_bias, softplus,
+                                        save_states=True)
+        ctx.softplus = softplus
+        ctx.block_l = TRAIN_BLOCK_L  # the states' spacing, whatever the constant is at backward time
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states, ungated)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        u, delta, A, B, C, D, z, delta_bias, states, ungated = ctx.saved_tensors
+        grads = _backward(_backward_kernels(), dout, u, delta, A, B, C, D, z, delta_bias, states, ungated,
+                          ctx.softplus, ctx.block_l)
+        needed = ctx.needs_input_grad
+        return tuple(g if need else None for g, need in zip(grads, needed[:8])) + (None,)
+
+
+def _backward(kernels, dout, u, delta, A, B, C, D, z, delta_bias, states, ungated, softplus: bool,
+              block_l: int):
+    """(du, ddelta, dA, dB, dC, dD, dz, d_delta_bias), None for absent inputs; shapes as the inputs."""
+    batch, dim, length = u.shape
+    state = A.shape[1]
+    u, delta, B, C, dout = (_unit_stride(t) for t in (u, delta, B, C, dout))
+    z = None if z is None else _unit_stride(z)
+    du = torch.empty_like(u, memory_format=torch.contiguous_format)
+    ddelta = torch.empty_like(delta, memory_format=torch.contiguous_format)
+    dz = None if z is None else torch.empty_like(z, memory_format=torch.contiguous_format)
+    f32 = dict(device=u.device, dtype=torch.float32)
+    dB = torch.zeros((batch, state, length), **f32)
+    dC = torch.zeros((batch, state, length), **f32)
+    dA = torch.zeros((batch, dim, state), **f32)
+    dD = torch.zeros((batch, dim), **f32)
+    dbias = torch.zeros((batch, dim), **f32)
+    if length > 0 and batch > 0:
+        if dout.stride() != du.stride():
+            dout = dout.contiguous()  # the kernel indexes dout with du's (batch, channel) strides
+        zz = z if z is not None else du
+        with _on_device(u):
+            kernels.selective_scan_backward_kernel[(batch * dim,)](
+                u, delta, A, B, C, D if D is not None else du, zz,
+                delta_bias if delta_bias is not None else du, states,
+                ungated if ungated is not None else du, dout,
+                du, ddelta, dz if dz is not None else du, dB, dC, dA, dD, dbias,
+                length, dim,
+                u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), A.stride(0), A.stride(1),
+                B.stride(0), B.stride(1), C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
+                du.stride(0), du.stride(1),
+                HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+                SOFTPLUS=softplus, N=state, N_PAD=_next_pow2(state), BLOCK_L=block_l,
+                num_warps=BACKWARD_NUM_WARPS,
+            )
+    return (du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+            None if D is None else dD.sum(0).to(D.dtype), dz,
+            None if delta_bias is None else dbias.sum(0).to(delta_bias.dtype))
 
 
 def miccss_scans(xz: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torch.Tensor,
