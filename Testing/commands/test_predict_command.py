@@ -250,3 +250,16 @@ def test_predict_without_an_input_says_so(tmp_path, capsys):
     rc = run_cli("--output", tmp_path / "out")
     assert rc == 2
     assert "no input given" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["the output itself", "a parent folder"])
+def test_an_output_that_is_an_existing_file_is_refused_before_computing_and_left_untouched(
+        where, phantom, tmp_path, capsys):
+    existing = tmp_path / "results.txt"
+    existing.write_text("mine")
+    out = existing if where == "the output itself" else existing / "out"
+    rc = run_cli(phantom, "--tasks", "classification", "--output", out, "--overwrite")
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "--output must be a folder" in err and str(existing) in err and "Traceback" not in err
+    assert existing.read_text() == "mine"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -104,6 +105,25 @@ def _cases(inputs, each: bool) -> list:
     return cases
 
 
+def check_output_folder(output: Path) -> None:
+    """Refuse an `--output` that cannot be a folder we write into, before anything is computed.
+
+    Without this an existing file named by --output (or a file where one of its parent folders
+    should be) only failed when the results were written, after the whole compute, with a Traceback.
+    """
+    output = Path(output)
+    for path in [output, *output.parents]:
+        if path.exists():
+            if not path.is_dir():
+                what = "is" if path == output else f"has {path} as a parent folder, but that is"
+                raise InputError(f"--output must be a folder; {output} {what} an existing file "
+                                 f"(pass a folder path; nothing was written)")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise InputError(f"--output {output}: cannot write into {path} (permission denied); "
+                                 f"pass a folder you can write to (nothing was written)")
+            return
+
+
 @report_errors
 def run(args) -> int:
     from nnmamba.inference import Predictor
@@ -123,6 +143,7 @@ def run(args) -> int:
     cards = [find_model(models[t]) if t in models else default_model(t) for t in tasks]
     warning = untrained_warning(cards)
     print_warning(warning)
+    check_output_folder(args.output)
     cases = _cases(inputs, args.each)
     if args.name and len(cases) > 1:
         raise InputError("--name names one case's outputs; it cannot be used with several cases (--each)")
