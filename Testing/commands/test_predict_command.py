@@ -170,7 +170,7 @@ def test_bad_input_is_refused_with_a_clear_message_and_nothing_is_overwritten(ca
 @pytest.mark.parametrize("argv,message,code", [
     (["--overlap", "1.2"], "overlap must be >= 0 and < 1, got 1.2", 2),
     (["--overlap", "-0.1"], "overlap must be >= 0 and < 1, got -0.1", 2),
-    (["--tile-batch", "0"], "tile_batch must be an integer >= 1", 2),
+    (["--tile-batch", "0"], "tile_batch must be 'auto' or an integer >= 1", 2),
     (["--model", "segmentation=no-such-model"], "no model named 'no-such-model'", 3),
     (["--model", "segmentaton=tiny-seg"], "--model must be NAME_OR_PATH or TASK=NAME_OR_PATH", 2),
     (["--model", "segmentation="], "--model must be NAME_OR_PATH or TASK=NAME_OR_PATH", 2),
