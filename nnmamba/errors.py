@@ -40,3 +40,9 @@ class BackendUnavailableError(NNMambaError, RuntimeError):
     """A scan backend or device asked for by name is not usable here."""
 
     code = "backend_unavailable"
+
+
+class PlanError(BackendUnavailableError):
+    """An execution plan cannot run here (a forward-only scan for training, a fused form whose
+    package is missing, an override that contradicts the mode or device); the message names the fix.
+    Keeps the code of `BackendUnavailableError`, so the worker protocol needs no new code."""

@@ -1,7 +1,8 @@
-"""`nnmamba info` runs in a fresh process and names the scan backend it will use."""
+"""`nnmamba info` runs in a fresh process, names the scan backend it will use and shows the plans."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -39,3 +40,19 @@ def test_info_fails_when_the_environment_asks_for_a_backend_that_cannot_run():
     assert result.returncode == 1
     assert "cannot run on cpu" in result.stdout
     assert "NNMAMBA_SCAN_BACKEND" in result.stderr
+
+
+def test_info_shows_the_inference_and_training_plans_per_device_as_text_and_json(capsys, monkeypatch):
+    from nnmamba.commands import info
+
+    monkeypatch.delenv("NNMAMBA_SCAN_BACKEND", raising=False)
+    assert info.run(argparse.Namespace(json=False)) == 0
+    text = capsys.readouterr().out
+    assert "execution plans of nnMambaSeg" in text
+    assert "  cpu training (float32):\n    scan_backend    torch" in text
+    assert "fold_batchnorm  yes" in text  # the inference plan folds, the training plan does not
+    assert info.run(argparse.Namespace(json=True)) == 0
+    plans = json.loads(capsys.readouterr().out)["plans"]["cpu"]
+    assert plans["training"]["mode"] == "training" and plans["training"]["scan_backend"] == "torch"
+    assert plans["inference"]["fold_batchnorm"] and not plans["training"]["fold_batchnorm"]
+    assert dict(map(tuple, plans["training"]["reasons"]))["fused_miccss"].startswith("inference only")

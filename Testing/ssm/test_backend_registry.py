@@ -62,16 +62,22 @@ def test_a_new_backend_registers_in_one_line_and_a_model_uses_it(monkeypatch):
         backends.resolve_backend("counting", "meta")
 
 
-def test_backend_is_resolved_once_per_device_and_logged_once(caplog, monkeypatch):
+def test_backend_is_resolved_once_per_device_dtype_and_mode_and_logged_once(caplog, monkeypatch):
     monkeypatch.setattr(mamba_module, "_logged", set())
     blocks = [Mamba(d_model=8, scan_backend="reference") for _ in range(2)]
     with caplog.at_level(logging.INFO, logger="nnmamba.ssm.mamba"):
         for block in blocks + blocks:
             block(torch.randn(1, 4, 8))
+        with torch.no_grad():
+            blocks[0](torch.randn(1, 4, 8))
     lines = [r.getMessage() for r in caplog.records if r.name == "nnmamba.ssm.mamba"]
-    assert lines == ["selective scan on cpu: backend 'reference' (asked for 'reference')"]
-    block = blocks[0]
-    assert block._resolved == {"cpu": "reference"}
+    assert lines == [
+        "selective scan on cpu for training in float32: backend 'reference' (asked for; fused inner "
+        "function off: reference offers no fused inner function)",
+        "selective scan on cpu for inference in float32: backend 'reference' (asked for; fused inner "
+        "function off: reference offers no fused inner function)"]
+    assert blocks[0]._resolved == {("cpu", torch.float32, "training"): ("reference", False),
+                                   ("cpu", torch.float32, "inference"): ("reference", False)}
 
 
 def test_an_unknown_backend_name_is_refused_when_the_block_is_built():

@@ -1,13 +1,19 @@
-"""`nnmamba info`: versions, devices, scan backends and which backend "auto" picks on each device."""
+"""`nnmamba info`: versions, devices, scan backends, and the inference and training execution plans of
+the default network on each visible device (what "auto" picks there, and why)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
 import json
+import logging
 import os
 import platform
 import sys
+
+# the network whose plans are shown: upstream nnMambaSeg's published configuration
+DEFAULT_NETWORK = {"network": "nnMambaSeg",
+                   "hyperparameters": {"in_ch": 1, "channels": 32, "blocks": 3, "number_classes": 6}}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,14 +53,46 @@ def collect() -> dict:
         backend = backends.get_backend(name)
         report_backends.append({"name": name, "per_device": {
             d["device"]: backend.reason(d["device"]) for d in devices}})
-    chosen = {}
-    for d in devices:
-        try:
-            chosen[d["device"]] = backends.resolve_backend(backends.AUTO, d["device"])
-        except (ValueError, RuntimeError) as e:
-            chosen[d["device"]] = f"error: {e}"
+    plans = {d["device"]: _plans(d["device"]) for d in devices}
+    chosen = {device: p["inference"].get("scan_backend", f"error: {p['inference'].get('error')}")
+              for device, p in plans.items()}
     return {"versions": versions, "devices": devices, "backends": report_backends,
-            "requested": requested, "scan_backend": chosen}
+            "requested": requested, "scan_backend": chosen, "plans": plans}
+
+
+def _plans(device: str) -> dict:
+    """{"inference": plan dict | {"error"}, "training": ...} for the default network on `device`,
+    in the dtype the predictor and the trainer use there by default (bf16 on CUDA, else float32)."""
+    import torch
+
+    from nnmamba.execution_plan import make_plan
+
+    cuda_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    dtype = torch.bfloat16 if cuda_bf16 else torch.float32
+    plans = {}
+    planner_log = logging.getLogger("nnmamba.execution_plan")
+    level = planner_log.level
+    planner_log.setLevel(logging.WARNING)  # the report prints the plans; logging them too says it twice
+    try:
+        for mode in ("inference", "training"):
+            try:
+                plans[mode] = make_plan(DEFAULT_NETWORK, device, dtype, mode).as_dict()
+            except (ValueError, RuntimeError) as e:
+                plans[mode] = {"error": str(e)}
+    finally:
+        planner_log.setLevel(level)
+    return plans
+
+
+def _print_plan(device: str, mode: str, plan: dict) -> None:
+    if "error" in plan:
+        print(f"  {device} {mode}: cannot run: {plan['error']}")
+        return
+    print(f"  {device} {mode} ({plan['dtype']}):")
+    for decision, why in plan["reasons"]:
+        value = plan[decision]
+        shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
+        print(f"    {decision:15s} {shown:9s} {why}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
     for device, name in report["scan_backend"].items():
         print(f"  {device:8s} {name}")
         failed = failed or name.startswith("error:")
+    print(f"execution plans of {DEFAULT_NETWORK['network']} (channels 32, blocks 3, 6 classes):")
+    for device, plans in report["plans"].items():
+        for mode, plan in plans.items():
+            _print_plan(device, mode, plan)
+            failed = failed or "error" in plan
     if failed:
         print("a scan backend asked for through NNMAMBA_SCAN_BACKEND cannot run here", file=sys.stderr)
         return 1

@@ -104,7 +104,9 @@ class TriOrientedMamba(Mamba):
         if length % self.nslices:
             raise ValueError(f"the inter-slice scan cuts the {length} tokens into nslices={self.nslices} "
                              f"equal groups, so the token count must be divisible by {self.nslices}")
-        scan = backends.get_backend(self.resolved_backend(hidden_states.device)).fn
+        # the plan's (or planner's) backend for this forward's device, dtype and mode; the three
+        # directions have no fused inner form, so the fused flag does not apply here
+        scan = backends.get_backend(self._forward_decision(hidden_states)[0]).fn
         xz = F.linear(hidden_states, self.in_proj.weight, self.in_proj.bias).transpose(1, 2)  # (b, 2E, L)
         y = self.direction(xz, "", scan)
         y = y + self.direction(xz.flip(-1), "_b", scan).flip(-1)

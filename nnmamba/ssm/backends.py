@@ -13,10 +13,16 @@ Adding a backend is one line (in the backend's own module, imported from `_OPTIO
 
     register_backend("triton", selective_scan_triton, is_available=triton_available)
 
-Resolution (`resolve_backend`): a name asked for explicitly wins; "auto" looks at the environment
-variable NNMAMBA_SCAN_BACKEND first, then picks mamba_ssm > triton > torch on CUDA and torch elsewhere.
-A backend asked for by name that cannot run raises `BackendUnavailableError`; it never silently
-falls back to another one.
+Each backend *declares* what it can do: the device types and dtypes it computes in, whether its
+result carries gradients (`supports_grad`), a speed rank (lower is faster, from
+benchmarks/RESULTS.md) and the fused forms it offers (`fused_inner`: mamba-ssm's `mamba_inner_fn`).
+`ScanBackend.declare(device)` turns that into plain data (`Declaration`), from which
+`nnmamba.execution_plan` chooses; nothing outside the registry special-cases a backend by name.
+
+Resolution (`resolve_backend`, a thin door to the planner): a name asked for explicitly wins; "auto"
+looks at the environment variable NNMAMBA_SCAN_BACKEND first, then picks the fastest backend that
+can run. A backend asked for by name that cannot run raises `BackendUnavailableError`; it never
+silently falls back to another one.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import importlib.util
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -36,8 +42,9 @@ logger = logging.getLogger(__name__)
 
 ENV_VAR = "NNMAMBA_SCAN_BACKEND"
 AUTO = "auto"
-# Tried in this order by "auto" on a CUDA device; the first available one wins.
-CUDA_PREFERENCE = ("mamba_ssm", "triton", "torch")
+# What each dtype set covers: everything torch computes in, and what the CUDA kernels take.
+ALL_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # Backends that live in optional modules; each registers itself when imported.
 _OPTIONAL_MODULES = ("nnmamba.ssm.mamba_ssm_scan", "nnmamba.ssm.triton_scan")
 
@@ -45,18 +52,62 @@ ScanFn = Callable[..., torch.Tensor]
 DeviceLike = Union[str, torch.device]
 
 
+def _yes() -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class FusedForm:
+    """A fused alternative to the whole Mamba inner computation (conv1d, projections and scan).
+
+    `load()` returns the function, or None when the package it needs is missing; `missing()` then
+    says why and how to fix it. The function takes mamba-ssm's `mamba_inner_fn` arguments.
+    """
+
+    name: str
+    load: Callable[[], Optional[Callable]]
+    missing: Callable[[], str]
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What one backend declares about itself on one device: plain data the planner chooses from.
+
+    `fused_inner` is None when the backend offers no fused inner function, True when it offers one
+    that loads here, False when its package is missing (`fused_inner_why_not` says why).
+    """
+
+    name: str
+    available: bool
+    why_not: str
+    dtypes: Tuple[torch.dtype, ...]
+    supports_grad: bool
+    speed_rank: int
+    fused_inner: Optional[bool] = None
+    fused_inner_why_not: str = ""
+
+
 @dataclass(frozen=True)
 class ScanBackend:
-    """One registered backend.
+    """One registered backend and what it declares it can do.
 
     `is_available(device) -> bool`; `unavailable_reason(device) -> str` explains a False in plain
-    words including the fix (e.g. "pip install nnmamba[cuda]").
+    words including the fix (e.g. "pip install nnmamba[cuda]"). `has_grad()` is a callable because
+    a backend may learn its backward at import time of its module (triton's SUPPORTS_BACKWARD).
     """
 
     name: str
     fn: ScanFn
     is_available: Callable[[torch.device], bool]
     unavailable_reason: Optional[Callable[[torch.device], str]] = None
+    dtypes: Tuple[torch.dtype, ...] = ALL_FLOAT_DTYPES
+    has_grad: Callable[[], bool] = _yes
+    speed_rank: int = 100
+    fused_inner: Optional[FusedForm] = None
+
+    @property
+    def supports_grad(self) -> bool:
+        return bool(self.has_grad())
 
     def reason(self, device: DeviceLike) -> str:
         device = torch.device(device)
@@ -66,25 +117,49 @@ class ScanBackend:
             return self.unavailable_reason(device)
         return f"not available on {device.type}"
 
+    def declare(self, device: DeviceLike) -> Declaration:
+        """This backend's capabilities on `device`, as data."""
+        device = torch.device(device)
+        available = self.is_available(device)
+        fused, fused_why_not = None, ""
+        if self.fused_inner is not None:
+            fused = self.fused_inner.load() is not None
+            fused_why_not = "" if fused else self.fused_inner.missing()
+        return Declaration(self.name, available, "" if available else self.reason(device), tuple(self.dtypes),
+                           self.supports_grad, self.speed_rank, fused, fused_why_not)
+
 
 _REGISTRY: Dict[str, ScanBackend] = {}
 _optional_loaded = False
 
 
 def register_backend(name: str, fn: ScanFn, is_available: Callable[[torch.device], bool],
-                     unavailable_reason: Optional[Callable[[torch.device], str]] = None) -> None:
-    """Add (or replace) a backend under `name`."""
+                     unavailable_reason: Optional[Callable[[torch.device], str]] = None, *,
+                     dtypes: Tuple[torch.dtype, ...] = ALL_FLOAT_DTYPES, supports_grad: Callable[[], bool] = _yes,
+                     speed_rank: int = 100, fused_inner: Optional[FusedForm] = None) -> None:
+    """Add (or replace) a backend under `name` with its declared capabilities.
+
+    `supports_grad()`: whether `fn`'s result carries gradients to all its inputs; `speed_rank`:
+    lower is faster ("auto" takes the fastest backend that fits); `fused_inner`: a fused form of
+    the whole Mamba inner computation, if the backend offers one.
+    """
     if not name or name == AUTO:
         raise ValueError(f"a scan backend needs a name other than '' and '{AUTO}', got {name!r}")
-    _REGISTRY[name] = ScanBackend(name, fn, is_available, unavailable_reason)
+    if not callable(supports_grad):
+        raise ValueError(f"supports_grad must be a callable returning a bool, got {supports_grad!r}")
+    _REGISTRY[name] = ScanBackend(name, fn, is_available, unavailable_reason, tuple(dtypes), supports_grad,
+                                  speed_rank, fused_inner)
 
 
 def register_cuda_backend(name: str, fn: ScanFn, import_error: Callable[[], Optional[str]],
-                          what: str, fix: str) -> None:
+                          what: str, fix: str, *, supports_grad: Callable[[], bool] = _yes,
+                          speed_rank: int = 100, fused_inner: Optional[FusedForm] = None,
+                          dtypes: Tuple[torch.dtype, ...] = KERNEL_DTYPES) -> None:
     """Register a backend that runs on CUDA devices only and needs an optional import.
 
     `import_error()` returns None when the backend's modules import, else why not; `what` names
-    the backend in messages ("mamba-ssm"), `fix` says how to install it.
+    the backend in messages ("mamba-ssm"), `fix` says how to install it; the keyword arguments are
+    its declared capabilities (see `register_backend`).
     """
 
     def is_available(device: torch.device) -> bool:
@@ -100,7 +175,8 @@ def register_cuda_backend(name: str, fn: ScanFn, import_error: Callable[[], Opti
             return f"{what} does not import ({error}); fix: {fix}"
         return "available"
 
-    register_backend(name, fn, is_available, unavailable_reason)
+    register_backend(name, fn, is_available, unavailable_reason, dtypes=dtypes, supports_grad=supports_grad,
+                     speed_rank=speed_rank, fused_inner=fused_inner)
 
 
 def _load_optional_backends() -> None:
@@ -146,41 +222,32 @@ def check_backend_name(name: str) -> None:
         get_backend(name)
 
 
-def _auto_pick(device: torch.device) -> str:
-    if device.type == "cuda":
-        for name in CUDA_PREFERENCE:
-            backend = _REGISTRY.get(name)
-            if backend is not None and backend.is_available(device):
-                return name
-    return "torch"
-
-
-def resolve_backend(name_or_auto: str = AUTO, device: DeviceLike = "cpu") -> str:
-    """The backend name to use on `device`.
-
-    An explicit name must be available (else `BackendUnavailableError`, a RuntimeError, saying why
-    and how to fix it). "auto" honours NNMAMBA_SCAN_BACKEND, then prefers the fastest available.
-    """
+def declarations(device: DeviceLike) -> List[Declaration]:
+    """What every registered backend declares about itself on `device`."""
     _load_optional_backends()
-    device = torch.device(device)
-    name = name_or_auto
-    source = "asked for"
-    if name == AUTO:
+    return [_REGISTRY[name].declare(device) for name in sorted(_REGISTRY)]
+
+
+def requested_backend(name_or_auto: str = AUTO) -> Tuple[str, str]:
+    """(name or "auto", where the request came from): "auto" gives way to NNMAMBA_SCAN_BACKEND."""
+    if name_or_auto == AUTO:
         env = os.environ.get(ENV_VAR, "").strip()
         if env and env != AUTO:
-            name, source = env, f"set by {ENV_VAR}"
-        else:
-            return _auto_pick(device)
-    try:
-        backend = get_backend(name)
-    except ValueError as e:
-        raise ValueError(f"scan backend {name!r} ({source}): {e}") from None
-    if not backend.is_available(device):
-        raise BackendUnavailableError(
-            f"scan backend {name!r} ({source}) cannot run on {device}: {backend.reason(device)}. "
-            f"Use scan_backend='auto' (or unset {ENV_VAR}) to let nnmamba pick one that can."
-        )
-    return name
+            return env, f"set by {ENV_VAR}"
+    return name_or_auto, "asked for"
+
+
+def resolve_backend(name_or_auto: str = AUTO, device: DeviceLike = "cpu", dtype: torch.dtype = torch.float32,
+                    mode: str = "inference") -> str:
+    """The backend name to use on `device` (decided by `nnmamba.execution_plan.choose_scan_backend`).
+
+    An explicit name must fit (else `BackendUnavailableError`, a RuntimeError, saying why and how to
+    fix it). "auto" honours NNMAMBA_SCAN_BACKEND, then takes the fastest backend that fits.
+    """
+    from nnmamba.execution_plan import choose_scan_backend
+
+    name, source = requested_backend(name_or_auto)
+    return choose_scan_backend(declarations(device), torch.device(device), dtype, mode, name, source)[0]
 
 
 def _always(device: torch.device) -> bool:
@@ -191,8 +258,9 @@ def _register_builtin() -> None:
     from nnmamba.ssm.reference_scan import selective_scan_reference
     from nnmamba.ssm.torch_scan import selective_scan_torch
 
-    register_backend("reference", selective_scan_reference, _always)
-    register_backend("torch", selective_scan_torch, _always)
+    # the sequential oracle: slowest, never picked by "auto" while torch is there
+    register_backend("reference", selective_scan_reference, _always, speed_rank=1000)
+    register_backend("torch", selective_scan_torch, _always, speed_rank=50)
 
 
 _register_builtin()

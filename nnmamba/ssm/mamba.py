@@ -1,8 +1,11 @@
 """`Mamba`: the Mamba (v1) block with mamba-ssm's parameter names, on a pluggable scan backend.
 
 Same parameters, initialisation and forward maths as `mamba_ssm.modules.mamba_simple.Mamba`, so its
-state_dict loads with strict=True. The scan backend is resolved once per device, on the first
-forward there (see `nnmamba.ssm.backends`).
+state_dict loads with strict=True. How the block runs on a device (scan backend, and whether the
+backend's declared fused inner function replaces conv1d + projections + scan) is the execution
+plan's decision: `nnmamba.execution_plan.apply_plan` sets it per device; without an applied plan the
+block asks the planner once per (device, dtype, mode) on its first forward there and logs the answer
+(mode is "training" when autograd records the forward, so "auto" then picks a backend that trains).
 
 Example:
     >>> block = Mamba(d_model=16)                 # scan_backend="auto"
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -26,11 +29,13 @@ logger = logging.getLogger(__name__)
 _logged = set()
 
 
-def _log_choice(requested: str, device: torch.device, name: str) -> None:
-    key = (requested, str(device), name)
+def _log_choice(requested: str, device: torch.device, dtype: torch.dtype, mode: str, name: str,
+                why: str) -> None:
+    key = (requested, str(device), dtype, mode, name)
     if key not in _logged:
         _logged.add(key)
-        logger.info("selective scan on %s: backend %r (asked for %r)", device, name, requested)
+        logger.info("selective scan on %s for %s in %s: backend %r (%s)", device, mode,
+                    str(dtype).replace("torch.", ""), name, why)
 
 
 def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -106,44 +111,65 @@ class Mamba(nn.Module):
 
         backends.check_backend_name(scan_backend)
         self.scan_backend = scan_backend
-        self._resolved: Dict[str, str] = {}
+        # device -> (backend, fused inner) set by an execution plan; wins over _resolved
+        self._planned: Dict[str, Tuple[str, bool]] = {}
+        # (device, dtype, mode) -> (backend, fused inner) the planner gave without an applied plan
+        self._resolved: Dict[Tuple[str, torch.dtype, str], Tuple[str, bool]] = {}
 
     def set_scan_backend(self, name: str) -> None:
-        """Ask for another backend ("auto" or a registered name); resolved again on next forward."""
+        """Ask for another backend ("auto" or a registered name); planned again on next forward."""
         backends.check_backend_name(name)
         self.scan_backend = name
+        self._planned = {}
         self._resolved = {}
 
-    def resolved_backend(self, device) -> str:
-        """The backend this block uses on `device` (resolving it now if it was not yet)."""
-        key = str(torch.device(device))
+    def use_plan(self, device, backend: str, fused_inner: bool) -> None:
+        """Run on `device` with scan `backend`, through its fused inner function when `fused_inner`
+        (and `use_fast_path`); called by `nnmamba.execution_plan.apply_plan`, which checked both."""
+        backends.get_backend(backend)
+        self._planned[str(torch.device(device))] = (backend, bool(fused_inner) and self.use_fast_path)
+
+    def decision(self, device, dtype: torch.dtype = torch.float32, mode: str = "inference") -> Tuple[str, bool]:
+        """(backend, fused inner on?) of this block on `device`: the applied plan's, else the planner's."""
+        device = torch.device(device)
+        planned = self._planned.get(str(device))
+        if planned is not None:
+            return planned
+        key = (str(device), dtype, mode)
         if key not in self._resolved:
-            name = backends.resolve_backend(self.scan_backend, device)
-            _log_choice(self.scan_backend, torch.device(device), name)
-            self._resolved[key] = name
+            from nnmamba.execution_plan import block_decision
+
+            name, fused, why = block_decision(self.scan_backend, device, dtype, mode)
+            _log_choice(self.scan_backend, device, dtype, mode, name, why)
+            self._resolved[key] = (name, fused and self.use_fast_path)
         return self._resolved[key]
+
+    def resolved_backend(self, device, dtype: torch.dtype = torch.float32, mode: str = "inference") -> str:
+        """The scan backend this block uses on `device` (deciding it now if it was not yet)."""
+        return self.decision(device, dtype, mode)[0]
+
+    def _forward_decision(self, x: torch.Tensor) -> Tuple[str, bool]:
+        device_type = x.device.type
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
+        records = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        return self.decision(x.device, dtype, "training" if records else "inference")
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """hidden_states: (batch, L, d_model) -> (batch, L, d_model)."""
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:
             raise ValueError(f"Mamba expects (batch, L, {self.d_model}), got {tuple(hidden_states.shape)}")
-        batch, length, _ = hidden_states.shape
-        name = self.resolved_backend(hidden_states.device)
+        name, fused = self._forward_decision(hidden_states)
         # everything stays token-major (b, L, channels): the linear layers want it and the torch
         # scan works in it; the backends get (b, channels, L) views of that memory
         xz = F.linear(hidden_states, self.in_proj.weight, self.in_proj.bias)  # (b, L, 2E)
         # A is float32 as in mamba-ssm; a float64 model keeps it float64 (see docs/engine.md)
         A = -torch.exp(self.A_log.to(scan_dtype(self.A_log.dtype)))
-        if name == "mamba_ssm" and self.use_fast_path:
-            from nnmamba.ssm.mamba_ssm_scan import inner_fn
-
-            fused = inner_fn()
-            if fused is not None:
-                # fused conv + projections + scan; returns (batch, L, d_model)
-                return fused(xz.transpose(1, 2), self.conv1d.weight, self.conv1d.bias, self.x_proj.weight,
-                             self.dt_proj.weight, self.out_proj.weight, self.out_proj.bias, A,
-                             None, None, self.D.float(), delta_bias=self.dt_proj.bias.float(),
-                             delta_softplus=True)
+        if fused:
+            # the backend's declared fused conv + projections + scan; returns (batch, L, d_model)
+            return self._fused_inner(name)(
+                xz.transpose(1, 2), self.conv1d.weight, self.conv1d.bias, self.x_proj.weight,
+                self.dt_proj.weight, self.out_proj.weight, self.out_proj.bias, A, None, None, self.D.float(),
+                delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
         x, z = xz.split(self.d_inner, dim=-1)
         x = self.act(causal_depthwise_conv(x, self.conv1d.weight, self.conv1d.bias))  # (b, L, E)
         x_dbl = F.linear(x, self.x_proj.weight)                             # (b, L, R + 2N)
@@ -155,3 +181,15 @@ class Mamba(nn.Module):
             self.D.to(keep), z=z.transpose(1, 2), delta_bias=self.dt_proj.bias.to(keep),
             delta_softplus=True)                                            # (b, E, L)
         return self.out_proj(y.transpose(1, 2))
+
+    @staticmethod
+    def _fused_inner(name: str):
+        form = backends.get_backend(name).fused_inner
+        fn = None if form is None else form.load()
+        if fn is None:  # the plan checked it; only a changed environment gets here
+            from nnmamba.errors import PlanError
+
+            why = "it offers none" if form is None else form.missing()
+            raise PlanError(f"the plan runs scan backend {name!r} through its fused inner function, which is not "
+                            f"usable: {why}. Make a new plan (make_plan) or pass fused_inner=False.")
+        return fn

@@ -12,9 +12,14 @@ from typing import Optional
 
 import torch
 
-from nnmamba.ssm.backends import register_cuda_backend
+from nnmamba.ssm.backends import FusedForm, register_cuda_backend
 
 INSTALL_HINT = "pip install nnmamba[cuda] (needs a CUDA toolkit; builds mamba-ssm and causal-conv1d)"
+CAUSAL_CONV1D_HINT = "pip install causal-conv1d (needs a CUDA toolkit), or nnmamba[cuda] for both"
+# benchmarks/RESULTS.md: the compiled kernels, preferred by "auto" over the Triton scan in the eager
+# engine (the Triton scan alone is faster, but the eager block with mamba_inner_fn was not measured
+# against it); the inference planner picks triton where fused MICCSS applies
+SPEED_RANK = 10
 
 
 @functools.lru_cache(maxsize=1)
@@ -28,15 +33,25 @@ def _import_error() -> Optional[str]:
 
 
 @functools.lru_cache(maxsize=1)
-def inner_fn():
-    """mamba-ssm's fused `mamba_inner_fn` when mamba-ssm and causal-conv1d both import, else None."""
-    if _import_error() is not None:
-        return None
+def _inner_import_error() -> Optional[str]:
+    """None when mamba-ssm's fused `mamba_inner_fn` and causal-conv1d import, else why not."""
+    error = _import_error()
+    if error is not None:
+        return f"mamba-ssm does not import ({error}); fix: {INSTALL_HINT}"
     try:
         import causal_conv1d  # noqa: F401
-        from mamba_ssm.ops.selective_scan_interface import mamba_inner_fn
-    except Exception:
+        from mamba_ssm.ops.selective_scan_interface import mamba_inner_fn  # noqa: F401
+    except Exception as e:
+        return f"causal-conv1d does not import ({type(e).__name__}: {e}); fix: {CAUSAL_CONV1D_HINT}"
+    return None
+
+
+def inner_fn():
+    """mamba-ssm's fused `mamba_inner_fn` when mamba-ssm and causal-conv1d both import, else None."""
+    if _inner_import_error() is not None:
         return None
+    from mamba_ssm.ops.selective_scan_interface import mamba_inner_fn
+
     return mamba_inner_fn
 
 
@@ -56,4 +71,6 @@ def selective_scan_mamba_ssm(u: torch.Tensor, delta: torch.Tensor, A: torch.Tens
                              delta_softplus=delta_softplus)
 
 
-register_cuda_backend("mamba_ssm", selective_scan_mamba_ssm, _import_error, "mamba-ssm", INSTALL_HINT)
+register_cuda_backend("mamba_ssm", selective_scan_mamba_ssm, _import_error, "mamba-ssm", INSTALL_HINT,
+                      speed_rank=SPEED_RANK,
+                      fused_inner=FusedForm("mamba_inner_fn", inner_fn, lambda: _inner_import_error() or ""))

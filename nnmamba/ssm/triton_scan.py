@@ -201,4 +201,10 @@ def triton_cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-register_cuda_backend("triton", selective_scan_triton, _import_error, "the Triton scan", INSTALL_HINT)
+def _supports_backward() -> bool:
+    # read at planning time: the backward kernels set SUPPORTS_BACKWARD = True in this module
+    return bool(globals().get("SUPPORTS_BACKWARD", False))
+
+
+register_cuda_backend("triton", selective_scan_triton, _import_error, "the Triton scan", INSTALL_HINT,
+                      supports_grad=_supports_backward, speed_rank=20)

@@ -133,6 +133,17 @@ def _load_initial_weights(model: torch.nn.Module, path: Path) -> None:
     model.load_state_dict(state, strict=True)
 
 
+def _training_plan(model: torch.nn.Module, config: TrainConfig, device: torch.device):
+    """Plan (and log) how `model` trains, and apply it: a scan backend that has gradients, always."""
+    from nnmamba.execution_plan import apply_plan, make_plan
+
+    precision = _autocast(config.precision, device)[1]
+    plan = make_plan(model, device, torch.bfloat16 if precision == "bf16" else torch.float32, mode="training",
+                     scan_backend=config.scan_backend)
+    apply_plan(model, plan)
+    return plan
+
+
 def _load_training_cases(config: TrainConfig) -> list:
     card = config.card
     cases = load_cases(config.data_dir, card["task"], "train")
@@ -148,6 +159,7 @@ def train(config: TrainConfig) -> TrainResult:
     card = config.card
     model = build_network(card["network"], scan_backend=config.scan_backend, **card["hyperparameters"])
     model.to(context.device)
+    plan = _training_plan(model, config, context.device)
     if config.init_from is not None:
         _load_initial_weights(model, Path(config.init_from))
     optimizer = torch.optim.Adam(_parameter_groups(model, config), lr=config.learning_rate,
@@ -245,12 +257,13 @@ def train(config: TrainConfig) -> TrainResult:
     (out_dir / f"rank{context.rank}.json").parent.mkdir(parents=True, exist_ok=True)
     (out_dir / f"rank{context.rank}.json").write_text(json.dumps(
         {"rank": context.rank, "world_size": context.world_size, "steps": step, "first_loss": first_loss,
-         "last_loss": last_loss, "losses": losses_log, "parameter_sha256": digest}))
+         "last_loss": last_loss, "losses": losses_log, "parameter_sha256": digest,
+         "execution_plan": plan.as_dict()}))
     if context.is_main:
         checkpoint.save_checkpoint(out_dir, model, optimizer, {"step": step, "elapsed_s": elapsed, "losses": losses_log,
                                                                "hardware_log": hardware_log})
         card_path = _write_model(config, model, context, step, elapsed, precision, losses_log, hardware_log,
-                                 problem.translate_voxels)
+                                 problem.translate_voxels, plan.as_dict())
         log.info("trained %d steps in %.0f s; loss %.4f -> %.4f; wrote %s", step, elapsed, first_loss,
                  last_loss, card_path)
     distributed.teardown(context)
@@ -258,7 +271,7 @@ def train(config: TrainConfig) -> TrainResult:
 
 
 def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float, precision: str,
-                 losses_log: list, hardware_log: list, translate_voxels: float) -> Path:
+                 losses_log: list, hardware_log: list, translate_voxels: float, execution_plan: dict) -> Path:
     from nnmamba.models import save_model
 
     card = json.loads(json.dumps(config.card))
@@ -291,6 +304,7 @@ def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float
         "training_time_s": round(elapsed, 1),
         "hardware": "; ".join(f"{name}: steps {a}-{b}, {sec:.0f} s" for name, a, b, sec in hardware_log)
                     + (f" (x{context.world_size} processes)" if context.world_size > 1 else ""),
+        "execution_plan": execution_plan,
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "commit": _git_commit(),
         **config.notes,

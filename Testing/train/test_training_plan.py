@@ -1,0 +1,25 @@
+"""The trainer plans how it trains (a scan backend with gradients), logs the plan and records it."""
+
+import json
+import logging
+
+from nnmamba.models import read_card
+from nnmamba.ssm import backends
+from nnmamba.train.loop import TrainConfig, train
+
+from train_helpers import tiny_card
+
+
+def test_training_with_auto_plans_a_backend_that_trains_and_records_the_plan(tiny_data, tmp_path, caplog,
+                                                                           monkeypatch):
+    monkeypatch.delenv(backends.ENV_VAR, raising=False)
+    config = TrainConfig(card=tiny_card(), data_dir=tiny_data, out_dir=tmp_path, max_steps=2, seed=0,
+                         log_every=1, progress_bar=False, device="cpu", scan_backend="auto")
+    with caplog.at_level(logging.INFO, logger="nnmamba.execution_plan"):
+        result = train(config)
+    logged = [r.getMessage() for r in caplog.records if r.name == "nnmamba.execution_plan"]
+    assert len(logged) == 1 and "on cpu, float32, training" in logged[0]
+    plan = read_card(result.card_path).training["execution_plan"]
+    assert plan["mode"] == "training" and plan["scan_backend"] == "torch"
+    assert backends.get_backend(plan["scan_backend"]).supports_grad
+    assert json.loads((tmp_path / "rank0.json").read_text())["execution_plan"] == plan

@@ -1,0 +1,444 @@
+"""One place decides how a network runs: `make_plan(network, device, dtype, mode)` -> `ExecutionPlan`.
+
+A plan is made once per (network, device, compute dtype, mode = "inference" | "training") and
+logged. It holds the scan backend, chosen from what each backend *declares* in the registry
+(`nnmamba.ssm.backends`: devices, dtypes, gradients, fused forms, speed rank), and the fused forms:
+mamba-ssm's fused inner function, fused MICCSS (`nnmamba.inference.fast_path.FusedMiccss`),
+BatchNorm folding, channels-last layout, CUDA graphs per input shape; plus the convolution path. A
+combination that cannot run is refused with `PlanError`, which names the fix: a forward-only scan
+when gradients are needed, a fused form whose package is missing, an override that contradicts the
+mode or device. Nothing is swapped silently for something slower or for something that does not
+train; every decision carries its reason (`plan.reasons`, `plan.describe()`).
+
+Example:
+    >>> net = build_network("nnMambaSeg", in_ch=1, channels=32, blocks=3, number_classes=6)
+    >>> plan = make_plan(net, "cuda", torch.bfloat16, mode="training")   # logged at INFO
+    >>> net = apply_plan(net.cuda(), plan)        # every Mamba block gets the plan's backend
+    >>> fast = apply_plan(net, make_plan(net, "cuda", torch.bfloat16))    # inference fast copy
+
+The choice itself is the pure function `choose_scan_backend(declarations, device, dtype, mode)`,
+so it can be checked for a CUDA device without one (`plan_from_declarations` for a whole plan).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from nnmamba.errors import PlanError
+from nnmamba.ssm import backends
+from nnmamba.ssm.backends import AUTO, Declaration
+
+logger = logging.getLogger(__name__)
+
+INFERENCE, TRAINING = "inference", "training"
+MODES = (INFERENCE, TRAINING)
+PLAN_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+OVERRIDABLE = ("fused_inner", "fused_miccss", "fold_batchnorm", "channels_last", "cuda_graphs")
+# the backend the fused MICCSS layers run their scans in (nnmamba.ssm.triton_scan.miccss_scans)
+MICCSS_SCAN_BACKEND = "triton"
+CONV_PATH_WHY = {
+    "cudnn": "cuDNN convolutions (PyTorch's CUDA path)",
+    "onednn": "3x3x3 Conv3d through oneDNN on CPU float32 (rule in nnmamba/networks/blocks.py)",
+    "native": "PyTorch's own convolution kernels",
+}
+
+NetworkLike = Union[nn.Module, str, Mapping, object]
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """How one network runs on one device in one dtype and mode; see the module docstring."""
+
+    network: str
+    device: torch.device
+    dtype: torch.dtype
+    mode: str
+    scan_backend: str
+    fused_inner: bool
+    fused_miccss: bool
+    fold_batchnorm: bool
+    channels_last: bool
+    cuda_graphs: bool
+    conv_path: str
+    reasons: Tuple[Tuple[str, str], ...]
+
+    def describe(self) -> str:
+        """Multi-line text: one line per decision with its value and why."""
+        lines = [f"execution plan: {self.network} on {self.device}, {_dtype_name(self.dtype)}, {self.mode}"]
+        for decision, why in self.reasons:
+            value = getattr(self, decision)
+            shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
+            lines.append(f"  {decision:15s} {shown:9s} {why}")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        """The plan as JSON-able data."""
+        return {"network": self.network, "device": str(self.device), "dtype": _dtype_name(self.dtype),
+                "mode": self.mode, "scan_backend": self.scan_backend, "fused_inner": self.fused_inner,
+                "fused_miccss": self.fused_miccss, "fold_batchnorm": self.fold_batchnorm,
+                "channels_last": self.channels_last, "cuda_graphs": self.cuda_graphs,
+                "conv_path": self.conv_path, "reasons": [list(r) for r in self.reasons]}
+
+
+@dataclass(frozen=True)
+class NetworkFacts:
+    """What the planner needs to know about a network's structure."""
+
+    name: str
+    mamba_blocks: int
+    miccss_layers: int
+    batchnorms: int
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+# ---- the pure choices ---------------------------------------------------------------------------
+
+def _problems(d: Declaration, dtype: torch.dtype, mode: str) -> list:
+    found = []
+    if not d.available:
+        found.append(d.why_not)
+    if dtype not in d.dtypes:
+        found.append(f"it does not compute in {_dtype_name(dtype)} (it takes "
+                     f"{', '.join(_dtype_name(t) for t in d.dtypes)})")
+    if mode == TRAINING and not d.supports_grad:
+        found.append("it is forward-only: its result carries no gradients")
+    return found
+
+
+def _training_fix(declared: Sequence[Declaration], dtype: torch.dtype) -> str:
+    usable = sorted((d for d in declared if not _problems(d, dtype, TRAINING)), key=lambda d: d.speed_rank)
+    fix = "use scan_backend='auto' (the fastest backend that trains here"
+    fix += f": {usable[0].name})" if usable else ")"
+    if usable:
+        fix += f" or scan_backend='{usable[0].name}'"
+    faster = [d for d in declared if d.supports_grad and not d.available and dtype in d.dtypes
+              and (not usable or d.speed_rank < usable[0].speed_rank)]
+    for d in sorted(faster, key=lambda d: d.speed_rank):
+        fix += f"; or make {d.name} available for faster training ({d.why_not})"
+    return fix
+
+
+def choose_scan_backend(declared: Sequence[Declaration], device: torch.device, dtype: torch.dtype, mode: str,
+                        requested: str = AUTO, source: str = "asked for", prefer: Optional[str] = None,
+                        prefer_why: str = "") -> Tuple[str, str]:
+    """(backend name, why) from the backends' declarations on `device`.
+
+    An explicit `requested` name must fit: available, computing in `dtype`, with gradients when
+    `mode` is training; else `PlanError` naming the fix. "auto" takes `prefer` when it fits, else
+    the fastest (lowest speed rank) backend that fits, and says which faster ones it passed over.
+    """
+    by_name = {d.name: d for d in declared}
+    device = torch.device(device)
+    if requested != AUTO:
+        if requested not in by_name:
+            raise ValueError(f"unknown scan backend {requested!r}; expected one of: "
+                             f"{', '.join([AUTO] + sorted(by_name))}")
+        d = by_name[requested]
+        if not d.available:
+            raise PlanError(f"scan backend {requested!r} ({source}) cannot run on {device}: {d.why_not}. "
+                            f"Use scan_backend='auto' (or unset {backends.ENV_VAR}) to let nnmamba pick one "
+                            f"that can.")
+        if dtype not in d.dtypes:
+            raise PlanError(f"scan backend {requested!r} ({source}) cannot compute in {_dtype_name(dtype)} on "
+                            f"{device}: {_problems(d, dtype, mode)[0]}. Fix: use another dtype or "
+                            f"scan_backend='auto'.")
+        if mode == TRAINING and not d.supports_grad:
+            raise PlanError(f"scan backend {requested!r} ({source}) cannot train on {device}: it is "
+                            f"forward-only, its result carries no gradients, so the Mamba blocks would not "
+                            f"learn. Fix: {_training_fix(declared, dtype)}.")
+        return requested, source
+    fitting = sorted((d for d in declared if not _problems(d, dtype, mode)), key=lambda d: (d.speed_rank, d.name))
+    if not fitting:
+        detail = "; ".join(f"{d.name}: {', '.join(_problems(d, dtype, mode))}" for d in declared)
+        raise PlanError(f"no scan backend can run {mode} on {device} in {_dtype_name(dtype)} ({detail}). "
+                        f"Fix: use float32 or another device.")
+    if prefer is not None and any(d.name == prefer for d in fitting):
+        return prefer, prefer_why
+    best = fitting[0]
+    passed = [f"{d.name} ({'; '.join(_problems(d, dtype, mode))})" for d in sorted(declared, key=lambda d: d.speed_rank)
+              if d.speed_rank < best.speed_rank and _problems(d, dtype, mode)]
+    verb = "trains" if mode == TRAINING else "runs"
+    why = f"auto: the fastest backend that {verb} on {device.type} in {_dtype_name(dtype)}"
+    return best.name, why + (f"; passed over {', '.join(passed)}" if passed else "")
+
+
+def decide_fused_inner(declaration: Declaration, forced: Optional[bool] = None) -> Tuple[bool, str]:
+    """(use the backend's fused inner function?, why); `forced=True` when it cannot -> PlanError."""
+    name = declaration.name
+    if declaration.fused_inner is None:
+        if forced:
+            raise PlanError(f"fused_inner=True: scan backend {name!r} offers no fused inner function "
+                            f"(mamba_ssm does, with causal-conv1d). Fix: scan_backend='mamba_ssm' or "
+                            f"fused_inner=False.")
+        return False, f"{name} offers no fused inner function"
+    if not declaration.fused_inner:
+        if forced:
+            raise PlanError(f"fused_inner=True: the fused inner function of {name} is not usable: "
+                            f"{declaration.fused_inner_why_not}. Or pass fused_inner=False.")
+        return False, f"unfused: {declaration.fused_inner_why_not}"
+    if forced is False:
+        return False, "turned off (override)"
+    return True, f"{name}'s fused conv1d + projections + scan"
+
+
+def _decide_fold(facts: NetworkFacts, mode: str, forced: Optional[bool]) -> Tuple[bool, str]:
+    if mode == TRAINING:
+        if forced:
+            raise PlanError("fold_batchnorm=True in training: the BatchNorms must keep learning their "
+                            "statistics. Fix: fold only for inference (mode='inference').")
+        return False, "inference only (BatchNorm statistics train)"
+    if facts.batchnorms == 0:
+        if forced:
+            raise PlanError(f"fold_batchnorm=True: {facts.name} has no BatchNorm3d to fold. Fix: leave it unset.")
+        return False, "no BatchNorm3d in the network"
+    if forced is False:
+        return False, "turned off (override)"
+    return True, "eval BatchNorms folded into the convolutions before them (exact up to rounding)"
+
+
+def _miccss_fusable(facts: NetworkFacts, by_name: Dict[str, Declaration], dtype: torch.dtype, mode: str,
+                    fold: bool) -> Tuple[bool, str]:
+    """(can the MICCSS layers run fused?, why not / what it does)."""
+    if mode == TRAINING:
+        return False, "inference only (the fused copy has no backward)"
+    if facts.miccss_layers == 0:
+        return False, f"{facts.name} has no MICCSS layer"
+    triton = by_name.get(MICCSS_SCAN_BACKEND)
+    if triton is None or not triton.available:
+        return False, f"needs the Triton scans: {triton.why_not if triton else 'triton backend not registered'}"
+    from nnmamba.inference.fast_path import SUPPORTED_DTYPES
+
+    if dtype not in SUPPORTED_DTYPES:
+        return False, f"the fast copy is built in float32, bfloat16 or float16, not {_dtype_name(dtype)}"
+    if not fold:
+        return False, "needs folded BatchNorms (fold_batchnorm)"
+    return True, "flips as weight permutations + reverse scans, four scans in one Triton launch"
+
+
+def _decide_miccss(fusable: Tuple[bool, str], scan_backend: str, forced: Optional[bool]) -> Tuple[bool, str]:
+    ok, why = fusable
+    if not ok:
+        if forced:
+            raise PlanError(f"fused_miccss=True is impossible here: {why}. Fix: leave fused_miccss unset.")
+        return False, why
+    if scan_backend != MICCSS_SCAN_BACKEND:
+        if forced:
+            raise PlanError(f"fused_miccss=True runs the MICCSS scans in '{MICCSS_SCAN_BACKEND}', but scan "
+                            f"backend {scan_backend!r} was asked for. Fix: scan_backend='{MICCSS_SCAN_BACKEND}' "
+                            f"or 'auto'.")
+        return False, f"the MICCSS scans stay on {scan_backend!r}, asked for by name"
+    if forced is False:
+        return False, "turned off (override)"
+    return True, why
+
+
+def _decide_layout_and_graphs(device: torch.device, mode: str, fused_miccss: bool,
+                              forced: Mapping[str, Optional[bool]]) -> Tuple[Tuple[bool, str], Tuple[bool, str]]:
+    results = []
+    for name, needs_cuda in (("channels_last", False), ("cuda_graphs", True)):
+        want = forced.get(name)
+        if mode == TRAINING:
+            if want:
+                raise PlanError(f"{name}=True in training: this engine uses it in the inference fast copy only. "
+                                f"Fix: leave {name} unset for training.")
+            results.append((False, "inference only"))
+        elif needs_cuda and device.type != "cuda":
+            if want:
+                raise PlanError(f"cuda_graphs=True on {device}: CUDA graphs need a CUDA device. Fix: leave "
+                                f"cuda_graphs unset or use device='cuda'.")
+            results.append((False, "CUDA devices only"))
+        elif want is not None:
+            results.append((want, f"turned {'on' if want else 'off'} (override)"))
+        elif fused_miccss and device.type == "cuda":
+            results.append((True, "measured with the fused copy on CUDA (benchmarks/RESULTS.md)"
+                            if name == "channels_last" else "one graph per input shape, replayed per tile"))
+        else:
+            results.append((False, "measured only with the fused copy on CUDA"))
+    return results[0], results[1]
+
+
+def conv_path_for(device: torch.device, dtype: torch.dtype) -> str:
+    """Which convolution kernels run: "cudnn", "onednn" (the CPU float32 rule of blocks.Conv3d) or "native"."""
+    if device.type == "cuda":
+        return "cudnn" if torch.backends.cudnn.is_available() else "native"
+    if (device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled):
+        return "onednn"
+    return "native"
+
+
+def plan_from_declarations(facts: NetworkFacts, declared: Sequence[Declaration], device: torch.device,
+                           dtype: torch.dtype, mode: str, requested: str = AUTO, source: str = "asked for",
+                           overrides: Optional[Mapping[str, Optional[bool]]] = None) -> ExecutionPlan:
+    """The whole plan from declarations (pure: no look at the machine beyond the conv path)."""
+    overrides = dict(overrides or {})
+    device = torch.device(device)
+    by_name = {d.name: d for d in declared}
+    fold = _decide_fold(facts, mode, overrides.get("fold_batchnorm"))
+    fusable = _miccss_fusable(facts, by_name, dtype, mode, fold[0])
+    prefer = None
+    if fusable[0] and overrides.get("fused_miccss") is not False:
+        prefer = MICCSS_SCAN_BACKEND
+    scan = choose_scan_backend(declared, device, dtype, mode, requested, source, prefer,
+                               "auto: fused MICCSS runs its scans in Triton, the fastest measured inference "
+                               "(benchmarks/RESULTS.md)")
+    if facts.mamba_blocks == 0:
+        fused_inner = (False, "no Mamba block in the network")
+        if overrides.get("fused_inner"):
+            raise PlanError(f"fused_inner=True: {facts.name} has no Mamba block. Fix: leave it unset.")
+    else:
+        fused_inner = decide_fused_inner(by_name[scan[0]], overrides.get("fused_inner"))
+    miccss = _decide_miccss(fusable, scan[0], overrides.get("fused_miccss"))
+    layout, graphs = _decide_layout_and_graphs(device, mode, miccss[0], overrides)
+    conv = conv_path_for(device, dtype)
+    decisions = (("scan_backend", scan), ("fused_inner", fused_inner), ("fused_miccss", miccss),
+                 ("fold_batchnorm", fold), ("channels_last", layout), ("cuda_graphs", graphs),
+                 ("conv_path", (conv, CONV_PATH_WHY[conv])))
+    values = {name: value for name, (value, _) in decisions}
+    return ExecutionPlan(network=facts.name, device=device, dtype=dtype, mode=mode, **values,
+                         reasons=tuple((name, why) for name, (_, why) in decisions))
+
+
+# ---- the machine and the network ----------------------------------------------------------------
+
+def _check_device(device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PlanError(f"device {device} asked for, but no CUDA device is visible to torch. Fix: use "
+                            f"device='cpu', or install a CUDA build of PyTorch and check the driver.")
+        index = torch.cuda.current_device() if device.index is None else device.index
+        if index >= torch.cuda.device_count():
+            raise PlanError(f"device {device} asked for, but torch sees {torch.cuda.device_count()} CUDA "
+                            f"device(s). Fix: use cuda:0..cuda:{torch.cuda.device_count() - 1}.")
+        device = torch.device("cuda", index)
+    return device
+
+
+def _check_arguments(dtype, mode: str, overrides: Mapping) -> None:
+    if dtype not in PLAN_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(_dtype_name(d) for d in PLAN_DTYPES)}, got {dtype}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'inference' or 'training', got {mode!r}")
+    unknown = sorted(set(overrides) - set(OVERRIDABLE))
+    if unknown:
+        raise ValueError(f"make_plan cannot override {', '.join(unknown)}; it can force: {', '.join(OVERRIDABLE)}")
+    for name, value in overrides.items():
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"override {name} must be True, False or None, got {value!r}")
+
+
+def facts_of_module(model: nn.Module) -> NetworkFacts:
+    """Counts of (distinct) Mamba blocks, MICCSS layers and BatchNorm3d layers in `model`."""
+    from nnmamba.networks.miccss import MambaLayer
+    from nnmamba.ssm.mamba import Mamba
+
+    modules = list(model.modules())  # distinct modules: a shared MambaLayer counts once
+    return NetworkFacts(type(model).__name__, sum(isinstance(m, Mamba) for m in modules),
+                        sum(isinstance(m, MambaLayer) and m.directions == "miccss" for m in modules),
+                        sum(isinstance(m, nn.BatchNorm3d) for m in modules))
+
+
+def network_facts(network: NetworkLike) -> NetworkFacts:
+    """Facts of an nn.Module, a network name (default hyperparameters), a ModelCard or a card dict.
+
+    Names and cards are built on the meta device: no memory, no initialisation cost.
+    """
+    if isinstance(network, nn.Module):
+        return facts_of_module(network)
+    if isinstance(network, str):
+        name, hyperparameters = network, {}
+    elif isinstance(network, Mapping):
+        if "network" not in network:
+            raise ValueError("a card dict needs a 'network' entry (and usually 'hyperparameters')")
+        name, hyperparameters = network["network"], dict(network.get("hyperparameters") or {})
+    elif hasattr(network, "network") and hasattr(network, "hyperparameters"):
+        name, hyperparameters = network.network, dict(network.hyperparameters)
+    else:
+        raise ValueError(f"network must be an nn.Module, a network name, a ModelCard or a card dict, "
+                         f"got {type(network).__name__}")
+    from nnmamba.networks import network_class
+
+    cls = network_class(name)
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+        model = cls(**hyperparameters)
+    facts = facts_of_module(model)
+    return NetworkFacts(name, facts.mamba_blocks, facts.miccss_layers, facts.batchnorms)
+
+
+def make_plan(network: NetworkLike, device, dtype: torch.dtype = torch.float32, mode: str = INFERENCE,
+              scan_backend: str = AUTO, **overrides: Optional[bool]) -> ExecutionPlan:
+    """Decide and log the plan for `network` on `device`; see the module docstring.
+
+    `scan_backend`: "auto" (honours NNMAMBA_SCAN_BACKEND) or a registered name. `overrides` force a
+    fused form on (True) or off (False): fused_inner, fused_miccss, fold_batchnorm, channels_last,
+    cuda_graphs. ValueError for bad arguments; PlanError (a RuntimeError) for what cannot run here.
+    """
+    _check_arguments(dtype, mode, overrides)
+    requested, source = backends.requested_backend(scan_backend)
+    if requested != AUTO:
+        backends.get_backend(requested)  # ValueError naming the known backends
+    device = _check_device(device)
+    plan = plan_from_declarations(network_facts(network), backends.declarations(device), device, dtype, mode,
+                                  requested, source, overrides)
+    logger.info("%s", plan.describe())
+    return plan
+
+
+def block_decision(scan_backend: str, device: torch.device, dtype: torch.dtype, mode: str) -> Tuple[str, bool, str]:
+    """(backend, fused inner on?, why) for one Mamba block run without an applied plan."""
+    requested, source = backends.requested_backend(scan_backend)
+    declared = backends.declarations(device)
+    name, why = choose_scan_backend(declared, torch.device(device), dtype, mode, requested, source)
+    fused, fused_why = decide_fused_inner(next(d for d in declared if d.name == name))
+    return name, fused, f"{why}; fused inner function {'on' if fused else 'off'}: {fused_why}"
+
+
+# ---- applying a plan ----------------------------------------------------------------------------
+
+def apply_plan(model: nn.Module, plan: ExecutionPlan) -> nn.Module:
+    """Make `model` run as `plan` says.
+
+    Training: sets every Mamba block's backend and fused flag for the plan's device and returns
+    `model` itself (moving it to the device stays the caller's). Inference: the same, then returns
+    the fast form the plan's flags ask for (a copy; `model` keeps its weights): the fused copy of
+    `nnmamba.inference.fast_path` (which folds the BatchNorms), or only folded BatchNorms, wrapped in
+    `GraphedNetwork` when cuda_graphs; `model` itself in eval mode when no fused form applies.
+    """
+    from nnmamba.ssm.mamba import Mamba
+
+    facts = facts_of_module(model)
+    if facts.name != plan.network:
+        raise ValueError(f"the plan was made for {plan.network}, got a {facts.name}; make the plan from this model")
+    for module in model.modules():
+        if isinstance(module, Mamba):
+            module.use_plan(plan.device, plan.scan_backend, plan.fused_inner)
+    if plan.mode == TRAINING:
+        return model
+    fast = model.eval()
+    if plan.fused_miccss:
+        from nnmamba.inference.fast_path import prepare_for_inference
+
+        fast = prepare_for_inference(model, plan.dtype, channels_last=plan.channels_last)
+    elif plan.fold_batchnorm:
+        from nnmamba.inference.fast_path import fold_batchnorm
+
+        fast = fold_batchnorm(copy.deepcopy(model).eval())
+        if plan.channels_last:
+            fast = fast.to(memory_format=torch.channels_last_3d)
+    if plan.cuda_graphs:
+        from nnmamba.inference.cuda_graph import GraphedNetwork
+
+        fast = GraphedNetwork(fast)
+    return fast
