@@ -162,3 +162,25 @@ def test_bf16_autocast_runs_and_stays_close_to_fp32(tiny_models):
     np.testing.assert_allclose(bf16["classification"].probabilities, fp32["classification"].probabilities, atol=0.05)
     agreement = (bf16["segmentation"].labelmap == fp32["segmentation"].labelmap).mean()
     assert agreement > 0.9
+
+
+def test_every_result_carries_the_seconds_of_its_stages(predictor):
+    results = predictor.run(phantom_volume(), ["segmentation", "landmarks", "classification"])
+    for task, result in results.items():
+        assert set(result.timings) == {"resample_s", "network_s", "postprocess_s"}, task
+        assert all(seconds >= 0 for seconds in result.timings.values())
+        assert result.timings["network_s"] > 0
+
+
+def test_options_given_to_one_call_hold_for_that_call_only(tiny_models):
+    predictor = Predictor(InferenceOptions(device="cpu"))
+    volume = phantom_volume()
+    mirrored = predictor.run(volume, ["landmarks"], options=InferenceOptions(device="cpu", tta=True))
+    plain = predictor.run(volume, ["landmarks"])
+    again = predictor.run(volume, ["landmarks"], options=InferenceOptions(device="cpu", tta=True))
+    assert predictor.options.tta is False
+    np.testing.assert_array_equal(mirrored["landmarks"].points_lps, again["landmarks"].points_lps)
+    assert not np.array_equal(mirrored["landmarks"].points_lps, plain["landmarks"].points_lps) or \
+        not np.array_equal(mirrored["landmarks"].confidence, plain["landmarks"].confidence)
+    with pytest.raises(InputError, match="this predictor runs on cpu"):
+        predictor.run(volume, ["landmarks"], options=InferenceOptions(device="meta"))

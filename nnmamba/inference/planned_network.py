@@ -1,14 +1,13 @@
 """How the predictor runs one loaded network: the inference plan, applied and checked once at load.
 
-On CUDA the plan is the fast inference copy (`fast_path.prepare_for_inference`: BatchNorm folding,
-fused MICCSS, Triton upsampling, channels-last, weights in the run's dtype) replayed as CUDA graphs
-(`cuda_graph.GraphedNetwork`); elsewhere the eager network (under autocast for bf16/fp16). Before a
-fast copy is used it is run beside the eager network on a probe input (seeded random, one tile) and
-refused with `FastPathMismatchError` when the two disagree beyond the documented tolerance
+The plan is `nnmamba.execution_plan.make_plan(mode="inference")`, applied with `apply_plan`: on CUDA
+the fast inference copy (`fast_path.prepare_for_inference`: BatchNorm folding, fused MICCSS, Triton
+upsampling, channels-last, weights in the run's dtype) replayed as CUDA graphs
+(`cuda_graph.GraphedNetwork`); elsewhere what the plan says (folded BatchNorms on the CPU), under
+autocast where the copy keeps float32 weights and bf16/fp16 was asked for. Whatever differs from the
+eager network is first run beside it on a probe input (seeded random, one tile) and refused with
+`FastPathMismatchError` when the two disagree beyond the documented tolerance
 (benchmarks/RESULTS.md, "Documented tolerance"): never a silent swap back to eager.
-
-`plan_inference` is the single decision point; it becomes `nnmamba.execution_plan.make_plan`
-(mode="inference") once the planner is on main.
 
 Example:
     >>> planned = PlannedNetwork(network, torch.device("cuda"), torch.bfloat16, probe_shape=(1, 1, 128, 128, 128))
@@ -19,13 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 
 from nnmamba.errors import ModelError
+from nnmamba.execution_plan import apply_plan, make_plan
 
 log = logging.getLogger(__name__)
 
@@ -42,31 +41,6 @@ class FastPathMismatchError(ModelError):
     """The fast inference copy does not compute what the eager network computes (a bug to report)."""
 
     code = "fast_path_mismatch"
-
-
-@dataclass
-class InferencePlan:
-    """How one network runs for inference on one device in one dtype, and why."""
-
-    device: torch.device
-    dtype: torch.dtype
-    fast_copy: bool              # BatchNorm folding + fused MICCSS + Triton upsampling + channels-last
-    cuda_graphs: bool
-    reasons: list = field(default_factory=list)
-
-    def describe(self) -> str:
-        path = "fast copy" + (" + CUDA graphs" if self.cuda_graphs else "") if self.fast_copy else "eager"
-        return f"{path} on {self.device} in {str(self.dtype).replace('torch.', '')} ({'; '.join(self.reasons)})"
-
-
-def plan_inference(network: nn.Module, device: torch.device, dtype: torch.dtype) -> InferencePlan:
-    """The predictor's one decision of how `network` runs (see the module docstring)."""
-    if device.type != "cuda":
-        return InferencePlan(device, dtype, False, False,
-                             [f"{device.type}: the fused MICCSS scans and CUDA graphs need a CUDA device"])
-    return InferencePlan(device, dtype, True, True,
-                         ["cuda: fused MICCSS (Triton), folded BatchNorm, channels-last",
-                          "cuda: one CUDA graph per tile shape (the forward is launch-bound)"])
 
 
 def relative_difference(got: torch.Tensor, expected: torch.Tensor) -> tuple:
@@ -91,47 +65,53 @@ def check_against_eager(eager: nn.Module, fast: nn.Module, probe: torch.Tensor, 
             f"the fast inference copy of {name} ({str(dtype).replace('torch.', '')}) disagrees with its "
             f"eager network on the probe input: max |difference| {difference:.3g} > tolerance "
             f"{tolerance:.3g} ({TOLERANCE[dtype]:g} x max |output| {scale:.3g}); its results would not "
-            f"be the model's. Please report this; meanwhile run on --device cpu")
+            f"be the model's, so the model is not run. Please report this with the model card and "
+            f"the output of `nnmamba info`")
     return difference / max(scale, 1e-12)
 
 
 class PlannedNetwork:
-    """A loaded eval network run per its `InferencePlan`; callable on tile batches (float32 out).
+    """A loaded eval network run per its execution plan; callable on tile batches (float32 out).
 
     `probe_shape` (batch, channels, Z, Y, X): the input the fast copy is checked on at construction.
     """
 
     def __init__(self, network: nn.Module, device: torch.device, dtype: torch.dtype,
-                 probe_shape: Sequence[int], name: str = "the model"):
+                 probe_shape: Sequence[int], name: str = "the model", scan_backend: str = "auto"):
         self.network = network
         self.dtype = dtype
-        self.plan = plan_inference(network, device, dtype)
+        self.device = torch.device(device)
+        self.plan = make_plan(network, self.device, dtype, mode="inference", scan_backend=scan_backend)
         self.tile_bytes = None
         self.relative_error = 0.0
-        log.info("inference plan for %s: %s", name, self.plan.describe())
-        if not self.plan.fast_copy:
+        planned = apply_plan(network, self.plan)
+        # the copy's own weights are in `dtype` only when MICCSS was fused; else autocast gives the dtype
+        self._autocast = not self.plan.fused_miccss and dtype != torch.float32
+        if planned is network:
             self._run = network
             return
-        from nnmamba.inference.cuda_graph import GraphedNetwork
-        from nnmamba.inference.fast_path import prepare_for_inference
-
-        fast = prepare_for_inference(network, dtype)
-        probe = torch.randn(tuple(probe_shape), generator=torch.Generator().manual_seed(PROBE_SEED)).to(device)
-        torch.cuda.synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        self.relative_error = check_against_eager(network, fast, probe, dtype, name)
-        # peak of the two forwards over the batch-1 probe: an upper bound of one tile's working memory
-        self.tile_bytes = max(1, torch.cuda.max_memory_allocated(device) - before) // int(probe_shape[0])
-        log.info("fast copy of %s within %.2g of the eager network on the probe (tolerance %g)", name,
+        # The graph captures on its first call; the check runs the copy under it before any tile does.
+        probe = torch.randn(tuple(probe_shape), generator=torch.Generator().manual_seed(PROBE_SEED))
+        probe = probe.to(self.device)
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        with self.autocast():
+            self.relative_error = check_against_eager(network, planned, probe, dtype, name)
+        if cuda:
+            # peak of the forwards over the batch-1 probe: an upper bound of one tile's working memory
+            self.tile_bytes = max(1, torch.cuda.max_memory_allocated(self.device) - before) // int(probe_shape[0])
+        log.info("planned copy of %s within %.2g of the eager network on the probe (tolerance %g)", name,
                  self.relative_error, TOLERANCE[dtype])
-        self._run = GraphedNetwork(fast) if self.plan.cuda_graphs else fast
+        self._run = planned
 
     def autocast(self):
-        """The context tiles run under: autocast only for the eager path at reduced precision."""
-        if self.plan.fast_copy or self.dtype == torch.float32:
+        """The context tiles run under: autocast where the planned copy keeps float32 weights."""
+        if not self._autocast:
             return contextlib.nullcontext()
-        return torch.autocast(self.plan.device.type, dtype=self.dtype)
+        return torch.autocast(self.device.type, dtype=self.dtype)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, Z, Y, X) -> the network's output, float32."""

@@ -106,7 +106,8 @@ class Predictor:
         with self._lock:
             if key not in self._planned:
                 probe = (1, card.in_channels) + tuple(reversed(card.patch_size))
-                self._planned[key] = PlannedNetwork(network, self.device, dtype, probe, name=card.name)
+                self._planned[key] = PlannedNetwork(network, self.device, dtype, probe, name=card.name,
+                                                    scan_backend=self.scan_backend)
             return self._planned[key]
 
     def use_network(self, card: ModelCard, network: torch.nn.Module) -> None:
