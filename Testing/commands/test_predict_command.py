@@ -263,3 +263,10 @@ def test_an_output_that_is_an_existing_file_is_refused_before_computing_and_left
     assert rc == 2, err
     assert "--output must be a folder" in err and str(existing) in err and "Traceback" not in err
     assert existing.read_text() == "mine"
+
+
+def test_predict_prints_the_seconds_of_every_stage(phantom, tmp_path, capsys):
+    assert run_cli(phantom, "--tasks", "segmentation", "--output", tmp_path / "out", "--no-summary") == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("head: segmentation in"))
+    for stage in ("read", "resample", "network", "postprocess", "write"):
+        assert f"{stage} " in line and " s" in line, line

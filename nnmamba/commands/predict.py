@@ -127,6 +127,7 @@ def check_output_folder(output: Path) -> None:
 @report_errors
 def run(args) -> int:
     from nnmamba.inference import Predictor
+    from nnmamba.inference.backend_flags import configure_for_inference
     from nnmamba.io import check_free, output_paths, read_volume, stem_of, write_results
     from nnmamba.model_card import default_model, find_model
 
@@ -148,18 +149,34 @@ def run(args) -> int:
     if args.name and len(cases) > 1:
         raise InputError("--name names one case's outputs; it cannot be used with several cases (--each)")
     predictor = Predictor(options, scan_backend=args.scan_backend)
+    configure_for_inference(predictor.device)
     for paths in cases:
         stem = args.name or stem_of(paths[0])
         # Refuse before computing anything when outputs exist.
         check_free(output_paths(args.output, stem, tasks, not args.no_summary), args.overwrite)
-        volume = read_volume(paths)
         start = time.perf_counter()
+        volume = read_volume(paths)
+        read_s = time.perf_counter() - start
         with progress_bar(stem) as progress:
             results = predictor.run(volume, tasks, {t: c for t, c in zip(tasks, cards)}, progress=progress)
-        elapsed = time.perf_counter() - start
+        computed = time.perf_counter()
         written = write_results(results, volume, args.output, stem, overwrite=args.overwrite,
                                 summary=not args.no_summary, warning=warning or None)
-        print(f"{stem}: {', '.join(tasks)} in {elapsed:.1f} s")
+        stages = stage_seconds(results, read_s, time.perf_counter() - computed)
+        log.info("%s: stages %s", stem, stages)
+        print(f"{stem}: {', '.join(tasks)} in {computed - start - read_s:.1f} s "
+              f"({', '.join(f'{name} {seconds:.2f} s' for name, seconds in stages.items())})")
         for path in written:
             print(f"  {path}")
     return 0
+
+
+def stage_seconds(results: dict, read_s: float, write_s: float) -> dict:
+    """Seconds per stage of one case: read, the predictor's stages summed over tasks, write."""
+    stages = {"read": read_s}
+    for result in results.values():
+        for name, seconds in result.timings.items():
+            stage = name[:-2] if name.endswith("_s") else name
+            stages[stage] = stages.get(stage, 0.0) + seconds
+    stages["write"] = write_s
+    return stages

@@ -126,11 +126,13 @@ class PredictorEngine:
                 f"the worker's Python ({sys.executable}) cannot import torch ({e}); install PyTorch "
                 f"into that environment, or start the worker with a Python that has it") from e
         from nnmamba.inference import InferenceOptions
+        from nnmamba.inference.backend_flags import configure_for_inference
 
         if self.threads:
             torch.set_num_threads(self.threads)
         self._base_options = InferenceOptions.from_dict(dict(self.default_options, device=self.device))
         predictor = self._predictor_for(self._base_options)
+        configure_for_inference(predictor.device)
         log.info("engine ready: torch %s, device %s, %d CPU threads", torch.__version__,
                  predictor.device, torch.get_num_threads())
 
