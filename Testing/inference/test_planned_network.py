@@ -72,8 +72,8 @@ def test_the_tile_batch_fills_half_the_free_memory_between_one_and_the_cap():
     assert planned.tile_batch_for(100 * 2 ** 30) == TILE_BATCH_CAP
 
 
-def test_bf16_on_the_cpu_runs_the_folded_copy_under_autocast():
+def test_bf16_on_the_cpu_runs_the_folded_copy_under_autocast_checked_in_float32():
     planned = PlannedNetwork(small_seg(), torch.device("cpu"), torch.bfloat16, PROBE)
-    assert planned.relative_error < TOLERANCE[torch.bfloat16]
+    assert planned.relative_error < TOLERANCE[torch.float32]   # the folding, not autocast's rounding
     with planned.autocast():
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")

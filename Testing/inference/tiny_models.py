@@ -6,7 +6,6 @@ import copy
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 SEG_CARD = {
     "schema_version": 1, "name": "tiny-seg", "task": "segmentation", "network": "nnMambaSeg",
@@ -68,8 +67,10 @@ def write_tiny_models(folder: Path) -> Path:
 
 
 def head_phantom(shape_kji=(14, 18, 16), spacing=(3.0, 2.5, 4.0), direction=None, origin=(-20.0, -25.0, -30.0),
-                 seed: int = 0) -> sitk.Image:
+                 seed: int = 0):
     """A small ellipsoid 'head' (bright shell, darker inside, noise) as a SimpleITK image."""
+    import SimpleITK as sitk   # here, so the GPU tests (no SimpleITK there) can use the cards
+
     rng = np.random.default_rng(seed)
     k, j, i = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape_kji], indexing="ij")
     r = np.sqrt(i ** 2 + j ** 2 + k ** 2)

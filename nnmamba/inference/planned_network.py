@@ -98,13 +98,15 @@ class PlannedNetwork:
             torch.cuda.synchronize(self.device)
             before = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-        with self.autocast():
-            self.relative_error = check_against_eager(network, planned, probe, dtype, name)
+        # A copy run under autocast keeps float32 weights: what the plan changed (folding) is checked in
+        # float32; autocast's own rounding is the precision asked for, the same for eager and copy.
+        checked_dtype = torch.float32 if self._autocast else dtype
+        self.relative_error = check_against_eager(network, planned, probe, checked_dtype, name)
         if cuda:
             # peak of the forwards over the batch-1 probe: an upper bound of one tile's working memory
             self.tile_bytes = max(1, torch.cuda.max_memory_allocated(self.device) - before) // int(probe_shape[0])
         log.info("planned copy of %s within %.2g of the eager network on the probe (tolerance %g)", name,
-                 self.relative_error, TOLERANCE[dtype])
+                 self.relative_error, TOLERANCE[checked_dtype])
         self._run = planned
 
     def autocast(self):
