@@ -159,3 +159,5 @@ def test_two_concurrent_clients_with_different_options_each_get_the_result_of_th
     assert not errors and sorted(got) == sorted(options)
     for name in options:
         assert_same_results(got[name], expected[name])
+        for result in got[name].values():     # the stage timings cross the process boundary too
+            assert set(result.timings) == {"resample_s", "network_s", "postprocess_s"}
