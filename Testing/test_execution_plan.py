@@ -60,7 +60,9 @@ def test_backends_declare_devices_gradients_and_fused_forms():
     torch_backend, reference = backends.get_backend("torch"), backends.get_backend("reference")
     assert torch_backend.supports_grad and reference.supports_grad
     assert torch.float64 in torch_backend.dtypes and torch.bfloat16 in torch_backend.dtypes
+    assert torch_backend.device_types is None and reference.device_types is None  # any device
     mamba_ssm = backends.get_backend("mamba_ssm")
+    assert mamba_ssm.device_types == ("cuda",) and backends.get_backend("triton").device_types == ("cuda",)
     assert mamba_ssm.supports_grad and mamba_ssm.fused_inner is not None
     assert backends.get_backend("triton").fused_inner is None
     declared = {d.name: d for d in backends.declarations("cpu")}
@@ -154,6 +156,18 @@ def test_a_block_without_a_plan_never_trains_on_a_forward_only_backend(forward_o
         block(torch.randn(1, 5, 8))
     assert block._resolved[("cpu", torch.float32, "training")][0] == "torch"
     assert block._resolved[("cpu", torch.float32, "inference")][0] == "forward_only"
+
+
+def test_an_applied_inference_plan_never_serves_a_training_forward(forward_only_backend):
+    net = build_network("nnMambaSeg", **SMALL_SEG)
+    apply_plan(net, make_plan(net, "cpu", mode="inference", scan_backend="forward_only"))
+    block = net.layer1[1].mamba_layer.mamba
+    assert block.decision("cpu", mode="inference")[0] == "forward_only"
+    net.train()
+    x = torch.randn(1, 1, 32, 32, 32)
+    net(x).sum().backward()
+    assert block.x_proj.weight.grad is not None
+    assert block.decision("cpu", mode="training")[0] == "torch"
 
 
 def test_the_environment_variable_cannot_force_a_forward_only_backend_into_training(forward_only_backend,

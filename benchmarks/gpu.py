@@ -28,6 +28,7 @@ import torch.nn as nn
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from nnmamba.execution_plan import apply_plan, make_plan  # noqa: E402
 from nnmamba.inference.cuda_graph import GraphedNetwork  # noqa: E402
 from nnmamba.inference.fast_path import prepare_for_inference  # noqa: E402
 from nnmamba.networks import build_network, set_scan_backend  # noqa: E402
@@ -157,10 +158,24 @@ def network_section(results: dict, upstream_module, batch_sizes=(1, 2)) -> None:
                 results["upstream_bf16_ms"] = bench_ms(lambda: upstream(x))
                 x2 = x.repeat(2, 1, 1, 1, 1)
                 results["upstream_bf16_b2_ms"] = bench_ms(lambda: upstream(x2))
-        results["ours_eager_backend"] = ours.layer1[1].mamba_layer.mamba.resolved_backend(x.device)
-        results["ours_eager_fp32_ms"] = bench_ms(lambda: ours(x), 3, 10)
+        # the eager engine: an inference plan with every fused form off (its scan backend is auto's)
+        eager_plan = make_plan(ours, x.device, torch.float32, fold_batchnorm=False, channels_last=False,
+                               cuda_graphs=False)
+        eager = apply_plan(ours, eager_plan)
+        results["plan_eager"] = eager_plan.as_dict()
+        results["ours_eager_backend"] = eager_plan.scan_backend
+        results["ours_eager_fp32_ms"] = bench_ms(lambda: eager(x), 3, 10)
         for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-            fast = prepare_for_inference(ours, dtype, channels_last=CHANNELS_LAST)
+            plan = make_plan(ours, x.device, dtype, channels_last=CHANNELS_LAST)
+            results[f"plan_{name}"] = plan.as_dict()
+            if not plan.fused_miccss:
+                print(f"the {name} inference plan does not fuse MICCSS: {dict(plan.reasons)['fused_miccss']}")
+            # exactly what a user's plan runs (graph output copied), beside the parts timed below
+            planned = apply_plan(ours, plan)
+            outputs[f"ours_plan_{name}"] = planned(x).float()
+            results[f"ours_plan_{name}_ms"] = bench_ms(lambda: planned(x))
+            del planned
+            fast = prepare_for_inference(ours, dtype, channels_last=plan.channels_last)
             outputs[f"ours_fast_{name}"] = fast(x).float()
             results[f"ours_fast_{name}_ms"] = bench_ms(lambda: fast(x))
             for b in batch_sizes:

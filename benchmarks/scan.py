@@ -98,6 +98,7 @@ def bench_backward(length: int, repeats: int, device: str) -> dict:
 
 _CHILD = r"""
 import json, resource, sys, time, torch
+from nnmamba.execution_plan import apply_plan, make_plan
 from nnmamba.networks import build_network
 
 def peak_mib():
@@ -117,8 +118,9 @@ size, device, backend, repeats, threads = sys.argv[1], sys.argv[2], sys.argv[3],
 if int(threads):
     torch.set_num_threads(int(threads))
 torch.manual_seed(0)
-model = build_network("nnMambaSeg", in_ch=1, channels=32, blocks=3, number_classes=6,
-                      scan_backend=backend).eval().to(device)
+model = build_network("nnMambaSeg", in_ch=1, channels=32, blocks=3, number_classes=6).eval().to(device)
+plan = make_plan(model, device, torch.float32, mode="inference", scan_backend=backend)
+model = apply_plan(model, plan)  # configured as a user's inference runs it
 x = torch.randn(1, 1, int(size), int(size), int(size), device=device)
 before = peak_mib()
 times = []
@@ -129,7 +131,7 @@ with torch.no_grad():
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-print(json.dumps({"times": times, "peak_before_mib": before, "peak_mib": peak_mib()}))
+print(json.dumps({"times": times, "peak_before_mib": before, "peak_mib": peak_mib(), "plan": plan.as_dict()}))
 """
 
 
@@ -137,7 +139,8 @@ def bench_network(size: int, repeats: int, device: str, backend: str, threads: i
     out = subprocess.run([sys.executable, "-c", _CHILD, str(size), device, backend, str(repeats),
                           str(threads)], capture_output=True, text=True, check=True)
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    row = {"size": size, "backend": backend, "first_s": report["times"][0], "best_s": min(report["times"]),
+    row = {"size": size, "backend": backend, "plan": report["plan"], "first_s": report["times"][0],
+           "best_s": min(report["times"]),
            "peak_rss_mib": report["peak_mib"], "peak_rss_before_forward_mib": report["peak_before_mib"]}
     print(f"nnMambaSeg(32, 3, 6) forward 1x1x{size}^3 on {device} ({backend} scan): "
           f"first {row['first_s']:.2f} s, best of {repeats} {row['best_s']:.2f} s; peak RSS of the child "

@@ -423,7 +423,7 @@ def apply_plan(model: nn.Module, plan: ExecutionPlan) -> nn.Module:
         raise ValueError(f"the plan was made for {plan.network}, got a {facts.name}; make the plan from this model")
     for module in model.modules():
         if isinstance(module, Mamba):
-            module.use_plan(plan.device, plan.scan_backend, plan.fused_inner)
+            module.use_plan(plan.device, plan.scan_backend, plan.fused_inner, plan.mode)
     if plan.mode == TRAINING:
         return model
     fast = model.eval()

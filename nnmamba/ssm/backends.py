@@ -80,6 +80,7 @@ class Declaration:
     name: str
     available: bool
     why_not: str
+    device_types: Optional[Tuple[str, ...]]
     dtypes: Tuple[torch.dtype, ...]
     supports_grad: bool
     speed_rank: int
@@ -100,6 +101,7 @@ class ScanBackend:
     fn: ScanFn
     is_available: Callable[[torch.device], bool]
     unavailable_reason: Optional[Callable[[torch.device], str]] = None
+    device_types: Optional[Tuple[str, ...]] = None   # None: any device type
     dtypes: Tuple[torch.dtype, ...] = ALL_FLOAT_DTYPES
     has_grad: Callable[[], bool] = _yes
     speed_rank: int = 100
@@ -109,24 +111,30 @@ class ScanBackend:
     def supports_grad(self) -> bool:
         return bool(self.has_grad())
 
+    def runs_on(self, device: DeviceLike) -> bool:
+        device = torch.device(device)
+        return (self.device_types is None or device.type in self.device_types) and self.is_available(device)
+
     def reason(self, device: DeviceLike) -> str:
         device = torch.device(device)
-        if self.is_available(device):
+        if self.runs_on(device):
             return "available"
         if self.unavailable_reason is not None:
             return self.unavailable_reason(device)
+        if self.device_types is not None and device.type not in self.device_types:
+            return f"{self.name} runs on {', '.join(self.device_types)} devices only (this is {device.type})"
         return f"not available on {device.type}"
 
     def declare(self, device: DeviceLike) -> Declaration:
         """This backend's capabilities on `device`, as data."""
         device = torch.device(device)
-        available = self.is_available(device)
+        available = self.runs_on(device)
         fused, fused_why_not = None, ""
         if self.fused_inner is not None:
             fused = self.fused_inner.load() is not None
             fused_why_not = "" if fused else self.fused_inner.missing()
-        return Declaration(self.name, available, "" if available else self.reason(device), tuple(self.dtypes),
-                           self.supports_grad, self.speed_rank, fused, fused_why_not)
+        return Declaration(self.name, available, "" if available else self.reason(device), self.device_types,
+                           tuple(self.dtypes), self.supports_grad, self.speed_rank, fused, fused_why_not)
 
 
 _REGISTRY: Dict[str, ScanBackend] = {}
@@ -135,10 +143,12 @@ _optional_loaded = False
 
 def register_backend(name: str, fn: ScanFn, is_available: Callable[[torch.device], bool],
                      unavailable_reason: Optional[Callable[[torch.device], str]] = None, *,
+                     device_types: Optional[Tuple[str, ...]] = None,
                      dtypes: Tuple[torch.dtype, ...] = ALL_FLOAT_DTYPES, supports_grad: Callable[[], bool] = _yes,
                      speed_rank: int = 100, fused_inner: Optional[FusedForm] = None) -> None:
     """Add (or replace) a backend under `name` with its declared capabilities.
 
+    `device_types`: the device types it runs on (None: any; `is_available` may still refuse one);
     `supports_grad()`: whether `fn`'s result carries gradients to all its inputs; `speed_rank`:
     lower is faster ("auto" takes the fastest backend that fits); `fused_inner`: a fused form of
     the whole Mamba inner computation, if the backend offers one.
@@ -147,8 +157,9 @@ def register_backend(name: str, fn: ScanFn, is_available: Callable[[torch.device
         raise ValueError(f"a scan backend needs a name other than '' and '{AUTO}', got {name!r}")
     if not callable(supports_grad):
         raise ValueError(f"supports_grad must be a callable returning a bool, got {supports_grad!r}")
-    _REGISTRY[name] = ScanBackend(name, fn, is_available, unavailable_reason, tuple(dtypes), supports_grad,
-                                  speed_rank, fused_inner)
+    _REGISTRY[name] = ScanBackend(name, fn, is_available, unavailable_reason,
+                                  None if device_types is None else tuple(device_types), tuple(dtypes),
+                                  supports_grad, speed_rank, fused_inner)
 
 
 def register_cuda_backend(name: str, fn: ScanFn, import_error: Callable[[], Optional[str]],
@@ -175,8 +186,8 @@ def register_cuda_backend(name: str, fn: ScanFn, import_error: Callable[[], Opti
             return f"{what} does not import ({error}); fix: {fix}"
         return "available"
 
-    register_backend(name, fn, is_available, unavailable_reason, dtypes=dtypes, supports_grad=supports_grad,
-                     speed_rank=speed_rank, fused_inner=fused_inner)
+    register_backend(name, fn, is_available, unavailable_reason, device_types=("cuda",), dtypes=dtypes,
+                     supports_grad=supports_grad, speed_rank=speed_rank, fused_inner=fused_inner)
 
 
 def _load_optional_backends() -> None:
@@ -213,7 +224,7 @@ def get_backend(name: str) -> ScanBackend:
 def available_backends(device: DeviceLike = "cpu") -> List[str]:
     """Names of the backends that can run on `device`."""
     device = torch.device(device)
-    return [name for name in backend_names() if _REGISTRY[name].is_available(device)]
+    return [name for name in backend_names() if _REGISTRY[name].runs_on(device)]
 
 
 def check_backend_name(name: str) -> None:

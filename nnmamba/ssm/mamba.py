@@ -111,8 +111,8 @@ class Mamba(nn.Module):
 
         backends.check_backend_name(scan_backend)
         self.scan_backend = scan_backend
-        # device -> (backend, fused inner) set by an execution plan; wins over _resolved
-        self._planned: Dict[str, Tuple[str, bool]] = {}
+        # (device, mode) -> (backend, fused inner) set by an execution plan; wins over _resolved
+        self._planned: Dict[Tuple[str, str], Tuple[str, bool]] = {}
         # (device, dtype, mode) -> (backend, fused inner) the planner gave without an applied plan
         self._resolved: Dict[Tuple[str, torch.dtype, str], Tuple[str, bool]] = {}
 
@@ -123,16 +123,20 @@ class Mamba(nn.Module):
         self._planned = {}
         self._resolved = {}
 
-    def use_plan(self, device, backend: str, fused_inner: bool) -> None:
-        """Run on `device` with scan `backend`, through its fused inner function when `fused_inner`
-        (and `use_fast_path`); called by `nnmamba.execution_plan.apply_plan`, which checked both."""
+    def use_plan(self, device, backend: str, fused_inner: bool, mode: str) -> None:
+        """Run `mode` forwards on `device` with scan `backend`, through its fused inner function when
+        `fused_inner` (and `use_fast_path`); called by `nnmamba.execution_plan.apply_plan`, which
+        checked both. A training plan serves inference too; an inference plan never serves training
+        (its backend may be forward-only), so a training forward then asks the planner."""
         backends.get_backend(backend)
-        self._planned[str(torch.device(device))] = (backend, bool(fused_inner) and self.use_fast_path)
+        self._planned[(str(torch.device(device)), mode)] = (backend, bool(fused_inner) and self.use_fast_path)
 
     def decision(self, device, dtype: torch.dtype = torch.float32, mode: str = "inference") -> Tuple[str, bool]:
         """(backend, fused inner on?) of this block on `device`: the applied plan's, else the planner's."""
         device = torch.device(device)
-        planned = self._planned.get(str(device))
+        planned = self._planned.get((str(device), mode))
+        if planned is None and mode == "inference":
+            planned = self._planned.get((str(device), "training"))
         if planned is not None:
             return planned
         key = (str(device), dtype, mode)
