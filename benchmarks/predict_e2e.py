@@ -178,9 +178,8 @@ def forward_section(results: dict, upstream_module) -> None:
     from gpu import network_section
     from nnmamba.inference.backend_flags import configure_for_inference
 
-    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision())
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
     torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = True, False
-    torch.set_float32_matmul_precision("highest")
     default = {}
     network_section(default, upstream_module, batch_sizes=(1, 2))
     results["forward_default_flags"] = default
@@ -188,8 +187,7 @@ def forward_section(results: dict, upstream_module) -> None:
     ours = {}
     network_section(ours, upstream_module, batch_sizes=(1, 2))
     results["forward_predict_flags"] = ours
-    torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved[:2]
-    torch.set_float32_matmul_precision(saved[2])
+    torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
 
 
 def main(argv=None) -> int:

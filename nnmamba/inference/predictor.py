@@ -273,7 +273,7 @@ class Predictor:
             planned, image, patch, out_channels, overlap=options.overlap,
             tile_batch=self._tile_batch(options, planned, stitch, out_channels, image.shape[1:]),
             device=self.device, stitch_device=stitch, mirror_axes=mirror_axes, progress=tile_progress,
-            cancel=cancel)
+            cancel=cancel, fixed_batch=planned.plan.cuda_graphs)
         clock.stage("network")
         progress(0.9, f"{card.task}: postprocessing")
         if card.task == Task.SEGMENTATION.value:
