@@ -39,6 +39,7 @@ class SegmentationResult:
     geometry: Geometry            # exactly the input volume's geometry
     segments: list = field(default_factory=list)  # list[SegmentInfo], label 0 = background excluded
     model: str = ""
+    timings: dict = field(default_factory=dict)   # stage -> seconds ("resample_s", "network_s", ...)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class LandmarkResult:
     points_lps: np.ndarray        # (n, 3) physical LPS mm
     confidence: np.ndarray        # (n,) 0..1 (heatmap peak height)
     model: str = ""
+    timings: dict = field(default_factory=dict)   # stage -> seconds ("resample_s", "network_s", ...)
 
 
 @dataclass
@@ -55,6 +57,7 @@ class ClassificationResult:
     class_names: list             # list[str]
     probabilities: np.ndarray     # (n,) sums to 1
     model: str = ""
+    timings: dict = field(default_factory=dict)   # stage -> seconds ("resample_s", "network_s", ...)
 
     @property
     def top_class(self) -> str:

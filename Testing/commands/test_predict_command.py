@@ -170,7 +170,7 @@ def test_bad_input_is_refused_with_a_clear_message_and_nothing_is_overwritten(ca
 @pytest.mark.parametrize("argv,message,code", [
     (["--overlap", "1.2"], "overlap must be >= 0 and < 1, got 1.2", 2),
     (["--overlap", "-0.1"], "overlap must be >= 0 and < 1, got -0.1", 2),
-    (["--tile-batch", "0"], "tile_batch must be an integer >= 1", 2),
+    (["--tile-batch", "0"], "tile_batch must be 'auto' or an integer >= 1", 2),
     (["--model", "segmentation=no-such-model"], "no model named 'no-such-model'", 3),
     (["--model", "segmentaton=tiny-seg"], "--model must be NAME_OR_PATH or TASK=NAME_OR_PATH", 2),
     (["--model", "segmentation="], "--model must be NAME_OR_PATH or TASK=NAME_OR_PATH", 2),
@@ -250,3 +250,23 @@ def test_predict_without_an_input_says_so(tmp_path, capsys):
     rc = run_cli("--output", tmp_path / "out")
     assert rc == 2
     assert "no input given" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["the output itself", "a parent folder"])
+def test_an_output_that_is_an_existing_file_is_refused_before_computing_and_left_untouched(
+        where, phantom, tmp_path, capsys):
+    existing = tmp_path / "results.txt"
+    existing.write_text("mine")
+    out = existing if where == "the output itself" else existing / "out"
+    rc = run_cli(phantom, "--tasks", "classification", "--output", out, "--overwrite")
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "--output must be a folder" in err and str(existing) in err and "Traceback" not in err
+    assert existing.read_text() == "mine"
+
+
+def test_predict_prints_the_seconds_of_every_stage(phantom, tmp_path, capsys):
+    assert run_cli(phantom, "--tasks", "segmentation", "--output", tmp_path / "out", "--no-summary") == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("head: segmentation in"))
+    for stage in ("read", "resample", "network", "postprocess", "write"):
+        assert f"{stage} " in line and " s" in line, line

@@ -159,3 +159,71 @@ def test_graph_replay_gives_the_eager_result_for_every_new_input():
         x = torch.randn(1, 1, 32, 32, 32, device="cuda", generator=torch.Generator("cuda").manual_seed(seed))
         with torch.no_grad():
             assert torch.allclose(graphed(x), fast(x), rtol=1e-5, atol=1e-5)
+
+
+# ---- MICCSS permutations in float64 on the CPU ----------------------------------------------------
+
+def miccss_scans_reference(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A, D):
+    """What `triton_scan.miccss_scans` computes, spelled out with the engine's sequential scan (any
+    device, any float dtype): stream 2*v + r = Mamba's inner function on channel order v, token order
+    r (r = 1: flipped, then flipped back). Same signature and shapes as the kernel."""
+    import torch.nn.functional as F
+
+    from nnmamba.ssm.mamba import causal_depthwise_conv
+    from nnmamba.ssm.reference_scan import selective_scan_reference
+
+    dtype = xz.dtype
+    dim = xz.shape[2] // 2
+    rank, state = dt_proj_weight.shape[1], A.shape[1]
+    streams = []
+    for v in range(2):
+        for r in range(2):
+            x, z = xz[:, v, :dim], xz[:, v, dim:]                                   # (B, E, L)
+            if r:
+                x, z = x.flip(-1), z.flip(-1)
+            u = F.silu(causal_depthwise_conv(x.transpose(1, 2), conv_weight[:, None, :].to(dtype),
+                                             conv_bias.to(dtype))).transpose(1, 2)
+            dt, B, C = torch.split(x_proj_weight.to(dtype) @ u, [rank, state, state], dim=1)
+            y = selective_scan_reference(u, dt_proj_weight.to(dtype) @ dt, A.to(dtype), B, C, D.to(dtype), z=z,
+                                         delta_bias=dt_proj_bias.to(dtype), delta_softplus=True)
+            streams.append(y.flip(-1) if r else y)
+    return torch.stack(streams, dim=1)
+
+
+def test_fused_miccss_permutations_equal_the_miccss_layer_in_float64(monkeypatch):
+    # The kernel is replaced by its spelled-out reference (checked against it on the GPU below), so
+    # what is under test here is FusedMiccss's own algebra: folded BatchNorms, in_proj for the reversed
+    # channel order, reverse scans for the token flips, out_proj rows reversed and averaged.
+    from nnmamba.ssm import triton_scan
+
+    monkeypatch.setattr(triton_scan, "miccss_scans", miccss_scans_reference)
+    torch.manual_seed(0)
+    layer = _randomise(MambaLayer(16, scan_backend="torch"), seed=4).double()
+    with torch.no_grad():
+        layer.mamba.in_proj.bias = nn.Parameter(torch.randn(layer.mamba.in_proj.out_features).double())
+        layer.mamba.out_proj.bias = nn.Parameter(torch.randn(16).double())
+    x = torch.randn(2, 16, 6, 5, 4, dtype=torch.float64)
+    with torch.no_grad():
+        expected = layer(x)
+        got = FusedMiccss(fold_batchnorm(copy.deepcopy(layer)), torch.float64)(x)
+    # the scan's own parameters are kept float32 by design (as mamba-ssm keeps A_log, D, dt bias)
+    assert _relative_error(got, expected) < 1e-6
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("length", [64, 1000])
+def test_the_triton_miccss_scans_equal_their_reference(length):
+    from nnmamba.ssm.triton_scan import miccss_scans
+
+    g = torch.Generator(device="cuda").manual_seed(length)
+    dim, state, rank, width = 32, 16, 2, 4
+
+    def rand(*shape, scale=1.0):
+        return torch.randn(*shape, device="cuda", generator=g) * scale
+
+    args = (rand(2, 2, 2 * dim, length), rand(dim, width, scale=0.5), rand(dim, scale=0.1),
+            rand(rank + 2 * state, dim, scale=0.3), rand(dim, rank, scale=0.3), rand(dim, scale=0.1) - 2.0,
+            -torch.rand(dim, state, device="cuda", generator=g) * 2 - 0.1, rand(dim))
+    expected = miccss_scans_reference(*[a.double() for a in args])
+    got = miccss_scans(*args)
+    assert _relative_error(got, expected) < 1e-4

@@ -37,3 +37,20 @@ def test_a_peak_on_the_border_or_a_flat_heatmap_stays_on_the_voxel():
     border = gaussian((6, 6, 6), (0, 2.2, 5))[None]
     ijk, _ = heatmap_peaks(border)
     assert ijk[0][0] == 0 and ijk[0][2] == 5
+
+
+def test_peaks_found_with_torch_equal_the_numpy_peaks_at_the_border_and_inside():
+    import torch
+
+    from nnmamba.inference.landmarks import heatmap_peaks_torch
+
+    rng = np.random.default_rng(3)
+    shape = (9, 11, 13)
+    maps = np.stack([gaussian(shape, (12.0, 5.2, 3.7)),            # on the i border
+                     gaussian(shape, (6.3, 0.0, 8.0)) * 0.7,        # on the j border
+                     rng.random(shape),                            # noise: any neighbours
+                     gaussian(shape, (4.4, 6.6, 2.2), sigma=0.8)]).astype(np.float32)
+    want_ijk, want_heights = heatmap_peaks(maps)
+    got_ijk, got_heights = heatmap_peaks_torch(torch.from_numpy(maps))
+    np.testing.assert_allclose(got_ijk, want_ijk, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(got_heights, want_heights, rtol=0, atol=1e-9)

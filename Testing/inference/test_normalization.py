@@ -38,3 +38,17 @@ def test_a_volume_that_is_almost_all_zero_falls_back_to_every_voxel():
     array[0, 0, 0, 0] = 100.0
     out = normalize(array, {"method": "zscore", "mask": "nonzero"})
     assert np.isfinite(out).all() and out.mean() == pytest.approx(0.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("spec", [{"method": "zscore", "mask": "nonzero"}, {"method": "zscore", "mask": "all"},
+                                  {"method": "ct", "clip": [-200, 300], "mean": 40.0, "std": 120.0}])
+def test_the_torch_normalisation_gives_the_numpy_result(spec):
+    import torch
+
+    from nnmamba.inference.normalization import normalize_tensor
+
+    rng = np.random.default_rng(2)
+    array = rng.normal(100, 300, size=(2, 8, 9, 10)).astype(np.float32)
+    array[:, :3] = 0
+    got = normalize_tensor(torch.from_numpy(array), spec).numpy()
+    np.testing.assert_allclose(got, normalize(array, spec), rtol=0, atol=1e-6)

@@ -162,3 +162,57 @@ def test_bf16_autocast_runs_and_stays_close_to_fp32(tiny_models):
     np.testing.assert_allclose(bf16["classification"].probabilities, fp32["classification"].probabilities, atol=0.05)
     agreement = (bf16["segmentation"].labelmap == fp32["segmentation"].labelmap).mean()
     assert agreement > 0.9
+
+
+def test_every_result_carries_the_seconds_of_its_stages(predictor):
+    results = predictor.run(phantom_volume(), ["segmentation", "landmarks", "classification"])
+    for task, result in results.items():
+        assert set(result.timings) == {"resample_s", "network_s", "postprocess_s"}, task
+        assert all(seconds >= 0 for seconds in result.timings.values())
+        assert result.timings["network_s"] > 0
+
+
+def test_options_given_to_one_call_hold_for_that_call_only(tiny_models):
+    predictor = Predictor(InferenceOptions(device="cpu"))
+    volume = phantom_volume()
+    mirrored = predictor.run(volume, ["landmarks"], options=InferenceOptions(device="cpu", tta=True))
+    plain = predictor.run(volume, ["landmarks"])
+    again = predictor.run(volume, ["landmarks"], options=InferenceOptions(device="cpu", tta=True))
+    assert predictor.options.tta is False
+    np.testing.assert_array_equal(mirrored["landmarks"].points_lps, again["landmarks"].points_lps)
+    assert not np.array_equal(mirrored["landmarks"].points_lps, plain["landmarks"].points_lps) or \
+        not np.array_equal(mirrored["landmarks"].confidence, plain["landmarks"].confidence)
+    with pytest.raises(InputError, match="this predictor runs on cpu"):
+        predictor.run(volume, ["landmarks"], options=InferenceOptions(device="meta"))
+
+
+def test_labels_equal_those_of_the_simpleitk_pipeline_of_before_except_at_ties(tmp_path):
+    """The predictor resamples, normalises and post-processes with torch where the network runs; the
+    pipeline it replaced did it with SimpleITK and numpy. Same labels, but where two classes are
+    within float32 rounding (and the folded BatchNorms' rounding) of each other."""
+    from tiny_models import oblique_head, write_calibrated_cards
+
+    from nnmamba.inference.normalization import normalize
+    from nnmamba.inference.resampling import probabilities_to_labels, resample_channels, working_grid
+    from nnmamba.inference.sliding_window import sliding_window
+
+    cards = write_calibrated_cards(tmp_path)
+    card = find_model(cards["segmentation"])
+    volume = oblique_head()
+    predictor = Predictor(InferenceOptions(device="cpu"))
+    got = predictor.run(volume, ["segmentation"], {"segmentation": cards["segmentation"]})["segmentation"].labelmap
+
+    geometry, shape = working_grid(volume.geometry, volume.shape_kji, card.spacing_mm, card.orientation)
+    image = normalize(resample_channels(volume.array[None], volume.geometry, geometry, shape), card.normalization)
+    classes = card.hyperparameters["number_classes"]
+    scores = sliding_window(predictor.model(card), torch.from_numpy(image), tuple(reversed(card.patch_size)),
+                            classes, overlap=0.5, tile_batch=2)
+    probabilities = torch.softmax(scores, dim=0).numpy()
+    expected = probabilities_to_labels(probabilities, geometry, volume.geometry, volume.shape_kji)
+    assert len(np.unique(expected)) == classes          # every class present: agreement means something
+    differ = got != expected
+    assert differ.mean() < 1e-3, differ.mean()
+    if differ.any():
+        values = resample_channels(probabilities, geometry, volume.geometry, volume.shape_kji)
+        top2 = np.sort(values, axis=0)[-2:]
+        assert np.all((top2[1] - top2[0])[differ] < 1e-4)

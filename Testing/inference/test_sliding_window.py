@@ -30,6 +30,26 @@ def test_sliding_window_over_a_volume_larger_than_the_patch_equals_a_whole_volum
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_a_fixed_batch_fills_the_last_batch_to_the_same_shape_and_keeps_the_result():
+    torch.manual_seed(2)
+    image = torch.randn(2, 40, 70, 37)      # padded to 48 x 80 x 48: 2 x 4 x 2 = 16 tiles of 32^3
+    net = pointwise()
+    batches = []
+
+    def network(x):
+        batches.append(x.shape[0])
+        return net(x)
+
+    got = sliding_window(network, image, (32, 32, 32), 3, overlap=0.5, tile_batch=3, fixed_batch=True)
+    assert batches == [3] * 6               # 5 full batches, then 1 tile filled up to 3
+    with torch.no_grad():
+        expected = net(image[None])[0]
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    batches.clear()
+    sliding_window(network, image, (32, 32, 32), 3, overlap=0.5, tile_batch=3)
+    assert batches == [3] * 5 + [1]         # without it the last batch is shorter
+
+
 def test_a_volume_smaller_than_the_patch_is_padded_and_cropped_back():
     image = torch.randn(1, 9, 20, 5)
     got = sliding_window(torch.nn.Identity(), image, (32, 32, 32), 1)

@@ -68,11 +68,22 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
                        help="mirror test-time augmentation (slower; off by default)")
     group.add_argument("--overlap", type=float, default=0.5, help="tile overlap, 0 <= overlap < 1")
     group.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    group.add_argument("--tile-batch", type=int, default=2, help="tiles per forward pass")
+    group.add_argument("--tile-batch", type=_tile_batch, default="auto",
+                       help="tiles per forward pass, or auto: as many as fit in the free GPU memory "
+                            "(at most 8; 2 on the CPU)")
     group.add_argument("--stitch-device", default="auto",
                        help="where the stitched volume lives: auto, cpu or the device")
     group.add_argument("--scan-backend", default="auto",
                        help="selective-scan backend: auto, reference, torch, mamba_ssm, ...")
+
+
+def _tile_batch(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
 
 
 def inference_options(args):

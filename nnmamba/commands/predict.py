@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -107,9 +108,29 @@ def _cases(inputs, each: bool) -> list:
     return cases
 
 
+def check_output_folder(output: Path) -> None:
+    """Refuse an `--output` that cannot be a folder we write into, before anything is computed.
+
+    Without this an existing file named by --output (or a file where one of its parent folders
+    should be) only failed when the results were written, after the whole compute, with a Traceback.
+    """
+    output = Path(output)
+    for path in [output, *output.parents]:
+        if path.exists():
+            if not path.is_dir():
+                what = "is" if path == output else f"has {path} as a parent folder, but that is"
+                raise InputError(f"--output must be a folder; {output} {what} an existing file "
+                                 f"(pass a folder path; nothing was written)")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise InputError(f"--output {output}: cannot write into {path} (permission denied); "
+                                 f"pass a folder you can write to (nothing was written)")
+            return
+
+
 @report_errors
 def run(args) -> int:
     from nnmamba.inference import Predictor
+    from nnmamba.inference.backend_flags import configure_for_inference
     from nnmamba.io import check_free, output_paths, read_volume, stem_of, write_results
     from nnmamba.model_card import default_model, find_model
 
@@ -126,24 +147,41 @@ def run(args) -> int:
     cards = [find_model(models[t]) if t in models else default_model(t) for t in tasks]
     warning = untrained_warning(cards)
     print_warning(warning)
+    check_output_folder(args.output)
     cases = _cases(inputs, args.each)
     if args.name and len(cases) > 1:
         raise InputError("--name names one case's outputs; it cannot be used with several cases (--each)")
     if cohort.requested(args):  # under torchrun or --resume: shares per rank, markers, summary
         return cohort.run(args, cases, tasks, cards, warning)
     predictor = Predictor(options, scan_backend=args.scan_backend)
+    configure_for_inference(predictor.device)
     for paths in cases:
         stem = args.name or stem_of(paths[0])
         # Refuse before computing anything when outputs exist.
         check_free(output_paths(args.output, stem, tasks, not args.no_summary), args.overwrite)
-        volume = read_volume(paths)
         start = time.perf_counter()
+        volume = read_volume(paths)
+        read_s = time.perf_counter() - start
         with progress_bar(stem) as progress:
             results = predictor.run(volume, tasks, {t: c for t, c in zip(tasks, cards)}, progress=progress)
-        elapsed = time.perf_counter() - start
+        computed = time.perf_counter()
         written = write_results(results, volume, args.output, stem, overwrite=args.overwrite,
                                 summary=not args.no_summary, warning=warning or None)
-        print(f"{stem}: {', '.join(tasks)} in {elapsed:.1f} s")
+        stages = stage_seconds(results, read_s, time.perf_counter() - computed)
+        log.info("%s: stages %s", stem, stages)
+        print(f"{stem}: {', '.join(tasks)} in {computed - start - read_s:.1f} s "
+              f"({', '.join(f'{name} {seconds:.2f} s' for name, seconds in stages.items())})")
         for path in written:
             print(f"  {path}")
     return 0
+
+
+def stage_seconds(results: dict, read_s: float, write_s: float) -> dict:
+    """Seconds per stage of one case: read, the predictor's stages summed over tasks, write."""
+    stages = {"read": read_s}
+    for result in results.values():
+        for name, seconds in result.timings.items():
+            stage = name[:-2] if name.endswith("_s") else name
+            stages[stage] = stages.get(stage, 0.0) + seconds
+    stages["write"] = write_s
+    return stages

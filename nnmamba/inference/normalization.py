@@ -28,3 +28,27 @@ def normalize(array: np.ndarray, spec: dict) -> np.ndarray:
         std = float(values.std(dtype=np.float64))
         out[c] = (channel - mean) / max(std, 1e-8)
     return out
+
+
+def normalize_tensor(channels, spec: dict):
+    """channels: (C, Z, Y, X) float32 torch tensor on any device -> normalised copy; `normalize`'s maths
+    (statistics in float64) where the tensor lives, so a GPU run never brings the volume back."""
+    import torch
+
+    out = torch.empty_like(channels, dtype=torch.float32)
+    method = spec["method"]
+    for c, channel in enumerate(channels):
+        if method == "ct":
+            lo, hi = spec["clip"]
+            out[c] = (channel.clamp(lo, hi) - float(spec["mean"])) / float(spec["std"])
+            continue
+        values = channel.reshape(-1)
+        if spec.get("mask", "nonzero") == "nonzero":
+            mask = values != 0
+            if int(mask.sum()) >= 0.01 * values.numel():
+                values = values[mask]
+        values = values.double()
+        mean = float(values.mean())
+        std = float(values.std(unbiased=False))
+        out[c] = (channel - mean) / max(std, 1e-8)
+    return out

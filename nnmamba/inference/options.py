@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Union
 
 from nnmamba.errors import InputError
 
@@ -12,14 +13,15 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 @dataclass
 class InferenceOptions:
     """How to run: device ("auto", "cpu", "cuda", "cuda:1", ...), mirror TTA, tile overlap,
-    autocast precision, tiles per forward pass, and where the stitched volume lives
-    ("auto": on the device when it fits in a third of free memory, else CPU)."""
+    autocast precision, tiles per forward pass ("auto": as many as fit in the free device memory,
+    at most 8, on CUDA; 2 on the CPU), and where the stitched volume lives ("auto": on the device
+    when it fits in a third of free memory, else CPU)."""
 
     device: str = "auto"
     tta: bool = False
     overlap: float = 0.5
     precision: str = "auto"
-    tile_batch: int = 2
+    tile_batch: Union[int, str] = "auto"
     stitch_device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -28,8 +30,9 @@ class InferenceOptions:
             raise InputError(f"overlap must be >= 0 and < 1, got {self.overlap}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if isinstance(self.tile_batch, bool) or not isinstance(self.tile_batch, int) or self.tile_batch < 1:
-            raise InputError(f"tile_batch must be an integer >= 1, got {self.tile_batch!r}")
+        if self.tile_batch != "auto" and (isinstance(self.tile_batch, bool)
+                                          or not isinstance(self.tile_batch, int) or self.tile_batch < 1):
+            raise InputError(f"tile_batch must be 'auto' or an integer >= 1, got {self.tile_batch!r}")
         if not isinstance(self.tta, bool):
             raise InputError(f"tta must be true or false, got {self.tta!r}")
         for name in ("device", "stitch_device"):

@@ -4,6 +4,17 @@ Call chain, narrowing one step at a time: `run` (tasks) -> `_run_task` (one mode
 `_prepare` (resample + normalise onto the card's working grid) -> `sliding_window` (tiles) ->
 `forward_mirrored` (one tile batch, mirror TTA) -> postprocessing back onto the input's grid.
 
+Everything after reading runs where the network runs: the volume goes to the device once (through
+pinned memory), is resampled and normalised there, tiles are cut from it there (nothing crosses the
+bus per tile, so no transfer is left for a producer thread to overlap), and softmax, resampling of
+the scores back to the input grid, arg-max and heatmap peaks run there too; only the label map
+(uint8 where it fits) and the peaks come back. The network runs as its inference plan
+(`planned_network`): on CUDA the checked fast copy replayed as CUDA graphs. Each result carries the
+seconds of its stages in `timings` (resample, network, postprocess).
+
+Options belong to a call: `run(..., options=...)` overrides the predictor's defaults for that call
+only, so one predictor (and its loaded models) serves jobs with different options.
+
 Example:
     >>> from nnmamba.inference import InferenceOptions, Predictor
     >>> predictor = Predictor(InferenceOptions(device="cpu"))              # doctest: +SKIP
@@ -14,20 +25,22 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
+import time
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
 from nnmamba.errors import BackendUnavailableError, Cancelled, InputError, ModelError
-from nnmamba.inference.landmarks import heatmap_peaks
-from nnmamba.inference.normalization import normalize
+from nnmamba.inference.device_resampling import resample_argmax, resample_linear
+from nnmamba.inference.landmarks import heatmap_peaks_torch
+from nnmamba.inference.normalization import normalize_tensor
 from nnmamba.inference.options import InferenceOptions
-from nnmamba.inference.resampling import probabilities_to_labels, resample_channels, working_grid
+from nnmamba.inference.planned_network import PlannedNetwork
+from nnmamba.inference.resampling import working_grid
 from nnmamba.inference.sliding_window import center_crop_or_pad, forward_mirrored, sliding_window, to_numpy
 from nnmamba.io.checks import check_volume
 from nnmamba.model_card import ModelCard, default_model, find_model
@@ -69,6 +82,10 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+CPU_TILE_BATCH = 2
+
+
 class Predictor:
     """Runs model cards on volumes; keeps each loaded model (a persistent worker loads it once)."""
 
@@ -77,63 +94,100 @@ class Predictor:
         self.scan_backend = scan_backend
         self.device = resolve_device(self.options.device)
         self._models: dict = {}
+        self._planned: dict = {}
         self._lock = threading.Lock()
 
     # ---- models ---------------------------------------------------------------------------------
 
     def model(self, card: ModelCard) -> torch.nn.Module:
-        """The card's network on this predictor's device, loaded once and cached."""
+        """The card's eager network on this predictor's device, loaded once and cached."""
         from nnmamba.models import load_model
 
-        key = (card.name, str(card.weights_path), card.raw.get("weights_sha256"))
+        key = _card_key(card)
         with self._lock:
             if key not in self._models:
                 log.info("loading model %s (%s) on %s", card.name, card.network, self.device)
                 self._models[key] = load_model(card, self.device, scan_backend=self.scan_backend)
             return self._models[key]
 
+    def planned(self, card: ModelCard, dtype: torch.dtype) -> PlannedNetwork:
+        """The card's network as its inference plan runs it in `dtype` (checked once, then cached)."""
+        network = self.model(card)
+        key = (_card_key(card), dtype)
+        with self._lock:
+            if key not in self._planned:
+                probe = (1, card.in_channels) + tuple(reversed(card.patch_size))
+                self._planned[key] = PlannedNetwork(network, self.device, dtype, probe, name=card.name,
+                                                    scan_backend=self.scan_backend)
+            return self._planned[key]
+
     def use_network(self, card: ModelCard, network: torch.nn.Module) -> None:
         """Run `card` with an in-memory `network` (e.g. one being trained) instead of its weights file."""
-        key = (card.name, str(card.weights_path), card.raw.get("weights_sha256"))
+        key = _card_key(card)
         with self._lock:
             self._models[key] = network.to(self.device).eval()
+            # a fast copy holds the old weights
+            self._planned = {k: v for k, v in self._planned.items() if k[0] != key}
 
     def clear(self) -> None:
         with self._lock:
             self._models.clear()
+            self._planned.clear()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
     # ---- policy ---------------------------------------------------------------------------------
 
-    def _autocast(self):
-        precision = self.options.precision
+    def _dtype(self, options: InferenceOptions) -> torch.dtype:
+        precision = options.precision
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-        if precision == "fp32":
-            return contextlib.nullcontext
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return lambda: torch.autocast(self.device.type, dtype=dtype)
+        return PRECISION_DTYPES[precision]
 
-    def _stitch_device(self, out_channels: int, shape) -> torch.device:
-        choice = self.options.stitch_device
+    def _stitch_device(self, options: InferenceOptions, out_channels: int, shape) -> torch.device:
+        choice = options.stitch_device
         if choice != "auto":
             return resolve_device(choice)
         if self.device.type != "cuda":
             return self.device
-        needed = 4 * (out_channels + 1) * int(np.prod(shape))
         free, _ = torch.cuda.mem_get_info(self.device)
-        return self.device if needed < free / 3 else torch.device("cpu")
+        return self.device if _stitch_bytes(out_channels, shape) < free / 3 else torch.device("cpu")
+
+    def _tile_batch(self, options: InferenceOptions, planned: PlannedNetwork, stitch: torch.device,
+                    out_channels: int, shape) -> int:
+        """The option's number, or ("auto") as many tiles as fit in the device memory left free."""
+        if options.tile_batch != "auto":
+            return options.tile_batch
+        if self.device.type != "cuda":
+            return CPU_TILE_BATCH
+        free, _ = torch.cuda.mem_get_info(self.device)
+        if stitch == self.device:
+            free -= _stitch_bytes(out_channels, shape)
+        batch = planned.tile_batch_for(max(free, 0))
+        log.info("tile batch %d (%.1f GiB free, ~%.2f GiB per tile)", batch, free / 2 ** 30,
+                 (planned.tile_bytes or 0) / 2 ** 30)
+        return batch
+
+    def _check_options(self, options: InferenceOptions) -> InferenceOptions:
+        if not isinstance(options, InferenceOptions):
+            raise InputError(f"options must be InferenceOptions, got {type(options).__name__}")
+        if resolve_device(options.device) != self.device:
+            raise InputError(f"this predictor runs on {self.device}, the options ask for {options.device!r}; "
+                             f"use a predictor for that device")
+        return options
 
     # ---- entry point ----------------------------------------------------------------------------
 
     def run(self, volume: Volume, tasks: list, models: Optional[dict] = None,
-            progress: Optional[Progress] = None, cancel: Optional[threading.Event] = None) -> dict:
+            progress: Optional[Progress] = None, cancel: Optional[threading.Event] = None,
+            options: Optional[InferenceOptions] = None) -> dict:
         """Run `tasks` on `volume`; returns task -> result (`nnmamba.results`) on the input's grid.
 
         `models` maps a task to a model name or card path (default: the task's default card).
+        `options` (default: the predictor's) hold for this call only.
         Raises `InputError`, `ModelError`, `Cancelled`; CUDA out-of-memory propagates.
         """
+        options = self._check_options(options if options is not None else self.options)
         if isinstance(tasks, str):
             tasks = [tasks]
         if not tasks:
@@ -165,70 +219,129 @@ class Predictor:
                 report((n + min(max(fraction, 0.0), 1.0)) / len(names), stage)
 
             _check_cancel(cancel)
-            results[task] = self._run_task(card, volume, prepared, task_progress, cancel)
+            results[task] = self._run_task(card, volume, prepared, options, task_progress, cancel)
+            log.info("%s (%s): %s", task, card.name,
+                     ", ".join(f"{k} {v:.3f} s" for k, v in results[task].timings.items()))
         report(1.0, "done")
         return results
 
     # ---- one task -------------------------------------------------------------------------------
 
+    def _source(self, volume: Volume, cache: dict) -> torch.Tensor:
+        """The input (C, Z, Y, X) float32 on the device, uploaded once per run (pinned on CUDA)."""
+        if "source" not in cache:
+            source = torch.from_numpy(volume.array)
+            if self.device.type == "cuda":
+                source = source.pin_memory().to(self.device, non_blocking=True)
+            cache["source"] = source
+        return cache["source"]
+
     def _prepare(self, card: ModelCard, volume: Volume, cache: dict) -> tuple:
-        """Volume -> (normalised (C, Z, Y, X) float32 on the working grid, its geometry)."""
+        """Volume -> (normalised (C, Z, Y, X) float32 on the working grid, on the device; its geometry)."""
         key = (card.spacing_mm, card.orientation, json.dumps(card.normalization, sort_keys=True))
         if key not in cache:
             geometry, shape = working_grid(volume.geometry, volume.shape_kji, card.spacing_mm,
                                            card.orientation)
-            resampled = resample_channels(volume.array, volume.geometry, geometry, shape, linear=True)
-            cache[key] = (normalize(resampled, card.normalization), geometry)
+            source = self._source(volume, cache)
+            lowest = source.reshape(source.shape[0], -1).min(dim=1).values   # outside: each channel's min
+            resampled = resample_linear(source, volume.geometry, geometry, shape, lowest)
+            cache[key] = (normalize_tensor(resampled, card.normalization), geometry)
         return cache[key]
 
-    def _run_task(self, card: ModelCard, volume: Volume, cache: dict, progress: Progress,
-                  cancel: Optional[threading.Event]):
+    def _run_task(self, card: ModelCard, volume: Volume, cache: dict, options: InferenceOptions,
+                  progress: Progress, cancel: Optional[threading.Event]):
         progress(0.0, f"{card.task}: loading {card.name}")
-        network = self.model(card)
+        planned = self.planned(card, self._dtype(options))
+        clock = _StageClock(self.device)
         progress(0.05, f"{card.task}: resampling to {'x'.join(f'{s:g}' for s in card.spacing_mm)} mm")
-        array, geometry = self._prepare(card, volume, cache)
-        image = torch.from_numpy(array)
+        image, geometry = self._prepare(card, volume, cache)
+        clock.stage("resample")
         patch = tuple(reversed(card.patch_size))  # (i, j, k) -> (Z, Y, X)
-        mirror_axes = card.mirror_axes if self.options.tta else ()
+        mirror_axes = card.mirror_axes if options.tta else ()
 
         def tile_progress(done: int, total: int) -> None:
             progress(0.1 + 0.8 * done / total, f"{card.task}: tile {done}/{total}")
 
         if card.task == Task.CLASSIFICATION.value:
             _check_cancel(cancel)
-            batch = center_crop_or_pad(image, patch)[None].to(self.device)
-            with torch.no_grad(), self._autocast()():
-                logits = forward_mirrored(network, batch, mirror_axes, spatial_output=False)
+            batch = center_crop_or_pad(image, patch)[None]
+            with torch.no_grad():
+                logits = forward_mirrored(planned, batch, mirror_axes, spatial_output=False)
+            clock.stage("network")
             if logits.shape != (1, len(card.classes)):
                 raise ModelError(f"model {card.name} returned shape {tuple(logits.shape)}, expected "
                                  f"(1, {len(card.classes)})")
             probabilities = to_numpy(torch.softmax(logits.float(), dim=1))[0].astype(np.float64)
+            clock.stage("postprocess")
             progress(1.0, f"{card.task}: done")
-            return ClassificationResult([c.name for c in card.classes], probabilities, model=card.name)
+            return ClassificationResult([c.name for c in card.classes], probabilities, model=card.name,
+                                        timings=clock.timings)
 
         out_channels = (card.hyperparameters["number_classes"] if card.task == Task.SEGMENTATION.value
                         else len(card.landmarks))
+        stitch = self._stitch_device(options, out_channels, image.shape[1:])
         output = sliding_window(
-            network, image, patch, out_channels, overlap=self.options.overlap,
-            tile_batch=self.options.tile_batch, device=self.device,
-            stitch_device=self._stitch_device(out_channels, image.shape[1:]),
-            mirror_axes=mirror_axes, autocast=self._autocast(), progress=tile_progress, cancel=cancel)
+            planned, image, patch, out_channels, overlap=options.overlap,
+            tile_batch=self._tile_batch(options, planned, stitch, out_channels, image.shape[1:]),
+            device=self.device, stitch_device=stitch, mirror_axes=mirror_axes, progress=tile_progress,
+            cancel=cancel, fixed_batch=planned.plan.cuda_graphs)
+        clock.stage("network")
         progress(0.9, f"{card.task}: postprocessing")
         if card.task == Task.SEGMENTATION.value:
-            probabilities = to_numpy(torch.softmax(output, dim=0))
-            del output
-            labels = probabilities_to_labels(probabilities, geometry, volume.geometry, volume.shape_kji)
-            known = {s.label for s in card.labels}
-            labels[~np.isin(labels, list(known))] = 0   # channels without a card label -> background
+            labels = self._labels(card, output, geometry, volume)
+            clock.stage("postprocess")
             progress(1.0, f"{card.task}: done")
-            return SegmentationResult(labels, volume.geometry, list(card.labels), model=card.name)
+            return SegmentationResult(labels, volume.geometry, list(card.labels), model=card.name,
+                                      timings=clock.timings)
 
         heatmaps = output if card.heatmap_activation == "none" else torch.sigmoid(output)
-        ijk, heights = heatmap_peaks(to_numpy(heatmaps))
+        ijk, heights = heatmap_peaks_torch(heatmaps)
+        clock.stage("postprocess")
         progress(1.0, f"{card.task}: done")
         return LandmarkResult([lm.name for lm in card.landmarks],
                               [lm.description for lm in card.landmarks],
-                              geometry.index_to_physical(ijk), np.clip(heights, 0.0, 1.0), model=card.name)
+                              geometry.index_to_physical(ijk), np.clip(heights, 0.0, 1.0), model=card.name,
+                              timings=clock.timings)
+
+    @staticmethod
+    def _labels(card: ModelCard, output: torch.Tensor, geometry, volume: Volume) -> np.ndarray:
+        """(classes, Z, Y, X) scores on the working grid -> uint16 labels on the input's grid."""
+        probabilities = torch.softmax(output, dim=0)
+        del output
+        labels = resample_argmax(probabilities, geometry, volume.geometry, volume.shape_kji)
+        del probabilities
+        # channels without a card label -> background
+        known = torch.zeros(card.hyperparameters["number_classes"], dtype=torch.int64, device=labels.device)
+        for segment in card.labels:
+            if 0 <= segment.label < known.numel():
+                known[segment.label] = segment.label
+        labels = known[labels]
+        small = torch.uint8 if known.numel() <= 256 else torch.int32   # fewer bytes back over the bus
+        return labels.to(small).cpu().numpy().astype(np.uint16)
+
+
+class _StageClock:
+    """Seconds per stage; waits for the device at each stage's end so GPU work is counted where it ran."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.timings: dict = {}
+        self._last = time.perf_counter()
+
+    def stage(self, name: str) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.timings[f"{name}_s"] = self.timings.get(f"{name}_s", 0.0) + now - self._last
+        self._last = now
+
+
+def _card_key(card: ModelCard) -> tuple:
+    return card.name, str(card.weights_path), card.raw.get("weights_sha256")
+
+
+def _stitch_bytes(out_channels: int, shape) -> int:
+    return 4 * (out_channels + 1) * int(np.prod(shape))
 
 
 def _check_cancel(cancel: Optional[threading.Event]) -> None:

@@ -1,5 +1,8 @@
 """Between the input's voxel grid and a model's working grid (SimpleITK resampling).
 
+SimpleITK is imported on first use: `working_grid` (all the predictor takes from here; it resamples
+with `device_resampling`) runs where SimpleITK is not installed, such as a bare GPU machine.
+
 The working grid has the card's spacing, axes along the card's patient orientation, and covers the
 input's whole field of view (voxel edges, so an input already on such a grid maps onto itself).
 Results go back onto the input's own grid, so they carry its geometry exactly (no shift, oblique
@@ -12,9 +15,7 @@ import math
 from typing import Sequence
 
 import numpy as np
-import SimpleITK as sitk
 
-from nnmamba.io.volumes import image_from_array
 from nnmamba.volume import Geometry
 
 ORIENTATION_MATRICES = {"LPS": np.eye(3), "RAS": np.diag([-1.0, -1.0, 1.0])}
@@ -39,8 +40,10 @@ def working_grid(geometry: Geometry, shape_kji: Sequence[int], spacing: Sequence
     return Geometry(origin, spacing, axes.copy()), tuple(int(n) for n in count[::-1])
 
 
-def _resample(image: sitk.Image, geometry: Geometry, shape_kji: Sequence[int], interpolator,
+def _resample(image, geometry: Geometry, shape_kji: Sequence[int], interpolator,
               default: float) -> np.ndarray:
+    import SimpleITK as sitk
+
     resampled = sitk.Resample(
         image, [int(n) for n in shape_kji[::-1]], sitk.Transform(), interpolator,
         tuple(float(v) for v in geometry.origin), tuple(float(v) for v in geometry.spacing),
@@ -52,6 +55,10 @@ def _resample(image: sitk.Image, geometry: Geometry, shape_kji: Sequence[int], i
 def resample_channels(array: np.ndarray, source: Geometry, target: Geometry,
                       target_shape_kji: Sequence[int], linear: bool = True) -> np.ndarray:
     """(C, Z, Y, X) on `source` -> (C, Z', Y', X') on `target`; outside voxels get each channel's min."""
+    import SimpleITK as sitk
+
+    from nnmamba.io.volumes import image_from_array
+
     interpolator = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
     out = []
     for channel in array:
@@ -67,6 +74,10 @@ def probabilities_to_labels(probabilities: np.ndarray, source: Geometry, target:
     Each class is resampled linearly and the arg-max kept as it goes, so memory stays at two
     target-sized arrays whatever the number of classes. Outside the working grid: background.
     """
+    import SimpleITK as sitk
+
+    from nnmamba.io.volumes import image_from_array
+
     best = np.zeros(tuple(target_shape_kji), dtype=np.float32)
     labels = np.zeros(tuple(target_shape_kji), dtype=np.uint16)
     for c, channel in enumerate(probabilities):
@@ -82,5 +93,9 @@ def probabilities_to_labels(probabilities: np.ndarray, source: Geometry, target:
 def labels_to_grid(labels: np.ndarray, source: Geometry, target: Geometry,
                    target_shape_kji: Sequence[int]) -> np.ndarray:
     """Integer labels on `source` -> `target` by nearest neighbour (background outside)."""
+    import SimpleITK as sitk
+
+    from nnmamba.io.volumes import image_from_array
+
     image = image_from_array(labels.astype(np.uint16, copy=False), source)
     return _resample(image, target, target_shape_kji, sitk.sitkNearestNeighbor, 0)

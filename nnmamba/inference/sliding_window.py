@@ -53,11 +53,13 @@ def sliding_window(network: Callable, image: torch.Tensor, patch: Sequence[int],
                    stitch_device=torch.device("cpu"), mirror_axes: Sequence[int] = (),
                    autocast: Optional[Callable] = None,
                    progress: Optional[Callable[[int, int], None]] = None,
-                   cancel: Optional[threading.Event] = None) -> torch.Tensor:
+                   cancel: Optional[threading.Event] = None, fixed_batch: bool = False) -> torch.Tensor:
     """image: (C, Z, Y, X) float32 (any device) -> (out_channels, Z, Y, X) float32 on stitch_device.
 
     `patch` is (Z, Y, X). An axis shorter than the patch is padded to a multiple of 16 and run as
     one tile along that axis; the output is cropped back, so any volume size works.
+    `fixed_batch`: the last, shorter batch is filled up to `tile_batch` with copies of its last tile
+    (their outputs dropped), so every forward has one shape: one CUDA graph instead of two.
     """
     # Axes shorter than the patch run as one tile of the axis rounded up to 16, not a full padded
     # patch: the networks take any multiple of 16, and padding only adds work.
@@ -74,9 +76,12 @@ def sliding_window(network: Callable, image: torch.Tensor, patch: Sequence[int],
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled by the user")
         batch_slices = tiles[start:start + tile_batch]
-        batch = torch.stack([padded[(slice(None),) + s] for s in batch_slices]).to(device, non_blocking=True)
+        run_slices = batch_slices
+        if fixed_batch and len(batch_slices) < tile_batch:
+            run_slices = batch_slices + [batch_slices[-1]] * (tile_batch - len(batch_slices))
+        batch = torch.stack([padded[(slice(None),) + s] for s in run_slices]).to(device, non_blocking=True)
         with torch.no_grad(), context():
-            predicted = forward_mirrored(network, batch, mirror_axes)
+            predicted = forward_mirrored(network, batch, mirror_axes)[:len(batch_slices)]
         if predicted.shape[1] != out_channels or tuple(predicted.shape[2:]) != tuple(patch):
             raise ModelError(f"network returned shape {tuple(predicted.shape)}, expected "
                                f"({len(batch_slices)}, {out_channels}, {', '.join(map(str, patch))})")

@@ -61,7 +61,13 @@ def oom_retry_plan(options) -> list:
     cpu 4 | GPU out of memory: retrying on the CPU (slower)
     """
     plan = []
-    tile_batch = int(getattr(options, "tile_batch", 1))
+    tile_batch = getattr(options, "tile_batch", 1)
+    if tile_batch == "auto":
+        # what "auto" chose is not known here: start from its cap, halving as for a number
+        from nnmamba.inference.planned_network import TILE_BATCH_CAP
+
+        tile_batch = TILE_BATCH_CAP
+    tile_batch = int(tile_batch)
     while tile_batch > 1:
         tile_batch = max(1, tile_batch // 2)
         plan.append((dataclasses.replace(options, tile_batch=tile_batch),
@@ -100,7 +106,8 @@ class PredictorEngine:
     job asks for the CPU).
 
     `default_options` are the worker's (`nnmamba serve --device ...`); a job's options override
-    them field by field.
+    them field by field. They belong to that job alone: they are passed to the predictor's `run`,
+    never stored on the shared predictor, so a job never sees another's options.
     """
 
     def __init__(self, device: str = "auto", threads: Optional[int] = None,
@@ -119,23 +126,25 @@ class PredictorEngine:
                 f"the worker's Python ({sys.executable}) cannot import torch ({e}); install PyTorch "
                 f"into that environment, or start the worker with a Python that has it") from e
         from nnmamba.inference import InferenceOptions
+        from nnmamba.inference.backend_flags import configure_for_inference
 
         if self.threads:
             torch.set_num_threads(self.threads)
         self._base_options = InferenceOptions.from_dict(dict(self.default_options, device=self.device))
         predictor = self._predictor_for(self._base_options)
+        configure_for_inference(predictor.device)
         log.info("engine ready: torch %s, device %s, %d CPU threads", torch.__version__,
                  predictor.device, torch.get_num_threads())
 
     def _predictor_for(self, options):
+        """The predictor of the device `options` name (one per resolved device, created on first use)."""
         from nnmamba.inference import Predictor
+        from nnmamba.inference.predictor import resolve_device
 
-        if options.device not in self._predictors:
-            self._predictors[options.device] = Predictor(options)
-        predictor = self._predictors[options.device]
-        # Jobs run one at a time, so setting the per-job policy on the shared predictor is safe.
-        predictor.options = options
-        return predictor
+        device = str(resolve_device(options.device))
+        if device not in self._predictors:
+            self._predictors[device] = Predictor(options)
+        return self._predictors[device]
 
     def options_for(self, request: SubmitRequest):
         values = dataclasses.asdict(self._base_options)
@@ -147,7 +156,7 @@ class PredictorEngine:
         def run_once(options):
             return self._predictor_for(options).run(request.volume, list(request.tasks),
                                                     dict(request.models) or None,
-                                                    progress=progress, cancel=cancel)
+                                                    progress=progress, cancel=cancel, options=options)
 
         return run_with_oom_fallback(run_once, self.options_for(request), progress)
 

@@ -280,22 +280,34 @@ def decode_submit(header: dict, arrays: dict) -> SubmitRequest:
 # ---------------------------------------------------------------------------------- results
 
 
+def _timings(result: Any) -> dict:
+    """The result's stage timings (stage -> seconds) as JSON numbers."""
+    return {str(k): float(v) for k, v in getattr(result, "timings", {}).items()}
+
+
+def _decoded_timings(header: dict) -> dict:
+    timings = header.get("timings", {})
+    if not isinstance(timings, dict) or not all(isinstance(v, (int, float)) for v in timings.values()):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"result timings must map stage names to seconds, got {timings!r}")
+    return {str(k): float(v) for k, v in timings.items()}
+
+
 def _encode_result(index: int, task: str, result: Any) -> tuple:
     prefix = f"r{index}."
     if isinstance(result, SegmentationResult):
         labelmap = wire_array(result.labelmap)
-        header = {"task": task, "kind": "segmentation", "model": result.model,
+        header = {"task": task, "kind": "segmentation", "model": result.model, "timings": _timings(result),
                   "geometry": result.geometry.to_dict(),
                   "segments": [{"label": int(s.label), "name": s.name, "color": [float(c) for c in s.color],
                                 "terminology": s.terminology} for s in result.segments]}
         return header, [(prefix + "labelmap", labelmap)]
     if isinstance(result, LandmarkResult):
-        header = {"task": task, "kind": "landmarks", "model": result.model,
+        header = {"task": task, "kind": "landmarks", "model": result.model, "timings": _timings(result),
                   "names": list(result.names), "descriptions": list(result.descriptions)}
         return header, [(prefix + "points_lps", wire_array(np.asarray(result.points_lps, np.float64))),
                         (prefix + "confidence", wire_array(np.asarray(result.confidence, np.float64)))]
     if isinstance(result, ClassificationResult):
-        header = {"task": task, "kind": "classification", "model": result.model,
+        header = {"task": task, "kind": "classification", "model": result.model, "timings": _timings(result),
                   "class_names": list(result.class_names)}
         return header, [(prefix + "probabilities", wire_array(np.asarray(result.probabilities, np.float64)))]
     raise TypeError(f"cannot send a result of type {type(result).__name__} for task {task!r}")
@@ -308,14 +320,14 @@ def _decode_result(index: int, header: dict, arrays: dict) -> Any:
         segments = [SegmentInfo(s["label"], s["name"], tuple(s["color"]), s.get("terminology"))
                     for s in header.get("segments", [])]
         return SegmentationResult(arrays[prefix + "labelmap"], decode_geometry(header["geometry"]),
-                                  segments, header.get("model", ""))
+                                  segments, header.get("model", ""), _decoded_timings(header))
     if kind == "landmarks":
         return LandmarkResult(list(header["names"]), list(header["descriptions"]),
                               arrays[prefix + "points_lps"], arrays[prefix + "confidence"],
-                              header.get("model", ""))
+                              header.get("model", ""), _decoded_timings(header))
     if kind == "classification":
         return ClassificationResult(list(header["class_names"]), arrays[prefix + "probabilities"],
-                                    header.get("model", ""))
+                                    header.get("model", ""), _decoded_timings(header))
     raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unknown result kind {kind!r}")
 
 

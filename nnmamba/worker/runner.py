@@ -204,4 +204,9 @@ class JobRunner:
                           "".join(traceback.format_exception(type(outcome), outcome, outcome.__traceback__)))
             event = Event(EventKind.ERROR, job.job_id, error_code=code, message=message)
         event.elapsed_s = elapsed_s
+        # Done before the event leaves: a client that asks for the status once it has its result
+        # must not see the job still running.
+        with self._lock:
+            if self._running is job:
+                self._running = None
         self.emit(job, event)

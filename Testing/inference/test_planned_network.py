@@ -1,0 +1,79 @@
+"""The predictor's network runs as its inference plan; whatever the plan changed is checked against
+the eager network on a probe at load, and a copy that disagrees is refused, never swapped back."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+
+from nnmamba.inference.fast_path import fold_batchnorm
+from nnmamba.inference.planned_network import (TILE_BATCH_CAP, TOLERANCE, FastPathMismatchError, PlannedNetwork,
+                                               check_against_eager)
+from nnmamba.networks import build_network
+
+PROBE = (1, 1, 32, 32, 32)
+
+
+def small_seg(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    net = build_network("nnMambaSeg", in_ch=1, channels=16, blocks=2, number_classes=3, scan_backend="torch")
+    with torch.no_grad():   # BatchNorm statistics that make folding change every convolution
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm3d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def test_on_the_cpu_the_plan_folds_the_batchnorms_and_the_copy_is_checked_against_the_eager_network():
+    net = small_seg()
+    planned = PlannedNetwork(net, torch.device("cpu"), torch.float32, PROBE, name="small")
+    assert planned.plan.fold_batchnorm and not planned.plan.cuda_graphs and not planned.plan.fused_miccss
+    assert not any(isinstance(m, nn.BatchNorm3d) for m in planned._run.modules())
+    assert 0 < planned.relative_error < TOLERANCE[torch.float32]
+    x = torch.randn(2, 1, 32, 32, 48)
+    with torch.no_grad():
+        expected = net(x)
+        got = planned(x)
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
+
+
+def test_a_copy_that_disagrees_with_the_eager_network_is_refused_naming_the_difference_and_tolerance():
+    net = small_seg()
+    broken = fold_batchnorm(copy.deepcopy(net))
+    with torch.no_grad():
+        broken.conv8.conv[0].weight.mul_(1.5)   # the head: an error far past the tolerance
+    probe = torch.randn(PROBE, generator=torch.Generator().manual_seed(0))
+    expected = r"max \|difference\| [\d.e+-]+ > tolerance [\d.e+-]+ \(0\.01 x max \|output\|"
+    with pytest.raises(FastPathMismatchError, match=expected):
+        check_against_eager(net, broken, probe, torch.bfloat16, name="small")
+    assert FastPathMismatchError.code == "fast_path_mismatch"
+
+
+def test_a_copy_with_nan_is_refused():
+    net = small_seg()
+    broken = fold_batchnorm(copy.deepcopy(net))
+    with torch.no_grad():
+        broken.conv8.conv[0].bias.fill_(float("nan"))
+    with pytest.raises(FastPathMismatchError, match="disagrees"):
+        check_against_eager(net, broken, torch.randn(PROBE), torch.float32)
+
+
+def test_the_tile_batch_fills_half_the_free_memory_between_one_and_the_cap():
+    planned = PlannedNetwork(small_seg(), torch.device("cpu"), torch.float32, PROBE)
+    assert planned.tile_batch_for(10 ** 9) == TILE_BATCH_CAP      # no estimate off CUDA: the cap
+    planned.tile_bytes = 2 * 2 ** 30                                 # 2 GiB per tile
+    assert planned.tile_batch_for(10 * 2 ** 30) == 2
+    assert planned.tile_batch_for(1 * 2 ** 30) == 1
+    assert planned.tile_batch_for(100 * 2 ** 30) == TILE_BATCH_CAP
+
+
+def test_bf16_on_the_cpu_runs_the_folded_copy_under_autocast_checked_in_float32():
+    planned = PlannedNetwork(small_seg(), torch.device("cpu"), torch.bfloat16, PROBE)
+    assert planned.relative_error < TOLERANCE[torch.float32]   # the folding, not autocast's rounding
+    with planned.autocast():
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")

@@ -1,0 +1,61 @@
+"""On CUDA the predictor runs what the plan says: the checked fast copy replayed as CUDA graphs, with
+post-processing on the GPU, and its results agree with the same predictor on the CPU.
+
+Needs no SimpleITK (the GPU machine has none): the volume is built with numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import oblique_head, write_calibrated_cards
+
+from nnmamba.inference import InferenceOptions, Predictor
+from nnmamba.inference.cuda_graph import GraphedNetwork
+from nnmamba.inference.planned_network import TOLERANCE
+from nnmamba.model_card import find_model
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def gpu_cards(tmp_path_factory):
+    return write_calibrated_cards(tmp_path_factory.mktemp("gpu_cards"))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_planned_fast_path_runs_on_cuda_and_agrees_with_the_cpu(gpu_cards, precision):
+    volume = oblique_head()
+    tasks = ["segmentation", "landmarks"]
+    gpu = Predictor(InferenceOptions(device="cuda", precision=precision, tta=True))
+    got = gpu.run(volume, tasks, gpu_cards)
+    for task in tasks:
+        planned = gpu.planned(find_model(gpu_cards[task]), {"fp32": torch.float32, "bf16": torch.bfloat16}[precision])
+        assert planned.plan.fused_miccss and planned.plan.fold_batchnorm and planned.plan.cuda_graphs
+        assert isinstance(planned._run, GraphedNetwork)
+        assert 0 < planned.relative_error < TOLERANCE[planned.dtype]
+        assert planned.tile_bytes and planned.tile_bytes > 0
+        assert set(got[task].timings) == {"resample_s", "network_s", "postprocess_s"}
+    cpu = Predictor(InferenceOptions(device="cpu", precision="fp32", tta=True)).run(volume, tasks, gpu_cards)
+    labels, expected = got["segmentation"].labelmap, cpu["segmentation"].labelmap
+    assert labels.shape == expected.shape == volume.shape_kji and labels.dtype == np.uint16
+    assert len(np.unique(expected)) > 1          # else agreement would say nothing
+    agreement = (labels == expected).mean()
+    # bf16: a random network's classes are often close (CPU bf16 autocast agrees 97 % with fp32 here)
+    assert agreement > (0.999 if precision == "fp32" else 0.95), agreement
+    if precision == "fp32":
+        # within a voxel of the 4 mm working grid; a random heatmap may have two near-equal peaks
+        distance = np.linalg.norm(got["landmarks"].points_lps - cpu["landmarks"].points_lps, axis=1)
+        assert np.sort(distance)[1] < 4.0, distance
+
+
+def test_the_tile_batch_is_chosen_from_free_memory_and_capped(gpu_cards):
+    from nnmamba.inference.planned_network import TILE_BATCH_CAP
+
+    predictor = Predictor(InferenceOptions(device="cuda"))
+    planned = predictor.planned(find_model(gpu_cards["segmentation"]), torch.bfloat16)
+    free, _ = torch.cuda.mem_get_info()
+    batch = planned.tile_batch_for(free)
+    assert 1 <= batch <= TILE_BATCH_CAP
+    assert planned.tile_batch_for(planned.tile_bytes) == 1
