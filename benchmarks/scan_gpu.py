@@ -16,6 +16,7 @@ autograd through the float64 reference at small shapes and exits 1 when one is o
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -108,21 +109,23 @@ def self_check() -> bool:
 # 64x2 (spills) and 64x4 (two programs per SM) to show what that costs
 SWEEP_BACKWARD = [(16, 1), (16, 2), (16, 4), (32, 2), (32, 4), (64, 2), (64, 4)]
 SWEEP_FORWARD = (64, 128)  # TRAIN_FORWARD_BLOCK_L
+CONFIG_NAMES = ("TRAIN_FORWARD_BLOCK_L", "TRAIN_BLOCK_L", "BACKWARD_NUM_WARPS", "BACKWARD_REVERSED_LOADS")
 
 
 def sweep(dtype) -> None:
-    """Sets TRAIN_BLOCK_L, BACKWARD_NUM_WARPS and TRAIN_FORWARD_BLOCK_L to the fastest forward+backward."""
+    """Sets TRAIN_FORWARD_BLOCK_L, TRAIN_BLOCK_L, BACKWARD_NUM_WARPS and BACKWARD_REVERSED_LOADS to the
+    fastest forward+backward at SHAPE."""
     x = scan_inputs(**SHAPE, dtype=dtype)
     dout = torch.randn_like(x["u"])
     best = None
-    for forward_block in SWEEP_FORWARD:
-        for block, warps in SWEEP_BACKWARD:
-            if forward_block % block:
-                continue
+    for forward_block, (block, warps), reversed_loads in itertools.product(SWEEP_FORWARD, SWEEP_BACKWARD,
+                                                                           (True, False)):
+        if forward_block % block == 0:
             triton_scan.TRAIN_FORWARD_BLOCK_L = forward_block
             triton_scan.TRAIN_BLOCK_L, triton_scan.BACKWARD_NUM_WARPS = block, warps
+            triton_scan.BACKWARD_REVERSED_LOADS = reversed_loads
             config = (f"TRAIN_FORWARD_BLOCK_L={forward_block:4d} TRAIN_BLOCK_L={block:3d} "
-                      f"BACKWARD_NUM_WARPS={warps}")
+                      f"BACKWARD_NUM_WARPS={warps} BACKWARD_REVERSED_LOADS={reversed_loads!s:5s}")
             try:
                 ms = bench_ms(lambda: forward_backward(triton_scan.selective_scan_triton, x, dout), 2, 5)
             except Exception as e:  # a config the compiler refuses is just not a candidate
@@ -130,10 +133,11 @@ def sweep(dtype) -> None:
                 continue
             print(f"sweep {config}: fwd+bwd {ms:8.3f} ms")
             if best is None or ms < best[0]:
-                best = (ms, forward_block, block, warps)
-    ms, triton_scan.TRAIN_FORWARD_BLOCK_L, triton_scan.TRAIN_BLOCK_L, triton_scan.BACKWARD_NUM_WARPS = best
-    print(f"sweep best: TRAIN_FORWARD_BLOCK_L={best[1]} TRAIN_BLOCK_L={best[2]} BACKWARD_NUM_WARPS={best[3]} "
-          f"({ms:.3f} ms)")
+                best = (ms, config, forward_block, block, warps, reversed_loads)
+    ms, config = best[:2]
+    (triton_scan.TRAIN_FORWARD_BLOCK_L, triton_scan.TRAIN_BLOCK_L, triton_scan.BACKWARD_NUM_WARPS,
+     triton_scan.BACKWARD_REVERSED_LOADS) = best[2:]
+    print(f"sweep best: {config} ({ms:.3f} ms)")
 
 
 def table_row(name: str, dtype, mamba_scan) -> dict:
@@ -160,8 +164,7 @@ def table_row(name: str, dtype, mamba_scan) -> dict:
 
 def print_table(rows) -> None:
     print(f"\nselective scan fwd+bwd, batch {SHAPE['batch']}, d_inner {SHAPE['dim']}, d_state {SHAPE['state']}, "
-          f"L {SHAPE['length']} (TRAIN_FORWARD_BLOCK_L={triton_scan.TRAIN_FORWARD_BLOCK_L}, "
-          f"TRAIN_BLOCK_L={triton_scan.TRAIN_BLOCK_L}, BACKWARD_NUM_WARPS={triton_scan.BACKWARD_NUM_WARPS})")
+          f"L {SHAPE['length']} ({', '.join(f'{name}={getattr(triton_scan, name)}' for name in CONFIG_NAMES)})")
     print(f"{'dtype':6s} {'ours fwd':>9s} {'ours f+b':>9s} {'mamba fwd':>9s} {'mamba f+b':>9s} {'ratio f+b':>9s} "
           f"{'torch f+b':>10s} {'|dgrad| mamba':>14s} {'|dgrad| torch':>14s}")
     for r in rows:
@@ -198,8 +201,7 @@ def main(argv=None) -> int:
     rows = [table_row(name, dtype, mamba_scan) for name, dtype in DTYPES.items()]
     print_table(rows)
     if args.json:
-        config = {name: getattr(triton_scan, name)
-                  for name in ("TRAIN_FORWARD_BLOCK_L", "TRAIN_BLOCK_L", "BACKWARD_NUM_WARPS")}
+        config = {name: getattr(triton_scan, name) for name in CONFIG_NAMES}
         args.json.write_text(json.dumps(dict(device=torch.cuda.get_device_name(), config=config, rows=rows),
                                         indent=2))
     return 0

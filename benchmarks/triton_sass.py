@@ -10,7 +10,8 @@ registers a thread, stack bytes (spills), and the SASS counts of shuffles (SHFL:
 reductions across threads), MUFU (exp2, log, sigmoid), RED (atomics) and LDG (loads).
 All batch * d_inner programs are resident at once only when registers x 32 x warps <= 16384 here
 (512 programs on 132 SMs: 4 a SM). Config: kind:BLOCK_L:warps, kind = fwd (inference),
-fwdsaveS (training forward saving the state every S tokens) or bwd.
+fwdsaveS (training forward saving the state every S tokens), bwd (backward, adjoint over reversed
+loads) or bwdrev (backward, adjoint by Triton's reverse=True scan).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ UNIT_STRIDES = {"s_an"}  # a launch passes 1 here, which Triton makes a constant
 INPUT_DTYPE_POINTERS = {"u_ptr", "dt_ptr", "b_ptr", "c_ptr", "z_ptr", "dout_ptr", "du_ptr", "ddt_ptr", "dz_ptr",
                         "out_ptr"}
 OPTIONS = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, N=16, N_PAD=16)
-DEFAULT_CONFIGS = ["fwd:128:2", "fwdsave32:128:2", "bwd:16:2", "bwd:32:2", "bwd:32:4", "bwd:64:4"]
+DEFAULT_CONFIGS = ["fwd:128:2", "fwdsave32:128:2", "bwd:16:2", "bwd:32:2", "bwd:32:4", "bwd:64:4", "bwdrev:32:2",
+                   "bwdrev:64:4"]
 
 
 def compile_sm90(fn, constants: dict, warps: int, dtype: str):
@@ -58,14 +60,15 @@ def compile_sm90(fn, constants: dict, warps: int, dtype: str):
 def report(config: str, dtype: str, scratch: Path) -> str:
     kind, block, warps = config.split(":")
     block, warps = int(block), int(warps)
-    if kind == "bwd":
-        kernel = compile_sm90(backward.selective_scan_backward_kernel, dict(OPTIONS, BLOCK_L=block), warps, dtype)
+    if kind in ("bwd", "bwdrev"):
+        constants = dict(OPTIONS, BLOCK_L=block, REVERSED_LOADS=kind == "bwd")
+        kernel = compile_sm90(backward.selective_scan_backward_kernel, constants, warps, dtype)
     elif kind.startswith("fwd"):
         save_every = int(kind[len("fwdsave"):]) if kind.startswith("fwdsave") else block
         constants = dict(OPTIONS, BLOCK_L=block, SAVE_STATES=kind != "fwd", SAVE_L=save_every)
         kernel = compile_sm90(forward.selective_scan_kernel, constants, warps, dtype)
     else:
-        raise ValueError(f"config kind must be fwd, fwdsaveS or bwd, got {kind!r} in {config!r}")
+        raise ValueError(f"config kind must be fwd, fwdsaveS, bwd or bwdrev, got {kind!r} in {config!r}")
     cubin = scratch / "kernel.cubin"
     cubin.write_bytes(kernel.asm["cubin"])
     usage = subprocess.run([str(TOOLS / "cuobjdump"), "--dump-resource-usage", str(cubin)],

@@ -24,10 +24,10 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 EVERY_INPUT = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
 # block_l: tokens per backward chunk (states saved every block_l tokens by a forward pass walking
-# chunks of block_l * forward_blocks); None: triton_scan's defaults
+# chunks of block_l * forward_blocks); reversed_loads: BACKWARD_REVERSED_LOADS; None: triton_scan's
 BASE = dict(seed=0, batch=2, dim=3, state=4, length=37, dtype="float32", block_l=16, forward_blocks=2,
-            delta_scale=0.5, a_scale=3.0, delta_offset=0.0, softplus=True, absent=[], strided=False,
-            grad=EVERY_INPUT)
+            reversed_loads=None, delta_scale=0.5, a_scale=3.0, delta_offset=0.0, softplus=True, absent=[],
+            strided=False, grad=EVERY_INPUT)
 
 
 def case(name, **changes):
@@ -48,6 +48,8 @@ CASES = [
          absent=["D"], seed=3),
     case("gradients of u and B only", grad=["u", "B"], length=20, seed=5),
     case("the default chunk lengths", batch=1, dim=2, length=300, block_l=None, seed=7),
+    case("the adjoint by Triton's reverse scan, every option", reversed_loads=False, seed=9),
+    case("the adjoint by reversed loads, every option", reversed_loads=True, seed=9),
 ]
 # max |ours - reference| / max |reference| per input dtype (bf16/fp16 outputs and gradients are rounded)
 TOLERANCE = {"float32": 2e-5, "bfloat16": 3e-2, "float16": 5e-3}
@@ -110,6 +112,8 @@ GPU_CASES = [
     # dA's terms a_t * h_{t-1} = h_t - delta_t B_t u_t lose digits where a_t is small but not 0
     case("realistic shape, huge |delta * A|", batch=2, dim=32, state=16, length=700, block_l=None,
          delta_offset=30.0, a_scale=200.0, tolerance=3e-4),
+    case("realistic shape, the adjoint by Triton's reverse scan", batch=2, dim=64, state=16, length=1000,
+         block_l=None, reversed_loads=False),
     case("no options, odd length", batch=3, dim=16, state=16, length=333, block_l=64, forward_blocks=1,
          absent=["D", "z", "delta_bias"], softplus=False),
 ]

@@ -66,17 +66,22 @@ def make_inputs(case: dict, device: str = "cpu") -> dict:
 
 def run_case(case: dict, device: str = "cpu") -> dict:
     """One case on `device` ("cpu" only under the interpreter), with the case's training chunk length
-    (block_l) and forward chunk length (block_l * forward_blocks); block_l None keeps triton_scan's."""
+    (block_l) and forward chunk length (block_l * forward_blocks) and adjoint method (reversed_loads);
+    None keeps triton_scan's."""
     from nnmamba.ssm import triton_scan
 
-    defaults = triton_scan.TRAIN_BLOCK_L, triton_scan.TRAIN_FORWARD_BLOCK_L
+    names = ("TRAIN_BLOCK_L", "TRAIN_FORWARD_BLOCK_L", "BACKWARD_REVERSED_LOADS")
+    defaults = {name: getattr(triton_scan, name) for name in names}
     if case["block_l"] is not None:
         triton_scan.TRAIN_BLOCK_L = case["block_l"]
         triton_scan.TRAIN_FORWARD_BLOCK_L = case["block_l"] * case["forward_blocks"]
+    if case["reversed_loads"] is not None:
+        triton_scan.BACKWARD_REVERSED_LOADS = case["reversed_loads"]
     try:
         return _compare(case, device)
     finally:
-        triton_scan.TRAIN_BLOCK_L, triton_scan.TRAIN_FORWARD_BLOCK_L = defaults
+        for name, value in defaults.items():
+            setattr(triton_scan, name, value)
 
 
 def _compare(case: dict, device: str) -> dict:

@@ -47,13 +47,46 @@ def _gated_grad(dout_row, z_row, offs_l, mask_l, HAS_Z: tl.constexpr):
 
 
 @triton.jit
+def _adjoint(dt_row, dout_row, z_row, c_base, c_t, dy, carry, a2, dt_bias, offs_l, mask_n, seqlen,
+             HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BLOCK_L: tl.constexpr,
+             REVERSED_LOADS: tl.constexpr):
+    """g_t = C_t dy_t + a_{t+1} g_{t+1} over one chunk: (N, BLOCK_L), given carry = a_s g_s of the
+    chunk after; c_t: (N, BLOCK_L) and dy: (BLOCK_L,) (gated) in token order.
+
+    The chunk's last token gets decay 1 (its successor's decay is in carry). REVERSED_LOADS: the
+    scan's inputs are loaded again in reversed token order (the chunk is in L1), scanned forwards
+    and only g is flipped back, because Triton's reverse=True scan costs ~2.5x the shuffles of the
+    whole rest of the kernel on sm_90 (benchmarks/triton_sass.py); else that reverse scan.
+    """
+    cols = tl.arange(0, BLOCK_L)
+    if REVERSED_LOADS:
+        offs_rev = offs_l + (BLOCK_L - 1) - 2 * cols
+        mask_rev = offs_rev < seqlen
+        dt_next, _ = _delta(dt_row, offs_rev + 1, (cols > 0) & (offs_rev + 1 < seqlen), dt_bias, HAS_BIAS,
+                            SOFTPLUS)
+        dy_rev = _gated_grad(dout_row, z_row, offs_rev, mask_rev, HAS_Z)
+        c_rev = tl.load(c_base + offs_rev[None, :], mask=mask_n[:, None] & mask_rev[None, :],
+                        other=0.0).to(tl.float32)
+        acc_ga, acc_g = tl.associative_scan((tl.exp2(a2[:, None] * dt_next[None, :]), c_rev * dy_rev[None, :]),
+                                            axis=1, combine_fn=_combine)
+        g = tl.flip(acc_g + acc_ga * carry[:, None], 1)
+    else:
+        dt_next, _ = _delta(dt_row, offs_l + 1, (cols < BLOCK_L - 1) & (offs_l + 1 < seqlen), dt_bias,
+                            HAS_BIAS, SOFTPLUS)
+        acc_ga, acc_g = tl.associative_scan((tl.exp2(a2[:, None] * dt_next[None, :]), c_t * dy[None, :]),
+                                            axis=1, combine_fn=_combine, reverse=True)
+        g = acc_g + acc_ga * carry[:, None]
+    return g
+
+
+@triton.jit
 def selective_scan_backward_kernel(
     u_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, states_ptr, ungated_ptr, dout_ptr,
     du_ptr, ddt_ptr, dz_ptr, db_ptr, dc_ptr, da_ptr, dd_ptr, dbias_ptr,
     seqlen, dim,
     s_ub, s_ud, s_dtb, s_dtd, s_ad, s_an, s_bb, s_bn, s_cb, s_cn, s_zb, s_zd, s_gb, s_gd,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_L: tl.constexpr,
+    N: tl.constexpr, N_PAD: tl.constexpr, BLOCK_L: tl.constexpr, REVERSED_LOADS: tl.constexpr,
 ):
     """Gradients of `selective_scan_kernel`: one program per (batch, channel).
 
@@ -122,21 +155,8 @@ def selective_scan_backward_kernel(
         if HAS_D:
             dd_acc += dy * u
         tl.atomic_add(dc_ptr + bc_grad_base + offs_l[None, :], h * dy[None, :], mask=mask_nl, sem="relaxed")
-        # The adjoint runs against the token order. Triton's reverse=True scan costs ~7x the shuffles of
-        # a forward one here (sm_90 SASS), so its inputs are loaded in reversed token order (the chunk
-        # is in L1), scanned forwards, and only g is flipped back.
-        offs_rev = k * BLOCK_L + (BLOCK_L - 1 - cols)
-        mask_rev = offs_rev < seqlen
-        # the chunk's last token (reversed column 0) gets decay 1: its successor's decay is in carry
-        dt_next_rev, _ = _delta(dt_row, offs_rev + 1, (cols > 0) & (offs_rev + 1 < seqlen), dt_bias,
-                                HAS_BIAS, SOFTPLUS)
-        dy_rev = _gated_grad(dout_ptr + grad_offset, z_row, offs_rev, mask_rev, HAS_Z)
-        c_rev = tl.load(c_base + offs_rev[None, :], mask=mask_n[:, None] & mask_rev[None, :],
-                        other=0.0).to(tl.float32)
-        next_decay_rev = tl.exp2(a2[:, None] * dt_next_rev[None, :])
-        acc_ga, acc_g = tl.associative_scan((next_decay_rev, c_rev * dy_rev[None, :]), axis=1,
-                                            combine_fn=_combine)
-        g = tl.flip(acc_g + acc_ga * carry[:, None], 1)
+        g = _adjoint(dt_row, dout_ptr + grad_offset, z_row, c_base, c_t, dy, carry, a2, dt_bias, offs_l,
+                     mask_n, seqlen, HAS_Z, HAS_BIAS, SOFTPLUS, BLOCK_L, REVERSED_LOADS)
         carry = tl.sum(tl.where((cols == 0)[None, :], decay * g, 0.0), axis=1)
         tl.atomic_add(db_ptr + bc_grad_base + offs_l[None, :], g * (dt * u)[None, :], mask=mask_nl,
                       sem="relaxed")

@@ -41,6 +41,9 @@ MICCSS_NUM_WARPS = 2
 TRAIN_BLOCK_L = 32
 TRAIN_FORWARD_BLOCK_L = 128
 BACKWARD_NUM_WARPS = 2
+# The backward's adjoint scan: over inputs loaded again in reversed token order (True) or Triton's
+# reverse=True scan (False); see _triton_scan_backward_kernels._adjoint.
+BACKWARD_REVERSED_LOADS = True
 # Read by the execution planner: this backend's result carries gradients of every input.
 SUPPORTS_BACKWARD = True
 
@@ -237,7 +240,7 @@ def _backward(kernels, dout, u, delta, A, B, C, D, z, delta_bias, states, ungate
                 du.stride(0), du.stride(1),
                 HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
                 SOFTPLUS=softplus, N=state, N_PAD=_next_pow2(state), BLOCK_L=block_l,
-                num_warps=BACKWARD_NUM_WARPS,
+                REVERSED_LOADS=BACKWARD_REVERSED_LOADS, num_warps=BACKWARD_NUM_WARPS,
             )
     return (du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
             None if D is None else dD.sum(0).to(D.dtype), dz,
