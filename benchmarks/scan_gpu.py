@@ -189,7 +189,7 @@ def main(argv=None) -> int:
         return 2
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     ok = self_check()
-    if args.check or not ok:
+    if args.check:
         return 0 if ok else 1
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as mamba_scan
@@ -204,7 +204,7 @@ def main(argv=None) -> int:
         config = {name: getattr(triton_scan, name) for name in CONFIG_NAMES}
         args.json.write_text(json.dumps(dict(device=torch.cuda.get_device_name(), config=config, rows=rows),
                                         indent=2))
-    return 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
