@@ -33,17 +33,17 @@ MICCSS_BLOCK_L = 256
 MICCSS_NUM_WARPS = 2
 # Training. The backward kernel walks chunks of TRAIN_BLOCK_L tokens, restarting each from the state
 # the forward pass saved before it; that forward runs chunks of TRAIN_FORWARD_BLOCK_L tokens (a
-# multiple of TRAIN_BLOCK_L), saving the state every TRAIN_BLOCK_L tokens. Register budget on sm_90
-# (d_state 16, `python benchmarks/triton_sass.py`): all batch * d_inner programs must be resident at
-# once (512 at the benchmark shape, ~4 per SM), i.e. <= 16K registers a program; the backward at
-# 32 tokens x 2 warps takes 168 (fp32) / 255 (bf16) a thread without spilling, 64 x 4 takes 240.
-# To be confirmed on the card: `python benchmarks/scan_gpu.py --sweep`.
-TRAIN_BLOCK_L = 32
+# multiple of TRAIN_BLOCK_L), saving the state every TRAIN_BLOCK_L tokens. Chosen by
+# `python benchmarks/scan_gpu.py --sweep` on an H200 (benchmarks/RESULTS.md): forward+backward at
+# batch 4, d_inner 128, d_state 16, L 32768, fp32: 64 tokens x 2 warps with Triton's reverse=True
+# adjoint scan 2.71 ms; the same with reversed loads 5.97 ms; 32 x 2 3.66 ms (reversed loads 7.55 ms),
+# although the reversed loads need fewer shuffles in the SASS (`benchmarks/triton_sass.py`).
+TRAIN_BLOCK_L = 64
 TRAIN_FORWARD_BLOCK_L = 128
 BACKWARD_NUM_WARPS = 2
 # The backward's adjoint scan: over inputs loaded again in reversed token order (True) or Triton's
 # reverse=True scan (False); see _triton_scan_backward_kernels._adjoint.
-BACKWARD_REVERSED_LOADS = True
+BACKWARD_REVERSED_LOADS = False
 # Read by the execution planner: this backend's result carries gradients of every input.
 SUPPORTS_BACKWARD = True
 
