@@ -21,7 +21,7 @@ for model in $MODELS; do
   resume=()
   [ -f "$RUNS/$model/checkpoint.safetensors" ] && resume=(--resume)
   $PY -m nnmamba train --model "$model" --data data/prepared --out "$RUNS/$model" --minutes "$MINUTES" \
-      --scan-backend torch --no-progress --checkpoint-every 100000 --batch-size "$BATCH" "${resume[@]}" >>"$RUNS/$model.log" 2>&1 &
+      --scan-backend auto --no-progress --checkpoint-every 100000 --batch-size "$BATCH" "${resume[@]}" >>"$RUNS/$model.log" 2>&1 &
   pids+=($!)
 done
 status=0
