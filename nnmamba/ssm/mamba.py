@@ -7,6 +7,12 @@ plan's decision: `nnmamba.execution_plan.apply_plan` sets it per device; without
 block asks the planner once per (device, dtype, mode) on its first forward there and logs the answer
 (mode is "training" when autograd records the forward, so "auto" then picks a backend that trains).
 
+Two layouts of the same maths, picked from the backend's declared `layout`: "tokens" keeps every
+activation token-major (b, L, channels) and hands the scan transposed views (the torch scan on CPU
+is tuned for that); "channels" runs channel-major like mamba-ssm's own block (projections as
+matmuls giving (b, channels, L), the causal conv as a depthwise conv1d), so a CUDA kernel gets
+unit-stride u, delta, z, B, C and neither it nor autograd copies them.
+
 Example:
     >>> block = Mamba(d_model=16)                 # scan_backend="auto"
     >>> y = block(torch.randn(2, 100, 16))        # (batch, L, d_model) -> same shape
@@ -57,6 +63,15 @@ def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[
         if shift < length:
             out[:, shift:] += x[:, :length - shift] * w[:, k]
     return out
+
+
+def channel_linear(weight: torch.Tensor, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A Linear applied channel-major: weight (out, in), x (batch, in, L) -> (batch, out, L) contiguous.
+
+    torch.matmul makes one GEMM whatever x's strides (a transposed view of token-major memory too).
+    """
+    out = torch.matmul(weight, x)
+    return out if bias is None else out + bias.to(out.dtype)[:, None]
 
 
 class Mamba(nn.Module):
@@ -158,11 +173,21 @@ class Mamba(nn.Module):
         records = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         return self.decision(x.device, dtype, "training" if records else "inference")
 
+    def channel_major(self, x: torch.Tensor) -> bool:
+        """Whether a forward on `x` (its device, dtype and grad mode) runs the unfused channel-major
+        path: the decided backend declares layout "channels" and no fused inner function replaces it."""
+        name, fused = self._forward_decision(x)
+        return not fused and backends.get_backend(name).layout == backends.CHANNELS
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """hidden_states: (batch, L, d_model) -> (batch, L, d_model)."""
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:
             raise ValueError(f"Mamba expects (batch, L, {self.d_model}), got {tuple(hidden_states.shape)}")
         name, fused = self._forward_decision(hidden_states)
+        if not fused and backends.get_backend(name).layout == backends.CHANNELS:
+            xz = channel_linear(self.in_proj.weight, hidden_states.transpose(1, 2), self.in_proj.bias)
+            y = self.inner_channels(xz, name)                                # (b, E, L)
+            return channel_linear(self.out_proj.weight, y, self.out_proj.bias).transpose(1, 2)
         # everything stays token-major (b, L, channels): the linear layers want it and the torch
         # scan works in it; the backends get (b, channels, L) views of that memory
         xz = F.linear(hidden_states, self.in_proj.weight, self.in_proj.bias)  # (b, L, 2E)
@@ -185,6 +210,23 @@ class Mamba(nn.Module):
             self.D.to(keep), z=z.transpose(1, 2), delta_bias=self.dt_proj.bias.to(keep),
             delta_softplus=True)                                            # (b, E, L)
         return self.out_proj(y.transpose(1, 2))
+
+    def inner_channels(self, xz: torch.Tensor, name: str) -> torch.Tensor:
+        """Channel-major conv1d + projections + scan on backend `name`, without out_proj.
+
+        xz: (batch, 2 * d_inner, L), in_proj's output, unit stride in L -> y: (batch, d_inner, L).
+        """
+        length = xz.shape[-1]
+        x, z = xz.split(self.d_inner, dim=1)
+        x = F.conv1d(x, self.conv1d.weight, self.conv1d.bias, padding=self.d_conv - 1, groups=self.d_inner)
+        x = self.act(x[..., :length])                                       # (b, E, L) contiguous
+        x_dbl = channel_linear(self.x_proj.weight, x)                       # (b, R + 2N, L)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
+        dt = channel_linear(self.dt_proj.weight, dt)                        # (b, E, L)
+        keep = scan_dtype(x.dtype)
+        A = -torch.exp(self.A_log.to(scan_dtype(self.A_log.dtype)))
+        return backends.get_backend(name).fn(
+            x, dt, A, B, C, self.D.to(keep), z=z, delta_bias=self.dt_proj.bias.to(keep), delta_softplus=True)
 
     @staticmethod
     def _fused_inner(name: str):

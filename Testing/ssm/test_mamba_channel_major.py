@@ -1,0 +1,94 @@
+"""The channel-major Mamba path (for backends that declare layout "channels") computes what the
+token-major path computes, with the same parameters, and hands the scan unit-stride inputs."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from nnmamba.ssm import backends
+from nnmamba.ssm.mamba import Mamba
+from nnmamba.ssm.torch_scan import selective_scan_torch
+
+CHANNELS_TEST_BACKEND = "torch_channels_test"
+
+
+@pytest.fixture
+def channel_backend():
+    """The torch scan registered under a test-only name that declares layout "channels"; records the
+    last-dimension strides of what it was given."""
+    seen = []
+
+    def recording_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+        seen.append({"u": u.stride(), "delta": delta.stride(), "z": z.stride(), "B": B.stride(-1),
+                     "C": C.stride(-1), "u_contiguous": u.is_contiguous(), "delta_contiguous": delta.is_contiguous()})
+        return selective_scan_torch(u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus)
+
+    backends.register_backend(CHANNELS_TEST_BACKEND, recording_scan, lambda device: True, speed_rank=10_000,
+                              layout=backends.CHANNELS)
+    yield seen
+    backends._REGISTRY.pop(CHANNELS_TEST_BACKEND)
+
+
+def _pair(bias: bool):
+    torch.manual_seed(0)
+    tokens = Mamba(d_model=16, d_state=8, bias=bias, scan_backend="torch").double()
+    channels = copy.deepcopy(tokens)
+    channels.set_scan_backend(CHANNELS_TEST_BACKEND)
+    return tokens, channels
+
+
+def _grads(block, x):
+    x = x.clone().requires_grad_(True)
+    out = block(x)
+    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+    return out.detach(), x.grad, {k: p.grad for k, p in block.named_parameters()}
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("length", [1, 5, 37])
+def test_channel_major_path_gives_the_token_major_output_and_gradients_in_float64(channel_backend, bias, length):
+    tokens, channels = _pair(bias)
+    x = torch.randn(3, length, 16, dtype=torch.float64)
+    want_out, want_dx, want_dp = _grads(tokens, x)
+    got_out, got_dx, got_dp = _grads(channels, x)
+    assert channels.channel_major(x) and not tokens.channel_major(x)
+    assert channel_backend, "the channel-major path did not reach the channel backend"
+    assert got_out.shape == want_out.shape
+    assert torch.allclose(got_out, want_out, rtol=0, atol=1e-12)
+    assert torch.allclose(got_dx, want_dx, rtol=0, atol=1e-12)
+    assert want_dp.keys() == got_dp.keys()
+    for name in want_dp:
+        assert torch.allclose(got_dp[name], want_dp[name], rtol=0, atol=1e-11), name
+
+
+def test_channel_major_path_hands_the_scan_unit_stride_inputs(channel_backend):
+    _, channels = _pair(False)
+    channels(torch.randn(2, 9, 16, dtype=torch.float64))
+    seen = channel_backend[-1]
+    assert seen["u_contiguous"] and seen["delta_contiguous"]
+    assert seen["z"][-1] == 1 and seen["B"] == 1 and seen["C"] == 1
+
+
+def test_channel_major_block_keeps_the_state_dict_and_loads_the_token_major_one_strictly(channel_backend):
+    tokens, _ = _pair(False)
+    fresh = Mamba(d_model=16, d_state=8, scan_backend=CHANNELS_TEST_BACKEND).double()
+    fresh.load_state_dict(tokens.state_dict(), strict=True)
+    x = torch.randn(2, 11, 16, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(fresh(x), tokens(x), rtol=0, atol=1e-12)
+
+
+def test_cuda_kernel_backends_declare_the_channel_layout_and_cpu_backends_the_token_layout():
+    declared = {d.name: d.layout for d in backends.declarations("cpu")}
+    assert declared["torch"] == backends.TOKENS and declared["reference"] == backends.TOKENS
+    for name in ("triton", "mamba_ssm"):
+        if name in declared:
+            assert declared[name] == backends.CHANNELS
+
+
+def test_registering_a_backend_with_an_unknown_layout_is_refused():
+    with pytest.raises(ValueError, match="layout must be one of tokens, channels, got 'rows'"):
+        backends.register_backend("bad_layout_test", selective_scan_torch, lambda device: True, layout="rows")
