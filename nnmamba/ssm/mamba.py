@@ -173,6 +173,10 @@ class Mamba(nn.Module):
         records = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         return self.decision(x.device, dtype, "training" if records else "inference")
 
+    def backend_for(self, x: torch.Tensor) -> str:
+        """The scan backend a forward on `x` uses (decided from its device, dtype and grad mode)."""
+        return self._forward_decision(x)[0]
+
     def channel_major(self, x: torch.Tensor) -> bool:
         """Whether a forward on `x` (its device, dtype and grad mode) runs the unfused channel-major
         path: the decided backend declares layout "channels" and no fused inner function replaces it."""
