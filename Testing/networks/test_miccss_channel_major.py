@@ -49,3 +49,24 @@ def test_miccss_output_keeps_the_network_memory_layout_on_cuda(memory_format):
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out = layer(x)
     assert out.is_contiguous(memory_format=memory_format)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA for the triton backend")
+def test_triton_channel_major_miccss_matches_the_torch_token_major_layer_on_cuda():
+    from nnmamba.ssm import backends
+
+    if not backends.get_backend("triton").runs_on("cuda") or not backends.get_backend("triton").supports_grad:
+        pytest.fail(f"the triton backend cannot train here: {backends.get_backend('triton').reason('cuda')}")
+    torch.manual_seed(0)
+    tokens = MambaLayer(16, scan_backend="torch").cuda().train()
+    channels = copy.deepcopy(tokens)
+    channels.mamba.set_scan_backend("triton")
+    x = torch.randn(2, 16, 8, 8, 8, device="cuda")
+    assert channels.mamba.channel_major(x.requires_grad_(True))
+    got, want = _run(channels, x.detach()), _run(tokens, x.detach())
+    scale = want[0].abs().max()
+    assert (got[0] - want[0]).abs().max() <= 1e-3 * scale
+    assert (got[1] - want[1]).abs().max() <= 1e-3 * want[1].abs().max()
+    for name in want[2]:
+        assert (got[2][name] - want[2][name]).abs().max() <= 2e-3 * want[2][name].abs().max() + 1e-6, name
