@@ -4,6 +4,13 @@ token-major path computes, with the same parameters, and hands the scan unit-str
 from __future__ import annotations
 
 import copy
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -92,3 +99,23 @@ def test_cuda_kernel_backends_declare_the_channel_layout_and_cpu_backends_the_to
 def test_registering_a_backend_with_an_unknown_layout_is_refused():
     with pytest.raises(ValueError, match="layout must be one of tokens, channels, got 'rows'"):
         backends.register_backend("bad_layout_test", selective_scan_torch, lambda device: True, layout="rows")
+
+
+@pytest.mark.slow
+def test_channel_major_block_on_the_triton_kernels_under_the_interpreter_matches_the_torch_block():
+    """The triton kernels read the strided views the channel-major path hands them (z and B, C are
+    slices of larger tensors) in forward and backward."""
+    if importlib.util.find_spec("triton") is None:
+        if platform.system() == "Linux" and platform.machine() == "x86_64":
+            pytest.fail("triton is not installed; fix: pip install -e '.[test]' (it pins triton==3.6.0 here)")
+        pytest.skip(f"Triton ships no wheel for {platform.system()} {platform.machine()}")
+    here = Path(__file__).resolve().parent
+    env = dict(os.environ, TRITON_INTERPRET="1",
+               PYTHONPATH=os.pathsep.join([str(here.parent.parent), str(here), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, str(here / "mamba_channel_major_interpreter_check.py")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    if done.returncode != 0:
+        pytest.fail(f"the interpreter check failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    errors = json.loads(done.stdout)
+    assert {"out", "x", "x_proj.weight", "A_log", "in_proj.weight", "out_proj.weight"} <= set(errors)
+    assert max(errors.values()) < 1e-4, errors
