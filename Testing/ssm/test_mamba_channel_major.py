@@ -119,3 +119,42 @@ def test_channel_major_block_on_the_triton_kernels_under_the_interpreter_matches
     errors = json.loads(done.stdout)
     assert {"out", "x", "x_proj.weight", "A_log", "in_proj.weight", "out_proj.weight"} <= set(errors)
     assert max(errors.values()) < 1e-4, errors
+
+
+def inner_fn_in_torch(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight,
+                      out_proj_bias, A, B=None, C=None, D=None, delta_bias=None, delta_softplus=True):
+    """mamba-ssm's `mamba_inner_fn` maths in plain torch (xz: (b, 2E, L) -> (b, L, d_model)); refuses an xz
+    that is not unit-stride in L, which the channel-layout block must hand it."""
+    if xz.stride(-1) != 1:
+        raise ValueError(f"xz must be unit-stride in L, got strides {xz.stride()}")
+    length, width = xz.shape[-1], conv1d_weight.shape[-1]
+    x, z = xz.chunk(2, dim=1)
+    x = torch.nn.functional.conv1d(x, conv1d_weight, conv1d_bias, padding=width - 1, groups=x.shape[1])
+    x = torch.nn.functional.silu(x[..., :length])
+    x_dbl = torch.matmul(x_proj_weight, x)
+    rank, state = delta_proj_weight.shape[1], A.shape[1]
+    dt, B, C = torch.split(x_dbl, [rank, state, state], dim=1)
+    D, delta_bias = D.to(x.dtype), delta_bias.to(x.dtype)
+    y = selective_scan_torch(x, torch.matmul(delta_proj_weight, dt), A, B, C, D, z=z, delta_bias=delta_bias,
+                             delta_softplus=delta_softplus)
+    return torch.nn.functional.linear(y.transpose(1, 2), out_proj_weight, out_proj_bias)
+
+
+def test_a_fused_inner_function_of_a_channel_layout_backend_gets_unit_stride_xz_and_the_same_result(channel_backend):
+    name = "torch_fused_channels_test"
+    backends.register_backend(name, selective_scan_torch, lambda device: True, speed_rank=10_000,
+                              layout=backends.CHANNELS,
+                              fused_inner=backends.FusedForm("inner_fn_in_torch", lambda: inner_fn_in_torch, str))
+    try:
+        tokens, fused = _pair(False)
+        fused.set_scan_backend(name)
+        assert fused.decision("cpu", torch.float64, "training")[1], "the fused inner function is not planned"
+        x = torch.randn(2, 13, 16, dtype=torch.float64)
+        want, got = _grads(tokens, x), _grads(fused, x)
+    finally:
+        backends._REGISTRY.pop(name)
+    # the block hands a fused function D and delta_bias in float32 (mamba-ssm's kernels take them so)
+    assert torch.allclose(got[0], want[0], rtol=1e-6, atol=1e-9)
+    assert torch.allclose(got[1], want[1], rtol=1e-6, atol=1e-9)
+    for key in want[2]:
+        assert torch.allclose(got[2][key], want[2][key], rtol=1e-5, atol=1e-8), key

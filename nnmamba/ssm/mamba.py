@@ -188,19 +188,23 @@ class Mamba(nn.Module):
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:
             raise ValueError(f"Mamba expects (batch, L, {self.d_model}), got {tuple(hidden_states.shape)}")
         name, fused = self._forward_decision(hidden_states)
-        if not fused and backends.get_backend(name).layout == backends.CHANNELS:
-            xz = channel_linear(self.in_proj.weight, hidden_states.transpose(1, 2), self.in_proj.bias)
-            y = self.inner_channels(xz, name)                                # (b, E, L)
-            return channel_linear(self.out_proj.weight, y, self.out_proj.bias).transpose(1, 2)
-        # everything stays token-major (b, L, channels): the linear layers want it and the torch
-        # scan works in it; the backends get (b, channels, L) views of that memory
-        xz = F.linear(hidden_states, self.in_proj.weight, self.in_proj.bias)  # (b, L, 2E)
+        if backends.get_backend(name).layout == backends.CHANNELS:
+            # channel-major (b, 2E, L), unit stride in L: what the kernels (and mamba_inner_fn) read
+            xz_channels = channel_linear(self.in_proj.weight, hidden_states.transpose(1, 2), self.in_proj.bias)
+            if not fused:
+                y = self.inner_channels(xz_channels, name)                   # (b, E, L)
+                return channel_linear(self.out_proj.weight, y, self.out_proj.bias).transpose(1, 2)
+        else:
+            # everything stays token-major (b, L, channels): the linear layers want it and the torch
+            # scan works in it; the backends get (b, channels, L) views of that memory
+            xz = F.linear(hidden_states, self.in_proj.weight, self.in_proj.bias)  # (b, L, 2E)
+            xz_channels = xz.transpose(1, 2)
         # A is float32 as in mamba-ssm; a float64 model keeps it float64 (see docs/engine.md)
         A = -torch.exp(self.A_log.to(scan_dtype(self.A_log.dtype)))
         if fused:
             # the backend's declared fused conv + projections + scan; returns (batch, L, d_model)
             return self._fused_inner(name)(
-                xz.transpose(1, 2), self.conv1d.weight, self.conv1d.bias, self.x_proj.weight,
+                xz_channels, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight,
                 self.dt_proj.weight, self.out_proj.weight, self.out_proj.bias, A, None, None, self.D.float(),
                 delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
         x, z = xz.split(self.d_inner, dim=-1)
