@@ -23,10 +23,14 @@ def relative_errors() -> dict:
     kernel_block = copy.deepcopy(block)
     x = torch.randn(2, 21, 4)
     weights = torch.linspace(-1, 1, x.numel()).view_as(x)
+    (w_x, _), (w_z, _) = kernel_block.in_proj_halves()
+
+    def on_triton(t):
+        x, z = channel_linear(w_x, t.transpose(1, 2)), channel_linear(w_z, t.transpose(1, 2))
+        return channel_linear(kernel_block.out_proj.weight, kernel_block.inner_channels(x, z, "triton")).transpose(1, 2)
+
     grads = {}
-    for name, run in (("torch", lambda t: block(t)),
-                      ("triton", lambda t: channel_linear(kernel_block.out_proj.weight, kernel_block.inner_channels(
-                          channel_linear(kernel_block.in_proj.weight, t.transpose(1, 2)), "triton")).transpose(1, 2))):
+    for name, run in (("torch", lambda t: block(t)), ("triton", on_triton)):
         t = x.clone().requires_grad_(True)
         out = run(t)
         (out * weights).sum().backward()

@@ -9,8 +9,8 @@ runs are one batched call (concatenated on the batch axis). `directions="forward
 When the block's scan backend declares the channel-major layout (the CUDA kernels), the four runs
 are rearranged without changing the maths: a channel flip of a Linear's input is the Linear with
 its weight columns flipped, and flipping its output back is flipping the weight rows, so in_proj
-runs once with [W; W flipped] on x and its token flip (2x the batch, not 4x copies), the scans run
-on the resulting 4x batch of (2 E, L) slices, and out_proj sums each channel-flip pair in one
+runs with [W; W flipped] on x and its token flip (2x the batch, not 4x copies), the scans run on
+the resulting 4x batch of (E, L) slices, and out_proj sums each channel-flip pair in one
 matmul with [W_out | W_out flipped]; only the token flip is a copy, once in and once back.
 """
 
@@ -88,12 +88,14 @@ class MambaLayer(nn.Module):
         docstring (same maths as `_miccss`)."""
         mamba, batch = self.mamba, x.shape[0]
         flip = torch.arange(x.shape[1] - 1, -1, -1, device=x.device)
-        w_in, b_in = mamba.in_proj.weight, mamba.in_proj.bias
-        both_in = torch.cat([w_in, w_in[:, flip]], dim=0)                 # (4E, C): as is, channel flip
         tokens = torch.cat([x, x.flip(-1)], dim=0)                          # (2 batch, C, L)
-        xz = channel_linear(both_in, tokens, None if b_in is None else torch.cat([b_in, b_in]))
-        # (2 batch, 2 * 2E, L) -> (4 batch, 2E, L), a view: [x, x ch-flip, x tok-flip, both] per sample
-        y = mamba.inner_channels(xz.reshape(4 * batch, -1, xz.shape[-1]), mamba.backend_for(x))
+        halves = []
+        for w, b in mamba.in_proj_halves():                                 # x, then z
+            both = torch.cat([w, w[:, flip]], dim=0)                        # (2E, C): as is, channel flip
+            half = channel_linear(both, tokens, None if b is None else torch.cat([b, b]))
+            # (2 batch, 2E, L) -> (4 batch, E, L), a view: [as is, ch-flip, tok-flip, both] per sample
+            halves.append(half.reshape(4 * batch, -1, half.shape[-1]))
+        y = mamba.inner_channels(*halves, mamba.backend_for(x))            # (4 batch, E, L)
         w_out, b_out = mamba.out_proj.weight, mamba.out_proj.bias
         both_out = torch.cat([w_out, w_out[flip, :]], dim=1)               # (C, 2E)
         out = channel_linear(both_out, y.reshape(2 * batch, -1, y.shape[-1]),

@@ -190,10 +190,12 @@ class Mamba(nn.Module):
         name, fused = self._forward_decision(hidden_states)
         if backends.get_backend(name).layout == backends.CHANNELS:
             # channel-major (b, 2E, L), unit stride in L: what the kernels (and mamba_inner_fn) read
-            xz_channels = channel_linear(self.in_proj.weight, hidden_states.transpose(1, 2), self.in_proj.bias)
+            tokens = hidden_states.transpose(1, 2)                            # (b, D, L) view
             if not fused:
-                y = self.inner_channels(xz_channels, name)                   # (b, E, L)
+                (w_x, b_x), (w_z, b_z) = self.in_proj_halves()
+                y = self.inner_channels(channel_linear(w_x, tokens, b_x), channel_linear(w_z, tokens, b_z), name)
                 return channel_linear(self.out_proj.weight, y, self.out_proj.bias).transpose(1, 2)
+            xz_channels = channel_linear(self.in_proj.weight, tokens, self.in_proj.bias)
         else:
             # everything stays token-major (b, L, channels): the linear layers want it and the torch
             # scan works in it; the backends get (b, channels, L) views of that memory
@@ -219,13 +221,20 @@ class Mamba(nn.Module):
             delta_softplus=True)                                            # (b, E, L)
         return self.out_proj(y.transpose(1, 2))
 
-    def inner_channels(self, xz: torch.Tensor, name: str) -> torch.Tensor:
+    def in_proj_halves(self):
+        """in_proj's (weight, bias) for x and for z: rows [:E] and [E:] (bias None without one)."""
+        w, b = self.in_proj.weight, self.in_proj.bias
+        e = self.d_inner
+        return (w[:e], None if b is None else b[:e]), (w[e:], None if b is None else b[e:])
+
+    def inner_channels(self, x: torch.Tensor, z: torch.Tensor, name: str) -> torch.Tensor:
         """Channel-major conv1d + projections + scan on backend `name`, without out_proj.
 
-        xz: (batch, 2 * d_inner, L), in_proj's output, unit stride in L -> y: (batch, d_inner, L).
+        x, z: (batch, d_inner, L), in_proj's two halves, unit stride in L -> y: (batch, d_inner, L).
+        Taking them apart (two matmuls, not one split) keeps x contiguous for cuDNN's conv1d and
+        spares autograd the concatenation of their gradients.
         """
-        length = xz.shape[-1]
-        x, z = xz.split(self.d_inner, dim=1)
+        length = x.shape[-1]
         x = F.conv1d(x, self.conv1d.weight, self.conv1d.bias, padding=self.d_conv - 1, groups=self.d_inner)
         x = self.act(x[..., :length])                                       # (b, E, L) contiguous
         x_dbl = channel_linear(self.x_proj.weight, x)                       # (b, R + 2N, L)
