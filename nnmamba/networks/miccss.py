@@ -87,17 +87,16 @@ class MambaLayer(nn.Module):
         """x: (batch, C, L) -> mean over the four flipped directions, (batch, C, L); see the module
         docstring (same maths as `_miccss`)."""
         mamba, batch = self.mamba, x.shape[0]
-        flip = torch.arange(x.shape[1] - 1, -1, -1, device=x.device)
         tokens = torch.cat([x, x.flip(-1)], dim=0)                          # (2 batch, C, L)
         halves = []
         for w, b in mamba.in_proj_halves():                                 # x, then z
-            both = torch.cat([w, w[:, flip]], dim=0)                        # (2E, C): as is, channel flip
+            both = torch.cat([w, w.flip(1)], dim=0)                           # (2E, C): as is, channel flip
             half = channel_linear(both, tokens, None if b is None else torch.cat([b, b]))
             # (2 batch, 2E, L) -> (4 batch, E, L), a view: [as is, ch-flip, tok-flip, both] per sample
             halves.append(half.reshape(4 * batch, -1, half.shape[-1]))
         y = mamba.inner_channels(*halves, mamba.backend_for(x))            # (4 batch, E, L)
         w_out, b_out = mamba.out_proj.weight, mamba.out_proj.bias
-        both_out = torch.cat([w_out, w_out[flip, :]], dim=1)               # (C, 2E)
+        both_out = torch.cat([w_out, w_out.flip(0)], dim=1)                # (C, 2E)
         out = channel_linear(both_out, y.reshape(2 * batch, -1, y.shape[-1]),
-                             None if b_out is None else b_out + b_out[flip])  # (2 batch, C, L)
+                             None if b_out is None else b_out + b_out.flip(0))  # (2 batch, C, L)
         return (out[:batch] + out[batch:].flip(-1)) / len(_FLIPS)
