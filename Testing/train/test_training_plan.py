@@ -34,3 +34,14 @@ def test_training_with_channels_last_records_it_in_the_plan_and_still_learns(tin
     plan = read_card(result.card_path).training["execution_plan"]
     assert plan["channels_last"] is True
     assert result.steps == 2 and math.isfinite(result.last_loss)
+
+
+def test_the_train_command_leaves_channels_last_to_the_plan_unless_asked():
+    import argparse
+
+    from nnmamba.commands import train as train_command
+
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    assert parser.parse_args(["--card", "c.json", "--out", "o"]).channels_last is None
+    assert parser.parse_args(["--card", "c.json", "--out", "o", "--channels-last"]).channels_last is True
