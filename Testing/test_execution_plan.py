@@ -190,8 +190,8 @@ def test_an_impossible_override_is_refused_naming_the_fix(overrides, message):
 def test_inference_only_forms_are_refused_in_training_and_unknown_overrides_are_bad_arguments():
     with pytest.raises(PlanError, match="fold_batchnorm=True in training"):
         make_plan("nnMambaSeg", "cpu", mode="training", fold_batchnorm=True)
-    with pytest.raises(PlanError, match="channels_last=True in training"):
-        make_plan("nnMambaSeg", "cpu", mode="training", channels_last=True)
+    with pytest.raises(PlanError, match="cuda_graphs=True in training"):
+        make_plan("nnMambaSeg", "cpu", mode="training", cuda_graphs=True)
     with pytest.raises(ValueError, match="cannot override conv_path"):
         make_plan("nnMambaSeg", "cpu", conv_path="native")
     with pytest.raises(ValueError, match="mode must be 'inference' or 'training'"):
@@ -295,3 +295,26 @@ def test_cuda_inference_plan_runs_the_fast_copy_close_to_the_eager_network():
         got = fast(x)
     assert execution_plan.MICCSS_SCAN_BACKEND == plan.scan_backend and plan.fused_miccss
     assert (got.float() - want).abs().max().item() < 1e-3 * want.abs().max().item() + 1e-5
+
+
+def test_channels_last_in_training_is_off_by_default_and_switched_on_by_the_override():
+    default = make_plan("nnMambaSeg", "cpu", mode="training")
+    assert not default.channels_last and "until measured" in dict(default.reasons)["channels_last"]
+    forced = make_plan("nnMambaSeg", "cpu", mode="training", channels_last=True)
+    assert forced.channels_last and "override" in dict(forced.reasons)["channels_last"]
+    cuda = plan_from_declarations(network_facts("nnMambaSeg"), cuda_without_mamba_ssm(), CUDA, torch.bfloat16,
+                                  "training", overrides={"channels_last": True})
+    assert cuda.channels_last and not cuda.cuda_graphs and not cuda.fused_miccss
+
+
+def test_an_applied_channels_last_training_plan_puts_the_convolutions_in_channels_last():
+    from nnmamba.execution_plan import to_plan_layout
+    from nnmamba.networks import build_network
+
+    net = build_network("nnMambaSeg", in_ch=1, channels=4, blocks=2, number_classes=2, scan_backend="torch")
+    plan = make_plan(net, "cpu", mode="training", channels_last=True)
+    assert apply_plan(net, plan) is net
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last_3d) for c in convs)
+    batch = to_plan_layout(torch.randn(1, 1, 4, 4, 4), plan)
+    assert batch.is_contiguous(memory_format=torch.channels_last_3d)

@@ -1,6 +1,7 @@
 """Training-step benchmark (issue 13): upstream nnMamba and ours per scan backend, one run, one card.
 
     python benchmarks/train_step.py [--upstream .upstream/nnMamba.py] [--steps 20] [--json out.json]
+    python benchmarks/train_step.py --skip upstream mamba_ssm torch --channels-last --cudnn-benchmark
     python benchmarks/train_step.py --loss-curve 2000 --backends triton mamba_ssm [--json curve.json]
 
 Step mode: nnMambaSeg(in_ch 1, channels 32, blocks 3, 6 classes), batch 2 x 1 x 128^3, bf16 autocast,
@@ -9,7 +10,9 @@ warm-up, and peak memory, for: upstream nnMamba (lhaof/nnMamba `nnMamba.py`, wit
 mamba-ssm); ours with the mamba_ssm, triton and torch backends, each configured by its training
 execution plan (`nnmamba.execution_plan`), so a figure is what `nnmamba train` runs. The torch row
 times fewer steps (it is slow). Each row that cannot run is skipped with the reason. Also says
-which backend "auto" picks for training here.
+which backend "auto" picks for training here. `--channels-last` (the plan's channels_last override:
+model and batch in channels_last_3d) and `--cudnn-benchmark` (torch.backends.cudnn.benchmark on
+while the row runs) apply to our rows only and are named in the row; upstream runs as upstream does.
 
 Loss-curve mode: N steps per backend on a real segmentation task, same initial weights, same seed,
 same data order: 64^3 crops (random corner and flips, fixed by --seed) of the embedded sample MR
@@ -44,7 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from nnmamba.errors import PlanError  # noqa: E402
-from nnmamba.execution_plan import apply_plan, make_plan  # noqa: E402
+from nnmamba.execution_plan import apply_plan, make_plan, to_plan_layout  # noqa: E402
 from nnmamba.networks import build_network  # noqa: E402
 from nnmamba.train.losses import dice_ce_loss  # noqa: E402
 
@@ -89,9 +92,10 @@ def training_step(model, optimizer, x: torch.Tensor, target: torch.Tensor, devic
     return loss.detach()
 
 
-def time_training(model, device: torch.device, size: int, steps: int, warmup: int) -> dict:
+def time_training(model, device: torch.device, size: int, steps: int, warmup: int, plan=None) -> dict:
     g = torch.Generator(device=device).manual_seed(1)
     x = torch.randn(BATCH, CONFIG["in_ch"], size, size, size, device=device, generator=g)
+    x = x if plan is None else to_plan_layout(x, plan)
     target = torch.randint(0, CONFIG["number_classes"], (BATCH, size, size, size), device=device, generator=g)
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     model.train()
@@ -130,17 +134,32 @@ def upstream_row(path: Path, device: torch.device, size: int, steps: int, warmup
     return time_training(model, device, size, steps, warmup)
 
 
-def ours_row(backend: str, device: torch.device, size: int, steps: int, warmup: int) -> dict:
+def ours_row(backend: str, device: torch.device, size: int, steps: int, warmup: int,
+             channels_last: bool = False, cudnn_benchmark: bool = False) -> dict:
     torch.manual_seed(0)
     model = build_network("nnMambaSeg", **CONFIG).to(device)
     try:
-        plan = make_plan(model, device, torch.bfloat16, mode="training", scan_backend=backend)
+        plan = make_plan(model, device, torch.bfloat16, mode="training", scan_backend=backend,
+                         channels_last=True if channels_last else None)
     except PlanError as e:
         return {"skipped": str(e)}
     model = apply_plan(model, plan)
-    row = time_training(model, device, size, steps, warmup)
+    was = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = cudnn_benchmark or was
+    try:
+        row = time_training(model, device, size, steps, warmup, plan)
+    finally:
+        torch.backends.cudnn.benchmark = was
     row["plan"] = plan.as_dict()
+    row["cudnn_benchmark"] = cudnn_benchmark or was
     return row
+
+
+def ours_suffix(args) -> str:
+    """What the row name says about --channels-last / --cudnn-benchmark."""
+    flags = [name for name, on in (("channels-last", args.channels_last), ("cudnn.benchmark", args.cudnn_benchmark))
+             if on]
+    return f" [{', '.join(flags)}]" if flags else ""
 
 
 def step_mode(args, device: torch.device) -> dict:
@@ -150,11 +169,15 @@ def step_mode(args, device: torch.device) -> dict:
     auto = make_plan("nnMambaSeg", device, torch.bfloat16, mode="training")
     results["auto_training_backend"] = auto.scan_backend
     print(f"'auto' trains with: {auto.scan_backend} ({dict(auto.reasons)['scan_backend']})", flush=True)
+    layout = dict(channels_last=args.channels_last, cudnn_benchmark=args.cudnn_benchmark)
+    suffix = ours_suffix(args)
     rows = {"upstream + mamba-ssm": ("upstream", lambda: upstream_row(args.upstream, device, size, args.steps,
                                                                       args.warmup)),
-            "ours, mamba_ssm": ("mamba_ssm", lambda: ours_row("mamba_ssm", device, size, args.steps, args.warmup)),
-            "ours, triton": ("triton", lambda: ours_row("triton", device, size, args.steps, args.warmup)),
-            "ours, torch": ("torch", lambda: ours_row("torch", device, size, args.slow_steps, 1))}
+            "ours, mamba_ssm" + suffix: ("mamba_ssm", lambda: ours_row("mamba_ssm", device, size, args.steps,
+                                                                      args.warmup, **layout)),
+            "ours, triton" + suffix: ("triton", lambda: ours_row("triton", device, size, args.steps, args.warmup,
+                                                                **layout)),
+            "ours, torch" + suffix: ("torch", lambda: ours_row("torch", device, size, args.slow_steps, 1, **layout))}
     for name, (key, run) in rows.items():
         if key in args.skip:
             results[name] = {"skipped": "--skip"}
@@ -346,6 +369,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--patch", type=int, default=64)
     parser.add_argument("--windows", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--channels-last", action="store_true",
+                        help="our rows: the training plan's channels_last override (model and batch NDHWC)")
+    parser.add_argument("--cudnn-benchmark", action="store_true",
+                        help="our rows: torch.backends.cudnn.benchmark = True while they run")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     device = torch.device(args.device)

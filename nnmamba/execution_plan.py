@@ -242,12 +242,27 @@ def _decide_miccss(fusable: Tuple[bool, str], scan_backend: str, forced: Optiona
     return True, why
 
 
+def _decide_training_layout(device: torch.device, want: Optional[bool]) -> Tuple[bool, str]:
+    """Channels-last 3-D in training: model and batches NDHWC, so cuDNN's convolutions and BatchNorms
+    run without layout conversions and MICCSS's flatten to tokens is free. Off unless asked for
+    until benchmarks/train_step.py --channels-last measures it faster."""
+    if want is None:
+        return False, "off in training until measured (benchmarks/train_step.py --channels-last)"
+    if not want:
+        return False, "turned off (override)"
+    if device.type != "cuda":
+        return True, "turned on (override); on CPU it trains the same numbers, not faster"
+    return True, "turned on (override): model and batches in channels_last_3d"
+
+
 def _decide_layout_and_graphs(device: torch.device, mode: str, fused_miccss: bool,
                               forced: Mapping[str, Optional[bool]]) -> Tuple[Tuple[bool, str], Tuple[bool, str]]:
     results = []
     for name, needs_cuda in (("channels_last", False), ("cuda_graphs", True)):
         want = forced.get(name)
-        if mode == TRAINING:
+        if mode == TRAINING and name == "channels_last":
+            results.append(_decide_training_layout(device, want))
+        elif mode == TRAINING:
             if want:
                 raise PlanError(f"{name}=True in training: this engine uses it in the inference fast copy only. "
                                 f"Fix: leave {name} unset for training.")
@@ -405,13 +420,21 @@ def block_decision(scan_backend: str, device: torch.device, dtype: torch.dtype, 
     return name, fused, f"{why}; fused inner function {'on' if fused else 'off'}: {fused_why}"
 
 
+def to_plan_layout(batch: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
+    """batch: (batch, channels, k, j, i) in the plan's memory layout (channels_last_3d or as it is)."""
+    if plan.channels_last and batch.dim() == 5:
+        return batch.contiguous(memory_format=torch.channels_last_3d)
+    return batch
+
+
 # ---- applying a plan ----------------------------------------------------------------------------
 
 def apply_plan(model: nn.Module, plan: ExecutionPlan) -> nn.Module:
     """Make `model` run as `plan` says.
 
-    Training: sets every Mamba block's backend and fused flag for the plan's device and returns
-    `model` itself (moving it to the device stays the caller's). Inference: the same, then returns
+    Training: sets every Mamba block's backend and fused flag for the plan's device, converts the
+    parameters to channels_last_3d when the plan says so (the caller then feeds batches in that
+    format: `to_plan_layout`), and returns `model` itself (moving it to the device stays the caller's). Inference: the same, then returns
     the fast form the plan's flags ask for (a copy; `model` keeps its weights): the fused copy of
     `nnmamba.inference.fast_path` (which folds the BatchNorms), or only folded BatchNorms, wrapped in
     `GraphedNetwork` when cuda_graphs; `model` itself in eval mode when no fused form applies.
@@ -425,7 +448,7 @@ def apply_plan(model: nn.Module, plan: ExecutionPlan) -> nn.Module:
         if isinstance(module, Mamba):
             module.use_plan(plan.device, plan.scan_backend, plan.fused_inner, plan.mode)
     if plan.mode == TRAINING:
-        return model
+        return model.to(memory_format=torch.channels_last_3d) if plan.channels_last else model
     fast = model.eval()
     if plan.fused_miccss:
         from nnmamba.inference.fast_path import prepare_for_inference

@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto: bf16 autocast on CUDA, fp32 on CPU")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (torchrun: one GPU per process)")
     parser.add_argument("--scan-backend", default="auto", help="selective-scan backend (default auto)")
+    parser.add_argument("--channels-last", action="store_true", default=None,
+                        help="train in channels_last_3d (the execution plan's override; default: the plan's)")
     parser.add_argument("--sigma-mm", type=float, default=4.0, help="landmark heatmap Gaussian sigma (mm)")
     parser.add_argument("--channels", type=int, help="override the recipe's network width")
     parser.add_argument("--patch", type=int, nargs=3, metavar=("I", "J", "K"), help="override the patch size")
@@ -86,7 +88,7 @@ def run(args) -> int:
     config = TrainConfig(card=card, data_dir=args.data, out_dir=args.out, time_budget_s=args.minutes * 60,
                          max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                          precision=args.precision, device=args.device, scan_backend=args.scan_backend,
-                         sigma_mm=args.sigma_mm, checkpoint_every_s=args.checkpoint_every, resume=args.resume, log_every=args.log_every,
+                         channels_last=args.channels_last, sigma_mm=args.sigma_mm, checkpoint_every_s=args.checkpoint_every, resume=args.resume, log_every=args.log_every,
                          init_from=args.init_from, output_norm_lr_multiplier=args.head_lr_multiplier,
                          progress_bar=not args.no_progress)
     try:

@@ -15,7 +15,10 @@ Adding a backend is one line (in the backend's own module, imported from `_OPTIO
 
 Each backend *declares* what it can do: the device types and dtypes it computes in, whether its
 result carries gradients (`supports_grad`), a speed rank (lower is faster, from
-benchmarks/RESULTS.md) and the fused forms it offers (`fused_inner`: mamba-ssm's `mamba_inner_fn`).
+benchmarks/RESULTS.md), the fused forms it offers (`fused_inner`: mamba-ssm's `mamba_inner_fn`) and
+the memory layout it wants its inputs in (`layout`): "tokens" (u = a (b, channels, L) transposed view
+of token-major (b, L, channels) memory: torch and reference, tuned for it on CPU) or "channels"
+(unit-stride (b, channels, L) tensors: the CUDA kernels, which would otherwise copy them).
 `ScanBackend.declare(device)` turns that into plain data (`Declaration`), from which
 `nnmamba.execution_plan` chooses; nothing outside the registry special-cases a backend by name.
 
@@ -45,6 +48,9 @@ AUTO = "auto"
 # What each dtype set covers: everything torch computes in, and what the CUDA kernels take.
 ALL_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# The input layouts a backend can declare (see the module docstring).
+TOKENS, CHANNELS = "tokens", "channels"
+LAYOUTS = (TOKENS, CHANNELS)
 # Backends that live in optional modules; each registers itself when imported.
 _OPTIONAL_MODULES = ("nnmamba.ssm.mamba_ssm_scan", "nnmamba.ssm.triton_scan")
 
@@ -86,6 +92,7 @@ class Declaration:
     speed_rank: int
     fused_inner: Optional[bool] = None
     fused_inner_why_not: str = ""
+    layout: str = TOKENS
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,7 @@ class ScanBackend:
     has_grad: Callable[[], bool] = _yes
     speed_rank: int = 100
     fused_inner: Optional[FusedForm] = None
+    layout: str = TOKENS
 
     @property
     def supports_grad(self) -> bool:
@@ -134,7 +142,8 @@ class ScanBackend:
             fused = self.fused_inner.load() is not None
             fused_why_not = "" if fused else self.fused_inner.missing()
         return Declaration(self.name, available, "" if available else self.reason(device), self.device_types,
-                           tuple(self.dtypes), self.supports_grad, self.speed_rank, fused, fused_why_not)
+                           tuple(self.dtypes), self.supports_grad, self.speed_rank, fused, fused_why_not,
+                           self.layout)
 
 
 _REGISTRY: Dict[str, ScanBackend] = {}
@@ -145,32 +154,37 @@ def register_backend(name: str, fn: ScanFn, is_available: Callable[[torch.device
                      unavailable_reason: Optional[Callable[[torch.device], str]] = None, *,
                      device_types: Optional[Tuple[str, ...]] = None,
                      dtypes: Tuple[torch.dtype, ...] = ALL_FLOAT_DTYPES, supports_grad: Callable[[], bool] = _yes,
-                     speed_rank: int = 100, fused_inner: Optional[FusedForm] = None) -> None:
+                     speed_rank: int = 100, fused_inner: Optional[FusedForm] = None,
+                     layout: str = TOKENS) -> None:
     """Add (or replace) a backend under `name` with its declared capabilities.
 
     `device_types`: the device types it runs on (None: any; `is_available` may still refuse one);
     `supports_grad()`: whether `fn`'s result carries gradients to all its inputs; `speed_rank`:
     lower is faster ("auto" takes the fastest backend that fits); `fused_inner`: a fused form of
-    the whole Mamba inner computation, if the backend offers one.
+    the whole Mamba inner computation, if the backend offers one; `layout`: "tokens" or "channels",
+    the input layout the Mamba block hands it (see the module docstring).
     """
     if not name or name == AUTO:
         raise ValueError(f"a scan backend needs a name other than '' and '{AUTO}', got {name!r}")
     if not callable(supports_grad):
         raise ValueError(f"supports_grad must be a callable returning a bool, got {supports_grad!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     _REGISTRY[name] = ScanBackend(name, fn, is_available, unavailable_reason,
                                   None if device_types is None else tuple(device_types), tuple(dtypes),
-                                  supports_grad, speed_rank, fused_inner)
+                                  supports_grad, speed_rank, fused_inner, layout)
 
 
 def register_cuda_backend(name: str, fn: ScanFn, import_error: Callable[[], Optional[str]],
                           what: str, fix: str, *, supports_grad: Callable[[], bool] = _yes,
                           speed_rank: int = 100, fused_inner: Optional[FusedForm] = None,
-                          dtypes: Tuple[torch.dtype, ...] = KERNEL_DTYPES) -> None:
+                          dtypes: Tuple[torch.dtype, ...] = KERNEL_DTYPES, layout: str = CHANNELS) -> None:
     """Register a backend that runs on CUDA devices only and needs an optional import.
 
     `import_error()` returns None when the backend's modules import, else why not; `what` names
     the backend in messages ("mamba-ssm"), `fix` says how to install it; the keyword arguments are
-    its declared capabilities (see `register_backend`).
+    its declared capabilities (see `register_backend`); CUDA kernels read unit-stride
+    (b, channels, L) inputs, so the layout defaults to "channels".
     """
 
     def is_available(device: torch.device) -> bool:
@@ -187,7 +201,7 @@ def register_cuda_backend(name: str, fn: ScanFn, import_error: Callable[[], Opti
         return "available"
 
     register_backend(name, fn, is_available, unavailable_reason, device_types=("cuda",), dtypes=dtypes,
-                     supports_grad=supports_grad, speed_rank=speed_rank, fused_inner=fused_inner)
+                     supports_grad=supports_grad, speed_rank=speed_rank, fused_inner=fused_inner, layout=layout)
 
 
 def _load_optional_backends() -> None:

@@ -7,6 +7,12 @@ plan's decision: `nnmamba.execution_plan.apply_plan` sets it per device; without
 block asks the planner once per (device, dtype, mode) on its first forward there and logs the answer
 (mode is "training" when autograd records the forward, so "auto" then picks a backend that trains).
 
+Two layouts of the same maths, picked from the backend's declared `layout`: "tokens" keeps every
+activation token-major (b, L, channels) and hands the scan transposed views (the torch scan on CPU
+is tuned for that); "channels" runs channel-major like mamba-ssm's own block (projections as
+matmuls giving (b, channels, L), the causal conv as a depthwise conv1d), so a CUDA kernel gets
+unit-stride u, delta, z, B, C and neither it nor autograd copies them.
+
 Example:
     >>> block = Mamba(d_model=16)                 # scan_backend="auto"
     >>> y = block(torch.randn(2, 100, 16))        # (batch, L, d_model) -> same shape
@@ -57,6 +63,15 @@ def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[
         if shift < length:
             out[:, shift:] += x[:, :length - shift] * w[:, k]
     return out
+
+
+def channel_linear(weight: torch.Tensor, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A Linear applied channel-major: weight (out, in), x (batch, in, L) -> (batch, out, L) contiguous.
+
+    torch.matmul makes one GEMM whatever x's strides (a transposed view of token-major memory too).
+    """
+    out = torch.matmul(weight, x)
+    return out if bias is None else out + bias.to(out.dtype)[:, None]
 
 
 class Mamba(nn.Module):
@@ -158,20 +173,40 @@ class Mamba(nn.Module):
         records = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         return self.decision(x.device, dtype, "training" if records else "inference")
 
+    def backend_for(self, x: torch.Tensor) -> str:
+        """The scan backend a forward on `x` uses (decided from its device, dtype and grad mode)."""
+        return self._forward_decision(x)[0]
+
+    def channel_major(self, x: torch.Tensor) -> bool:
+        """Whether a forward on `x` (its device, dtype and grad mode) runs the unfused channel-major
+        path: the decided backend declares layout "channels" and no fused inner function replaces it."""
+        name, fused = self._forward_decision(x)
+        return not fused and backends.get_backend(name).layout == backends.CHANNELS
+
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """hidden_states: (batch, L, d_model) -> (batch, L, d_model)."""
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:
             raise ValueError(f"Mamba expects (batch, L, {self.d_model}), got {tuple(hidden_states.shape)}")
         name, fused = self._forward_decision(hidden_states)
-        # everything stays token-major (b, L, channels): the linear layers want it and the torch
-        # scan works in it; the backends get (b, channels, L) views of that memory
-        xz = F.linear(hidden_states, self.in_proj.weight, self.in_proj.bias)  # (b, L, 2E)
+        if backends.get_backend(name).layout == backends.CHANNELS:
+            # channel-major (b, 2E, L), unit stride in L: what the kernels (and mamba_inner_fn) read
+            tokens = hidden_states.transpose(1, 2)                            # (b, D, L) view
+            if not fused:
+                (w_x, b_x), (w_z, b_z) = self.in_proj_halves()
+                y = self.inner_channels(channel_linear(w_x, tokens, b_x), channel_linear(w_z, tokens, b_z), name)
+                return channel_linear(self.out_proj.weight, y, self.out_proj.bias).transpose(1, 2)
+            xz_channels = channel_linear(self.in_proj.weight, tokens, self.in_proj.bias)
+        else:
+            # everything stays token-major (b, L, channels): the linear layers want it and the torch
+            # scan works in it; the backends get (b, channels, L) views of that memory
+            xz = F.linear(hidden_states, self.in_proj.weight, self.in_proj.bias)  # (b, L, 2E)
+            xz_channels = xz.transpose(1, 2)
         # A is float32 as in mamba-ssm; a float64 model keeps it float64 (see docs/engine.md)
         A = -torch.exp(self.A_log.to(scan_dtype(self.A_log.dtype)))
         if fused:
             # the backend's declared fused conv + projections + scan; returns (batch, L, d_model)
             return self._fused_inner(name)(
-                xz.transpose(1, 2), self.conv1d.weight, self.conv1d.bias, self.x_proj.weight,
+                xz_channels, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight,
                 self.dt_proj.weight, self.out_proj.weight, self.out_proj.bias, A, None, None, self.D.float(),
                 delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
         x, z = xz.split(self.d_inner, dim=-1)
@@ -185,6 +220,30 @@ class Mamba(nn.Module):
             self.D.to(keep), z=z.transpose(1, 2), delta_bias=self.dt_proj.bias.to(keep),
             delta_softplus=True)                                            # (b, E, L)
         return self.out_proj(y.transpose(1, 2))
+
+    def in_proj_halves(self):
+        """in_proj's (weight, bias) for x and for z: rows [:E] and [E:] (bias None without one)."""
+        w, b = self.in_proj.weight, self.in_proj.bias
+        e = self.d_inner
+        return (w[:e], None if b is None else b[:e]), (w[e:], None if b is None else b[e:])
+
+    def inner_channels(self, x: torch.Tensor, z: torch.Tensor, name: str) -> torch.Tensor:
+        """Channel-major conv1d + projections + scan on backend `name`, without out_proj.
+
+        x, z: (batch, d_inner, L), in_proj's two halves, unit stride in L -> y: (batch, d_inner, L).
+        Taking them apart (two matmuls, not one split) keeps x contiguous for cuDNN's conv1d and
+        spares autograd the concatenation of their gradients.
+        """
+        length = x.shape[-1]
+        x = F.conv1d(x, self.conv1d.weight, self.conv1d.bias, padding=self.d_conv - 1, groups=self.d_inner)
+        x = self.act(x[..., :length])                                       # (b, E, L) contiguous
+        x_dbl = channel_linear(self.x_proj.weight, x)                       # (b, R + 2N, L)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
+        dt = channel_linear(self.dt_proj.weight, dt)                        # (b, E, L)
+        keep = scan_dtype(x.dtype)
+        A = -torch.exp(self.A_log.to(scan_dtype(self.A_log.dtype)))
+        return backends.get_backend(name).fn(
+            x, dt, A, B, C, self.D.to(keep), z=z, delta_bias=self.dt_proj.bias.to(keep), delta_softplus=True)
 
     @staticmethod
     def _fused_inner(name: str):

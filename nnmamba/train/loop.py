@@ -48,6 +48,7 @@ class TrainConfig:
     precision: str = "auto"            # "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16", "fp32"
     device: str = "auto"
     scan_backend: str = "auto"
+    channels_last: Optional[bool] = None  # model and batches in channels_last_3d; None: the plan decides
     sigma_mm: float = 4.0              # landmark heatmap Gaussian
     checkpoint_every_s: float = 120.0
     resume: bool = False
@@ -142,7 +143,7 @@ def _training_plan(model: torch.nn.Module, config: TrainConfig, device: torch.de
 
     precision = _autocast(config.precision, device)[1]
     plan = make_plan(model, device, torch.bfloat16 if precision == "bf16" else torch.float32, mode="training",
-                     scan_backend=config.scan_backend)
+                     scan_backend=config.scan_backend, channels_last=config.channels_last)
     apply_plan(model, plan)
     return plan
 
@@ -162,6 +163,7 @@ def _recipe(config: TrainConfig) -> DataRecipe:
 
 
 def train(config: TrainConfig) -> TrainResult:
+    from nnmamba.execution_plan import to_plan_layout
     from nnmamba.networks import build_network
 
     context = distributed.setup(config.device)
@@ -223,6 +225,7 @@ def train(config: TrainConfig) -> TrainResult:
             group["lr"] = config.learning_rate * group["lr_multiplier"] * (1.0 - fraction) ** 0.9
         step_start = clock.synchronise()
         x, target = problem.batch(config.batch_size)
+        x = to_plan_layout(x, plan)
         data_end = clock.synchronise()
         with autocast:
             output = network(x)
