@@ -1,8 +1,10 @@
-"""`nnmamba evaluate`: a model's accuracy on its held-out cases (Dice + HD95 per label, radial
-error per landmark in mm, accuracy / AUC), through the same inference pipeline as `predict`.
+"""`nnmamba evaluate`: a model's accuracy on its held-out cases, native / under random similarity
+motions / degraded (thick slices, bias field, noise), beside its trivial baseline on the same inputs
+(an atlas placed by coordinates; the template's landmark coordinates; the majority class), through
+the same inference pipeline as `predict`.
 
     nnmamba evaluate --model brain-structures-seg --data data/prepared --transforms 4
-    nnmamba evaluate --model models/afids-landmarks.json --json report.json --update-card
+    nnmamba evaluate --model models/afids-landmarks/model.json --json report.json --update-card
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=Path("data/prepared"),
                         help="prepared data folder (scripts/prepare_data.py; default data/prepared)")
     parser.add_argument("--transforms", type=int, default=4,
-                        help="random rigid motions per held-out case, besides the case as it is (default 4)")
+                        help="random similarity motions per held-out case, besides the case as it is (default 4)")
+    parser.add_argument("--degraded", action=argparse.BooleanOptionalAction, default=True,
+                        help="also evaluate thick-slice, bias-field and noisy copies of each case (default on)")
+    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                        help="score the task's trivial baseline on the same inputs (default on)")
     parser.add_argument("--cases", nargs="*", help="only these held-out cases")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
@@ -28,32 +34,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _print_summary(report: dict) -> None:
-    s = report["summary"]
+    from nnmamba.evaluate.scoring import headline
+
+    task = report["task"]
     print(f"{report['model']} on held-out {', '.join(report['heldout'])}")
     print(f"  {report['protocol']}")
-    if report["task"] == "segmentation":
-        for name, v in s["per_label"].items():
-            hd = "n/a" if v["hd95_mm"] is None else f"{v['hd95_mm']:.1f} mm"
-            print(f"  {name:28s} Dice {v['dice']:.3f}  HD95 {hd}" + (f"  missed {v['missed']}x" if v["missed"] else ""))
-        print(f"  mean Dice {s['mean_dice']:.3f}, mean HD95 {s['mean_hd95_mm']:.1f} mm")
-    elif report["task"] == "landmarks":
-        worst = sorted(s["per_landmark_mm"].items(), key=lambda kv: -kv[1])[:5]
-        print(f"  MRE {s['mre_mm']:.2f} mm (median {s['median_mm']:.2f}, sd {s['sd_mm']:.2f}; "
-              f"{100 * s['within_4mm']:.0f}% within 4 mm); worst: "
-              + ", ".join(f"{k} {v:.1f}" for k, v in worst))
-    else:
-        auc = ", ".join(f"{k} {v:.3f}" for k, v in s["auc"].items() if v is not None)
-        print(f"  accuracy {s['accuracy']:.3f} over {len(report['rows'])} inputs; AUC {auc or 'n/a'}")
-        for case, acc in s["per_case_accuracy"].items():
-            print(f"    {case:16s} {acc:.2f}")
+    for case, names in report.get("scored_labels", {}).items():
+        print(f"  {case}: scored {len(names)} structures ({', '.join(names)})")
+    print(f"  {'group':10s} {'model':34s} baseline")
+    for group, figures in report["groups"].items():
+        print(f"  {group:10s} {headline(task, figures['model']):34s} {headline(task, figures['baseline'])}")
+    per_case_key = {"segmentation": "per_case_mean_dice", "landmarks": "per_case_mre_mm",
+                    "classification": "per_case_accuracy"}[task]
+    for group, figures in report["groups"].items():
+        for case, value in figures["model"][per_case_key].items():
+            base = "" if figures["baseline"] is None else figures["baseline"][per_case_key][case]
+            base = f"{base:.3f}" if isinstance(base, float) else "-"
+            value = "n/a" if value is None else f"{value:.3f}"
+            print(f"    {group:10s} {case:22s} {per_case_key} model {value}  baseline {base}")
+    if task == "segmentation":
+        native = report["groups"]["native"]
+        for name, v in native["model"]["per_label"].items():
+            base = native["baseline"]["per_label"][name]["dice"] if native["baseline"] else None
+            dice = "n/a" if v["dice"] is None else f"{v['dice']:.3f}"
+            print(f"    native {name:28s} Dice {dice}" + ("" if base is None else f"  baseline {base:.3f}"))
 
 
 def update_card_accuracy(card_path: Path, report: dict) -> None:
     """Rewrite the card JSON with `accuracy` (the card's other fields and its weights stay)."""
     card = json.loads(card_path.read_text())
-    card["accuracy"] = {"heldout": report["heldout"], "ground_truth": report["ground_truth"],
-                        "protocol": report["protocol"], "measured_by": "nnmamba evaluate",
-                        **report["summary"]}
+    card["accuracy"] = {key: report[key] for key in ("heldout", "ground_truth", "protocol", "baseline", "groups",
+                                                     "scored_labels", "native") if key in report}
+    card["accuracy"]["measured_by"] = "nnmamba evaluate"
     tmp = card_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(card, indent=2) + "\n")
     tmp.replace(card_path)
@@ -67,8 +79,9 @@ def run(args) -> int:
         card = find_model(args.model)
         from nnmamba.evaluate.heldout import evaluate_model
 
-        report = evaluate_model(card, args.data, transforms=args.transforms, seed=args.seed, device=args.device,
-                                cases=args.cases, progress=lambda m: print("  " + m, file=sys.stderr, flush=True))
+        report = evaluate_model(card, args.data, transforms=args.transforms, degraded=args.degraded,
+                                baseline=args.baseline, seed=args.seed, device=args.device, cases=args.cases,
+                                progress=lambda m: print("  " + m, file=sys.stderr, flush=True))
     except (NNMambaError, ValueError, FileNotFoundError) as e:
         print(f"nnmamba evaluate: {e}", file=sys.stderr)
         return 2

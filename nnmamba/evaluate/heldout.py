@@ -1,107 +1,151 @@
-"""Measure a model on its held-out cases through the real inference pipeline (`Predictor`).
+"""Measure a model on its held-out cases through the real inference pipeline (`Predictor`), beside
+its trivial baseline on the very same inputs.
 
-Every held-out case is evaluated as it is ("native") and under `transforms` random rigid motions
-(rotation up to +-15 degrees about each axis, translation up to +-10 mm: a head placed differently
-in the scanner), applied by resampling the image (linear) and its labels (nearest) onto the same
-grid and moving the landmarks with the exact inverse transform.
+Every held-out case is evaluated in three groups of variants:
+- native: the case as prepared;
+- motion: `transforms` random similarity motions (rotation, translation, isotropic scale;
+  motions.py), the ground truth moved with the image;
+- degraded: thick slices, a bias field, Gaussian noise, one at a time (degrade.py), the ground truth
+  unchanged.
+Each variant is answered by the model and by the baseline (baselines.py) and both are scored the same
+way (scoring.py); the report holds per group the model's and the baseline's figures side by side.
 
     report = evaluate_model(card, "data/prepared", transforms=4)
-    report["summary"]      # {"mean_dice": ..., } / {"mre_mm": ...} / {"accuracy": ...}
+    report["groups"]["motion"]["model"]["mean_dice"], report["groups"]["motion"]["baseline"]["mean_dice"]
 """
 
 from __future__ import annotations
 
-import math
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
-import SimpleITK as sitk
 
-from nnmamba import metrics
+from nnmamba.evaluate import baselines, degrade, motions, scoring
 from nnmamba.model_card import ModelCard
-from nnmamba.train.data import PreparedCase, class_of_case, load_cases, read_manifest
+from nnmamba.train.data import PreparedCase, class_of_case, load_case, load_cases, read_manifest
 from nnmamba.volume import Volume
 
-MAX_ROTATION_DEGREES = 15.0
-MAX_TRANSLATION_MM = 10.0
+GROUPS = ("native", "motion", "degraded")
 
 
-def random_rigid(case: PreparedCase, rng: np.random.Generator) -> sitk.Euler3DTransform:
-    """A random rigid motion about the centre of the case's field of view."""
-    size_ijk = np.array(case.image.shape[::-1])
-    centre = case.geometry.index_to_physical((size_ijk - 1) / 2.0)
-    angles = np.radians(rng.uniform(-MAX_ROTATION_DEGREES, MAX_ROTATION_DEGREES, 3))
-    transform = sitk.Euler3DTransform(centre.tolist(), *angles.tolist(),
-                                      rng.uniform(-MAX_TRANSLATION_MM, MAX_TRANSLATION_MM, 3).tolist())
-    return transform
-
-
-def move_case(case: PreparedCase, transform: sitk.Transform) -> PreparedCase:
-    """The case as seen after the head moved by transform^-1: image(x) <- image(T(x)) on the same grid."""
-    def resample(array, interpolator, default):
-        image = sitk.GetImageFromArray(array)
-        image.SetOrigin(case.geometry.origin.tolist())
-        image.SetSpacing(case.geometry.spacing.tolist())
-        return sitk.GetArrayFromImage(sitk.Resample(image, image, transform, interpolator, default))
-
-    image = resample(case.image, sitk.sitkLinear, float(case.image.min())).astype(np.float32)
-    labels = None if case.labels is None else resample(case.labels, sitk.sitkNearestNeighbor, 0).astype(np.uint8)
-    landmarks = None
-    if case.landmarks_lps is not None:
-        inverse = transform.GetInverse()
-        landmarks = np.array([inverse.TransformPoint(p.tolist()) for p in case.landmarks_lps])
-    return PreparedCase(case.name, image, case.geometry, case.modality, labels, landmarks,
-                        weighting=case.weighting)
-
-
-def _variants(case: PreparedCase, transforms: int, rng: np.random.Generator):
-    yield "native", case
+def variants(case: PreparedCase, transforms: int, degraded: bool, seed: int, case_index: int) -> Iterator[tuple]:
+    """(group, variant name, moved/degraded case); motions and degradations draw from their own seeded
+    streams, so switching degradations off leaves the motions as they were."""
+    if transforms < 0:
+        raise ValueError(f"transforms must be >= 0, got {transforms}")
+    yield "native", "native", case
+    motion_rng = np.random.default_rng([seed, case_index, 0])
     for n in range(transforms):
-        yield f"moved{n + 1}", move_case(case, random_rigid(case, rng))
+        yield "motion", f"moved{n + 1}", motions.move_case(case, motions.random_similarity(case, motion_rng))
+    if degraded:
+        degrade_rng = np.random.default_rng([seed, case_index, 1])
+        for name, function in degrade.DEGRADATIONS.items():
+            yield "degraded", name, function(case, degrade_rng)
 
 
-def _summarise_segmentation(rows: list, card: ModelCard) -> dict:
-    per_label = {}
-    for segment in card.labels:
-        dices = [r["scores"][segment.label]["dice"] for r in rows]
-        hds = [r["scores"][segment.label]["hd95_mm"] for r in rows]
-        finite = [h for h in hds if math.isfinite(h)]
-        per_label[segment.name] = {"dice": float(np.nanmean(dices)),
-                                   "hd95_mm": float(np.mean(finite)) if finite else None,
-                                   "missed": int(sum(1 for h in hds if h == math.inf))}
-    return {"mean_dice": float(np.mean([v["dice"] for v in per_label.values()])),
-            "mean_hd95_mm": float(np.mean([v["hd95_mm"] for v in per_label.values() if v["hd95_mm"] is not None])),
-            "per_label": per_label}
+class _Baseline:
+    """The task's baseline answer for a case, with what it needs loaded once."""
+
+    def __init__(self, card: ModelCard, data_dir, manifest: dict, atlas: str, template: str):
+        self.task = card.task
+        split = manifest["splits"][card.task]
+        if card.task == "segmentation":
+            self.atlas = load_case(data_dir, split["grid"], atlas, manifest)
+            self.code_to_label = baselines.atlas_code_to_card_label(card)
+            self.description = baselines.DESCRIPTIONS["segmentation"].format(atlas=atlas)
+        elif card.task == "landmarks":
+            self.points = baselines.template_landmarks(load_case(data_dir, split["grid"], template, manifest), card)
+            self.description = baselines.DESCRIPTIONS["landmarks"].format(template=template)
+        else:
+            names = [c.name for c in card.classes]
+            self.majority = baselines.majority_class(load_cases(data_dir, card.task, "train"), names)
+            self.probabilities = baselines.one_hot(self.majority, len(names))
+            self.description = baselines.DESCRIPTIONS["classification"].format(majority=names[self.majority])
+
+    def answer(self, case: PreparedCase):
+        if self.task == "segmentation":
+            return baselines.atlas_labels(self.atlas, case, self.code_to_label)
+        return self.points if self.task == "landmarks" else self.probabilities
 
 
-def _summarise_landmarks(rows: list, card: ModelCard) -> dict:
-    errors = np.array([r["errors_mm"] for r in rows])      # (variants, landmarks)
-    return {"mre_mm": float(errors.mean()), "median_mm": float(np.median(errors)),
-            "sd_mm": float(errors.std()), "within_4mm": float((errors <= 4.0).mean()),
-            "per_landmark_mm": {lm.name: float(errors[:, n].mean()) for n, lm in enumerate(card.landmarks)}}
+def _model_answer(predictor, card: ModelCard, case: PreparedCase):
+    result = predictor.run(Volume(case.image[None], case.geometry), [card.task], models={card.task: card})[card.task]
+    if card.task == "segmentation":
+        return result.labelmap
+    return result.points_lps if card.task == "landmarks" else result.probabilities
 
 
-def _summarise_classification(rows: list, card: ModelCard) -> dict:
-    truth = [r["truth"] for r in rows]
-    predicted = [r["predicted"] for r in rows]
-    probabilities = np.array([r["probabilities"] for r in rows])
+def _scored_structures(card: ModelCard, manifest: dict, case: PreparedCase) -> list:
+    """[(card label, name)] this case's ground truth has: the manifest's `scored_labels` (Colin27: AAL's
+    structures) or, without it, every card structure the prepared labels name."""
+    prepared = {s["name"] for s in manifest["segments"]}
+    wanted = set(manifest["cases"][case.name].get("scored_labels", prepared))
+    return [(s.label, s.name) for s in card.labels if s.name in wanted and s.name in prepared]
+
+
+class _Scorer:
+    """Scores an answer against a (moved) case's ground truth in the card's terms."""
+
+    def __init__(self, card: ModelCard, manifest: dict):
+        self.card, self.manifest = card, manifest
+        if card.task == "segmentation" and "segments" not in manifest:
+            raise ValueError("the manifest has no 'segments' table (prepared label value -> name): prepare the data "
+                             "again with scripts/prepare_data.py")
+
+    def truth(self, case: PreparedCase):
+        if self.card.task == "segmentation":
+            return scoring.prepared_to_card_labels(case.labels, self.manifest["segments"], self.card)
+        if self.card.task == "landmarks":
+            return case.landmarks_lps
+        return class_of_case(case, [c.name for c in self.card.classes])
+
+    def score(self, answer, truth, case: PreparedCase) -> dict:
+        if self.card.task == "segmentation":
+            return scoring.score_segmentation(answer, truth, _scored_structures(self.card, self.manifest, case),
+                                              case.geometry.spacing[::-1])
+        if self.card.task == "landmarks":
+            return scoring.score_landmarks(answer, truth)
+        return scoring.score_classification(answer, truth)
+
+
+def _group_summaries(card: ModelCard, rows: list, with_baseline: bool) -> dict:
+    summarise = scoring.SUMMARISERS[card.task]
+    groups = {}
+    for group in GROUPS:
+        members = [r for r in rows if r["group"] == group]
+        if members:
+            groups[group] = {"model": summarise([r["model"] for r in members], members, card),
+                             "baseline": summarise([r["baseline"] for r in members], members, card)
+                             if with_baseline else None}
+    return groups
+
+
+def _protocol(transforms: int, degraded: bool, seed: int, baseline: Optional[str]) -> str:
+    text = (f"each held-out case native + {transforms} random similarity motions (rotation <= "
+            f"{motions.MAX_ROTATION_DEGREES:g} deg per axis, translation <= {motions.MAX_TRANSLATION_MM:g} mm, "
+            f"isotropic scale {1 - motions.MAX_SCALE_CHANGE:g}-{1 + motions.MAX_SCALE_CHANGE:g}, about the field-of-view "
+            f"centre; ground truth moved with the image)")
+    if degraded:
+        text += f" + degraded: {degrade.describe_degradations()}"
+    text += f"; seed {seed}; through nnmamba.inference.Predictor (no TTA)"
+    if baseline:
+        text += f"; baseline on the same inputs: {baseline}"
+    return text
+
+
+def _classification_native(card: ModelCard, rows: list) -> dict:
+    """case -> the model's native answer (truth, predicted, probabilities by class name)."""
     names = [c.name for c in card.classes]
-    per_case = {}
-    for r in rows:
-        per_case.setdefault(r["case"], []).append(r["predicted"] == r["truth"])
-    auc = metrics.one_vs_rest_auc(probabilities, truth)
-    native = {r["case"]: {"truth": names[r["truth"]], "predicted": names[r["predicted"]],
-                          "probabilities": dict(zip(names, np.round(r["probabilities"], 4).tolist()))}
-              for r in rows if r["variant"] == "native"}
-    return {"accuracy": metrics.accuracy(predicted, truth),
-            "auc": {names[c]: v for c, v in auc.items()},
-            "per_case_accuracy": {k: float(np.mean(v)) for k, v in per_case.items()},
-            "native": native}
+    return {r["case"]: {"truth": names[r["model"]["truth"]], "predicted": names[r["model"]["predicted"]],
+                        "probabilities": dict(zip(names, np.round(r["model"]["probabilities"], 4).tolist()))}
+            for r in rows if r["group"] == "native"}
 
 
-def evaluate_model(card: ModelCard, data_dir, transforms: int = 4, seed: int = 0, device: str = "cpu",
-                   cases: Optional[list] = None, progress: Optional[Callable[[str], None]] = None) -> dict:
-    """Run `card` on its held-out cases (or `cases`) and score it; returns a JSON-able report."""
+def evaluate_model(card: ModelCard, data_dir, transforms: int = 4, degraded: bool = True, baseline: bool = True,
+                   seed: int = 0, device: str = "cpu", cases: Optional[list] = None,
+                   progress: Optional[Callable[[str], None]] = None, atlas: str = baselines.ATLAS_CASE,
+                   template: str = baselines.TEMPLATE_CASE) -> dict:
+    """Run `card` (and its baseline) on its held-out cases (or `cases`) and score both; a JSON-able report."""
     from nnmamba.inference import InferenceOptions, Predictor
 
     manifest = read_manifest(data_dir)
@@ -110,39 +154,30 @@ def evaluate_model(card: ModelCard, data_dir, transforms: int = 4, seed: int = 0
         heldout = [c for c in heldout if c.name in cases]
     if not heldout:
         raise ValueError(f"no held-out cases for task {card.task} in {data_dir}")
+    scorer = _Scorer(card, manifest)
+    answer_baseline = _Baseline(card, data_dir, manifest, atlas, template) if baseline else None
     predictor = Predictor(InferenceOptions(device=device))
-    rng = np.random.default_rng(seed)
     rows = []
-    for case in heldout:
-        for variant, moved in _variants(case, transforms, rng):
-            volume = Volume(moved.image[None], moved.geometry)
-            result = predictor.run(volume, [card.task], models={card.task: card})[card.task]
-            row = {"case": case.name, "variant": variant}
-            if card.task == "segmentation":
-                row["scores"] = metrics.segmentation_scores(result.labelmap, moved.labels,
-                                                            [s.label for s in card.labels],
-                                                            moved.geometry.spacing[::-1])
-                message = f"mean Dice {np.nanmean([v['dice'] for v in row['scores'].values()]):.3f}"
-            elif card.task == "landmarks":
-                row["errors_mm"] = metrics.radial_errors(result.points_lps, moved.landmarks_lps).tolist()
-                message = f"MRE {np.mean(row['errors_mm']):.2f} mm"
-            else:
-                names = [c.name for c in card.classes]
-                row.update(truth=class_of_case(case, names), predicted=int(np.argmax(result.probabilities)),
-                           probabilities=result.probabilities.tolist())
-                message = f"{names[row['truth']]} -> {names[row['predicted']]} (p={result.probabilities.max():.2f})"
+    for index, case in enumerate(heldout):
+        for group, variant, moved in variants(case, transforms, degraded, seed, index):
+            truth = scorer.truth(moved)
+            row = {"case": case.name, "group": group, "variant": variant,
+                   "model": scorer.score(_model_answer(predictor, card, moved), truth, moved),
+                   "baseline": scorer.score(answer_baseline.answer(moved), truth, moved) if baseline else None}
             rows.append(row)
             if progress is not None:
-                progress(f"{case.name} {variant}: {message}")
-    summary = {"segmentation": _summarise_segmentation, "landmarks": _summarise_landmarks,
-               "classification": _summarise_classification}[card.task](rows, card)
-    return {"model": card.name, "task": card.task,
-            "heldout": {c.name: manifest["cases"][c.name]["description"] for c in heldout},
-            "ground_truth": manifest["ground_truth"][card.task],
-            "protocol": f"each held-out case native + {transforms} random rigid motions (rotation <= "
-                        f"{MAX_ROTATION_DEGREES:g} deg per axis, translation <= {MAX_TRANSLATION_MM:g} mm), "
-                        f"seed {seed}, through nnmamba.inference.Predictor (no TTA)",
-            "summary": summary,
-            "rows": [{k: v for k, v in r.items() if k != "scores"} | (
-                {"mean_dice": float(np.nanmean([s["dice"] for s in r["scores"].values()]))} if "scores" in r else {})
-                for r in rows]}
+                summarise = scoring.SUMMARISERS[card.task]
+                progress(f"{case.name} {variant}: model {scoring.headline(card.task, summarise([row['model']], [row], card))}"
+                         + (f", baseline {scoring.headline(card.task, summarise([row['baseline']], [row], card))}"
+                            if baseline else ""))
+    report = {"model": card.name, "task": card.task,
+              "heldout": {c.name: manifest["cases"][c.name]["description"] for c in heldout},
+              "ground_truth": manifest.get("ground_truth", {}).get(card.task),
+              "baseline": answer_baseline.description if baseline else None,
+              "protocol": _protocol(transforms, degraded, seed, answer_baseline.description if baseline else None),
+              "groups": _group_summaries(card, rows, baseline), "rows": rows}
+    if card.task == "segmentation":
+        report["scored_labels"] = {c.name: [name for _, name in _scored_structures(card, manifest, c)] for c in heldout}
+    if card.task == "classification":
+        report["native"] = _classification_native(card, rows)
+    return report
