@@ -44,20 +44,24 @@ def _print_summary(report: dict) -> None:
     print(f"  {'group':10s} {'model':34s} baseline")
     for group, figures in report["groups"].items():
         print(f"  {group:10s} {headline(task, figures['model']):34s} {headline(task, figures['baseline'])}")
-    per_case_key = {"segmentation": "per_case_mean_dice", "landmarks": "per_case_mre_mm",
-                    "classification": "per_case_accuracy"}[task]
+    per_case_key, figure = {"segmentation": ("per_case_mean_dice", "mean Dice"),
+                            "landmarks": ("per_case_mre_mm", "MRE mm"),
+                            "classification": ("per_case_accuracy", "accuracy")}[task]
+    print(f"  by case ({figure}, model / baseline):")
     for group, figures in report["groups"].items():
         for case, value in figures["model"][per_case_key].items():
-            base = "" if figures["baseline"] is None else figures["baseline"][per_case_key][case]
-            base = f"{base:.3f}" if isinstance(base, float) else "-"
-            value = "n/a" if value is None else f"{value:.3f}"
-            print(f"    {group:10s} {case:22s} {per_case_key} model {value}  baseline {base}")
+            base = None if figures["baseline"] is None else figures["baseline"][per_case_key][case]
+            print(f"    {case:22s} {group:9s} {_figure(value)} / {_figure(base)}")
     if task == "segmentation":
         native = report["groups"]["native"]
+        print("  native Dice by structure (model / baseline):")
         for name, v in native["model"]["per_label"].items():
             base = native["baseline"]["per_label"][name]["dice"] if native["baseline"] else None
-            dice = "n/a" if v["dice"] is None else f"{v['dice']:.3f}"
-            print(f"    native {name:28s} Dice {dice}" + ("" if base is None else f"  baseline {base:.3f}"))
+            print(f"    {name:28s} {_figure(v['dice'])} / {_figure(base)}")
+
+
+def _figure(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def update_card_accuracy(card_path: Path, report: dict) -> None:
