@@ -92,3 +92,10 @@ def test_motions_do_not_depend_on_whether_degradations_are_evaluated(tiny_prepar
     with_degraded = {r["variant"]: r["baseline"]["mre_mm"] for r in reports["landmarks"]["rows"]}
     for row in report["rows"]:
         assert row["baseline"]["mre_mm"] == pytest.approx(with_degraded[row["variant"]])
+
+
+def test_a_card_trained_on_a_heldout_case_is_refused(tiny_prepared, tiny_cards):
+    card = find_model("tiny-cls")
+    card.training = {"data": {"train": [{"case": "mr_heldout"}], "label_maps": []}}
+    with pytest.raises(ValueError, match=r"trained on \['mr_heldout'\]"):
+        evaluate_model(card, tiny_prepared, transforms=0)

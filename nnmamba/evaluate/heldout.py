@@ -141,6 +141,12 @@ def _classification_native(card: ModelCard, rows: list) -> dict:
             for r in rows if r["group"] == "native"}
 
 
+def trained_on(card: ModelCard) -> set:
+    """The cases (real volumes and label maps) the card's training record says it learnt from."""
+    data = (card.training or {}).get("data") or {}
+    return {entry["case"] for role in ("train", "label_maps") for entry in data.get(role, [])}
+
+
 def evaluate_model(card: ModelCard, data_dir, transforms: int = 4, degraded: bool = True, baseline: bool = True,
                    seed: int = 0, device: str = "cpu", cases: Optional[list] = None,
                    progress: Optional[Callable[[str], None]] = None, atlas: str = baselines.ATLAS_CASE,
@@ -154,6 +160,11 @@ def evaluate_model(card: ModelCard, data_dir, transforms: int = 4, degraded: boo
         heldout = [c for c in heldout if c.name in cases]
     if not heldout:
         raise ValueError(f"no held-out cases for task {card.task} in {data_dir}")
+    seen = sorted(trained_on(card) & {c.name for c in heldout})
+    if seen:   # the manifest's split changed since training: those figures would be training accuracy
+        raise ValueError(f"{card.name} was trained on {seen}, which {data_dir}/manifest.json now holds out; "
+                         f"evaluate the others (--cases {' '.join(c.name for c in heldout if c.name not in seen)}) "
+                         f"or retrain on the current split")
     scorer = _Scorer(card, manifest)
     answer_baseline = _Baseline(card, data_dir, manifest, atlas, template) if baseline else None
     predictor = Predictor(InferenceOptions(device=device))
