@@ -120,11 +120,20 @@ def _group_summaries(card: ModelCard, rows: list, with_baseline: bool) -> dict:
     return groups
 
 
+def _row_message(card: ModelCard, row: dict) -> str:
+    """One variant's figures for the progress log: 'case variant: model ..., baseline ...'."""
+    def figure(who: str) -> str:
+        return scoring.headline(card.task, scoring.SUMMARISERS[card.task]([row[who]], [row], card))
+
+    baseline = "" if row["baseline"] is None else f", baseline {figure('baseline')}"
+    return f"{row['case']} {row['variant']}: model {figure('model')}{baseline}"
+
+
 def _protocol(transforms: int, degraded: bool, seed: int, baseline: Optional[str]) -> str:
     text = (f"each held-out case native + {transforms} random similarity motions (rotation <= "
             f"{motions.MAX_ROTATION_DEGREES:g} deg per axis, translation <= {motions.MAX_TRANSLATION_MM:g} mm, "
-            f"isotropic scale {1 - motions.MAX_SCALE_CHANGE:g}-{1 + motions.MAX_SCALE_CHANGE:g}, about the field-of-view "
-            f"centre; ground truth moved with the image)")
+            f"isotropic scale {1 - motions.MAX_SCALE_CHANGE:g}-{1 + motions.MAX_SCALE_CHANGE:g}, "
+            f"about the field-of-view centre; ground truth moved with the image)")
     if degraded:
         text += f" + degraded: {degrade.describe_degradations()}"
     text += f"; seed {seed}; through nnmamba.inference.Predictor (no TTA)"
@@ -177,10 +186,7 @@ def evaluate_model(card: ModelCard, data_dir, transforms: int = 4, degraded: boo
                    "baseline": scorer.score(answer_baseline.answer(moved), truth, moved) if baseline else None}
             rows.append(row)
             if progress is not None:
-                summarise = scoring.SUMMARISERS[card.task]
-                progress(f"{case.name} {variant}: model {scoring.headline(card.task, summarise([row['model']], [row], card))}"
-                         + (f", baseline {scoring.headline(card.task, summarise([row['baseline']], [row], card))}"
-                            if baseline else ""))
+                progress(_row_message(card, row))
     report = {"model": card.name, "task": card.task,
               "heldout": {c.name: manifest["cases"][c.name]["description"] for c in heldout},
               "ground_truth": manifest.get("ground_truth", {}).get(card.task),
