@@ -36,8 +36,8 @@ UNIT_STRIDES = {"s_an"}  # a launch passes 1 here, which Triton makes a constant
 INPUT_DTYPE_POINTERS = {"u_ptr", "dt_ptr", "b_ptr", "c_ptr", "z_ptr", "dout_ptr", "du_ptr", "ddt_ptr", "dz_ptr",
                         "out_ptr"}
 OPTIONS = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, N=16, N_PAD=16)
-DEFAULT_CONFIGS = ["fwd:128:2", "fwdsave32:128:2", "bwd:16:2", "bwd:32:2", "bwd:32:4", "bwd:64:4", "bwdrev:32:2",
-                   "bwdrev:64:4"]
+DEFAULT_CONFIGS = ["fwd:128:2", "fwdsave64:128:2", "bwdrev:32:2", "bwdrev:64:2", "bwdrev:64:4", "bwd:32:2",
+                   "bwd:64:2"]
 
 
 def compile_sm90(fn, constants: dict, warps: int, dtype: str):

@@ -6,12 +6,13 @@ Per (batch, channel) the forward recurrence and its adjoint are
     g_t = C_t * dy_t + a_{t+1} * g_{t+1}          (g_t = dLoss/dh_t, g_{L} = 0 past the end)
 
 so the backward walks the chunks from the last to the first, carrying a_s * g_s of the first
-token s of the chunk just done. In each chunk it recomputes h_t from the state the forward pass
-saved at the chunk's start (one forward `tl.associative_scan`), then solves the adjoint with a scan
-of (a_{t+1}, C_t dy_t) pairs in reversed token order, the same combine as the forward. The decays
-of the next token come from a second, shifted load of delta (a row of BLOCK_L values, cache-hot)
-rather than from shuffling a register tile. Every decay is exp(dt * A) <= 1 and a_t * h_{t-1} is
-taken as h_t - dt_t * B_t * u_t, so huge |delta * A| gives zeros, never inf or nan.
+token s of the chunk just done. In each chunk it recomputes h_{t-1} from the state the forward pass
+saved at the chunk's start (one forward `tl.associative_scan`, exclusive) and h_t = a_t h_{t-1} +
+dt_t B_t u_t from it, then solves the adjoint with a scan of (a_{t+1}, C_t dy_t) pairs in reversed
+token order, the same combine as the forward. The pairs of the previous and of the next token come
+from second, shifted loads (rows of BLOCK_L values, cache-hot) rather than from shuffling register
+tiles. Every decay is exp(dt * A) <= 1 and dA's a_t * h_{t-1} is a product of the two, so huge
+|delta * A| gives zeros, never inf or nan, and no digits lost to cancellation.
 """
 
 import triton
@@ -44,6 +45,29 @@ def _gated_grad(dout_row, z_row, offs_l, mask_l, HAS_Z: tl.constexpr):
         z = tl.load(z_row + offs_l, mask=mask_l, other=0.0).to(tl.float32)
         dy = dy * z * tl.sigmoid(z)
     return dy
+
+
+@triton.jit
+def _states_before(u_row, dt_row, b_base, h_start, a2, dt_bias, offs_l, mask_n, seqlen,
+                   HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BLOCK_L: tl.constexpr):
+    """h_{t-1} for every token t of the chunk: (N, BLOCK_L), from h_start: (N,), the state before it.
+
+    An exclusive scan: the forward pairs (a_{t-1}, dt_{t-1} B_{t-1} u_{t-1}) of the previous token
+    (loaded again one token back, cache-hot; the chunk's first token gets (1, 0)). The caller then
+    takes a_t * h_{t-1} as a product of two accurate factors, where h_t - dt_t B_t u_t would cancel
+    digits whenever a_t is tiny but not 0 (dA off by ~7e-4 at |delta * A| ~ 6000).
+    """
+    cols = tl.arange(0, BLOCK_L)
+    offs_prev = offs_l - 1
+    mask_prev = (cols > 0) & (offs_prev < seqlen)
+    dt_prev, _ = _delta(dt_row, offs_prev, mask_prev, dt_bias, HAS_BIAS, SOFTPLUS)
+    u_prev = tl.load(u_row + offs_prev, mask=mask_prev, other=0.0).to(tl.float32)
+    b_prev = tl.load(b_base + offs_prev[None, :], mask=mask_n[:, None] & mask_prev[None, :],
+                     other=0.0).to(tl.float32)
+    decay_prev = tl.exp2(a2[:, None] * dt_prev[None, :])
+    acc_a, acc_h = tl.associative_scan((decay_prev, b_prev * (dt_prev * u_prev)[None, :]), axis=1,
+                                       combine_fn=_combine)
+    return acc_h + acc_a * h_start[:, None]
 
 
 @triton.jit
@@ -137,13 +161,15 @@ def selective_scan_backward_kernel(
         mask_nl = mask_n[:, None] & mask_l[None, :]
         u = tl.load(u_row + offs_l, mask=mask_l, other=0.0).to(tl.float32)
         dt, slope = _delta(dt_row, offs_l, mask_l, dt_bias, HAS_BIAS, SOFTPLUS)
-        b_t = tl.load(b_base + offs_l[None, :], mask=mask_nl, other=0.0).to(tl.float32)
-        c_t = tl.load(c_base + offs_l[None, :], mask=mask_nl, other=0.0).to(tl.float32)
+        offs_tile = tl.max_contiguous(offs_l, 4)  # one register layout for 16- and 32-bit inputs
+        b_t = tl.load(b_base + offs_tile[None, :], mask=mask_nl, other=0.0).to(tl.float32)
+        c_t = tl.load(c_base + offs_tile[None, :], mask=mask_nl, other=0.0).to(tl.float32)
         h_start = tl.load(state_row + k * N + offs_n, mask=mask_n, other=0.0)
         decay = tl.exp2(a2[:, None] * dt[None, :])
-        drive = b_t * (dt * u)[None, :]
-        acc_a, acc_h = tl.associative_scan((decay, drive), axis=1, combine_fn=_combine)
-        h = acc_h + acc_a * h_start[:, None]
+        h_prev = _states_before(u_row, dt_row, b_base, h_start, a2, dt_bias, offs_l, mask_n, seqlen,
+                                HAS_BIAS, SOFTPLUS, BLOCK_L)
+        decayed_prev = decay * h_prev  # a_t * h_{t-1}
+        h = decayed_prev + b_t * (dt * u)[None, :]
         dy = tl.load(dout_ptr + grad_offset + offs_l, mask=mask_l, other=0.0).to(tl.float32)
         if HAS_Z:
             z = tl.load(z_row + offs_l, mask=mask_l, other=0.0).to(tl.float32)
@@ -161,7 +187,7 @@ def selective_scan_backward_kernel(
         tl.atomic_add(db_ptr + bc_grad_base + offs_l[None, :], g * (dt * u)[None, :], mask=mask_nl,
                       sem="relaxed")
         g_b = tl.sum(g * b_t, axis=0)
-        g_decayed = g * (h - drive)  # g_t * a_t * h_{t-1}
+        g_decayed = g * decayed_prev
         da_acc += g_decayed * dt[None, :]
         ddt = (u * g_b + tl.sum(g_decayed * a[:, None], axis=0)) * slope
         ddt = tl.where(mask_l, ddt, 0.0)
