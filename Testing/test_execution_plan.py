@@ -297,14 +297,18 @@ def test_cuda_inference_plan_runs_the_fast_copy_close_to_the_eager_network():
     assert (got.float() - want).abs().max().item() < 1e-3 * want.abs().max().item() + 1e-5
 
 
-def test_channels_last_in_training_is_off_by_default_and_switched_on_by_the_override():
+def test_channels_last_trains_on_cuda_by_default_off_on_cpu_and_each_override_wins():
     default = make_plan("nnMambaSeg", "cpu", mode="training")
-    assert not default.channels_last and "until measured" in dict(default.reasons)["channels_last"]
+    assert not default.channels_last and "CPU" in dict(default.reasons)["channels_last"]
     forced = make_plan("nnMambaSeg", "cpu", mode="training", channels_last=True)
     assert forced.channels_last and "override" in dict(forced.reasons)["channels_last"]
-    cuda = plan_from_declarations(network_facts("nnMambaSeg"), cuda_without_mamba_ssm(), CUDA, torch.bfloat16,
-                                  "training", overrides={"channels_last": True})
+    cuda = plan_from_declarations(network_facts("nnMambaSeg"), cuda_without_mamba_ssm(triton_trains=True), CUDA,
+                                  torch.bfloat16, "training")
     assert cuda.channels_last and not cuda.cuda_graphs and not cuda.fused_miccss
+    assert "measured" in dict(cuda.reasons)["channels_last"]
+    off = plan_from_declarations(network_facts("nnMambaSeg"), cuda_without_mamba_ssm(triton_trains=True), CUDA,
+                                 torch.bfloat16, "training", overrides={"channels_last": False})
+    assert not off.channels_last and "override" in dict(off.reasons)["channels_last"]
 
 
 def test_an_applied_channels_last_training_plan_puts_the_convolutions_in_channels_last():

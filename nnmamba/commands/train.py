@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="auto: bf16 autocast on CUDA, fp32 on CPU")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (torchrun: one GPU per process)")
     parser.add_argument("--scan-backend", default="auto", help="selective-scan backend (default auto)")
-    parser.add_argument("--channels-last", action="store_true", default=None,
-                        help="train in channels_last_3d (the execution plan's override; default: the plan's)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="train in channels_last_3d or not (the execution plan's override; default: the "
+                             "plan's, on for CUDA)")
     parser.add_argument("--sigma-mm", type=float, default=4.0, help="landmark heatmap Gaussian sigma (mm)")
     parser.add_argument("--channels", type=int, help="override the recipe's network width")
     parser.add_argument("--patch", type=int, nargs=3, metavar=("I", "J", "K"), help="override the patch size")
@@ -72,6 +73,16 @@ def _card(args) -> dict:
     return card
 
 
+def _configure_cuda_for_training(device: str) -> None:
+    """cuDNN autotuning for a CUDA run, set here at the command's edge (it is process-wide): every step
+    has the same patch shape, so the algorithm search pays back at once (measured with channels-last
+    training: benchmarks/RESULTS.md)."""
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
 def run(args) -> int:
     from nnmamba.errors import ModelError
 
@@ -85,6 +96,7 @@ def run(args) -> int:
         return 2
     from nnmamba.train.loop import TrainConfig, train
 
+    _configure_cuda_for_training(args.device)
     config = TrainConfig(card=card, data_dir=args.data, out_dir=args.out, time_budget_s=args.minutes * 60,
                          max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                          precision=args.precision, device=args.device, scan_backend=args.scan_backend,
