@@ -63,6 +63,26 @@ def test_a_copy_with_nan_is_refused():
         check_against_eager(net, broken, torch.randn(PROBE), torch.float32)
 
 
+def test_a_reduced_precision_copy_with_infinite_scores_is_refused_naming_the_fix():
+    from nnmamba.inference.planned_network import check_finite
+
+    overflowing = fold_batchnorm(copy.deepcopy(small_seg()))
+    with torch.no_grad():
+        overflowing.conv8.conv[0].bias.fill_(float("inf"))
+    with pytest.raises(FastPathMismatchError, match=r"non-finite scores.*--precision fp32"):
+        check_finite(overflowing, torch.randn(PROBE), torch.bfloat16, name="small")
+    check_finite(small_seg().eval(), torch.randn(PROBE), torch.bfloat16)   # a finite copy passes
+
+
+def test_full_float32_turns_tf32_off_inside_and_restores_the_settings():
+    from nnmamba.inference.planned_network import full_float32
+
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    with full_float32():
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+
+
 def test_the_tile_batch_fills_half_the_free_memory_between_one_and_the_cap():
     planned = PlannedNetwork(small_seg(), torch.device("cpu"), torch.float32, PROBE)
     assert planned.tile_batch_for(10 ** 9) == TILE_BATCH_CAP      # no estimate off CUDA: the cap

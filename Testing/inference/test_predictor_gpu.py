@@ -34,7 +34,7 @@ def test_the_planned_fast_path_runs_on_cuda_and_agrees_with_the_cpu(gpu_cards, p
         planned = gpu.planned(find_model(gpu_cards[task]), {"fp32": torch.float32, "bf16": torch.bfloat16}[precision])
         assert planned.plan.fused_miccss and planned.plan.fold_batchnorm and planned.plan.cuda_graphs
         assert isinstance(planned._run, GraphedNetwork)
-        assert 0 < planned.relative_error < TOLERANCE[planned.dtype]
+        assert 0 < planned.relative_error < TOLERANCE[torch.float32]   # checked in full float32
         assert planned.tile_bytes and planned.tile_bytes > 0
         assert set(got[task].timings) == {"resample_s", "network_s", "postprocess_s"}
     cpu = Predictor(InferenceOptions(device="cpu", precision="fp32", tta=True)).run(volume, tasks, gpu_cards)

@@ -70,4 +70,5 @@ def test_a_channels_last_training_step_on_cuda_with_triton_matches_the_contiguou
         torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
     assert abs(float(got[0]) - float(want[0])) <= 1e-4 * abs(float(want[0]))
     for name, grad in want[1].items():
-        assert (got[1][name] - grad).abs().max() <= 2e-3 * grad.abs().max() + 1e-6, name
+        if grad.numel():  # the attention's hidden Linear is empty at 8 channels (dim // 16 == 0)
+            assert (got[1][name] - grad).abs().max() <= 2e-3 * grad.abs().max() + 1e-6, name

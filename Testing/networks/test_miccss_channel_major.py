@@ -15,7 +15,7 @@ from nnmamba.networks.miccss import MambaLayer
 def _run(layer, x):
     x = x.clone().requires_grad_(True)
     out = layer(x)
-    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)).sum().backward()
     return out.detach(), x.grad, {k: p.grad for k, p in layer.named_parameters()}
 
 

@@ -25,7 +25,7 @@ def outputs_and_gradients(fn, inputs, seed=0):
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in inputs.items()}
     y = fn(**leaves, delta_softplus=True)
     weights = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    (y * weights.to(y.dtype)).sum().backward()
+    (y * weights.to(y.device, y.dtype)).sum().backward()
     return y.detach(), {k: leaves[k].grad for k in inputs}
 
 

@@ -7,7 +7,11 @@ upsampling, channels-last, weights in the run's dtype) replayed as CUDA graphs
 autocast where the copy keeps float32 weights and bf16/fp16 was asked for. Whatever differs from the
 eager network is first run beside it on a probe input (seeded random, one tile) and refused with
 `FastPathMismatchError` when the two disagree beyond the documented tolerance
-(benchmarks/RESULTS.md, "Documented tolerance"): never a silent swap back to eager.
+(benchmarks/RESULTS.md, "Documented tolerance"): never a silent swap back to eager. The check is of
+what the plan changed (folding, fused MICCSS, layouts), so it runs in full float32 (TF32 off: with
+TF32 convolutions two correct float32 computations of a trained-like network differ by ~3e-3 of
+max |output|, measured on an H200); a copy with bfloat16/float16 weights is checked through the same
+transformation made in float32, and must give finite results itself.
 
 Example:
     >>> planned = PlannedNetwork(network, torch.device("cuda"), torch.bfloat16, probe_shape=(1, 1, 128, 128, 128))
@@ -35,6 +39,17 @@ TILE_BATCH_CAP = 8
 # Share of the free device memory (after the model, the graphs and the stitched volume) that tiles
 # may use: the rest is headroom for post-processing and the allocator's fragmentation.
 TILE_MEMORY_SHARE = 0.5
+
+
+@contextlib.contextmanager
+def full_float32():
+    """Convolutions and matrix products in full float32 (no TF32) inside; the settings are restored."""
+    conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
 
 
 class FastPathMismatchError(ModelError):
@@ -70,6 +85,16 @@ def check_against_eager(eager: nn.Module, fast: nn.Module, probe: torch.Tensor, 
     return difference / max(scale, 1e-12)
 
 
+def check_finite(copy: nn.Module, probe: torch.Tensor, dtype: torch.dtype, name: str = "the model") -> None:
+    """FastPathMismatchError unless `copy` gives finite scores on `probe` (e.g. no bfloat16 overflow)."""
+    with torch.no_grad():
+        scores = copy(probe).float()
+    if not torch.isfinite(scores).all():
+        raise FastPathMismatchError(f"the fast inference copy of {name} ({str(dtype).replace('torch.', '')}) "
+                                    "gives non-finite scores on the probe input; run it in float32 "
+                                    "(--precision fp32)")
+
+
 class PlannedNetwork:
     """A loaded eval network run per its execution plan; callable on tile batches (float32 out).
 
@@ -100,13 +125,19 @@ class PlannedNetwork:
             torch.cuda.reset_peak_memory_stats(self.device)
         # A copy run under autocast keeps float32 weights: what the plan changed (folding) is checked in
         # float32; autocast's own rounding is the precision asked for, the same for eager and copy.
-        checked_dtype = torch.float32 if self._autocast else dtype
-        self.relative_error = check_against_eager(network, planned, probe, checked_dtype, name)
+        checked = planned
+        if not self._autocast and dtype != torch.float32:
+            checked = apply_plan(network, make_plan(network, self.device, torch.float32, mode="inference",
+                                                    scan_backend=scan_backend, cuda_graphs=False))
+        with full_float32():
+            self.relative_error = check_against_eager(network, checked, probe, torch.float32, name)
+        if checked is not planned:
+            check_finite(planned, probe, dtype, name)
         if cuda:
             # peak of the forwards over the batch-1 probe: an upper bound of one tile's working memory
             self.tile_bytes = max(1, torch.cuda.max_memory_allocated(self.device) - before) // int(probe_shape[0])
-        log.info("planned copy of %s within %.2g of the eager network on the probe (tolerance %g)", name,
-                 self.relative_error, TOLERANCE[checked_dtype])
+        log.info("planned copy of %s within %.2g of the eager network on the probe in float32 (tolerance %g)",
+                 name, self.relative_error, TOLERANCE[torch.float32])
         self._run = planned
 
     def autocast(self):
