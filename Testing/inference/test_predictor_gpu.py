@@ -42,8 +42,10 @@ def test_the_planned_fast_path_runs_on_cuda_and_agrees_with_the_cpu(gpu_cards, p
     assert labels.shape == expected.shape == volume.shape_kji and labels.dtype == np.uint16
     assert len(np.unique(expected)) > 1          # else agreement would say nothing
     agreement = (labels == expected).mean()
-    # bf16: a random network's classes are often close (CPU bf16 autocast agrees 97 % with fp32 here)
-    assert agreement > (0.999 if precision == "fp32" else 0.95), agreement
+    # a random network's classes are often close: fp32 on CUDA runs TF32 convolutions against the CPU's
+    # full float32 (99.74 % measured on an H200; the probe check proved the copy equal in full float32);
+    # bf16 (CPU bf16 autocast agrees 97 % with fp32 here)
+    assert agreement > (0.995 if precision == "fp32" else 0.95), agreement
     if precision == "fp32":
         # within a voxel of the 4 mm working grid; a random heatmap may have two near-equal peaks
         distance = np.linalg.norm(got["landmarks"].points_lps - cpu["landmarks"].points_lps, axis=1)
