@@ -17,7 +17,6 @@ import argparse
 import copy
 import importlib.util
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,26 +33,11 @@ from nnmamba.inference.fast_path import prepare_for_inference  # noqa: E402
 from nnmamba.networks import build_network, set_scan_backend  # noqa: E402
 from nnmamba.ssm import triton_scan  # noqa: E402
 from nnmamba.ssm.reference_scan import selective_scan_reference  # noqa: E402
+from timing import bench_ms  # noqa: E402
 
 CONFIG = dict(in_ch=1, channels=32, blocks=3, number_classes=6)
 SCAN_SHAPE = dict(batch=4, dim=128, state=16, length=32768)
 CHANNELS_LAST = True  # the fast copy's layout; --sweep measures both and keeps the faster
-
-
-def bench_ms(fn, warmup: int = 5, iters: int = 30) -> float:
-    """Median wall time of fn() in ms between CUDA events (launch overhead included)."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def randomise(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -33,6 +32,7 @@ sys.path.insert(0, str(REPO))
 from nnmamba.ssm import triton_scan  # noqa: E402
 from nnmamba.ssm.reference_scan import selective_scan_reference  # noqa: E402
 from nnmamba.ssm.torch_scan import selective_scan_torch  # noqa: E402
+from timing import bench_ms  # noqa: E402
 
 SHAPE = dict(batch=4, dim=128, state=16, length=32768)
 INPUTS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -42,22 +42,6 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TOLERANCE = {torch.float32: 2e-5, torch.bfloat16: 3e-2}
 DEVICE = "cuda"
 CHECK_SHAPES = [(2, 16, 16, 1), (2, 16, 16, 129), (3, 32, 16, 2049), (1, 8, 5, 333)]
-
-
-def bench_ms(fn, warmup: int = 5, iters: int = 30) -> float:
-    """Median time of fn() in ms between CUDA events (launch overhead included)."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def scan_inputs(batch, dim, state, length, dtype, seed=0, delta_offset=0.0, a_scale=3.0):

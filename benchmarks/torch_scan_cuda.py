@@ -20,7 +20,6 @@ nothing useful). Needs no SimpleITK.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from collections import Counter
@@ -36,6 +35,7 @@ from nnmamba.networks import build_network  # noqa: E402
 from nnmamba.ssm import torch_scan  # noqa: E402
 from nnmamba.ssm.hierarchical_scan import HierarchicalScan  # noqa: E402
 from nnmamba.ssm.torch_scan import CACHE_POLICY, LEVELS_POLICY, ScanPolicy, selective_scan_torch  # noqa: E402
+from timing import median_ms  # noqa: E402
 
 SCAN_SHAPE = dict(batch=8, d_inner=128, d_state=16, length=32768)
 STEP_SHAPE = dict(batch=2, size=128)
@@ -114,29 +114,6 @@ def count_section():
         views = ops.pop("(views)", 0)
         top = ", ".join(f"{k} {v}" for k, v in ops.most_common(4))
         print(f"  {name:16s} {sum(ops.values()):8d} computing ops + {views:8d} views   ({top})", flush=True)
-
-
-def median_ms(fn, warmup, iters, device):
-    """Median ms of fn(): between CUDA events on CUDA, wall clock elsewhere."""
-    for _ in range(warmup):
-        fn()
-    cuda = torch.device(device).type == "cuda"
-    if cuda:
-        torch.cuda.synchronize(device)
-    times = []
-    for _ in range(iters):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
 
 
 def reset_peak(device):

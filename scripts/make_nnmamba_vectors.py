@@ -41,16 +41,15 @@ from __future__ import annotations
 import argparse
 import ast
 import math
-import subprocess
 import sys
-import tarfile
 import tempfile
 import types
-from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from git_archive import git_archive
 
 NNMAMBA_PATHS = ["nnMamba.py", "nnMamba4cls.py"]
 MAMBA_PATHS = ["mamba_ssm"]
@@ -65,17 +64,6 @@ CONFIGS = {
     "nnmamba_seg": ({"in_ch": 1, "channels": 4, "blocks": 3, "number_classes": 3}, (2, 1, 16, 16, 16)),
     "nnmamba_cls": ({"in_ch": 1, "channels": 4, "blocks": 3, "number_classes": 3}, (2, 1, 16, 16, 16)),
 }
-
-
-def git_archive(repository: Path, ref: str, paths: list[str], into: Path) -> str:
-    """Extract `paths` of `ref` from a git dir (bare or not) into `into`; return the commit."""
-    commit = subprocess.run(["git", "-C", str(repository), "rev-parse", f"{ref}^{{commit}}"], check=True,
-                            capture_output=True, text=True).stdout.strip()
-    archive = subprocess.run(["git", "-C", str(repository), "archive", "--format=tar", commit, *paths],
-                             check=True, capture_output=True).stdout
-    with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return commit
 
 
 def import_upstream(root: Path) -> dict:

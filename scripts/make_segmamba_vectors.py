@@ -36,16 +36,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import subprocess
 import sys
-import tarfile
 import tempfile
 import types
-from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from git_archive import git_archive
 
 UPSTREAM_PATHS = ["model_segmamba", "mamba/mamba_ssm", "causal-conv1d/causal_conv1d", "monai"]
 
@@ -58,17 +57,6 @@ NET_CONFIG = {"in_chans": 1, "out_chans": 2, "depths": [2, 1, 1, 1], "feat_size"
               "hidden_size": 16}
 # The smallest cube for which every stage's token count divides the hard-wired nslices (64, 32, 16, 8).
 NET_INPUT = (1, 1, 32, 32, 32)
-
-
-def extract_upstream(upstream: Path, into: Path) -> str:
-    """Copy the needed upstream folders from a git dir (bare or not) into `into`; return the commit."""
-    commit = subprocess.run(["git", "-C", str(upstream), "rev-parse", "HEAD"], check=True,
-                            capture_output=True, text=True).stdout.strip()
-    archive = subprocess.run(["git", "-C", str(upstream), "archive", "--format=tar", commit, *UPSTREAM_PATHS],
-                             check=True, capture_output=True).stdout
-    with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return commit
 
 
 def import_upstream(root: Path):
@@ -172,7 +160,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory() as scratch:
-        commit = extract_upstream(args.upstream, Path(scratch))
+        commit = git_archive(args.upstream, "HEAD", UPSTREAM_PATHS, Path(scratch))
         mamba_simple, segmamba = import_upstream(Path(scratch))
         generator = torch.Generator().manual_seed(args.seed)
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 
 from fake_worker import FakeClient
+from model_folders import copyShippedClassifier
 from nnmamba.worker.engine import model_summaries
 from NNMambaSlicerLib.ModelCatalog import ModelCatalog, ModelEntry
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_before_a_worker_exists_the_shipped_cards_are_listed_and_the_source_says_so():
@@ -23,11 +20,7 @@ def test_before_a_worker_exists_the_shipped_cards_are_listed_and_the_source_says
 
 
 def test_a_folder_chosen_in_the_panel_is_searched_first(tmp_path):
-    card = json.loads((REPO_ROOT / "models" / "scan-type-cls" / "model.json").read_text())
-    card["name"] = "my-own-classifier"
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "model.json").write_text(json.dumps(card))
-    shutil.copy(REPO_ROOT / "models" / "scan-type-cls" / "weights.safetensors", tmp_path / "mine")
+    copyShippedClassifier(tmp_path, "my-own-classifier")
     catalog = ModelCatalog.fromDisk([tmp_path])
     assert [m.name for m in catalog.forTask("classification")] == ["my-own-classifier", "scan-type-cls"]
     assert str(tmp_path) in catalog.source

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 
 from fake_worker import FakeClient
+from model_folders import copyShippedClassifier
 from NNMambaSlicerLib.ModelCatalog import ModelCatalog
 from NNMambaSlicerLib.WorkerConnection import WorkerConnection, WorkerSettings
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class RecordingLocalWorker:
@@ -68,11 +64,7 @@ def test_the_connection_says_which_worker_it_is():
 
 @pytest.mark.slow
 def test_a_real_local_worker_lists_the_models_of_the_chosen_folder_and_streams_its_log(tmp_path):
-    card = json.loads((REPO_ROOT / "models" / "scan-type-cls" / "model.json").read_text())
-    card["name"] = "chosen-folder-classifier"
-    (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "model.json").write_text(json.dumps(card))
-    shutil.copy(REPO_ROOT / "models" / "scan-type-cls" / "weights.safetensors", tmp_path / "mine")
+    copyShippedClassifier(tmp_path, "chosen-folder-classifier")
     connection = WorkerConnection(WorkerSettings(device="cpu", threads=1, modelsFolder=str(tmp_path)))
     try:
         catalog = ModelCatalog.fromWorker(connection.client(), connection.describe(), timeout=120)

@@ -3,7 +3,6 @@ case done once, failures recorded, existing outputs refused, and a killed run re
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -19,21 +18,14 @@ from nnmamba.cli import main
 from nnmamba.commands.cohort import (MARKER_DIR, SUMMARY_NAME, Case, balanced_shares, is_finished,
                                      marker_path)
 
-_spec = importlib.util.spec_from_file_location(
-    "cohort_tiny_models", Path(__file__).resolve().parent.parent / "inference" / "tiny_models.py")
-tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny)
+import tiny_models as tiny  # on the path through conftest.py
+
 REPO = Path(__file__).resolve().parent.parent.parent
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
-    return tiny.write_tiny_models(tmp_path_factory.mktemp("cohort_models"))
+pytestmark = pytest.mark.usefixtures("use_tiny_models")  # conftest.py
 
 
 @pytest.fixture(autouse=True)
-def use_tiny_models(models_dir, monkeypatch):
-    monkeypatch.setenv("NNMAMBA_MODELS_DIR", str(models_dir))
+def single_process(monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
 

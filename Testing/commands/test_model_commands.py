@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,10 +12,7 @@ import torch
 from nnmamba.cli import main
 from nnmamba.models import build_for_card, find_model, load_model, validate_card_dict
 
-_spec = importlib.util.spec_from_file_location(
-    "pipeline_tiny_models", Path(__file__).resolve().parent.parent / "inference" / "tiny_models.py")
-tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny)
+import tiny_models as tiny  # on the path through conftest.py
 
 
 def test_models_lists_the_shipped_cards_with_their_training_state(monkeypatch, capsys):

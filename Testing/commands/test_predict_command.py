@@ -3,7 +3,6 @@ clear message, a non-zero exit code, and nothing of the user's overwritten."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import struct
@@ -17,21 +16,10 @@ import SimpleITK as sitk
 
 from nnmamba.cli import main
 
-_spec = importlib.util.spec_from_file_location(
-    "pipeline_tiny_models", Path(__file__).resolve().parent.parent / "inference" / "tiny_models.py")
-tiny = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tiny)
+import tiny_models as tiny  # on the path through conftest.py
+
 REPO = Path(__file__).resolve().parent.parent.parent
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
-    return tiny.write_tiny_models(tmp_path_factory.mktemp("cli_models"))
-
-
-@pytest.fixture(autouse=True)
-def use_tiny_models(models_dir, monkeypatch):
-    monkeypatch.setenv("NNMAMBA_MODELS_DIR", str(models_dir))
+pytestmark = pytest.mark.usefixtures("use_tiny_models")  # conftest.py
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@ four-flip form of the token-major layer, values and gradients, in float64."""
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,12 +13,8 @@ import torch
 from channel_layout_backend import channel_layout_backend
 from nnmamba.networks.miccss import MambaLayer
 
-
-def _run(layer, x):
-    x = x.clone().requires_grad_(True)
-    out = layer(x)
-    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)).sum().backward()
-    return out.detach(), x.grad, {k: p.grad for k, p in layer.named_parameters()}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ssm"))
+from module_gradients import output_and_gradients  # noqa: E402
 
 
 @pytest.mark.parametrize("proj_bias", [False, True])
@@ -32,8 +30,8 @@ def test_channel_major_miccss_equals_the_token_major_layer_with_gradients(proj_b
         channels = copy.deepcopy(tokens)
         channels.mamba.set_scan_backend(name)
         assert channels.mamba.channel_major(x) and not tokens.mamba.channel_major(x)
-        got = _run(channels, x)
-    want = _run(tokens, x)
+        got = output_and_gradients(channels, x)
+    want = output_and_gradients(tokens, x)
     assert torch.allclose(got[0], want[0], rtol=0, atol=1e-12)
     assert torch.allclose(got[1], want[1], rtol=0, atol=1e-12)
     for name in want[2]:
@@ -64,7 +62,7 @@ def test_triton_channel_major_miccss_matches_the_torch_token_major_layer_on_cuda
     channels.mamba.set_scan_backend("triton")
     x = torch.randn(2, 16, 8, 8, 8, device="cuda")
     assert channels.mamba.channel_major(x.requires_grad_(True))
-    got, want = _run(channels, x.detach()), _run(tokens, x.detach())
+    got, want = output_and_gradients(channels, x.detach()), output_and_gradients(tokens, x.detach())
     scale = want[0].abs().max()
     assert (got[0] - want[0]).abs().max() <= 1e-3 * scale
     assert (got[1] - want[1]).abs().max() <= 1e-3 * want[1].abs().max()

@@ -11,7 +11,7 @@ from nnmamba.ssm.reference_scan import selective_scan_reference
 from nnmamba.ssm.torch_scan import (CACHE_POLICY, LEVELS_POLICY, ScanPolicy, policy_for,
                                     selective_scan_torch)
 
-from test_scan_backends import make_inputs, relative_error
+from test_scan_backends import make_inputs, make_inputs_without_optional_arguments, relative_error
 
 KEYS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
@@ -94,10 +94,7 @@ def test_levels_policy_forward_and_gradients_equal_the_reference_in_float64(batc
 
 
 def test_levels_policy_without_optional_arguments_equals_the_reference():
-    inputs = make_inputs(2, 6, 5, 300, torch.float64)
-    for key in ("D", "z", "delta_bias"):
-        inputs.pop(key)
-    inputs["delta"] = inputs["delta"].abs()
+    inputs = make_inputs_without_optional_arguments()
     want = selective_scan_reference(**inputs)
     got = selective_scan_torch(**inputs, policy=levels(4))
     assert relative_error(got, want) < 1e-12

@@ -19,6 +19,8 @@ from nnmamba.ssm import backends
 from nnmamba.ssm.mamba import Mamba
 from nnmamba.ssm.torch_scan import selective_scan_torch
 
+from module_gradients import output_and_gradients
+
 CHANNELS_TEST_BACKEND = "torch_channels_test"
 
 
@@ -47,20 +49,13 @@ def _pair(bias: bool):
     return tokens, channels
 
 
-def _grads(block, x):
-    x = x.clone().requires_grad_(True)
-    out = block(x)
-    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
-    return out.detach(), x.grad, {k: p.grad for k, p in block.named_parameters()}
-
-
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("length", [1, 5, 37])
 def test_channel_major_path_gives_the_token_major_output_and_gradients_in_float64(channel_backend, bias, length):
     tokens, channels = _pair(bias)
     x = torch.randn(3, length, 16, dtype=torch.float64)
-    want_out, want_dx, want_dp = _grads(tokens, x)
-    got_out, got_dx, got_dp = _grads(channels, x)
+    want_out, want_dx, want_dp = output_and_gradients(tokens, x)
+    got_out, got_dx, got_dp = output_and_gradients(channels, x)
     assert channels.channel_major(x) and not tokens.channel_major(x)
     assert channel_backend, "the channel-major path did not reach the channel backend"
     assert got_out.shape == want_out.shape
@@ -150,7 +145,7 @@ def test_a_fused_inner_function_of_a_channel_layout_backend_gets_unit_stride_xz_
         fused.set_scan_backend(name)
         assert fused.decision("cpu", torch.float64, "training")[1], "the fused inner function is not planned"
         x = torch.randn(2, 13, 16, dtype=torch.float64)
-        want, got = _grads(tokens, x), _grads(fused, x)
+        want, got = output_and_gradients(tokens, x), output_and_gradients(fused, x)
     finally:
         backends._REGISTRY.pop(name)
     # the block hands a fused function D and delta_bias in float32 (mamba-ssm's kernels take them so)
