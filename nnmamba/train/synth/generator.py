@@ -25,6 +25,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from nnmamba.train.synth import acquisition
+from nnmamba.train.synth.constants import constant
 from nnmamba.train.synth.intensity import CONTRASTS, render_labels, sample_label_parameters
 from nnmamba.train.synth.labels import TISSUES, generation_code, mirrored_code, point_permutation, tissue_of
 from nnmamba.train.synth.spatial import SpatialConfig, map_points, random_spatial, warp
@@ -66,7 +67,7 @@ class SynthBatch:
 
 
 def _draw_contrasts(config: SynthConfig, batch: int, generator: torch.Generator, device) -> torch.Tensor:
-    weights = torch.tensor(list(config.contrast_probabilities), dtype=torch.float32, device=device)
+    weights = constant(tuple(float(p) for p in config.contrast_probabilities), device)
     return torch.multinomial(weights, batch, replacement=True, generator=generator)
 
 
