@@ -63,7 +63,8 @@ def random_voxel_sizes(batch: int, voxel_mm: float, max_mm: float, thick_max_mm:
     thick = voxel_mm + (max(thick_max_mm, voxel_mm) - voxel_mm) * torch.rand(batch, generator=generator, device=device)
     axis = torch.randint(0, 3, (batch,), generator=generator, device=device)
     has_thick = torch.rand(batch, generator=generator, device=device) < 0.5
-    one_hot = F.one_hot(axis, 3).bool() & has_thick[:, None]
+    # a comparison, not F.one_hot, which checks its indices' range with .item() (on the CPU)
+    one_hot = (axis[:, None] == torch.arange(3, device=device)) & has_thick[:, None]
     sizes = torch.where(one_hot, thick[:, None].expand(batch, 3), sizes)
     applied = torch.rand(batch, generator=generator, device=device) < probability
     return torch.where(applied[:, None], sizes, torch.full_like(sizes, voxel_mm))
