@@ -24,4 +24,6 @@ def constant(values: tuple, device: torch.device, dtype: torch.dtype = torch.flo
 
 @functools.lru_cache(maxsize=512)
 def _cached(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    return torch.tensor(values, dtype=dtype, device=device)
+    # a normal tensor even when first asked for under inference_mode, so later autograd code may use it
+    with torch.inference_mode(False):
+        return torch.tensor(values, dtype=dtype, device=device)
