@@ -1,15 +1,18 @@
-"""Time the training data path on the device: the label-map generator's batch, and its share of a
-real training step.
+"""Time the training data path on the device: each shipped model's own recipe batches (exactly what
+`nnmamba train` draws), the synthetic generator / augmenter alone, and their share of a training step.
 
-    python benchmarks/train_data.py                      # CUDA if present: batch 2 x 128^3
-    python benchmarks/train_data.py --device cpu --size 48 --repeats 3 --no-step
+    python benchmarks/train_data.py                      # CUDA if present; all three shipped recipes
+    python benchmarks/train_data.py --device cpu --size 48 --repeats 3 --no-step --models none
 
-Prints one line per measurement (median of --repeats after --warmup): the generator at batch x
-size^3 from a brain-sized synthetic FreeSurfer label map (head layers, 40 labels, every transform
-on: affine, elastic, mirror, per-label contrast incl. CT, bias, gamma, resolution, noise), the real-
-image augmenter, the landmark path (points moved + 32 heatmaps rendered), and, unless --no-step, a
-full nnMambaSeg training step (bf16 autocast on CUDA, Adam) with its data time from the trainer's
-own `StepClock`. Target (issue 13): data time <= 10 % of a step.
+Per shipped model (brain-structures-seg, afids-landmarks, scan-type-cls; --models picks), from the
+prepared data (--data, default data/prepared): the problem `nnmamba train` builds (its card, recipe,
+cases and label maps, `make_problem`), timed as the trainer times it (`problem.batch` + the plan's
+layout between two `StepClock` syncs) -> "data ms per step"; unless --no-step, the trainer's own step
+(the card's network under the trainer's plan and autocast, the problem's loss, Adam, grad clipping)
+-> step ms and the data share. Then the parts alone (median of --repeats after --warmup): the
+generator at batch x size^3 from a brain-sized synthetic FreeSurfer label map (every transform on),
+the real-image augmenter, the landmark path (points moved + 32 heatmaps), and, unless --no-step, an
+nnMambaSeg step on generated batches. Target (issue 13): data time <= 10 % of a step.
 """
 
 from __future__ import annotations
@@ -100,6 +103,70 @@ def training_step_share(args, device, maps) -> None:
           f"= {100 * t['data_share']:.1f} % of the step (target <= 10 %)")
 
 
+SHIPPED_MODELS = ("brain-structures-seg", "afids-landmarks", "scan-type-cls")
+
+
+def recipe_problem(name: str, data_dir: Path, device, batch: int):
+    """The card, the problem and the trainer config `nnmamba train --model name` would build."""
+    from nnmamba.train.data import read_manifest
+    from nnmamba.train.loop import TrainConfig, _load_training_cases, _recipe
+    from nnmamba.train.problems import make_problem
+    from nnmamba.train.recipes import existing_card, shipped_card
+
+    models_dir = Path(__file__).resolve().parent.parent / "models"
+    card = shipped_card(name, read_manifest(data_dir), existing_card(name, models_dir))
+    config = TrainConfig(card=card, data_dir=data_dir, out_dir=Path("unused"), batch_size=batch,
+                         device=str(device))
+    cases, label_maps = _load_training_cases(config)
+    problem = make_problem(card, cases, device, seed=config.seed, sigma_mm=config.sigma_mm,
+                           recipe=_recipe(config), label_maps=label_maps)
+    return card, problem, config
+
+
+def recipe_timing(name: str, args, device) -> None:
+    """One line: the recipe's data ms per step and, with a step, the step ms and the data share."""
+    from nnmamba.execution_plan import to_plan_layout
+    from nnmamba.networks import build_network
+    from nnmamba.train.loop import _autocast, _training_plan
+    from nnmamba.train.timing import StepClock
+
+    card, problem, config = recipe_problem(name, Path(args.data), device, args.batch)
+    config.scan_backend = args.scan_backend
+    model = optimizer = None
+    if not args.no_step:
+        torch.manual_seed(0)
+        model = build_network(card["network"], scan_backend=args.scan_backend, **card["hyperparameters"]).to(device)
+        plan = _training_plan(model, config, device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+        autocast = _autocast(config.precision, device)[0]
+        model.train()
+    clock = StepClock(device)
+    for n in range(args.warmup + args.repeats):
+        start = clock.synchronise()
+        x, target = problem.batch(args.batch)
+        if model is not None:
+            x = to_plan_layout(x, plan)
+        data_end = clock.synchronise()
+        if model is not None:   # the trainer's step (loop.train), less logging and checkpoints
+            with autocast:
+                output = model(x)
+            loss = problem.loss(output, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
+            optimizer.step()
+            float(loss.detach())
+        if n >= args.warmup:
+            clock.add(data_end - start, time.perf_counter() - start)
+    t = clock.totals()
+    patch = "x".join(str(p) for p in card["input"]["patch_size"])
+    line = f"recipe {name} ({card['task']}, batch {args.batch} x {patch}): data {t['data_ms_per_step']:.1f} ms per step"
+    if model is not None:
+        line += (f"; step {t['step_ms_per_step']:.1f} ms ({card['network']}, scan {args.scan_backend}) -> data "
+                 f"{100 * t['data_share']:.1f} % of the step (target <= 10 %)")
+    print(line, flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -110,10 +177,23 @@ def main(argv=None) -> int:
     parser.add_argument("--no-step", action="store_true", help="skip the training-step measurement")
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--scan-backend", default="auto")
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parent.parent / "data" / "prepared"),
+                        help="prepared data directory (scripts/prepare_data.py) for the recipe timings")
+    parser.add_argument("--models", default=",".join(SHIPPED_MODELS),
+                        help="comma-separated shipped models whose recipe batches are timed, or 'none'")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True   # as `nnmamba train` sets it (commands/train.py)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device {name}, torch {torch.__version__}, batch {args.batch} x {args.size}^3")
+    print(f"device {name}, torch {torch.__version__}, batch {args.batch}")
+    models = [] if args.models == "none" else [m for m in args.models.split(",") if m]
+    unknown = sorted(set(models) - set(SHIPPED_MODELS))
+    if unknown:
+        parser.error(f"--models: unknown {unknown}; expected some of {list(SHIPPED_MODELS)} or 'none'")
+    for model_name in models:
+        recipe_timing(model_name, args, device)
+    print(f"parts alone, batch {args.batch} x {args.size}^3:")
     g = torch.Generator(device=device).manual_seed(0)
     edge = int(args.size * 1.15)
     maps = brain_like_map((edge, edge + 8, edge), g, device)

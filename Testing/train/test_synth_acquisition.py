@@ -74,3 +74,23 @@ def test_the_unlabelled_inside_of_a_cortex_only_map_is_filled_and_the_outside_is
     assert bool((filled[r <= 9] == UNLABELLED_BRAIN).all())
     assert bool((filled[r > 14] == 0).all())
     assert torch.equal(filled[(r > 10) & (r <= 13)], labels[0, 0][(r > 10) & (r <= 13)])
+
+
+def test_the_cpu_blur_is_the_grouped_convolution_it_stands_in_for():
+    image = torch.rand(3, 1, 20, 24, 18, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([0.0, 1.2, 3.0])
+    radius = 4
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (offsets[None] / sigma.clamp_min(1e-3)[:, None]) ** 2)
+    kernel = torch.where(sigma[:, None] > 0, kernel, (offsets[None] == 0).float())
+    kernel = kernel / kernel.sum(1, keepdim=True)
+    for axis in range(3):
+        shape, pad = [1, 1, 1], [0] * 6
+        shape[axis] = 2 * radius + 1
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+        padded = torch.nn.functional.pad(image.reshape(1, 3, *image.shape[2:]), pad, mode="replicate")
+        convolved = torch.nn.functional.conv3d(padded, kernel.view(3, 1, *shape), groups=3).view(image.shape)
+        blurred = acquisition._blur_axis(image, sigma, axis, radius)
+        assert torch.allclose(blurred, convolved, atol=1e-6)
+        assert torch.equal(blurred[0], image[0])          # sigma 0: exactly unchanged
+        assert not torch.allclose(blurred[2], image[2], atol=1e-3)

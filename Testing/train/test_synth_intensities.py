@@ -58,3 +58,15 @@ def test_t1w_and_t2w_order_the_tissues_and_ct_is_in_hounsfield_units():
         assert csf > grey > white > background
     for background, white, grey, csf in generated("ct"):
         assert -1100 < background < -850 and -5 < csf < 20 and 15 < white < 35 and 28 < grey < 50
+
+
+def test_contrasts_are_drawn_with_the_configured_weights_and_never_a_zero_weight_one():
+    from nnmamba.train.synth.generator import _draw_contrasts
+
+    generator = torch.Generator().manual_seed(0)
+    drawn = _draw_contrasts(SynthConfig(contrast_probabilities=(0.6, 0.15, 0.1, 0.15)), 8000, generator, "cpu")
+    frequencies = torch.bincount(drawn, minlength=4).float() / 8000
+    assert torch.allclose(frequencies, torch.tensor([0.6, 0.15, 0.1, 0.15]), atol=0.02)
+    for weights in ((0.0, 1.0, 1.0, 1.0), (1.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 2.0)):
+        drawn = _draw_contrasts(SynthConfig(contrast_probabilities=weights), 2000, generator, "cpu")
+        assert set(drawn.tolist()) == {n for n, w in enumerate(weights) if w > 0}

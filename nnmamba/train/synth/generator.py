@@ -25,6 +25,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from nnmamba.train.synth import acquisition
+from nnmamba.train.synth.constants import constant
 from nnmamba.train.synth.intensity import CONTRASTS, render_labels, sample_label_parameters
 from nnmamba.train.synth.labels import TISSUES, generation_code, mirrored_code, point_permutation, tissue_of
 from nnmamba.train.synth.spatial import SpatialConfig, map_points, random_spatial, warp
@@ -66,8 +67,14 @@ class SynthBatch:
 
 
 def _draw_contrasts(config: SynthConfig, batch: int, generator: torch.Generator, device) -> torch.Tensor:
-    weights = torch.tensor(list(config.contrast_probabilities), dtype=torch.float32, device=device)
-    return torch.multinomial(weights, batch, replacement=True, generator=generator)
+    """(B,) indices into CONTRASTS drawn with the config's weights, by inverting their CDF.
+
+    Not torch.multinomial: for one sample it checks the weights with `.item()`, a device sync."""
+    weights = [float(p) for p in config.contrast_probabilities]
+    cdf = constant(tuple(sum(weights[:n + 1]) / sum(weights) for n in range(len(weights))), device)
+    u = torch.rand(batch, generator=generator, device=device)
+    # right=True: u on a step's edge goes past it, so a zero-weight contrast (a flat step) is never drawn
+    return torch.searchsorted(cdf, u, right=True).clamp(max=len(weights) - 1)
 
 
 def _swap_points(points: torch.Tensor, flipped: torch.Tensor, permutation: Optional[torch.Tensor]) -> torch.Tensor:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nnmamba.train.synth.constants import constant
 from nnmamba.train.synth.labels import TISSUES
 
 CONTRASTS = ("any", "t1w", "t2w", "ct")
@@ -52,7 +53,7 @@ class LabelParameters:
 def _prior_table(device) -> torch.Tensor:
     """(contrasts, tissues, 4): CONTRASTS x TISSUES x (mean lo, mean hi, std lo, std hi)."""
     rows = [[_ANY] * len(TISSUES)] + [_PRIORS[c] for c in CONTRASTS[1:]]
-    return torch.tensor(rows, dtype=torch.float32, device=device)
+    return constant(tuple(tuple(tuple(float(v) for v in entry) for entry in row) for row in rows), device)
 
 
 def sample_label_parameters(contrast: torch.Tensor, tissue: torch.Tensor,

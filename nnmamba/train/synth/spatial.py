@@ -35,6 +35,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from nnmamba.train.synth.constants import constant
+
 
 @dataclass
 class SpatialConfig:
@@ -70,8 +72,7 @@ class SpatialTransform:
     @property
     def out_centre(self) -> torch.Tensor:
         """c_out as (i, j, k)."""
-        return torch.tensor([(s - 1) / 2 for s in self.out_shape[::-1]], dtype=self.matrix.dtype,
-                            device=self.matrix.device)
+        return constant(tuple((s - 1) / 2 for s in self.out_shape[::-1]), self.matrix.device, self.matrix.dtype)
 
 
 ELASTIC_STD_PER_SPACING = 0.2
@@ -103,7 +104,7 @@ def random_spatial(config: SpatialConfig, batch: int, in_shape: Sequence[int], o
     mirror = torch.ones(batch, 3, device=device)
     mirror[:, 0] = torch.where(flipped, -1.0, 1.0)
     matrix = rotation @ torch.diag_embed(scales * mirror)
-    in_centre = torch.tensor([(s - 1) / 2 for s in tuple(in_shape)[::-1]], device=device)
+    in_centre = constant(tuple((s - 1) / 2 for s in tuple(in_shape)[::-1]), device)
     shift = _uniform(generator, (batch, 3), -config.translate_voxels, config.translate_voxels, device)
     g = config.elastic_grid
     # Beyond ~1/4 of the control spacing, neighbouring control points can cross: the map folds, labels
@@ -118,8 +119,7 @@ def random_spatial(config: SpatialConfig, batch: int, in_shape: Sequence[int], o
 
 def _to_normalised(points_ijk: torch.Tensor, shape_kji: Sequence[int]) -> torch.Tensor:
     """Voxel indices (i, j, k) -> grid_sample's [-1, 1] coordinates (align_corners=True)."""
-    size = torch.tensor([max(s - 1, 1) for s in tuple(shape_kji)[::-1]], dtype=points_ijk.dtype,
-                        device=points_ijk.device)
+    size = constant(tuple(max(s - 1, 1) for s in tuple(shape_kji)[::-1]), points_ijk.device, points_ijk.dtype)
     return 2 * points_ijk / size - 1
 
 
@@ -158,14 +158,25 @@ def warp(volume: torch.Tensor, transform: SpatialTransform, mode: str, padding_m
     return F.grid_sample(volume, grid.to(volume.dtype), mode=mode, padding_mode=padding_mode, align_corners=True)
 
 
-def _field_jacobian(transform: SpatialTransform, q: torch.Tensor, step: float = 0.5) -> torch.Tensor:
-    """du/dq at output positions q (B, N, 3) by central differences -> (B, N, 3, 3) [component, axis]."""
-    columns = []
+def _stencil(step: float, device, dtype) -> torch.Tensor:
+    """(7, 3): the point itself, then +-step along i, j and k (central differences)."""
+    rows = [(0.0, 0.0, 0.0)]
     for axis in range(3):
-        offset = torch.zeros(3, dtype=q.dtype, device=q.device)
-        offset[axis] = step
-        columns.append((displacement_at(transform, q + offset) - displacement_at(transform, q - offset)) / (2 * step))
-    return torch.stack(columns, -1)
+        for sign in (1.0, -1.0):
+            rows.append(tuple(sign * step if a == axis else 0.0 for a in range(3)))
+    return constant(tuple(rows), device, dtype)
+
+
+def _field_and_jacobian(transform: SpatialTransform, q: torch.Tensor, step: float = 0.5) -> tuple:
+    """u and du/dq at output positions q (B, N, 3) -> ((B, N, 3), (B, N, 3, 3) [component, axis]).
+
+    All seven stencil positions are read by one grid_sample (one launch per Newton step, not seven).
+    """
+    batch, count = q.shape[:2]
+    positions = q[:, :, None, :] + _stencil(step, q.device, q.dtype)          # (B, N, 7, 3)
+    values = displacement_at(transform, positions.reshape(batch, count * 7, 3)).view(batch, count, 7, 3)
+    jacobian = (values[:, :, 1::2] - values[:, :, 2::2]) / (2 * step)          # (B, N, axis, component)
+    return values[:, :, 0], jacobian.transpose(-1, -2)
 
 
 MAX_NEWTON_STEP = 2.0
@@ -182,12 +193,13 @@ def map_points(transform: SpatialTransform, points_ijk: torch.Tensor, iterations
     """
     matrix = transform.matrix[:, None]                               # (B, 1, 3, 3)
     centred = points_ijk - transform.offset[:, None, :]
-    q = torch.einsum("bxy,bny->bnx", torch.linalg.inv(transform.matrix), centred) + transform.out_centre
+    # the _ex forms: the plain ones check for singular matrices on the host, a device sync per call
+    inverse = torch.linalg.inv_ex(transform.matrix).inverse
+    q = torch.einsum("bxy,bny->bnx", inverse, centred) + transform.out_centre
     for _ in range(iterations):
-        residual = (torch.einsum("bxy,bny->bnx", transform.matrix, q - transform.out_centre)
-                    + displacement_at(transform, q) - centred)
-        jacobian = matrix + _field_jacobian(transform, q)
-        step = torch.linalg.solve(jacobian, residual[..., None])[..., 0]
+        field, field_jacobian = _field_and_jacobian(transform, q)
+        residual = torch.einsum("bxy,bny->bnx", transform.matrix, q - transform.out_centre) + field - centred
+        step = torch.linalg.solve_ex(matrix + field_jacobian, residual[..., None]).result[..., 0]
         # damped: a step never jumps further than MAX_NEWTON_STEP voxels (a fold nearby cannot fling it away)
         length = step.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         q = q - step * (MAX_NEWTON_STEP / length).clamp(max=1.0)
