@@ -127,7 +127,7 @@ def recipe_timing(name: str, args, device) -> None:
     """One line: the recipe's data ms per step and, with a step, the step ms and the data share."""
     from nnmamba.execution_plan import to_plan_layout
     from nnmamba.networks import build_network
-    from nnmamba.train.loop import _autocast, _training_plan
+    from nnmamba.train.loop import _autocast, _training_plan, optimisation_step
     from nnmamba.train.timing import StepClock
 
     card, problem, config = recipe_problem(name, Path(args.data), device, args.batch)
@@ -147,15 +147,8 @@ def recipe_timing(name: str, args, device) -> None:
         if model is not None:
             x = to_plan_layout(x, plan)
         data_end = clock.synchronise()
-        if model is not None:   # the trainer's step (loop.train), less logging and checkpoints
-            with autocast:
-                output = model(x)
-            loss = problem.loss(output, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
-            optimizer.step()
-            float(loss.detach())
+        if model is not None:   # the trainer's own step (loop.train), less logging and checkpoints
+            float(optimisation_step(model, model, problem, optimizer, x, target, autocast))
         if n >= args.warmup:
             clock.add(data_end - start, time.perf_counter() - start)
     t = clock.totals()

@@ -162,6 +162,20 @@ def _recipe(config: TrainConfig) -> DataRecipe:
     return config.data_recipe or data_recipe(card["name"], card["task"], float(card["input"]["spacing_mm"][0]))
 
 
+def optimisation_step(network, model: torch.nn.Module, problem, optimizer, x: torch.Tensor, target,
+                      autocast) -> torch.Tensor:
+    """One optimiser step: `network` (the model, or its DDP wrapper) under `autocast`, the problem's
+    loss, backward, gradient-norm clipping of `model`'s parameters at 12, Adam. Returns the loss."""
+    with autocast:
+        output = network(x)
+    loss = problem.loss(output, target)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
+    optimizer.step()
+    return loss.detach()
+
+
 def train(config: TrainConfig) -> TrainResult:
     from nnmamba.execution_plan import to_plan_layout
     from nnmamba.networks import build_network
@@ -227,15 +241,8 @@ def train(config: TrainConfig) -> TrainResult:
         x, target = problem.batch(config.batch_size)
         x = to_plan_layout(x, plan)
         data_end = clock.synchronise()
-        with autocast:
-            output = network(x)
-        loss = problem.loss(output, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
-        optimizer.step()
+        value = float(optimisation_step(network, model, problem, optimizer, x, target, autocast))
         step += 1
-        value = float(loss.detach())
         clock.add(data_end - step_start, time.perf_counter() - step_start)
         if not math.isfinite(value):
             raise FloatingPointError(f"training loss became {value} at step {step}; lower the learning "
