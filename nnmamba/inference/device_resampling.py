@@ -67,20 +67,27 @@ def _grid_and_inside(index: torch.Tensor, source_shape_kji: Sequence[int]) -> tu
     return grid.to(torch.float32)[None], inside
 
 
+def _sampled_slabs(channels: torch.Tensor, source: Geometry, target: Geometry,
+                   target_shape_kji: Sequence[int]) -> Iterator[tuple]:
+    """Slab by slab of `target`: (k0, k1, linearly sampled (C, k1 - k0, Y', X') float32, inside mask)."""
+    affine = torch.from_numpy(target_to_source_index(source, target)).to(channels.device)
+    volume = channels.float()[None]
+    for k0, k1 in _slabs(target_shape_kji):
+        grid, inside = _grid_and_inside(_source_index(affine, (k0, k1), target_shape_kji), channels.shape[1:])
+        sampled = F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
+        yield k0, k1, sampled, inside
+
+
 def resample_linear(channels: torch.Tensor, source: Geometry, target: Geometry,
                     target_shape_kji: Sequence[int], default: torch.Tensor) -> torch.Tensor:
     """channels: (C, Z, Y, X) on `source` -> (C, Z', Y', X') float32 on `target`, same device.
 
     `default`: (C,) value of each channel outside the source grid.
     """
-    affine = torch.from_numpy(target_to_source_index(source, target)).to(channels.device)
-    volume = channels.float()[None]
     default = default.to(channels.device, torch.float32).view(-1, 1, 1, 1)
     out = torch.empty((channels.shape[0],) + tuple(int(n) for n in target_shape_kji), dtype=torch.float32,
                       device=channels.device)
-    for k0, k1 in _slabs(target_shape_kji):
-        grid, inside = _grid_and_inside(_source_index(affine, (k0, k1), target_shape_kji), channels.shape[1:])
-        sampled = F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
+    for k0, k1, sampled, inside in _sampled_slabs(channels, source, target, target_shape_kji):
         out[:, k0:k1] = torch.where(inside, sampled, default)
     return out
 
@@ -92,13 +99,8 @@ def resample_argmax(probabilities: torch.Tensor, source: Geometry, target: Geome
     Every class is resampled linearly; outside the source grid the background (class 0) wins, as in
     `resampling.probabilities_to_labels`; ties go to the lower class (torch.argmax keeps the first).
     """
-    affine = torch.from_numpy(target_to_source_index(source, target)).to(probabilities.device)
-    volume = probabilities.float()[None]
     labels = torch.zeros(tuple(int(n) for n in target_shape_kji), dtype=torch.int64,
                          device=probabilities.device)
-    for k0, k1 in _slabs(target_shape_kji):
-        grid, inside = _grid_and_inside(_source_index(affine, (k0, k1), target_shape_kji),
-                                        probabilities.shape[1:])
-        sampled = F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
+    for k0, k1, sampled, inside in _sampled_slabs(probabilities, source, target, target_shape_kji):
         labels[k0:k1] = torch.where(inside, sampled.argmax(dim=0), 0)
     return labels
