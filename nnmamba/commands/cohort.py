@@ -119,18 +119,24 @@ def marker_path(output_dir: Path, stem: str) -> Path:
 def is_finished(output_dir: Path, stem: str, outputs: list, case: Case | None = None) -> bool:
     """The case's marker exists, lists exactly `outputs` (file names), all of them exist, and
     (given `case`) it was made from the same input paths of the same size in bytes."""
+    return finished_record(output_dir, stem, outputs, case) is not None
+
+
+def finished_record(output_dir: Path, stem: str, outputs: list, case: Case | None = None) -> dict | None:
+    """The case's marker record when the case is finished (see `is_finished`), else None."""
     marker = marker_path(output_dir, stem)
     try:
         recorded = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return None
     if not isinstance(recorded, dict):
-        return False
+        return None
     if case is not None and (recorded.get("inputs") != list(case.paths) or
                              recorded.get("input_bytes") != case.size):
-        return False  # the input was replaced since: its old outputs are not this case's
-    return sorted(recorded.get("outputs", [])) == sorted(outputs) and \
+        return None  # the input was replaced since: its old outputs are not this case's
+    finished = sorted(recorded.get("outputs", [])) == sorted(outputs) and \
         all((Path(output_dir) / name).is_file() for name in outputs)
+    return recorded if finished else None
 
 
 def make_plan(cases: list, output_dir: Path, outputs_of, world_size: int, resume: bool,
@@ -149,8 +155,8 @@ def make_plan(cases: list, output_dir: Path, outputs_of, world_size: int, resume
     pending, skipped = [], []
     for case in cases:
         names = [p.name for p in outputs_of(case.stem)]
-        if resume and is_finished(output_dir, case.stem, names, case):
-            recorded = json.loads(marker_path(output_dir, case.stem).read_text(encoding="utf-8"))
+        recorded = finished_record(output_dir, case.stem, names, case) if resume else None
+        if recorded is not None:
             skipped.append(Row(case.stem, int(recorded.get("rank", -1)), float(recorded.get("seconds", 0.0)),
                                "skipped"))
         else:
