@@ -268,10 +268,12 @@ def run_share(share: list, rank: int, args, options, tasks: list, cards: list, w
               outputs_of) -> list:
     """Predict every case of `share` on this rank; a failure is recorded and the next case runs."""
     from nnmamba.inference import Predictor
+    from nnmamba.inference.backend_flags import configure_for_inference
     from nnmamba.io import read_volume, write_results
     from nnmamba.io.atomic import write_text_atomically
 
     predictor = Predictor(options, scan_backend=args.scan_backend)
+    configure_for_inference(predictor.device)   # the same CUDA settings as a one-process predict
     cards_by_task = dict(zip(tasks, cards))
     # A pending case may hold what an interrupted run wrote of it; --resume replaces that.
     overwrite = args.overwrite or args.resume
