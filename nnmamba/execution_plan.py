@@ -72,10 +72,7 @@ class ExecutionPlan:
     def describe(self) -> str:
         """Multi-line text: one line per decision with its value and why."""
         lines = [f"execution plan: {self.network} on {self.device}, {_dtype_name(self.dtype)}, {self.mode}"]
-        for decision, why in self.reasons:
-            value = getattr(self, decision)
-            shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
-            lines.append(f"  {decision:15s} {shown:9s} {why}")
+        lines += ["  " + format_decision(decision, getattr(self, decision), why) for decision, why in self.reasons]
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
@@ -95,6 +92,12 @@ class NetworkFacts:
     mamba_blocks: int
     miccss_layers: int
     batchnorms: int
+
+
+def format_decision(decision: str, value, why: str) -> str:
+    """One decision as `describe` shows it: its name, its value (yes/no for a flag) and why."""
+    shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
+    return f"{decision:15s} {shown:9s} {why}"
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
