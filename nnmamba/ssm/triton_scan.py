@@ -216,8 +216,7 @@ def _backward(kernels, dout, u, delta, A, B, C, D, z, delta_bias, states, ungate
     """(du, ddelta, dA, dB, dC, dD, dz, d_delta_bias), None for absent inputs; shapes as the inputs."""
     batch, dim, length = u.shape
     state = A.shape[1]
-    u, delta, B, C, dout = (_unit_stride(t) for t in (u, delta, B, C, dout))
-    z = None if z is None else _unit_stride(z)
+    dout = _unit_stride(dout)  # the inputs are _TritonScan.forward's saved unit-stride tensors
     du = torch.empty_like(u, memory_format=torch.contiguous_format)
     ddelta = torch.empty_like(delta, memory_format=torch.contiguous_format)
     dz = None if z is None else torch.empty_like(z, memory_format=torch.contiguous_format)
