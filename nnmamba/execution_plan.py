@@ -72,10 +72,7 @@ class ExecutionPlan:
     def describe(self) -> str:
         """Multi-line text: one line per decision with its value and why."""
         lines = [f"execution plan: {self.network} on {self.device}, {_dtype_name(self.dtype)}, {self.mode}"]
-        for decision, why in self.reasons:
-            value = getattr(self, decision)
-            shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
-            lines.append(f"  {decision:15s} {shown:9s} {why}")
+        lines += ["  " + format_decision(decision, getattr(self, decision), why) for decision, why in self.reasons]
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
@@ -95,6 +92,12 @@ class NetworkFacts:
     mamba_blocks: int
     miccss_layers: int
     batchnorms: int
+
+
+def format_decision(decision: str, value, why: str) -> str:
+    """One decision as `describe` shows it: its name, its value (yes/no for a flag) and why."""
+    shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
+    return f"{decision:15s} {shown:9s} {why}"
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -259,31 +262,37 @@ def _decide_training_layout(device: torch.device, want: Optional[bool]) -> Tuple
                  "(measured 0.71x the contiguous step, benchmarks/RESULTS.md)"
 
 
-def _decide_layout_and_graphs(device: torch.device, mode: str, fused_miccss: bool,
-                              forced: Mapping[str, Optional[bool]]) -> Tuple[Tuple[bool, str], Tuple[bool, str]]:
-    results = []
-    for name, needs_cuda in (("channels_last", False), ("cuda_graphs", True)):
-        want = forced.get(name)
-        if mode == TRAINING and name == "channels_last":
-            results.append(_decide_training_layout(device, want))
-        elif mode == TRAINING:
-            if want:
-                raise PlanError(f"{name}=True in training: this engine uses it in the inference fast copy only. "
-                                f"Fix: leave {name} unset for training.")
-            results.append((False, "inference only"))
-        elif needs_cuda and device.type != "cuda":
-            if want:
-                raise PlanError(f"cuda_graphs=True on {device}: CUDA graphs need a CUDA device. Fix: leave "
-                                f"cuda_graphs unset or use device='cuda'.")
-            results.append((False, "CUDA devices only"))
-        elif want is not None:
-            results.append((want, f"turned {'on' if want else 'off'} (override)"))
-        elif fused_miccss and device.type == "cuda":
-            results.append((True, "measured with the fused copy on CUDA (benchmarks/RESULTS.md)"
-                            if name == "channels_last" else "one graph per input shape, replayed per tile"))
-        else:
-            results.append((False, "measured only with the fused copy on CUDA"))
-    return results[0], results[1]
+def _decide_inference_flag(want: Optional[bool], fused_miccss: bool, device: torch.device,
+                           on_why: str) -> Tuple[bool, str]:
+    """channels_last or cuda_graphs in inference: the override, else on with the fused copy on CUDA."""
+    if want is not None:
+        return want, f"turned {'on' if want else 'off'} (override)"
+    if fused_miccss and device.type == "cuda":
+        return True, on_why
+    return False, "measured only with the fused copy on CUDA"
+
+
+def _decide_channels_last(device: torch.device, mode: str, fused_miccss: bool,
+                          want: Optional[bool]) -> Tuple[bool, str]:
+    if mode == TRAINING:
+        return _decide_training_layout(device, want)
+    return _decide_inference_flag(want, fused_miccss, device,
+                                  "measured with the fused copy on CUDA (benchmarks/RESULTS.md)")
+
+
+def _decide_cuda_graphs(device: torch.device, mode: str, fused_miccss: bool,
+                        want: Optional[bool]) -> Tuple[bool, str]:
+    if mode == TRAINING:
+        if want:
+            raise PlanError("cuda_graphs=True in training: this engine uses it in the inference fast copy only. "
+                            "Fix: leave cuda_graphs unset for training.")
+        return False, "inference only"
+    if device.type != "cuda":
+        if want:
+            raise PlanError(f"cuda_graphs=True on {device}: CUDA graphs need a CUDA device. Fix: leave "
+                            f"cuda_graphs unset or use device='cuda'.")
+        return False, "CUDA devices only"
+    return _decide_inference_flag(want, fused_miccss, device, "one graph per input shape, replayed per tile")
 
 
 def conv_path_for(device: torch.device, dtype: torch.dtype) -> str:
@@ -318,7 +327,8 @@ def plan_from_declarations(facts: NetworkFacts, declared: Sequence[Declaration],
     else:
         fused_inner = decide_fused_inner(by_name[scan[0]], overrides.get("fused_inner"))
     miccss = _decide_miccss(fusable, scan[0], overrides.get("fused_miccss"))
-    layout, graphs = _decide_layout_and_graphs(device, mode, miccss[0], overrides)
+    layout = _decide_channels_last(device, mode, miccss[0], overrides.get("channels_last"))
+    graphs = _decide_cuda_graphs(device, mode, miccss[0], overrides.get("cuda_graphs"))
     conv = conv_path_for(device, dtype)
     decisions = (("scan_backend", scan), ("fused_inner", fused_inner), ("fused_miccss", miccss),
                  ("fold_batchnorm", fold), ("channels_last", layout), ("cuda_graphs", graphs),

@@ -89,10 +89,10 @@ def _print_plan(device: str, mode: str, plan: dict) -> None:
         print(f"  {device} {mode}: cannot run: {plan['error']}")
         return
     print(f"  {device} {mode} ({plan['dtype']}):")
+    from nnmamba.execution_plan import format_decision
+
     for decision, why in plan["reasons"]:
-        value = plan[decision]
-        shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
-        print(f"    {decision:15s} {shown:9s} {why}")
+        print("    " + format_decision(decision, plan[decision], why))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -106,7 +106,7 @@ class TriOrientedMamba(Mamba):
                              f"equal groups, so the token count must be divisible by {self.nslices}")
         # the plan's (or planner's) backend for this forward's device, dtype and mode; the three
         # directions have no fused inner form, so the fused flag does not apply here
-        scan = backends.get_backend(self._forward_decision(hidden_states)[0]).fn
+        scan = backends.get_backend(self.backend_for(hidden_states)).fn
         xz = F.linear(hidden_states, self.in_proj.weight, self.in_proj.bias).transpose(1, 2)  # (b, 2E, L)
         y = self.direction(xz, "", scan)
         y = y + self.direction(xz.flip(-1), "_b", scan).flip(-1)

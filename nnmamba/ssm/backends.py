@@ -264,15 +264,14 @@ def requested_backend(name_or_auto: str = AUTO) -> Tuple[str, str]:
 
 def resolve_backend(name_or_auto: str = AUTO, device: DeviceLike = "cpu", dtype: torch.dtype = torch.float32,
                     mode: str = "inference") -> str:
-    """The backend name to use on `device` (decided by `nnmamba.execution_plan.choose_scan_backend`).
+    """The backend name to use on `device` (the planner's `block_decision`, as a Mamba block asks it).
 
     An explicit name must fit (else `BackendUnavailableError`, a RuntimeError, saying why and how to
     fix it). "auto" honours NNMAMBA_SCAN_BACKEND, then takes the fastest backend that fits.
     """
-    from nnmamba.execution_plan import choose_scan_backend
+    from nnmamba.execution_plan import block_decision
 
-    name, source = requested_backend(name_or_auto)
-    return choose_scan_backend(declarations(device), torch.device(device), dtype, mode, name, source)[0]
+    return block_decision(name_or_auto, torch.device(device), dtype, mode)[0]
 
 
 def _always(device: torch.device) -> bool:

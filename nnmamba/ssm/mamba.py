@@ -201,8 +201,7 @@ class Mamba(nn.Module):
             # scan works in it; the backends get (b, channels, L) views of that memory
             xz = F.linear(hidden_states, self.in_proj.weight, self.in_proj.bias)  # (b, L, 2E)
             xz_channels = xz.transpose(1, 2)
-        # A is float32 as in mamba-ssm; a float64 model keeps it float64 (see docs/engine.md)
-        A = -torch.exp(self.A_log.to(scan_dtype(self.A_log.dtype)))
+        A = self._state_matrix()
         if fused:
             # the backend's declared fused conv + projections + scan; returns (batch, L, d_model)
             return self._fused_inner(name)(
@@ -241,9 +240,14 @@ class Mamba(nn.Module):
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
         dt = channel_linear(self.dt_proj.weight, dt)                        # (b, E, L)
         keep = scan_dtype(x.dtype)
-        A = -torch.exp(self.A_log.to(scan_dtype(self.A_log.dtype)))
+        A = self._state_matrix()
         return backends.get_backend(name).fn(
             x, dt, A, B, C, self.D.to(keep), z=z, delta_bias=self.dt_proj.bias.to(keep), delta_softplus=True)
+
+    def _state_matrix(self) -> torch.Tensor:
+        """A = -exp(A_log): (d_inner, d_state), float32 as in mamba-ssm; a float64 model keeps it
+        float64 (see docs/engine.md)."""
+        return -torch.exp(self.A_log.to(scan_dtype(self.A_log.dtype)))
 
     @staticmethod
     def _fused_inner(name: str):

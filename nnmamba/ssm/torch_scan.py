@@ -32,7 +32,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from nnmamba.ssm.hierarchical_scan import HierarchicalScan, hierarchical_forward
+from nnmamba.ssm.hierarchical_scan import _LOG2_E, HierarchicalScan, hierarchical_forward
 from nnmamba.ssm.reference_scan import scan_dtype
 
 # Elements of one (batch, K, d_inner, d_state) slab a loop step works on: big enough that the
@@ -42,7 +42,6 @@ _SLAB_ELEMENTS = 1 << 18
 _MAX_CHUNK = 256
 # Elements of recomputed states (and of decays) the backward pass holds at once.
 _GROUP_ELEMENTS = 1 << 22
-_LOG2_E = 1.4426950408889634
 
 
 @dataclass(frozen=True)
