@@ -128,7 +128,6 @@ class LabelMapGenerator:
         codes = sorted(present | {mirrored(c) for c in present} | {generation(c) for c in present})
         if len(codes) > 2 ** 15:
             raise ValueError(f"{len(codes)} distinct labels is more than the generator indexes")
-        self.codes = codes
         index = {c: n for n, c in enumerate(codes)}
         lookup = torch.zeros(max(codes) + 1, dtype=torch.long)
         lookup[torch.tensor(codes)] = torch.arange(len(codes))
