@@ -98,7 +98,7 @@ class _Problem:
     def __init__(self, card: dict, cases: Sequence[PreparedCase], device: torch.device, seed: int,
                  recipe: Optional[DataRecipe] = None, label_maps: Sequence[PreparedCase] = ()):
         voxel = float(card["input"]["spacing_mm"][0])
-        self.recipe = recipe or default_recipe(self.task, voxel)
+        self.recipe = recipe or default_recipe(self.task)
         self.card, self.cases, self.label_maps, self.device = card, list(cases), list(label_maps), device
         self.normalization = card["input"]["normalization"]
         self.patch = _patch_kji(card)
