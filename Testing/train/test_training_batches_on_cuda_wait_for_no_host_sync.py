@@ -33,7 +33,7 @@ def _landmark_problem(device):
 def _classification_problem(device):
     card = _card("classification", classes=[{"name": "CT"}, {"name": "T1w MR"}, {"name": "T2w MR"}])
     return make_problem(card, [_image_case("ct", "CT"), _image_case("t1", "MR", "T1w")], device, seed=0,
-                        recipe=data_recipe("scan-type-cls", "classification", SPACING),
+                        recipe=data_recipe("scan-type-cls", "classification"),
                         label_maps=[_label_map_case()])
 
 

@@ -21,6 +21,7 @@ from collections import Counter
 import numpy as np
 import SimpleITK as sitk
 
+from nnmamba.io.volumes import image_from_array
 from nnmamba.model_card import ModelCard
 from nnmamba.train.data import PreparedCase, class_of_case
 
@@ -33,14 +34,6 @@ DESCRIPTIONS = {
     "landmarks": "template AFIDs coordinates: {template}'s ground-truth points answered unchanged",
     "classification": "majority class of the training cases ({majority}), whatever the image",
 }
-
-
-def _sitk_image(array: np.ndarray, case: PreparedCase) -> sitk.Image:
-    image = sitk.GetImageFromArray(array)
-    image.SetOrigin(case.geometry.origin.tolist())
-    image.SetSpacing(case.geometry.spacing.tolist())
-    image.SetDirection(np.asarray(case.geometry.direction, dtype=float).ravel().tolist())
-    return image
 
 
 def atlas_code_to_card_label(card: ModelCard) -> dict:
@@ -56,7 +49,8 @@ def atlas_labels(atlas: PreparedCase, case: PreparedCase, code_to_label: dict) -
     if atlas.codes is None:
         raise ValueError(f"atlas case {atlas.name} has no label codes (prepare it as a label map)")
     resampled = sitk.GetArrayFromImage(sitk.Resample(
-        _sitk_image(atlas.codes.astype(np.int16), atlas), _sitk_image(np.zeros(case.shape_kji, np.int16), case),
+        image_from_array(atlas.codes.astype(np.int16), atlas.geometry),
+        image_from_array(np.zeros(case.shape_kji, np.int16), case.geometry),
         sitk.Transform(), sitk.sitkNearestNeighbor, 0))
     out = np.zeros(case.shape_kji, np.uint8)
     for code, label in code_to_label.items():

@@ -16,6 +16,7 @@ import dataclasses
 import numpy as np
 import SimpleITK as sitk
 
+from nnmamba.io.volumes import image_from_array
 from nnmamba.train.data import PreparedCase
 
 SLICE_THICKNESS_MM = 5.0
@@ -27,14 +28,6 @@ NOISE_FRACTION = 0.05         # noise sd as a fraction of the robust intensity r
 
 def _with_image(case: PreparedCase, image: np.ndarray) -> PreparedCase:
     return dataclasses.replace(case, image=image.astype(np.float32))
-
-
-def _as_image(array: np.ndarray, case: PreparedCase) -> sitk.Image:
-    image = sitk.GetImageFromArray(array.astype(np.float32))
-    image.SetOrigin(case.geometry.origin.tolist())
-    image.SetSpacing(case.geometry.spacing.tolist())
-    image.SetDirection(np.asarray(case.geometry.direction, dtype=float).ravel().tolist())
-    return image
 
 
 def thick_slices(case: PreparedCase, rng: np.random.Generator = None, thickness_mm: float = SLICE_THICKNESS_MM,
@@ -49,7 +42,7 @@ def thick_slices(case: PreparedCase, rng: np.random.Generator = None, thickness_
         raise ValueError(f"thickness_mm must be > 0, got {thickness_mm}")
     if axis not in (0, 1, 2):
         raise ValueError(f"axis must be 0, 1 or 2 (i, j, k), got {axis}")
-    image = _as_image(case.image, case)
+    image = image_from_array(case.image.astype(np.float32), case.geometry)
     background = float(case.image.min())
     sigma = thickness_mm / (2.0 * np.sqrt(2.0 * np.log(2.0)))
     profiled = sitk.RecursiveGaussian(image, sigma=sigma, direction=axis)

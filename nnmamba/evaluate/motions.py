@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from nnmamba.io.volumes import image_from_array
 from nnmamba.train.data import PreparedCase
 
 MAX_ROTATION_DEGREES = 15.0
@@ -52,10 +53,7 @@ def random_similarity(case: PreparedCase, rng: np.random.Generator) -> sitk.Affi
 def _resample_on_own_grid(array: np.ndarray, case: PreparedCase, transform: sitk.Transform,
                           interpolator, default: float) -> np.ndarray:
     """array [k, j, i] on the case's grid -> array(T(x)) on the same grid, same dtype."""
-    image = sitk.GetImageFromArray(array)
-    image.SetOrigin(case.geometry.origin.tolist())
-    image.SetSpacing(case.geometry.spacing.tolist())
-    image.SetDirection(np.asarray(case.geometry.direction, dtype=float).ravel().tolist())
+    image = image_from_array(array, case.geometry)
     return sitk.GetArrayFromImage(sitk.Resample(image, image, transform, interpolator, default)).astype(array.dtype)
 
 

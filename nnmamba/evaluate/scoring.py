@@ -55,10 +55,11 @@ def _mean_or_none(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _per_case(rows: list, key: str) -> dict:
+def _per_case(rows: list, scores: list, key: str) -> dict:
+    """{case: [score[key] of each of its rows]}: rows and scores go together, one per variant."""
     cases = {}
-    for row in rows:
-        cases.setdefault(row["case"], []).append(row[key])
+    for row, score in zip(rows, scores):
+        cases.setdefault(row["case"], []).append(score[key])
     return cases
 
 
@@ -72,7 +73,7 @@ def summarise_segmentation(scores: list, rows: list, card: ModelCard) -> dict:
             continue            # no held-out case has this structure's ground truth
         per_label[segment.name] = {"dice": _mean_or_none(dices), "hd95_mm": _mean_or_none(hds),
                                    "missed": int(sum(1 for h in hds if h == math.inf)), "scored_in": len(dices)}
-    by_case = _per_case([dict(r, mean_dice=s["mean_dice"]) for r, s in zip(rows, scores)], "mean_dice")
+    by_case = _per_case(rows, scores, "mean_dice")
     return {"mean_dice": _mean_or_none(v["dice"] for v in per_label.values()),
             "mean_hd95_mm": _mean_or_none(v["hd95_mm"] for v in per_label.values()),
             "per_case_mean_dice": {case: _mean_or_none(v) for case, v in by_case.items()},
@@ -81,7 +82,7 @@ def summarise_segmentation(scores: list, rows: list, card: ModelCard) -> dict:
 
 def summarise_landmarks(scores: list, rows: list, card: ModelCard) -> dict:
     errors = np.array([s["errors_mm"] for s in scores])          # (rows, landmarks)
-    by_case = _per_case([dict(r, mre_mm=s["mre_mm"]) for r, s in zip(rows, scores)], "mre_mm")
+    by_case = _per_case(rows, scores, "mre_mm")
     return {"mre_mm": float(errors.mean()), "median_mm": float(np.median(errors)), "sd_mm": float(errors.std()),
             "within_4mm": float((errors <= WITHIN_MM).mean()),
             "per_case_mre_mm": {case: float(np.mean(v)) for case, v in by_case.items()},
@@ -92,7 +93,7 @@ def summarise_classification(scores: list, rows: list, card: ModelCard) -> dict:
     names = [c.name for c in card.classes]
     truth = [s["truth"] for s in scores]
     auc = metrics.one_vs_rest_auc(np.array([s["probabilities"] for s in scores]), truth)
-    by_case = _per_case([dict(r, correct=s["correct"]) for r, s in zip(rows, scores)], "correct")
+    by_case = _per_case(rows, scores, "correct")
     return {"accuracy": metrics.accuracy([s["predicted"] for s in scores], truth),
             "auc": {names[c]: v for c, v in auc.items()},
             "per_case_accuracy": {case: float(np.mean(v)) for case, v in by_case.items()}}

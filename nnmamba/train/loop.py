@@ -158,8 +158,7 @@ def _load_training_cases(config: TrainConfig) -> tuple:
 
 
 def _recipe(config: TrainConfig) -> DataRecipe:
-    card = config.card
-    return config.data_recipe or data_recipe(card["name"], card["task"], float(card["input"]["spacing_mm"][0]))
+    return config.data_recipe or data_recipe(config.card["name"], config.card["task"])
 
 
 def optimisation_step(network, model: torch.nn.Module, problem, optimizer, x: torch.Tensor, target,

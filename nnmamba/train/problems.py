@@ -98,7 +98,7 @@ class _Problem:
     def __init__(self, card: dict, cases: Sequence[PreparedCase], device: torch.device, seed: int,
                  recipe: Optional[DataRecipe] = None, label_maps: Sequence[PreparedCase] = ()):
         voxel = float(card["input"]["spacing_mm"][0])
-        self.recipe = recipe or default_recipe(self.task, voxel)
+        self.recipe = recipe or default_recipe(self.task)
         self.card, self.cases, self.label_maps, self.device = card, list(cases), list(label_maps), device
         self.normalization = card["input"]["normalization"]
         self.patch = _patch_kji(card)
@@ -115,12 +115,12 @@ class _Problem:
         shapes = [c.shape_kji for c in self.cases + self.label_maps]
         largest = np.max(shapes, axis=0)
         reach = float(max(0.0, np.max((largest - np.array(self.patch)) / 2.0)))
-        self.translate_voxels = max(MIN_TRANSLATE_VOXELS, reach + self.recipe.translate_beyond_reach_voxels)
+        translate_voxels = max(MIN_TRANSLATE_VOXELS, reach + self.recipe.translate_beyond_reach_voxels)
         # the card's voxel, not the recipe's: resolution is simulated relative to the working grid
         self.synth = replace(self.recipe.synth, voxel_mm=voxel, spatial=replace(
-            self.recipe.synth.spatial, translate_voxels=self.translate_voxels))
+            self.recipe.synth.spatial, translate_voxels=translate_voxels))
         self.augmentation_description = (self.recipe.description or "") + \
-            f"; translation up to {self.translate_voxels:.0f} voxels; all on the training device, whole batches"
+            f"; translation up to {translate_voxels:.0f} voxels; all on the training device, whole batches"
 
     def _can_generate(self) -> bool:
         return bool(self.label_maps)

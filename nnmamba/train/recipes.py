@@ -67,7 +67,8 @@ class DataRecipe:
     real_fraction of each batch is augmented real images (the split's `train` cases), the rest is
     generated from the split's `label_maps` cases (FreeSurfer-coded maps; for landmarks, the real
     templates' own intensities quantised into `pseudo_label_classes` classes stand in for a label map,
-    so generated contrasts keep the exact landmark positions).
+    so generated contrasts keep the exact landmark positions). The working voxel (`synth.voxel_mm`) is
+    not the recipe's: the problem sets it from the card's spacing.
     """
     real_fraction: float = 1.0
     synth: SynthConfig = field(default_factory=SynthConfig)
@@ -86,13 +87,13 @@ class DataRecipe:
             raise ValueError(f"real_fraction must be in [0, 1], got {self.real_fraction}")
 
 
-def default_recipe(task: str, voxel_mm: float) -> DataRecipe:
+def default_recipe(task: str) -> DataRecipe:
     """Real images only, with moderate changes (any card without a recipe of its own)."""
     # as mild as the per-sample MONAI augmentation it replaces (affine only, light intensity changes)
     rotate = 180.0 if task == "classification" else 15.0
     spatial = SpatialConfig(rotate_degrees=rotate, scale=0.15, elastic_std_voxels=0.0,
                             flip_probability=0.5 if task == "classification" else 0.0)
-    synth = SynthConfig(spatial=spatial, voxel_mm=voxel_mm, resolution_probability=0.2, bias_std=0.2, gamma_std=0.2)
+    synth = SynthConfig(spatial=spatial, resolution_probability=0.2, bias_std=0.2, gamma_std=0.2)
     return DataRecipe(real_fraction=1.0, synth=synth, translate_beyond_reach_voxels=0.0,
                       description=f"real images; rotation +-{rotate:.0f} deg, scale +-15 %, light bias, gamma, "
                                   f"resolution, noise")
@@ -106,7 +107,7 @@ def _data_recipes() -> dict:
     return {
         "brain-structures-seg": DataRecipe(
             real_fraction=0.0, head_layers=True, target_codes=[code for code, _ in BRAIN_STRUCTURES],
-            synth=SynthConfig(spatial=seg_spatial, voxel_mm=2.0, contrast_probabilities=(0.6, 0.15, 0.1, 0.15)),
+            synth=SynthConfig(spatial=seg_spatial, contrast_probabilities=(0.6, 0.15, 0.1, 0.15)),
             description="generated from FreeSurfer label maps (SynthSeg recipe): any MR contrast 60 %, T1w 15 %, "
                         "T2w 10 %, CT 15 %; rotation +-20 deg, scale +-20 %, elastic, mirror with label swap, "
                         "bias, gamma, resolution up to 4 mm / 8 mm slices, noise; head layers drawn around the brain"),
@@ -114,23 +115,23 @@ def _data_recipes() -> dict:
             real_fraction=0.5, pseudo_label_classes=12, point_pairs=AFIDS_LEFT_RIGHT_PAIRS,
             translate_beyond_reach_voxels=24.0,
             # the templates' intensity classes carry no tissue names: "any" contrast only
-            synth=SynthConfig(spatial=landmark_spatial, voxel_mm=2.0, contrast_probabilities=(1.0, 0.0, 0.0, 0.0)),
+            synth=SynthConfig(spatial=landmark_spatial, contrast_probabilities=(1.0, 0.0, 0.0, 0.0)),
             description="half real templates (T1w, T2w), half generated contrasts of the templates' own "
                         "intensity classes; similarity transforms (rotation +-35 deg, scale +-15 %, the head "
                         "anywhere in the field of view), elastic, mirror with point swap, bias, gamma, "
                         "resolution, noise; points moved by the same map"),
         "scan-type-cls": DataRecipe(
             real_fraction=0.5, head_layers=True,
-            synth=SynthConfig(spatial=scan_spatial, voxel_mm=4.0, contrast_probabilities=(0.0, 1.0, 1.0, 1.0),
+            synth=SynthConfig(spatial=scan_spatial, contrast_probabilities=(0.0, 1.0, 1.0, 1.0),
                               resolution_max_mm=6.0, thick_slice_max_mm=10.0),
             description="half real CT / MR volumes, half generated T1w / T2w / CT heads from label maps; any "
                         "orientation, scale +-20 %, elastic, mirror, bias (MR), gamma (MR), resolution, noise"),
     }
 
 
-def data_recipe(name: str, task: str, voxel_mm: float) -> DataRecipe:
+def data_recipe(name: str, task: str) -> DataRecipe:
     """The shipped model's data recipe, or the default one for any other card."""
-    return _data_recipes().get(name) or default_recipe(task, voxel_mm)
+    return _data_recipes().get(name) or default_recipe(task)
 
 
 CLASS_DESCRIPTIONS = {"CT": "X-ray computed tomography", "MR": "magnetic resonance imaging (any weighting)",

@@ -77,10 +77,16 @@ def _draw_contrasts(config: SynthConfig, batch: int, generator: torch.Generator,
     return torch.searchsorted(cdf, u, right=True).clamp(max=len(weights) - 1)
 
 
-def _swap_points(points: torch.Tensor, flipped: torch.Tensor, permutation: Optional[torch.Tensor]) -> torch.Tensor:
+def _moved_points(points: Optional[torch.Tensor], transform, permutation: Optional[torch.Tensor],
+                  device) -> Optional[torch.Tensor]:
+    """points (B, N, 3) (i, j, k) on the input grid -> where they land in the patch, left/right names
+    swapped (`permutation`) in mirrored samples; None without points."""
+    if points is None:
+        return None
+    moved = map_points(transform, points.to(device).float())
     if permutation is None:
-        return points
-    return torch.where(flipped[:, None, None], points[:, permutation], points)
+        return moved
+    return torch.where(transform.flipped[:, None, None], moved[:, permutation], moved)
 
 
 def acquire(image: torch.Tensor, is_ct: torch.Tensor, noise_scale: torch.Tensor, config: SynthConfig,
@@ -122,7 +128,6 @@ class LabelMapGenerator:
         codes = sorted(present | {mirrored(c) for c in present} | {generation(c) for c in present})
         if len(codes) > 2 ** 15:
             raise ValueError(f"{len(codes)} distinct labels is more than the generator indexes")
-        self.codes = codes
         index = {c: n for n, c in enumerate(codes)}
         lookup = torch.zeros(max(codes) + 1, dtype=torch.long)
         lookup[torch.tensor(codes)] = torch.arange(len(codes))
@@ -161,10 +166,7 @@ class LabelMapGenerator:
         zero = (~is_ct) & (torch.rand(batch, generator=generator, device=self.device)
                            < config.zero_background_probability)
         image = torch.where(zero.view(batch, 1, 1, 1, 1) & (labels == self.background), torch.zeros_like(image), image)
-        moved = None
-        if points is not None:
-            moved = _swap_points(map_points(transform, points.to(self.device).float()), transform.flipped,
-                                 self.permutation)
+        moved = _moved_points(points, transform, self.permutation, self.device)
         return SynthBatch(image, self.target[labels[:, 0]], moved, contrast, transform.flipped)
 
 
@@ -212,9 +214,6 @@ class ImageAugmenter:
         is_ct = self.is_ct[cases]
         noise_scale = torch.where(is_ct, config.noise_std_ct, 0.1 * self.spread[cases])
         image = acquire(image, is_ct, noise_scale, config, generator)
-        moved = None
-        if points is not None:
-            moved = _swap_points(map_points(transform, points.to(self.device).float()), transform.flipped,
-                                 self.permutation)
+        moved = _moved_points(points, transform, self.permutation, self.device)
         contrast = torch.where(is_ct, CONTRASTS.index("ct"), -1)
         return SynthBatch(image, labels, moved, contrast, transform.flipped)

@@ -39,7 +39,6 @@ BRAIN_STRUCTURES = [
 # AFIDs (afids_descs.json order, 0-based): right/left pairs of the 32 fiducials.
 AFIDS_LEFT_RIGHT_PAIRS = [(5, 6), (7, 8), (11, 12), (14, 15), (16, 17), (20, 21), (22, 23), (24, 25),
                           (26, 27), (28, 29), (30, 31)]
-AFIDS_COUNT = 32
 
 
 def tissue_of(code: int) -> str:
