@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import copy
 import gzip
-import importlib.util
 import json
 import statistics
 import sys
@@ -113,13 +112,6 @@ def time_training(model, device: torch.device, size: int, steps: int, warmup: in
     return row
 
 
-def load_upstream(path: Path):
-    spec = importlib.util.spec_from_file_location("upstream_nnmamba", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def upstream_row(path: Path, device: torch.device, size: int, steps: int, warmup: int) -> dict:
     if device.type != "cuda":
         return {"skipped": "upstream nnMamba needs mamba-ssm, which runs on CUDA only"}
@@ -129,6 +121,8 @@ def upstream_row(path: Path, device: torch.device, size: int, steps: int, warmup
         return {"skipped": f"mamba-ssm does not import ({type(e).__name__}: {e})"}
     if not path.is_file():
         return {"skipped": f"upstream file {path} not found (fetch lhaof/nnMamba's nnMamba.py there)"}
+    from gpu import load_upstream
+
     torch.manual_seed(0)
     model = load_upstream(path).nnMambaSeg(**CONFIG).to(device)
     return time_training(model, device, size, steps, warmup)
