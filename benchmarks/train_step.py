@@ -31,13 +31,12 @@ from __future__ import annotations
 import argparse
 import copy
 import gzip
-import importlib.util
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -50,6 +49,7 @@ from nnmamba.errors import PlanError  # noqa: E402
 from nnmamba.execution_plan import apply_plan, make_plan, to_plan_layout  # noqa: E402
 from nnmamba.networks import build_network  # noqa: E402
 from nnmamba.train.losses import dice_ce_loss  # noqa: E402
+from timing import call_ms  # noqa: E402
 
 CONFIG = dict(in_ch=1, channels=32, blocks=3, number_classes=6)
 BATCH = 2
@@ -61,25 +61,6 @@ NRRD_TYPES = {"short": "i2", "int16": "i2", "int": "i4", "int32": "i4", "float":
 
 
 # ---- timing -------------------------------------------------------------------------------------
-
-def make_timer(device: torch.device) -> Callable[[Callable[[], None]], float]:
-    """fn -> ms of one call: CUDA events on CUDA, wall clock elsewhere (CPU smoke runs)."""
-    if device.type == "cuda":
-        def timed(fn):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end)
-        return timed
-
-    def timed_cpu(fn):
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1000
-    return timed_cpu
-
 
 def training_step(model, optimizer, x: torch.Tensor, target: torch.Tensor, device: torch.device) -> torch.Tensor:
     """One step: bf16 autocast forward, Dice + CE in float32, backward, Adam. Returns the loss."""
@@ -99,25 +80,17 @@ def time_training(model, device: torch.device, size: int, steps: int, warmup: in
     target = torch.randint(0, CONFIG["number_classes"], (BATCH, size, size, size), device=device, generator=g)
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     model.train()
-    timer = make_timer(device)
     for _ in range(warmup):
         training_step(model, optimizer, x, target, device)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
-    times = [timer(lambda: training_step(model, optimizer, x, target, device)) for _ in range(steps)]
+    times = [call_ms(lambda: training_step(model, optimizer, x, target, device), device) for _ in range(steps)]
     row = {"ms_per_step": statistics.median(times), "steps_timed": steps, "warmup": warmup,
            "min_ms": min(times), "max_ms": max(times)}
     if device.type == "cuda":
         row["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
     return row
-
-
-def load_upstream(path: Path):
-    spec = importlib.util.spec_from_file_location("upstream_nnmamba", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def upstream_row(path: Path, device: torch.device, size: int, steps: int, warmup: int) -> dict:
@@ -129,6 +102,8 @@ def upstream_row(path: Path, device: torch.device, size: int, steps: int, warmup
         return {"skipped": f"mamba-ssm does not import ({type(e).__name__}: {e})"}
     if not path.is_file():
         return {"skipped": f"upstream file {path} not found (fetch lhaof/nnMamba's nnMamba.py there)"}
+    from gpu import load_upstream
+
     torch.manual_seed(0)
     model = load_upstream(path).nnMambaSeg(**CONFIG).to(device)
     return time_training(model, device, size, steps, warmup)
@@ -287,7 +262,6 @@ def loss_curve(backend: str, initial: dict, task: tuple, schedule: np.ndarray, p
         return {"skipped": str(e)}
     model = apply_plan(model, plan).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-    timer = make_timer(device)
     torch.manual_seed(0)
     losses, data_ms, step_ms = [], [], []
     for row in schedule:
@@ -295,9 +269,9 @@ def loss_curve(backend: str, initial: dict, task: tuple, schedule: np.ndarray, p
 
         def load():
             held["batch"] = batch_at(image, labels, row, patch)
-        data_ms.append(timer(load))
+        data_ms.append(call_ms(load, device))
         x, y = held["batch"]
-        step_ms.append(timer(lambda: held.__setitem__("loss", training_step(model, optimizer, x, y, device))))
+        step_ms.append(call_ms(lambda: held.__setitem__("loss", training_step(model, optimizer, x, y, device)), device))
         losses.append(float(held["loss"]))
     return {"plan": plan.as_dict(), "losses": losses, "data_ms_median": statistics.median(data_ms),
             "step_ms_median": statistics.median(step_ms)}
