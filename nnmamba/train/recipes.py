@@ -2,10 +2,10 @@
 prepared data's manifest, so the names / labels / landmarks / classes the model is trained with
 are the ones its card ships with.
 
-Where `models/` already holds a card of the same name (the pipeline's, with untrained weights), that
-card is the template: its network, preprocessing, codes and wording are kept, after checking that its
-vocabulary is the one the data was prepared with; training replaces only `trained`, `training`,
-`accuracy` and the weights.
+Where `models/` already holds a card of the same name, that card is the template: its codes, wording and
+provenance are kept, after checking that its vocabulary is the one the data was prepared with; the
+recipe's network, hyperparameters, input and inference settings replace the card's (a recipe that
+changed them trains a new model); training replaces `trained`, `training`, `accuracy` and the weights.
 
     card = shipped_card("brain-structures-seg", read_manifest("data/prepared"))
 """
@@ -38,13 +38,17 @@ SHIPPED = {
                        "small coarse nnMambaSeg trained on generated images.",
     },
     "afids-landmarks": {
+        # Coarse on purpose: one 64^3 patch of 4 mm voxels (256 mm) holds the whole head, so every
+        # landmark is seen with all of its context; scores are read by a spatial softmax (the linear
+        # head lets them go negative) and the points are then held together by a fit of the template.
         "task": "landmarks", "network": "nnMambaLandmark",
-        "hyperparameters": {"in_ch": 1, "channels": 8, "blocks": 2},
-        "spacing_mm": [2.0, 2.0, 2.0], "patch_size": [112, 128, 112],
+        "hyperparameters": {"in_ch": 1, "channels": 8, "blocks": 2, "head": "linear"},
+        "spacing_mm": [4.0, 4.0, 4.0], "patch_size": [64, 64, 64],
         "normalization": {"method": "zscore", "mask": "nonzero"},
         "channel": {"name": "T1w or T2w MR", "modality": "MR"},
         "inference": {"mirror_axes": [1, 2], "heatmap_activation": "none"},
-        "description": "The 32 AFIDs anatomical fiducials (AC, PC, ...) on head MR, 2 mm heatmaps, nnMambaLandmark.",
+        "description": "The 32 AFIDs anatomical fiducials (AC, PC, ...) on head MR: 4 mm score maps of the whole "
+                       "head (nnMambaLandmark, spatial softmax).",
     },
     "scan-type-cls": {
         "task": "classification", "network": "nnMambaEncoder",
@@ -113,7 +117,7 @@ def _data_recipes() -> dict:
                         "bias, gamma, resolution up to 4 mm / 8 mm slices, noise; head layers drawn around the brain"),
         "afids-landmarks": DataRecipe(
             real_fraction=0.5, pseudo_label_classes=12, point_pairs=AFIDS_LEFT_RIGHT_PAIRS,
-            translate_beyond_reach_voxels=24.0,
+            translate_beyond_reach_voxels=12.0,   # 48 mm at 4 mm: the points stay inside the 256 mm patch
             # the templates' intensity classes carry no tissue names: "any" contrast only
             synth=SynthConfig(spatial=landmark_spatial, contrast_probabilities=(1.0, 0.0, 0.0, 0.0)),
             description="half real templates (T1w, T2w), half generated contrasts of the templates' own "
@@ -174,6 +178,8 @@ def shipped_card(name: str, manifest: dict, existing: Optional[dict] = None) -> 
 
 
 TRAINING_FIELDS = ("trained", "training", "accuracy", "weights_sha256")
+# what the recipe decides over an existing card's (the card keeps its wording, vocabulary, provenance)
+RECIPE_FIELDS = ("network", "hyperparameters", "input", "inference")
 
 
 def _vocabulary(card: dict) -> list:
@@ -191,10 +197,16 @@ def _keep_existing(card: dict, existing: dict) -> None:
                          f"({_vocabulary(existing)[:4]}... vs {_vocabulary(card)[:4]}...); re-run "
                          f"scripts/prepare_data.py or align the card before training")
     description = card["description"]
+    recipe_fields = {k: card[k] for k in RECIPE_FIELDS}
+    changed = [k for k in RECIPE_FIELDS if existing.get(k) != recipe_fields[k]]
     card.clear()
     card.update({k: v for k, v in json.loads(json.dumps(existing)).items() if k not in TRAINING_FIELDS})
     card["trained"] = False
-    if "UNTRAINED" in card.get("description", ""):
+    if changed:
+        # the recipe describes another network than the shipped weights: training makes a new model
+        log.info("models/%s/model.json: the recipe's %s replace the card's", card["name"], ", ".join(changed))
+        card.update(recipe_fields)
+    if changed or "UNTRAINED" in card.get("description", ""):
         card["description"] = description
 
 
