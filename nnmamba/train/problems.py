@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from nnmamba.inference.normalization import normalize_batch
 from nnmamba.train import losses
 from nnmamba.train.data import PreparedCase, centre_padded, class_of_case
 from nnmamba.train.recipes import DataRecipe, default_recipe
@@ -29,37 +30,9 @@ from nnmamba.train.synth.head import add_head_layers
 from nnmamba.train.synth.intensity import CONTRASTS
 
 
-def normalize_tensor(image: torch.Tensor, normalization: dict) -> torch.Tensor:
-    """A model card's intensity normalisation of one image (any shape), in float32.
-
-    zscore: (x - mean) / std over the voxels selected by `mask` ("nonzero": x != 0 unless under 1% of
-    the voxels are, "all"), applied to every voxel;
-    ct: clip to [lo, hi], then (x - mean) / std with the card's dataset statistics.
-    """
-    return normalize_batch(image.float()[None], normalization)[0]
-
-
-def normalize_batch(images: torch.Tensor, normalization: dict) -> torch.Tensor:
-    """The card's normalisation of each sample of images (B, ...) on its own, vectorised."""
-    x = images.float()
-    method = normalization["method"]
-    if method == "ct":
-        lo, hi = normalization["clip"]
-        return (x.clamp(float(lo), float(hi)) - float(normalization["mean"])) / float(normalization["std"])
-    if method != "zscore":
-        raise ValueError(f"normalization method must be 'zscore' or 'ct', got {method!r}")
-    flat = x.reshape(x.shape[0], -1).double()
-    selected = torch.ones_like(flat, dtype=torch.bool)
-    if normalization.get("mask", "nonzero") == "nonzero":
-        nonzero = flat != 0
-        enough = nonzero.sum(1, keepdim=True) >= 0.01 * flat.shape[1]  # as inference: too few -> all
-        selected = torch.where(enough, nonzero, selected)
-    count = selected.sum(1, keepdim=True)
-    mean = torch.where(selected, flat, 0).sum(1, keepdim=True) / count
-    var = torch.where(selected, (flat - mean) ** 2, 0).sum(1, keepdim=True) / count
-    std = var.sqrt().clamp_min(1e-8)
-    shape = (x.shape[0],) + (1,) * (x.dim() - 1)
-    return ((x - mean.float().view(shape)) / std.float().view(shape)).float()
+def normalize_tensor(image: torch.Tensor, normalization: dict, inside: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A model card's intensity normalisation of one image (any shape), in float32 (`normalize_batch`)."""
+    return normalize_batch(image.float()[None], normalization, None if inside is None else inside[None])[0]
 
 
 def heatmaps_at(points_ijk: torch.Tensor, shape_kji: Sequence[int], sigma_voxels: float) -> torch.Tensor:
@@ -131,6 +104,11 @@ class _Problem:
         is_ct = torch.tensor([c.modality == "CT" for c in self.cases], device=self.device)
         return torch.as_tensor(images, device=self.device)[:, None], background, is_ct, offsets
 
+    def _stack_extents(self) -> torch.Tensor:
+        """(cases, 1, k, j, i) bool: where each stacked case has data (not the centring pad)."""
+        extents, _ = centre_padded([np.ones(c.image.shape, dtype=bool) for c in self.cases], [False] * len(self.cases))
+        return torch.as_tensor(extents, device=self.device)[:, None]
+
     def _stack_label_maps(self) -> torch.Tensor:
         codes, _ = centre_padded([c.codes for c in self.label_maps], [0] * len(self.label_maps))
         maps = torch.as_tensor(codes.astype(np.int64), device=self.device)[:, None]
@@ -159,7 +137,10 @@ class _Problem:
         return parts
 
     def _images(self, parts: list) -> torch.Tensor:
-        return normalize_batch(torch.cat([p.image for p in parts]), self.normalization)
+        inside = None
+        if all(p.inside is not None for p in parts):
+            inside = torch.cat([p.inside for p in parts])
+        return normalize_batch(torch.cat([p.image for p in parts]), self.normalization, inside)
 
 
 class SegmentationProblem(_Problem):
@@ -173,13 +154,21 @@ class SegmentationProblem(_Problem):
             labels, _ = centre_padded([c.labels for c in self.cases], [0] * len(self.cases))
             self.real = ImageAugmenter(images, background, is_ct, self.patch, self.synth,
                                        labels=torch.as_tensor(labels, device=device)[:, None],
-                                       class_swap=class_swap_from_names(names))
+                                       class_swap=class_swap_from_names(names), extent=self._stack_extents())
         if self.real_fraction < 1:
             codes = list(self.recipe.target_codes)
             if len(codes) != len(names):
                 raise ValueError(f"the recipe's {len(codes)} target codes do not match the card's {len(names)} "
                                  f"labels; prepare the data and the card with the same structure list")
-            self.synthetic = LabelMapGenerator(self._stack_label_maps(), codes, self.patch, self.synth,
+            # auxiliary classes (white matter, cortex, ...) follow the card's labels: the network learns
+            # them so background is not one giant class, and inference maps them to background
+            auxiliary = [codes for _, codes in self.recipe.auxiliary_classes]
+            classes = int(card.get("hyperparameters", {}).get("number_classes", len(names) + 1 + len(auxiliary)))
+            if len(names) + 1 + len(auxiliary) != classes:
+                raise ValueError(f"the card's network has {classes} classes but the recipe trains "
+                                 f"{len(names) + 1 + len(auxiliary)} (background, {len(names)} labels, "
+                                 f"{len(auxiliary)} auxiliary)")
+            self.synthetic = LabelMapGenerator(self._stack_label_maps(), codes + auxiliary, self.patch, self.synth,
                                                ignore_codes=self.recipe.ignore_codes)
 
     def _real(self, count):
@@ -193,7 +182,7 @@ class SegmentationProblem(_Problem):
         return self._images(parts), torch.cat([p.labels for p in parts])
 
     def loss(self, output, target):
-        return losses.dice_ce_loss(output, target, ignore_index=IGNORE_INDEX)
+        return losses.deep_supervision_loss(output, target, ignore_index=IGNORE_INDEX)
 
 
 def _pseudo_labels(image: np.ndarray, classes: int) -> np.ndarray:
@@ -232,7 +221,7 @@ class LandmarkProblem(_Problem):
         self.points = torch.as_tensor(points, dtype=torch.float32, device=device)
         pairs = _checked_pairs([item["name"] for item in card["landmarks"]], self.recipe.point_pairs)
         self.real = ImageAugmenter(images, background, is_ct, self.patch, self.synth,
-                                   point_pairs=pairs, point_count=count)
+                                   point_pairs=pairs, point_count=count, extent=self._stack_extents())
         if self.real_fraction < 1:
             pseudo, _ = centre_padded([_pseudo_labels(c.image, self.recipe.pseudo_label_classes) for c in self.cases],
                                       [0] * len(self.cases))
@@ -274,7 +263,7 @@ class ClassificationProblem(_Problem):
         reachable = set()
         if self.real_fraction > 0:
             images, background, is_ct, _ = self._stack_images()
-            self.real = ImageAugmenter(images, background, is_ct, self.patch, self.synth)
+            self.real = ImageAugmenter(images, background, is_ct, self.patch, self.synth, extent=self._stack_extents())
             targets = [class_of_case(c, names) for c in self.cases]
             self.targets = torch.tensor(targets, device=device)
             # Balanced: a class, then one of its cases (CT volumes are few).

@@ -20,22 +20,24 @@ from typing import Optional, Sequence
 
 from nnmamba.model_card import CARD_SCHEMA_VERSION, card_path
 from nnmamba.train.synth import SpatialConfig, SynthConfig
-from nnmamba.train.synth.labels import AFIDS_LEFT_RIGHT_PAIRS, BRAIN_STRUCTURES, UNLABELLED_BRAIN
+from nnmamba.train.synth.labels import (AFIDS_LEFT_RIGHT_PAIRS, BRAIN_STRUCTURES, EXTRACEREBRAL_CSF, SCALP,
+                                       SCALP_FAT, SKULL, UNLABELLED_BRAIN)
 
 log = logging.getLogger("nnmamba.train")
 
 SHIPPED = {
     "brain-structures-seg": {
         "task": "segmentation", "network": "nnMambaSeg",
-        "hyperparameters": {"in_ch": 1, "channels": 8, "blocks": 2},
+        # scores of any sign + deep supervision (the upstream head collapsed: docs/training.md)
+        "hyperparameters": {"in_ch": 1, "channels": 16, "blocks": 2, "head": "linear", "deep_supervision": True},
         "spacing_mm": [2.0, 2.0, 2.0], "patch_size": [112, 128, 112],
-        "normalization": {"method": "zscore", "mask": "nonzero"},
+        "normalization": {"method": "percentile", "lower": 0.5, "upper": 99.5},
         "channel": {"name": "head MR (any contrast) or CT", "modality": "any"},
         # left-right is lateralised (Left/Right labels): mirror only front-back and up-down
         "inference": {"mirror_axes": [1, 2]},
         "description": "Fifteen subcortical brain structures (lateral ventricles, thalami, caudates, putamina, "
                        "pallidi, hippocampi, amygdalae, brainstem) on head MR of any contrast or CT, 2 mm, "
-                       "small coarse nnMambaSeg trained on generated images.",
+                       "small nnMambaSeg (linear head, deep supervision) trained on generated images.",
     },
     "afids-landmarks": {
         "task": "landmarks", "network": "nnMambaLandmark",
@@ -77,6 +79,9 @@ class DataRecipe:
     ignore_codes: Sequence[int] = (UNLABELLED_BRAIN,)
     pseudo_label_classes: int = 0
     point_pairs: Sequence = ()                        # (right, left) landmark index pairs
+    # segmentation: extra classes after the card's labels, (name, FreeSurfer codes) each; the network
+    # learns them and inference maps them to background
+    auxiliary_classes: Sequence = ()
     # the patch centre moves up to (volume - patch) / 2 (so crops reach the borders) plus this much
     # (and at least MIN_TRANSLATE_VOXELS)
     translate_beyond_reach_voxels: float = 8.0
@@ -85,6 +90,17 @@ class DataRecipe:
     def __post_init__(self) -> None:
         if not 0.0 <= self.real_fraction <= 1.0:
             raise ValueError(f"real_fraction must be in [0, 1], got {self.real_fraction}")
+
+
+CORTEX_PARCELS = tuple(range(1000, 1036)) + tuple(range(2000, 2036))
+# what else a brain holds, so "background" is only what is left (air, neck, ...); codes in labels.py
+AUXILIARY_CLASSES = (
+    ("cerebral white matter", (2, 41, 77, 85, 251, 252, 253, 254, 255)),
+    ("cerebral cortex", (3, 42) + CORTEX_PARCELS),
+    ("cerebellum", (7, 8, 46, 47)),
+    ("other CSF", (5, 44, 14, 15, 24, 31, 63, EXTRACEREBRAL_CSF)),
+    ("head outside the brain", (SKULL, SCALP_FAT, SCALP)),
+)
 
 
 def default_recipe(task: str) -> DataRecipe:
@@ -107,6 +123,7 @@ def _data_recipes() -> dict:
     return {
         "brain-structures-seg": DataRecipe(
             real_fraction=0.0, head_layers=True, target_codes=[code for code, _ in BRAIN_STRUCTURES],
+            auxiliary_classes=AUXILIARY_CLASSES,
             synth=SynthConfig(spatial=seg_spatial, contrast_probabilities=(0.6, 0.15, 0.1, 0.15)),
             description="generated from FreeSurfer label maps (SynthSeg recipe): any MR contrast 60 %, T1w 15 %, "
                         "T2w 10 %, CT 15 %; rotation +-20 deg, scale +-20 %, elastic, mirror with label swap, "
@@ -155,7 +172,12 @@ def shipped_card(name: str, manifest: dict, existing: Optional[dict] = None) -> 
     if recipe["task"] == "segmentation":
         card["labels"] = [{"value": s["label"], "name": s["name"], "color": list(s["color"])}
                           for s in manifest["segments"]]
-        hyper["number_classes"] = max(s["label"] for s in manifest["segments"]) + 1
+        auxiliary = data_recipe(name, recipe["task"]).auxiliary_classes
+        first = max(s["label"] for s in manifest["segments"]) + 1
+        hyper["number_classes"] = first + len(auxiliary)
+        if auxiliary:
+            card["auxiliary_classes"] = [{"value": first + n, "name": aux_name, "at_inference": "background"}
+                                         for n, (aux_name, _) in enumerate(auxiliary)]
     elif recipe["task"] == "landmarks":
         lm = manifest["landmarks"]
         card["landmarks"] = [{"name": n, "description": d} for n, d in zip(lm["names"], lm["descriptions"])]
@@ -185,17 +207,21 @@ def _vocabulary(card: dict) -> list:
 
 
 def _keep_existing(card: dict, existing: dict) -> None:
-    """Take the shipped card as the template, after checking its vocabulary matches the data's."""
+    """Take the shipped card's vocabulary (names, colours, terminology codes) and any field the recipe
+    does not write, after checking its vocabulary matches the data's; the network, hyperparameters,
+    input and inference stay the recipe's (the recipe decides how the new model is built)."""
     if existing.get("task") != card["task"] or _vocabulary(existing) != _vocabulary(card):
         raise ValueError(f"models/{card['name']}/model.json names other outputs than the prepared data "
                          f"({_vocabulary(existing)[:4]}... vs {_vocabulary(card)[:4]}...); re-run "
                          f"scripts/prepare_data.py or align the card before training")
-    description = card["description"]
-    card.clear()
-    card.update({k: v for k, v in json.loads(json.dumps(existing)).items() if k not in TRAINING_FIELDS})
+    copy = json.loads(json.dumps(existing))
+    for key in ("labels", "landmarks", "classes"):
+        if key in copy:
+            card[key] = copy[key]
+    for key, value in copy.items():
+        if key not in card and key not in TRAINING_FIELDS:
+            card[key] = value
     card["trained"] = False
-    if "UNTRAINED" in card.get("description", ""):
-        card["description"] = description
 
 
 def existing_card(name: str, models_dir: Path) -> Optional[dict]:
