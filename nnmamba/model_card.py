@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from nnmamba.errors import InputError, ModelError
+from nnmamba.landmark_settings import LandmarkDecoding, LandmarkFitSettings, parse_landmark_decoding, parse_landmark_fit
 from nnmamba.results import SegmentInfo, Task
 
 CARD_SCHEMA_VERSION = 1
@@ -82,6 +83,8 @@ class ModelCard:
     description: str = ""
     mirror_axes: tuple = ()           # working-grid axes (0=i, 1=j, 2=k) safe to mirror for TTA
     heatmap_activation: str = "none"
+    landmark_decoding: LandmarkDecoding = LandmarkDecoding()    # landmarks: score maps -> points
+    landmark_fit: Optional[LandmarkFitSettings] = None          # landmarks: template fit, if declared
     labels: list = field(default_factory=list)      # list[SegmentInfo], background excluded
     landmarks: list = field(default_factory=list)   # list[LandmarkSpec]
     classes: list = field(default_factory=list)     # list[ClassSpec]
@@ -237,6 +240,7 @@ def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
         raise _fail(where, f"hyperparameters.in_ch is {in_ch!r} but input.channels lists {len(channels)}")
 
     labels, landmarks, classes = [], [], []
+    landmark_decoding, landmark_fit = LandmarkDecoding(), None
     if task == "segmentation":
         for item in _require(d, "labels", list, where):
             label = item.get("value")
@@ -270,6 +274,11 @@ def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
         if hyper.get("number_landmarks") != len(landmarks):
             raise _fail(where, f"hyperparameters.number_landmarks is {hyper.get('number_landmarks')!r} "
                                f"but the card lists {len(landmarks)} landmarks")
+        try:
+            landmark_decoding = parse_landmark_decoding(inference)
+            landmark_fit = parse_landmark_fit(inference, len(landmarks))
+        except ValueError as e:
+            raise _fail(where, str(e)) from None
     else:
         for item in _require(d, "classes", list, where):
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
@@ -284,7 +293,8 @@ def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
         channels=channels, spacing_mm=tuple(float(s) for s in spacing), orientation=orientation,
         normalization=dict(norm), patch_size=tuple(int(p) for p in patch), trained=trained,
         description=str(d.get("description", "")), mirror_axes=mirror_axes,
-        heatmap_activation=activation, labels=labels, landmarks=landmarks, classes=classes,
+        heatmap_activation=activation, landmark_decoding=landmark_decoding, landmark_fit=landmark_fit,
+        labels=labels, landmarks=landmarks, classes=classes,
         training=d.get("training"), accuracy=d.get("accuracy"), provenance=d.get("provenance"),
         raw=d)
 

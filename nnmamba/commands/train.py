@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="train in channels_last_3d or not (the execution plan's override; default: the "
                              "plan's, on for CUDA)")
-    parser.add_argument("--sigma-mm", type=float, default=4.0, help="landmark heatmap Gaussian sigma (mm)")
+    parser.add_argument("--sigma-mm", type=float, default=None,
+                        help="landmark target Gaussian sigma (mm; default 8, two voxels of the 4 mm grid)")
     parser.add_argument("--channels", type=int, help="override the recipe's network width")
     parser.add_argument("--patch", type=int, nargs=3, metavar=("I", "J", "K"), help="override the patch size")
     parser.add_argument("--spacing", type=float, nargs=3, metavar=("I", "J", "K"), help="override the spacing (mm)")

@@ -4,7 +4,7 @@ Every case is stacked once onto the training device (padded to a common grid); a
 few batched tensor ops, with no per-sample Python loop and no host round trip: pick cases (a
 torch.Generator on the device), generate images from label maps and/or augment real images
 (`nnmamba.train.synth`, moving labels and landmark points with the image), normalise with the card's
-rule (`normalize_batch`, the inference pipeline's arithmetic), render heatmaps at the moved points.
+rule (`normalize_batch`, the inference pipeline's arithmetic), move landmark points with the image.
 Where the batch comes from is the task's `DataRecipe` (recipes.py).
 
 Example:
@@ -33,14 +33,6 @@ from nnmamba.train.synth.intensity import CONTRASTS
 def normalize_tensor(image: torch.Tensor, normalization: dict, inside: Optional[torch.Tensor] = None) -> torch.Tensor:
     """A model card's intensity normalisation of one image (any shape), in float32 (`normalize_batch`)."""
     return normalize_batch(image.float()[None], normalization, None if inside is None else inside[None])[0]
-
-
-def heatmaps_at(points_ijk: torch.Tensor, shape_kji: Sequence[int], sigma_voxels: float) -> torch.Tensor:
-    """points (B, N, 3) (i, j, k) -> (B, N, k, j, i) Gaussians of peak 1 (a product of 1-D ones)."""
-    axes = [torch.arange(s, device=points_ijk.device, dtype=torch.float32) for s in shape_kji]
-    gk, gj, gi = (torch.exp(-0.5 * ((axis - points_ijk[..., c, None]) / sigma_voxels) ** 2)
-                  for axis, c in zip(axes, (2, 1, 0)))
-    return gk[..., :, None, None] * gj[..., None, :, None] * gi[..., None, None, :]
 
 
 def class_swap_from_names(names: Sequence[str]) -> list:
@@ -209,12 +201,21 @@ def _checked_pairs(names: Sequence[str], pairs: Sequence) -> list:
     return list(pairs)
 
 
+# The target Gaussian's width: about two voxels of the 4 mm working grid, wide enough that the spatial
+# softmax sees a blob (not a single voxel) and the soft-argmax reads it to sub-voxel precision.
+LANDMARK_SIGMA_MM = 8.0
+
+
 class LandmarkProblem(_Problem):
+    """Batches: (normalised images (B, 1, k, j, i), true points (B, N, 3) as (i, j, k) patch voxels);
+    the loss builds its Gaussian targets from the points (`losses.landmark_loss`)."""
     task = "landmarks"
 
-    def __init__(self, card, cases, device, seed, sigma_mm: float = 4.0, recipe=None, label_maps=()):
+    def __init__(self, card, cases, device, seed, sigma_mm: Optional[float] = None, recipe=None, label_maps=()):
         super().__init__(card, cases, device, seed, recipe, label_maps)
-        self.sigma = sigma_mm / float(card["input"]["spacing_mm"][0])
+        self.sigma_mm = LANDMARK_SIGMA_MM if sigma_mm is None else float(sigma_mm)
+        self.spacing_mm = [float(s) for s in card["input"]["spacing_mm"]]
+        self.sigma = self.sigma_mm / self.spacing_mm[0]
         count = len(card["landmarks"])
         images, background, is_ct, offsets = self._stack_images()
         points = np.stack([c.landmarks_ijk() for c in self.cases]) + offsets[:, None, :]
@@ -243,11 +244,10 @@ class LandmarkProblem(_Problem):
 
     def batch(self, size: int):
         parts = self.batch_parts(size)
-        points = torch.cat([p.points for p in parts])
-        return self._images(parts), heatmaps_at(points, self.patch, self.sigma)
+        return self._images(parts), torch.cat([p.points for p in parts])
 
     def loss(self, output, target):
-        return losses.heatmap_loss(output, target)
+        return losses.landmark_loss(output, target, self.spacing_mm, self.sigma)
 
 
 # which card class a generated contrast is, by the card's class names (3-class or CT / MR cards)
@@ -311,7 +311,7 @@ class ClassificationProblem(_Problem):
         return losses.classification_loss(output, target)
 
 
-def make_problem(card: dict, cases, device, seed: int, sigma_mm: float = 4.0, recipe: Optional[DataRecipe] = None,
+def make_problem(card: dict, cases, device, seed: int, sigma_mm: Optional[float] = None, recipe: Optional[DataRecipe] = None,
                  label_maps: Sequence[PreparedCase] = ()) -> _Problem:
     task = card["task"]
     if task == "segmentation":

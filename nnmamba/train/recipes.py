@@ -2,10 +2,10 @@
 prepared data's manifest, so the names / labels / landmarks / classes the model is trained with
 are the ones its card ships with.
 
-Where `models/` already holds a card of the same name (the pipeline's, with untrained weights), that
-card is the template: its network, preprocessing, codes and wording are kept, after checking that its
-vocabulary is the one the data was prepared with; training replaces only `trained`, `training`,
-`accuracy` and the weights.
+Where `models/` already holds a card of the same name, that card is the template: its codes, wording and
+provenance are kept, after checking that its vocabulary is the one the data was prepared with; the
+recipe's network, hyperparameters, input and inference settings replace the card's (a recipe that
+changed them trains a new model); training replaces `trained`, `training`, `accuracy` and the weights.
 
     card = shipped_card("brain-structures-seg", read_manifest("data/prepared"))
 """
@@ -40,19 +40,32 @@ SHIPPED = {
                        "small nnMambaSeg (linear head, deep supervision) trained on generated images.",
     },
     "afids-landmarks": {
+        # Coarse on purpose: one 64^3 patch of 4 mm voxels (256 mm) holds the whole head, so every
+        # landmark is seen with all of its context; scores are read by a spatial softmax (the linear
+        # head lets them go negative) and the points are then held together by a fit of the template.
         "task": "landmarks", "network": "nnMambaLandmark",
-        "hyperparameters": {"in_ch": 1, "channels": 8, "blocks": 2},
-        "spacing_mm": [2.0, 2.0, 2.0], "patch_size": [112, 128, 112],
-        "normalization": {"method": "zscore", "mask": "nonzero"},
+        "hyperparameters": {"in_ch": 1, "channels": 8, "blocks": 2, "head": "linear"},
+        "spacing_mm": [4.0, 4.0, 4.0], "patch_size": [64, 64, 64],
+        "normalization": {"method": "percentile", "lower": 0.5, "upper": 99.5},
         "channel": {"name": "T1w or T2w MR", "modality": "MR"},
-        "inference": {"mirror_axes": [1, 2], "heatmap_activation": "none"},
-        "description": "The 32 AFIDs anatomical fiducials (AC, PC, ...) on head MR, 2 mm heatmaps, nnMambaLandmark.",
+        # decoding: a soft-argmax within 20 mm (2.5 sigma of the 8 mm training target) of each map's
+        # peak; then the AFIDs template fitted to the 32 detections (its points are added from
+        # nnmamba/data/afids by shipped_card); a detection more than 6 mm from the fitted template is
+        # replaced by the template point (a perfect similarity fit of the template alone is 0.84 mm
+        # from the truth on FSL MNI152, 2.49 mm on MNI305).
+        "inference": {"mirror_axes": [1, 2], "heatmap_activation": "none",
+                      "landmark_decoding": {"method": "soft-argmax", "radius_mm": 20.0, "temperature": 1.0},
+                      "landmark_fit": {"accept_mm": 6.0, "inlier_mm": 10.0, "tukey_mm": 12.0, "min_inliers": 8}},
+        "landmark_template": "afids",
+        "description": "The 32 AFIDs anatomical fiducials (AC, PC, ...) on head MR: 4 mm score maps of the whole "
+                       "head (nnMambaLandmark, spatial softmax), held together by a robust similarity fit of "
+                       "the AFIDs template.",
     },
     "scan-type-cls": {
         "task": "classification", "network": "nnMambaEncoder",
         "hyperparameters": {"in_ch": 1, "channels": 8, "blocks": 2},
         "spacing_mm": [4.0, 4.0, 4.0], "patch_size": [64, 64, 64],
-        "normalization": {"method": "zscore", "mask": "all"},
+        "normalization": {"method": "percentile", "lower": 0.5, "upper": 99.5},
         "channel": {"name": "any CT or MR volume", "modality": "any"},
         "inference": {"mirror_axes": [0, 1, 2]},
         "description": "Scan type for series routing: CT, T1-weighted or T2-weighted MR, from a 4 mm view of the "
@@ -130,7 +143,7 @@ def _data_recipes() -> dict:
                         "bias, gamma, resolution up to 4 mm / 8 mm slices, noise; head layers drawn around the brain"),
         "afids-landmarks": DataRecipe(
             real_fraction=0.5, pseudo_label_classes=12, point_pairs=AFIDS_LEFT_RIGHT_PAIRS,
-            translate_beyond_reach_voxels=24.0,
+            translate_beyond_reach_voxels=12.0,   # 48 mm at 4 mm: the points stay inside the 256 mm patch
             # the templates' intensity classes carry no tissue names: "any" contrast only
             synth=SynthConfig(spatial=landmark_spatial, contrast_probabilities=(1.0, 0.0, 0.0, 0.0)),
             description="half real templates (T1w, T2w), half generated contrasts of the templates' own "
@@ -168,7 +181,7 @@ def shipped_card(name: str, manifest: dict, existing: Optional[dict] = None) -> 
             "input": {"channels": [dict(recipe["channel"])], "spacing_mm": list(recipe["spacing_mm"]),
                       "orientation": "LPS", "patch_size": list(recipe["patch_size"]),
                       "normalization": dict(recipe["normalization"])},
-            "inference": dict(recipe["inference"]), "training": None, "accuracy": None}
+            "inference": json.loads(json.dumps(recipe["inference"])), "training": None, "accuracy": None}
     if recipe["task"] == "segmentation":
         card["labels"] = [{"value": s["label"], "name": s["name"], "color": list(s["color"])}
                           for s in manifest["segments"]]
@@ -192,10 +205,38 @@ def shipped_card(name: str, manifest: dict, existing: Optional[dict] = None) -> 
                     "training a new card from the recipe", name, _vocabulary(existing)[:3], _vocabulary(card)[:3])
     elif existing:
         _keep_existing(card, existing)
+    if recipe.get("landmark_template") == "afids":
+        _add_afids_template(card)
     return card
 
 
+AFIDS_TEMPLATE_NOTE = ("landmark_fit template: the AFIDs project's 32 points on MNI152NLin2009cAsym (CC-BY-4.0, "
+                       "AFIDs project; afids-validator afids-templates/human, commit ed70bf6), converted RAS -> "
+                       "LPS; file nnmamba/data/afids/tpl-MNI152NLin2009cAsym_afids.fcsv")
+
+
+def _add_afids_template(card: dict) -> None:
+    """Put the AFIDs template points into the card's landmark_fit, in the card's landmark order (matched
+    by description, which the prepared data takes from afids-utils), with their provenance."""
+    from nnmamba.data import afids_template_path
+    from nnmamba.io.markups import read_fcsv
+
+    points, rows = read_fcsv(afids_template_path())
+    by_description = {row.get("desc", "").strip().lower(): point for row, point in zip(rows, points)}
+    wanted = [item["description"].strip().lower() for item in card["landmarks"]]
+    missing = [d for d in wanted if d not in by_description]
+    if missing:
+        raise ValueError(f"the AFIDs template has no point described {missing[:3]}; the card's landmarks are "
+                         f"not the AFIDs")
+    fit = card["inference"]["landmark_fit"]
+    fit["template"] = "AFIDs on MNI152NLin2009cAsym (AFIDs project, CC-BY-4.0)"
+    fit["template_lps_mm"] = [[round(float(v), 5) for v in by_description[d]] for d in wanted]
+    card["provenance"] = {**(card.get("provenance") or {}), "landmark_template": AFIDS_TEMPLATE_NOTE}
+
+
 TRAINING_FIELDS = ("trained", "training", "accuracy", "weights_sha256")
+# what the recipe decides over an existing card's (the card keeps its wording, vocabulary, provenance)
+RECIPE_FIELDS = ("network", "hyperparameters", "input", "inference")
 
 
 def _vocabulary(card: dict) -> list:
@@ -214,14 +255,18 @@ def _keep_existing(card: dict, existing: dict) -> None:
         raise ValueError(f"models/{card['name']}/model.json names other outputs than the prepared data "
                          f"({_vocabulary(existing)[:4]}... vs {_vocabulary(card)[:4]}...); re-run "
                          f"scripts/prepare_data.py or align the card before training")
-    copy = json.loads(json.dumps(existing))
-    for key in ("labels", "landmarks", "classes"):
-        if key in copy:
-            card[key] = copy[key]
-    for key, value in copy.items():
-        if key not in card and key not in TRAINING_FIELDS:
-            card[key] = value
+    description = card["description"]
+    recipe_fields = {k: card[k] for k in RECIPE_FIELDS}
+    changed = [k for k in RECIPE_FIELDS if existing.get(k) != recipe_fields[k]]
+    card.clear()
+    card.update({k: v for k, v in json.loads(json.dumps(existing)).items() if k not in TRAINING_FIELDS})
     card["trained"] = False
+    if changed:
+        # the recipe describes another network than the shipped weights: training makes a new model
+        log.info("models/%s/model.json: the recipe's %s replace the card's", card["name"], ", ".join(changed))
+        card.update(recipe_fields)
+    if changed or "UNTRAINED" in card.get("description", ""):
+        card["description"] = description
 
 
 def existing_card(name: str, models_dir: Path) -> Optional[dict]:
