@@ -333,7 +333,8 @@ def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float
                    "loss": {"segmentation": "cross-entropy + soft Dice (batch)", "landmarks":
                             f"foreground-weighted MSE on Gaussian heatmaps (sigma {config.sigma_mm} mm, peak 1) + 0.05 x "
                             f"spatial-softmax cross-entropy (temperature 0.05)",
-                            "classification": "cross-entropy, class-balanced sampling"}[card["task"]],
+                            "classification": f"cross-entropy, label smoothing {_recipe(config).label_smoothing:g}; "
+                                              f"classes balanced over real and generated samples"}[card["task"]],
                    "augmentation": augmentation,
                    "time_budget_s": config.time_budget_s},
         "final_loss": losses_log[-1][1] if losses_log else None,

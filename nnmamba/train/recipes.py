@@ -82,11 +82,14 @@ class DataRecipe:
     # the patch centre moves up to (volume - patch) / 2 (so crops reach the borders) plus this much
     # (and at least MIN_TRANSLATE_VOXELS)
     translate_beyond_reach_voxels: float = 8.0
+    label_smoothing: float = 0.0                      # classification: share of the target spread over all classes
     description: str = ""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.real_fraction <= 1.0:
             raise ValueError(f"real_fraction must be in [0, 1], got {self.real_fraction}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
 
 def default_recipe(task: str) -> DataRecipe:
@@ -123,11 +126,14 @@ def _data_recipes() -> dict:
                         "anywhere in the field of view), elastic, mirror with point swap, bias, gamma, "
                         "resolution, noise; points moved by the same map"),
         "scan-type-cls": DataRecipe(
-            real_fraction=0.5, head_layers=True,
+            # the generated contrasts' weights are re-solved by the problem so that every class is a third of
+            # the samples, real and generated together (no real T2w volume is trained on: T2w is generated only)
+            real_fraction=0.5, head_layers=True, label_smoothing=0.1,
             synth=SynthConfig(spatial=scan_spatial, contrast_probabilities=(0.0, 1.0, 1.0, 1.0),
                               resolution_max_mm=6.0, thick_slice_max_mm=10.0),
-            description="half real CT / MR volumes, half generated T1w / T2w / CT heads from label maps; any "
-                        "orientation, scale +-20 %, elastic, mirror, bias (MR), gamma (MR), resolution, noise"),
+            description="half real CT / MR volumes, half generated T1w / T2w / CT heads from label maps, the classes "
+                        "balanced over both; any orientation, scale +-20 %, elastic, mirror, bias (MR), gamma (MR), "
+                        "resolution, noise"),
     }
 
 
