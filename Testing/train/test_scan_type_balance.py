@@ -38,6 +38,21 @@ def test_a_class_that_is_only_real_fixes_the_real_share_at_its_third():
     np.testing.assert_allclose(weights, [0.0, 0.0, 1.0])
 
 
+def test_real_volumes_of_every_class_and_a_generator_of_one_leave_all_samples_real():
+    fraction, weights = balanced_sources(3, {0, 1, 2}, {0}, 0.5)
+    assert fraction == 1.0 and weights == [0.0, 0.0, 0.0]
+
+
+def test_scan_type_problem_with_every_class_real_draws_no_generated_sample():
+    card = _card("classification", classes=THREE_CLASSES)
+    card["input"]["patch_size"] = [16, 16, 16]
+    cases = [_image_case("ct", "CT"), _image_case("t1", "MR", "T1w"), _image_case("t2", "MR", "T2w")]
+    recipe = data_recipe("scan-type-cls", "classification")
+    recipe.synth.contrast_probabilities = (0.0, 0.0, 0.0, 1.0)  # CT only: CT is real anyway
+    problem = make_problem(card, cases, torch.device("cpu"), seed=0, recipe=recipe, label_maps=[_label_map_case()])
+    assert problem.real_fraction == 1.0 and len(problem.batch_parts(4)) == 1
+
+
 def test_scan_type_batches_hold_each_class_about_a_third_of_the_time():
     card = _card("classification", classes=THREE_CLASSES)
     card["input"]["patch_size"] = [16, 16, 16]

@@ -333,9 +333,10 @@ class ClassificationProblem(_Problem):
         if generated_classes:
             asked = self.real_fraction
             self.real_fraction, class_weights = balanced_sources(len(names), real_classes, generated_classes, asked)
-            self.synth = replace(self.synth, contrast_probabilities=_contrast_weights(
-                class_weights, contrast_classes, self.synth.contrast_probabilities))
-            self.synthetic = LabelMapGenerator(self._stack_label_maps(), [], self.patch, self.synth)
+            if self.real_fraction < 1:
+                self.synth = replace(self.synth, contrast_probabilities=_contrast_weights(
+                    class_weights, contrast_classes, self.synth.contrast_probabilities))
+                self.synthetic = LabelMapGenerator(self._stack_label_maps(), [], self.patch, self.synth)
             self.augmentation_description += "; " + _balance_description(names, real_classes, self.real_fraction,
                                                                          class_weights, asked)
         self.label_smoothing = self.recipe.label_smoothing
@@ -377,8 +378,8 @@ def _balance_description(names, real_classes, fraction, class_weights, asked) ->
     real = ", ".join(names[k] for k in sorted(real_classes)) or "none"
     generated = ", ".join(f"{name} {w:.0%}" for name, w in zip(names, class_weights) if w > 0)
     lowered = f" (recipe {asked:.0%}, lowered to balance the classes)" if fraction < asked - 1e-9 else ""
-    return (f"classes balanced ({1 / len(names):.0%} each): {fraction:.0%} real{lowered} spread evenly over "
-            f"{real}, the rest generated: {generated}")
+    rest = f", the rest generated: {generated}" if generated else ""
+    return f"classes balanced ({1 / len(names):.0%} each): {fraction:.0%} real{lowered} spread evenly over {real}{rest}"
 
 
 def make_problem(card: dict, cases, device, seed: int, sigma_mm: float = 4.0, recipe: Optional[DataRecipe] = None,
