@@ -35,13 +35,8 @@ import numpy as np
 import torch
 
 from nnmamba.errors import BackendUnavailableError, Cancelled, InputError, ModelError
-<<<<<<< HEAD
 from nnmamba.inference.device_resampling import resample_argmax, resample_linear_with_inside
-from nnmamba.inference.landmarks import heatmap_peaks_torch
-=======
-from nnmamba.inference.device_resampling import resample_argmax, resample_linear
 from nnmamba.inference.landmark_decoding import decode_landmarks
->>>>>>> landmarks
 from nnmamba.inference.normalization import normalize_tensor
 from nnmamba.inference.options import InferenceOptions
 from nnmamba.inference.planned_network import PlannedNetwork

@@ -26,13 +26,9 @@ import torch
 
 from nnmamba.train import checkpoint, distributed
 from nnmamba.train.data import load_cases, read_manifest, resample_case
-<<<<<<< HEAD
 from nnmamba.train.guards import HeldoutCheck, collapse_reason
-from nnmamba.train.problems import make_problem
-=======
 from nnmamba.train.losses import describe_landmark_loss
 from nnmamba.train.problems import LANDMARK_SIGMA_MM, make_problem
->>>>>>> landmarks
 from nnmamba.train.recipes import DataRecipe, data_recipe
 from nnmamba.train.timing import StepClock
 
@@ -375,16 +371,11 @@ def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float
                    "output_batchnorm_lr_multiplier": config.output_norm_lr_multiplier,
                    "initialised_from": str(config.init_from) if config.init_from else None, "schedule": "poly 0.9 over the " + ("steps" if config.max_steps < UNLIMITED_STEPS else "time budget"),
                    "weight_decay": config.weight_decay, "precision": precision, "seed": config.seed,
-<<<<<<< HEAD
                    "loss": {"segmentation": "cross-entropy + soft Dice over the classes present (batch Dice), "
-                                            "with deep supervision where the network has it", "landmarks":
-                            f"foreground-weighted MSE on Gaussian heatmaps (sigma {config.sigma_mm} mm, peak 1) + 0.05 x "
-                            f"spatial-softmax cross-entropy (temperature 0.05)",
-=======
-                   "loss": {"segmentation": "cross-entropy + soft Dice (batch)", "landmarks":
-                            describe_landmark_loss(config.sigma_mm or LANDMARK_SIGMA_MM),
->>>>>>> landmarks
-                            "classification": "cross-entropy, class-balanced sampling"}[card["task"]],
+                                            "with deep supervision where the network has it",
+                            "landmarks": describe_landmark_loss(config.sigma_mm or LANDMARK_SIGMA_MM),
+                            "classification": f"cross-entropy, label smoothing {_recipe(config).label_smoothing:g}; "
+                                              f"classes balanced over real and generated samples"}[card["task"]],
                    "augmentation": augmentation,
                    "time_budget_s": config.time_budget_s},
         "final_loss": losses_log[-1][1] if losses_log else None,

@@ -121,6 +121,10 @@ def describe_landmark_loss(sigma_mm: float, mm_weight: float = 0.05) -> str:
             f"the point")
 
 
-def classification_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """logits: (B, classes); target: (B,) class indices -> scalar cross-entropy."""
-    return F.cross_entropy(logits.float(), target.long())
+def classification_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """logits: (B, classes); target: (B,) class indices -> scalar cross-entropy, the target spread
+    `label_smoothing` of its mass evenly over all classes (a few training volumes are easy to be
+    over-confident on)."""
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    return F.cross_entropy(logits.float(), target.long(), label_smoothing=float(label_smoothing))

@@ -254,13 +254,44 @@ class LandmarkProblem(_Problem):
 CONTRAST_CLASS_NAMES = {"t1w": ("T1w MR", "MR"), "t2w": ("T2w MR", "MR"), "ct": ("CT",)}
 
 
+def balanced_sources(class_count: int, real_classes: set, generated_classes: set, real_fraction: float) -> tuple:
+    """(real fraction, generated weight of each class) that make every class 1/class_count of the
+    samples, when real samples are spread evenly over `real_classes` and generated ones drawn with
+    the returned weights (summing to 1, zero outside `generated_classes`).
+
+    The recipe's real fraction is kept where it can be and lowered where it cannot: each real class
+    may take at most 1/class_count, so the real share is at most len(real_classes)/class_count, and
+    exactly that when a class can only be real. Example: CT and T1w real, CT / T1w / T2w generated,
+    real fraction 0.5 -> (0.5, [1/6, 1/6, 2/3]): each class a third in all.
+    """
+    share = 1.0 / class_count
+    if not generated_classes:
+        return 1.0, [0.0] * class_count
+    if not real_classes:
+        fraction = 0.0
+    elif real_classes - generated_classes:
+        fraction = len(real_classes) / class_count
+    else:
+        fraction = min(real_fraction, len(real_classes) / class_count)
+    if fraction >= 1.0:
+        return 1.0, [0.0] * class_count
+    per_real_class = fraction / len(real_classes) if real_classes else 0.0
+    weights = [(share - (per_real_class if k in real_classes else 0.0)) / (1.0 - fraction) for k in range(class_count)]
+    weights = [max(0.0, w) if k in generated_classes else 0.0 for k, w in enumerate(weights)]
+    total = sum(weights)
+    return fraction, [w / total for w in weights]
+
+
 class ClassificationProblem(_Problem):
+    """Every class drawn equally often over real and generated samples together (the recipe's real
+    fraction lowered where the real volumes cover too few classes), cross-entropy with the recipe's
+    label smoothing."""
     task = "classification"
 
     def __init__(self, card, cases, device, seed, recipe=None, label_maps=()):
         super().__init__(card, cases, device, seed, recipe, label_maps)
         names = [c["name"] for c in card["classes"]]
-        reachable = set()
+        real_classes, generated_classes = set(), set()
         if self.real_fraction > 0:
             images, background, is_ct, _ = self._stack_images()
             self.real = ImageAugmenter(images, background, is_ct, self.patch, self.synth, extent=self._stack_extents())
@@ -272,9 +303,10 @@ class ClassificationProblem(_Problem):
             width = max(len(m) for m in present)
             self.members = torch.tensor([m + [m[0]] * (width - len(m)) for m in present], device=device)
             self.member_counts = torch.tensor([len(m) for m in present], device=device)
-            reachable |= set(targets)
+            real_classes = set(targets)
         if self.real_fraction < 1:
             self.contrast_class = torch.full((len(CONTRASTS),), -1, dtype=torch.long, device=device)
+            contrast_classes = []
             for n, contrast in enumerate(CONTRASTS):
                 weight = self.synth.contrast_probabilities[n]
                 match = [names.index(c) for c in CONTRAST_CLASS_NAMES.get(contrast, ()) if c in names]
@@ -282,12 +314,21 @@ class ClassificationProblem(_Problem):
                     raise ValueError(f"the recipe generates contrast {contrast!r}, which is none of the classes {names}")
                 if match:
                     self.contrast_class[n] = match[0]
-                if match and weight > 0:
-                    reachable.add(match[0])
-            self.synthetic = LabelMapGenerator(self._stack_label_maps(), [], self.patch, self.synth)
-        missing = [names[k] for k in range(len(names)) if k not in reachable]
+                contrast_classes.append(match[0] if match and weight > 0 else None)
+            generated_classes = {k for k in contrast_classes if k is not None}
+        missing = [names[k] for k in range(len(names)) if k not in real_classes | generated_classes]
         if missing:
             raise ValueError(f"classification training needs every class; nothing in the data is {missing}")
+        if generated_classes:
+            asked = self.real_fraction
+            self.real_fraction, class_weights = balanced_sources(len(names), real_classes, generated_classes, asked)
+            if self.real_fraction < 1:
+                self.synth = replace(self.synth, contrast_probabilities=_contrast_weights(
+                    class_weights, contrast_classes, self.synth.contrast_probabilities))
+                self.synthetic = LabelMapGenerator(self._stack_label_maps(), [], self.patch, self.synth)
+            self.augmentation_description += "; " + _balance_description(names, real_classes, self.real_fraction,
+                                                                         class_weights, asked)
+        self.label_smoothing = self.recipe.label_smoothing
 
     def _real(self, count):
         row = self._pick(count, len(self.member_counts))
@@ -308,7 +349,26 @@ class ClassificationProblem(_Problem):
         return self._images(parts), torch.cat([p.contrast for p in parts])
 
     def loss(self, output, target):
-        return losses.classification_loss(output, target)
+        return losses.classification_loss(output, target, label_smoothing=self.label_smoothing)
+
+
+def _contrast_weights(class_weights: Sequence[float], contrast_classes: Sequence, recipe_weights: Sequence[float]) -> tuple:
+    """Each class's generated weight shared among the contrasts that make it (e.g. T1w and T2w for an
+    "MR" class) in the recipe's proportions."""
+    per_class = {}
+    for k, w in zip(contrast_classes, recipe_weights):
+        if k is not None:
+            per_class[k] = per_class.get(k, 0.0) + float(w)
+    return tuple(class_weights[k] * float(w) / per_class[k] if k is not None else 0.0
+                 for k, w in zip(contrast_classes, recipe_weights))
+
+
+def _balance_description(names, real_classes, fraction, class_weights, asked) -> str:
+    real = ", ".join(names[k] for k in sorted(real_classes)) or "none"
+    generated = ", ".join(f"{name} {w:.0%}" for name, w in zip(names, class_weights) if w > 0)
+    lowered = f" (recipe {asked:.0%}, lowered to balance the classes)" if fraction < asked - 1e-9 else ""
+    rest = f", the rest generated: {generated}" if generated else ""
+    return f"classes balanced ({1 / len(names):.0%} each): {fraction:.0%} real{lowered} spread evenly over {real}{rest}"
 
 
 def make_problem(card: dict, cases, device, seed: int, sigma_mm: Optional[float] = None, recipe: Optional[DataRecipe] = None,
