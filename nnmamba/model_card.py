@@ -40,7 +40,7 @@ NETWORKS = {"nnMambaSeg": "segmentation", "nnMambaEncoder": "classification",
             "TamingSegMamba": "segmentation", "BiSegMamba": "segmentation",
             "SegMambaSkip": "segmentation", "MultiSegMamba": "segmentation"}
 ORIENTATIONS = ("LPS", "RAS")
-NORMALIZATIONS = ("zscore", "ct")
+NORMALIZATIONS = ("percentile", "zscore", "ct")
 HEATMAP_ACTIVATIONS = ("none", "sigmoid")
 PATCH_MULTIPLE = 16
 CARD_FILE = "model.json"
@@ -219,6 +219,10 @@ def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
                 raise _fail(where, f"normalization 'ct' needs '{key}' (clip [lo, hi], dataset mean, std)")
         if float(norm["std"]) <= 0:
             raise _fail(where, f"normalization std must be > 0, got {norm['std']}")
+    elif method == "percentile":
+        lower, upper = norm.get("lower", 0.5), norm.get("upper", 99.5)
+        if not (isinstance(lower, (int, float)) and isinstance(upper, (int, float)) and 0 <= lower < upper <= 100):
+            raise _fail(where, f"normalization 'percentile' needs 0 <= lower < upper <= 100, got {lower!r}, {upper!r}")
     elif norm.get("mask", "nonzero") not in ("nonzero", "all"):
         raise _fail(where, f"normalization 'zscore' mask must be 'nonzero' or 'all', got {norm.get('mask')!r}")
 
@@ -252,9 +256,16 @@ def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
         if len(set(values)) != len(values) or not values:
             raise _fail(where, f"labels must be non-empty with distinct values, got {values}")
         n_classes = hyper.get("number_classes")
-        if n_classes != max(values) + 1:
+        # auxiliary classes: output channels after the labels that inference maps to background
+        auxiliary = d.get("auxiliary_classes") or []
+        if not isinstance(auxiliary, list) or [a.get("value") if isinstance(a, dict) else a for a in auxiliary] != \
+                list(range(max(values) + 1, max(values) + 1 + len(auxiliary))):
+            raise _fail(where, f"auxiliary_classes must list the classes after the labels in order "
+                               f"({max(values) + 1}, {max(values) + 2}, ...), got {auxiliary!r}")
+        if n_classes != max(values) + 1 + len(auxiliary):
             raise _fail(where, f"hyperparameters.number_classes is {n_classes!r} but the labels need "
-                               f"{max(values) + 1} (background + values up to {max(values)})")
+                               f"{max(values) + 1 + len(auxiliary)} (background + values up to {max(values)}"
+                               + (f" + {len(auxiliary)} auxiliary classes)" if auxiliary else ")"))
     elif task == "landmarks":
         for item in _require(d, "landmarks", list, where):
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from nnmamba.errors import BackendUnavailableError, Cancelled, InputError, ModelError
-from nnmamba.inference.device_resampling import resample_argmax, resample_linear
+from nnmamba.inference.device_resampling import resample_argmax, resample_linear_with_inside
 from nnmamba.inference.landmark_decoding import decode_landmarks
 from nnmamba.inference.normalization import normalize_tensor
 from nnmamba.inference.options import InferenceOptions
@@ -244,8 +244,8 @@ class Predictor:
                                            card.orientation)
             source = self._source(volume, cache)
             lowest = source.reshape(source.shape[0], -1).min(dim=1).values   # outside: each channel's min
-            resampled = resample_linear(source, volume.geometry, geometry, shape, lowest)
-            cache[key] = (normalize_tensor(resampled, card.normalization), geometry)
+            resampled, inside = resample_linear_with_inside(source, volume.geometry, geometry, shape, lowest)
+            cache[key] = (normalize_tensor(resampled, card.normalization, inside), geometry)
         return cache[key]
 
     def _run_task(self, card: ModelCard, volume: Volume, cache: dict, options: InferenceOptions,

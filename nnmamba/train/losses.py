@@ -16,9 +16,11 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-
                  ignore_index: Optional[int] = None) -> torch.Tensor:
     """logits: (B, C, k, j, i); target: (B, k, j, i) integer labels in 0..C-1 -> scalar.
 
-    Cross-entropy plus (1 - soft Dice) averaged over the foreground classes, with the Dice sums
-    taken over the whole batch ("batch Dice", as nnU-Net does for small batches). Voxels labelled
-    `ignore_index` (what a label map leaves unknown) count in neither term.
+    Cross-entropy plus (1 - soft Dice) averaged over the foreground classes present in the batch,
+    with the Dice sums taken over the whole batch ("batch Dice", as nnU-Net does for small batches).
+    A class absent from the batch would score Dice 1 for predicting nothing and dilute the small
+    structures' gradient, so it is left out of the mean (no host sync: a masked mean). Voxels
+    labelled `ignore_index` (what a label map leaves unknown) count in neither term.
     """
     logits = logits.float()
     target = target.long()
@@ -37,9 +39,33 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-
         probabilities, one_hot = probabilities * mask, one_hot * mask
     dims = (0, 2, 3, 4)
     intersection = (probabilities * one_hot).sum(dims)
-    denominator = probabilities.sum(dims) + one_hot.sum(dims)
+    truth = one_hot.sum(dims)
+    denominator = probabilities.sum(dims) + truth
     dice = (2 * intersection + smooth) / (denominator + smooth)
-    return ce + (1 - dice[1:].mean())
+    present = (truth[1:] > 0).to(dice.dtype)
+    mean_dice = (dice[1:] * present).sum() / present.sum().clamp_min(1)
+    return ce + (1 - mean_dice) * (present.sum() > 0).to(dice.dtype)
+
+
+# nnU-Net's deep-supervision weights: halved per level, the coarsest left out, normalised to sum 1
+DEEP_SUPERVISION_WEIGHTS = (1.0, 0.5, 0.25, 0.125)
+
+
+def deep_supervision_loss(output, target: torch.Tensor, ignore_index: Optional[int] = None) -> torch.Tensor:
+    """output: logits (B, C, k, j, i), or (those, [logits at 1/2, 1/4, 1/8 ...]) from a network with
+    deep supervision; target (B, k, j, i) -> the weighted sum of `dice_ce_loss` at each resolution
+    (the target subsampled by striding, nearest, so ignored voxels stay ignored)."""
+    if isinstance(output, torch.Tensor):
+        return dice_ce_loss(output, target, ignore_index=ignore_index)
+    main, auxiliary = output
+    levels = [main] + list(auxiliary)
+    weights = DEEP_SUPERVISION_WEIGHTS[:len(levels)]
+    total = 0.0
+    for logits, weight in zip(levels, weights):
+        step = target.shape[-1] // logits.shape[-1]
+        subsampled = target[:, ::step, ::step, ::step] if step > 1 else target
+        total = total + weight * dice_ce_loss(logits, subsampled, ignore_index=ignore_index)
+    return total / sum(weights)
 
 
 def gaussian_distributions(points_ijk: torch.Tensor, shape_kji: Sequence[int], sigma_voxels: float) -> tuple:
@@ -95,6 +121,10 @@ def describe_landmark_loss(sigma_mm: float, mm_weight: float = 0.05) -> str:
             f"the point")
 
 
-def classification_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """logits: (B, classes); target: (B,) class indices -> scalar cross-entropy."""
-    return F.cross_entropy(logits.float(), target.long())
+def classification_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """logits: (B, classes); target: (B,) class indices -> scalar cross-entropy, the target spread
+    `label_smoothing` of its mass evenly over all classes (a few training volumes are easy to be
+    over-confident on)."""
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    return F.cross_entropy(logits.float(), target.long(), label_smoothing=float(label_smoothing))
