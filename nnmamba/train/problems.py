@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from nnmamba.tasks import get_task
 from nnmamba.train import losses
 from nnmamba.train.data import PreparedCase, centre_padded, class_of_case
 from nnmamba.train.recipes import DataRecipe, default_recipe
@@ -324,11 +325,5 @@ class ClassificationProblem(_Problem):
 
 def make_problem(card: dict, cases, device, seed: int, sigma_mm: float = 4.0, recipe: Optional[DataRecipe] = None,
                  label_maps: Sequence[PreparedCase] = ()) -> _Problem:
-    task = card["task"]
-    if task == "segmentation":
-        return SegmentationProblem(card, cases, device, seed, recipe, label_maps)
-    if task == "landmarks":
-        return LandmarkProblem(card, cases, device, seed, sigma_mm=sigma_mm, recipe=recipe, label_maps=label_maps)
-    if task == "classification":
-        return ClassificationProblem(card, cases, device, seed, recipe, label_maps)
-    raise ValueError(f"unknown task {task!r}")
+    """The training problem of the card's task: each task (`nnmamba.tasks`) names its problem class."""
+    return get_task(card["task"]).make_problem(card, cases, device, seed, sigma_mm, recipe, label_maps)
