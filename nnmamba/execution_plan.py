@@ -325,9 +325,7 @@ def make_plan(network: NetworkLike, device, dtype: torch.dtype = torch.float32, 
     """
     _check_arguments(dtype, mode, overrides)
     requested, source = backends.requested_backend(scan_backend)
-    if requested != AUTO:
-        backends.get_backend(requested)  # ValueError naming the known backends
-    device = _check_device(device)
+    device = _check_device(device)   # an unknown backend name: ValueError from choose_scan_backend
     plan = plan_from_declarations(network_facts(network), backends.declarations(device), device, dtype, mode,
                                   requested, source, overrides)
     logger.info("%s", plan.describe())

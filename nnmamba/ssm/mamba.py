@@ -137,6 +137,11 @@ class Mamba(nn.Module):
     def set_scan_backend(self, name: str) -> None:
         """Ask for another backend ("auto" or a registered name); planned again on next forward."""
         backends.check_backend_name(name)
+        self.take_checked_scan_backend(name)
+
+    def take_checked_scan_backend(self, name: str) -> None:
+        """`set_scan_backend` for a name the caller has checked (`backends.check_backend_name`):
+        `nnmamba.networks` checks a network's backend once, not once per block."""
         self.scan_backend = name
         self._planned = {}
         self._resolved = {}

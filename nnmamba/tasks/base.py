@@ -6,7 +6,8 @@ writers, the worker protocol, predict/cohort, training and evaluation hold no `i
 - the card: which fields a card of this task must carry (`card_fields`), its output names and the
   network's output channels (`output_names`, `out_channels`);
 - inference: whether the network answers per voxel (sliding window over the volume) or once for the
-  whole volume (`spatial_output`), and how its output becomes a result (`decode`);
+  whole volume (`spatial_output`), how its output becomes a result (`decode`), and a few plain lines
+  about a result (`describe`);
 - files: the suffixes of what a result is written to and the writing itself (`suffixes`, `write`);
 - the wire: the result as a JSON header + named arrays for the worker protocol and back
   (`encode`, `decode_wire`);
@@ -77,6 +78,10 @@ class TaskDefinition:
         (1, out_channels) scores. `model` and `timings` of the result are filled by the predictor.
         """
         raise NotImplementedError
+
+    def describe(self, result) -> List[str]:
+        """A few plain lines about one result (what `nnmamba demo` prints)."""
+        return []
 
     # ---- files -------------------------------------------------------------------------------
 

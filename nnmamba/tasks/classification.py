@@ -65,6 +65,10 @@ class ClassificationTask(TaskDefinition):
         probabilities = to_numpy(torch.softmax(output.float(), dim=1))[0].astype(np.float64)
         return ClassificationResult([c.name for c in card.classes], probabilities)
 
+    def describe(self, result: ClassificationResult) -> list:
+        probs = ", ".join(f"{n} {p:.3f}" for n, p in zip(result.class_names, result.probabilities))
+        return [f"top class {result.top_class} ({probs})"]
+
     def write(self, result: ClassificationResult, base: Path) -> list:
         from nnmamba.io.tables import write_probabilities_json, write_probabilities_tsv
 

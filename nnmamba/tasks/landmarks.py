@@ -61,6 +61,11 @@ class LandmarksTask(TaskDefinition):
         return LandmarkResult([lm.name for lm in card.landmarks], [lm.description for lm in card.landmarks],
                               working_geometry.index_to_physical(ijk), np.clip(heights, 0.0, 1.0))
 
+    def describe(self, result: LandmarkResult) -> list:
+        order = np.argsort(-result.confidence)[:3]
+        best = ", ".join(f"{result.names[n]} ({result.confidence[n]:.2f})" for n in order)
+        return [f"{len(result.names)} landmarks; highest confidence: {best}"]
+
     def write(self, result: LandmarkResult, base: Path) -> list:
         from nnmamba.io.markups import write_markups
 

@@ -102,6 +102,14 @@ class SegmentationTask(TaskDefinition):
         labelmap = labels.to(small).cpu().numpy().astype(np.uint16)
         return SegmentationResult(labelmap, volume.geometry, list(card.labels))
 
+    def describe(self, result: SegmentationResult) -> list:
+        import numpy as np
+
+        voxel_ml = float(np.prod(result.geometry.spacing)) / 1000.0
+        counts = np.bincount(result.labelmap.ravel(), minlength=max(s.label for s in result.segments) + 1)
+        found = [f"{s.name} {counts[s.label] * voxel_ml:.1f} mL" for s in result.segments if counts[s.label]]
+        return [f"{len(found)} of {len(result.segments)} segments present: " + (", ".join(found) or "none")]
+
     def write(self, result: SegmentationResult, base: Path) -> list:
         from nnmamba.io.segmentation import write_segmentation
 
