@@ -29,11 +29,12 @@ from typing import Optional, Sequence
 
 from nnmamba.errors import InputError, ModelError
 from nnmamba import tasks
+from nnmamba.landmark_settings import LandmarkDecoding, LandmarkFitSettings
 
 CARD_SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("model_card.schema.json")
 ORIENTATIONS = ("LPS", "RAS")
-NORMALIZATIONS = ("zscore", "ct")
+NORMALIZATIONS = ("percentile", "zscore", "ct")
 HEATMAP_ACTIVATIONS = ("none", "sigmoid")
 PATCH_MULTIPLE = 16
 CARD_FILE = "model.json"
@@ -76,6 +77,8 @@ class ModelCard:
     description: str = ""
     mirror_axes: tuple = ()           # working-grid axes (0=i, 1=j, 2=k) safe to mirror for TTA
     heatmap_activation: str = "none"
+    landmark_decoding: LandmarkDecoding = LandmarkDecoding()    # landmarks: score maps -> points
+    landmark_fit: Optional[LandmarkFitSettings] = None          # landmarks: template fit, if declared
     labels: list = field(default_factory=list)      # list[SegmentInfo], background excluded
     landmarks: list = field(default_factory=list)   # list[LandmarkSpec]
     classes: list = field(default_factory=list)     # list[ClassSpec]
@@ -203,6 +206,10 @@ def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
                 raise _fail(where, f"normalization 'ct' needs '{key}' (clip [lo, hi], dataset mean, std)")
         if float(norm["std"]) <= 0:
             raise _fail(where, f"normalization std must be > 0, got {norm['std']}")
+    elif method == "percentile":
+        lower, upper = norm.get("lower", 0.5), norm.get("upper", 99.5)
+        if not (isinstance(lower, (int, float)) and isinstance(upper, (int, float)) and 0 <= lower < upper <= 100):
+            raise _fail(where, f"normalization 'percentile' needs 0 <= lower < upper <= 100, got {lower!r}, {upper!r}")
     elif norm.get("mask", "nonzero") not in ("nonzero", "all"):
         raise _fail(where, f"normalization 'zscore' mask must be 'nonzero' or 'all', got {norm.get('mask')!r}")
 

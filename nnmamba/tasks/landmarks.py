@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnmamba.landmark_settings import parse_landmark_decoding, parse_landmark_fit
 from nnmamba.model_card import LandmarkSpec
 from nnmamba.results import LandmarkResult
 from nnmamba.tasks.base import TaskDefinition
@@ -42,7 +43,13 @@ class LandmarksTask(TaskDefinition):
         if hyperparameters.get("number_landmarks") != len(landmarks):
             raise fail(f"hyperparameters.number_landmarks is {hyperparameters.get('number_landmarks')!r} "
                        f"but the card lists {len(landmarks)} landmarks")
-        return {"landmarks": landmarks}
+        inference = card.get("inference", {}) or {}
+        try:
+            decoding = parse_landmark_decoding(inference)
+            fit = parse_landmark_fit(inference, len(landmarks))
+        except ValueError as e:
+            raise fail(str(e)) from None
+        return {"landmarks": landmarks, "landmark_decoding": decoding, "landmark_fit": fit}
 
     def output_names(self, card) -> list:
         return [lm.name for lm in card.landmarks]
@@ -51,15 +58,12 @@ class LandmarksTask(TaskDefinition):
         return len(card.landmarks)
 
     def decode(self, card, output, working_geometry: Geometry, volume) -> LandmarkResult:
-        """(landmarks, Z, Y, X) heatmaps on the working grid -> points in LPS mm, peak heights."""
-        import torch
+        """(landmarks, Z, Y, X) score maps on the working grid -> points in LPS mm, confidences and
+        descriptions, as the card declares (`nnmamba.inference.landmark_decoding`)."""
+        from nnmamba.inference.landmark_decoding import decode_landmarks
 
-        from nnmamba.inference.landmarks import heatmap_peaks_torch
-
-        heatmaps = output if card.heatmap_activation == "none" else torch.sigmoid(output)
-        ijk, heights = heatmap_peaks_torch(heatmaps)
-        return LandmarkResult([lm.name for lm in card.landmarks], [lm.description for lm in card.landmarks],
-                              working_geometry.index_to_physical(ijk), np.clip(heights, 0.0, 1.0))
+        points_lps, confidence, descriptions = decode_landmarks(card, output, working_geometry)
+        return LandmarkResult([lm.name for lm in card.landmarks], descriptions, points_lps, confidence)
 
     def describe(self, result: LandmarkResult) -> list:
         order = np.argsort(-result.confidence)[:3]

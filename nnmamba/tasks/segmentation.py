@@ -70,9 +70,16 @@ class SegmentationTask(TaskDefinition):
         if len(set(values)) != len(values) or not values:
             raise fail(f"labels must be non-empty with distinct values, got {values}")
         n_classes = hyperparameters.get("number_classes")
-        if n_classes != max(values) + 1:
+        # auxiliary classes: output channels after the labels that inference maps to background
+        auxiliary = card.get("auxiliary_classes") or []
+        if not isinstance(auxiliary, list) or [a.get("value") if isinstance(a, dict) else a for a in auxiliary] != \
+                list(range(max(values) + 1, max(values) + 1 + len(auxiliary))):
+            raise fail(f"auxiliary_classes must list the classes after the labels in order "
+                       f"({max(values) + 1}, {max(values) + 2}, ...), got {auxiliary!r}")
+        if n_classes != max(values) + 1 + len(auxiliary):
             raise fail(f"hyperparameters.number_classes is {n_classes!r} but the labels need "
-                       f"{max(values) + 1} (background + values up to {max(values)})")
+                       f"{max(values) + 1 + len(auxiliary)} (background + values up to {max(values)}"
+                       + (f" + {len(auxiliary)} auxiliary classes)" if auxiliary else ")"))
         return {"labels": labels}
 
     def output_names(self, card) -> list:
