@@ -50,14 +50,17 @@ running() { for model in $MODELS; do kill -0 "$(cat "$RUNS/$model.pid")" 2>/dev/
 deadline=$(( $(date +%s) + ${WAIT_MINUTES%.*} * 60 ))
 while running && [ "$(date +%s)" -lt "$deadline" ]; do sleep 15; done
 
+mkdir -p "$RUNS/meta"
 for model in $MODELS; do
   state=$RUNS/$model/weights_state
   if [ -f "$state/checkpoint.safetensors" ]; then
     cp "$state/checkpoint.safetensors" "$OUT/$model.safetensors"
-    cp "$state/checkpoint.json" "$OUT/$model.json"
+    cp "$state/checkpoint.json" "$RUNS/meta/$model.json"
   fi
+  [ -f "$RUNS/$model/$model/model.json" ] && cp "$RUNS/$model/$model/model.json" "$RUNS/meta/$model.card.json"
+  cp "$RUNS/$model.log" "$RUNS/meta/" 2>/dev/null
   echo "=== $model ($(kill -0 "$(cat "$RUNS/$model.pid")" 2>/dev/null && echo running || echo finished))"
   grep -E "step [0-9]+: (loss|held-out)|stopping|Error|error|trained " "$RUNS/$model.log" | tail -n 8
 done
-tail -c 200000 "$RUNS/brain-structures-seg.log" > "$OUT/seg.log" 2>/dev/null || true
+tar czf "$OUT/meta.tar.gz" -C "$RUNS" meta   # small files in one (a call brings back at most 8 files)
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader 2>/dev/null || true

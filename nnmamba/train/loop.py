@@ -146,7 +146,8 @@ def _load_initial_weights(model: torch.nn.Module, path: Path) -> None:
 
 def _training_plan(model: torch.nn.Module, config: TrainConfig, device: torch.device):
     """Plan (and log) how `model` trains, and apply it: a scan backend that has gradients, always."""
-    from nnmamba.execution_plan import apply_plan, make_plan
+    from nnmamba.execution_plan import make_plan
+    from nnmamba.inference.plan_application import apply_plan
 
     precision = _autocast(config.precision, device)[1]
     plan = make_plan(model, device, torch.bfloat16 if precision == "bf16" else torch.float32, mode="training",
