@@ -105,3 +105,24 @@ def test_noise_and_bias_outside_the_field_of_view_never_reach_the_network():
     assert (~batch.inside).any() and batch.inside.any()
     assert (out[~batch.inside] == 0).all()
     assert out[batch.inside].std() > 0.05
+
+
+def test_training_cases_resample_without_simpleitk_exactly_as_simpleitk_does():
+    """Training runs on GPU machines without SimpleITK: resample_case is torch, checked against ITK."""
+    import SimpleITK as sitk
+
+    from nnmamba.train.data import PreparedCase, resample_case
+    from nnmamba.volume import Geometry
+
+    rng = np.random.default_rng(5)
+    image = rng.normal(100, 30, (21, 25, 19)).astype(np.float32)
+    geometry = Geometry(np.array([-30.0, 12.0, 4.0]), np.array([2.0, 2.0, 2.0]), np.eye(3))
+    out = resample_case(PreparedCase("c", image, geometry, "MR"), (4.0, 4.0, 4.0))
+    itk = sitk.GetImageFromArray(image)
+    itk.SetOrigin(geometry.origin.tolist())
+    itk.SetSpacing(geometry.spacing.tolist())
+    expected = sitk.GetArrayFromImage(sitk.Resample(itk, [int(n) for n in out.shape_kji[::-1]], sitk.Transform(),
+                                                    sitk.sitkLinear, geometry.origin.tolist(), [4.0] * 3,
+                                                    np.eye(3).ravel().tolist(), 0.0))
+    assert out.shape_kji == (11, 13, 10)
+    np.testing.assert_allclose(out.image, expected, atol=1e-3)

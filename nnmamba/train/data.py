@@ -113,23 +113,26 @@ def resample_case(case: PreparedCase, spacing_ijk: tuple) -> PreparedCase:
     image, nearest for labels); returned unchanged when the spacing already matches."""
     if np.allclose(case.geometry.spacing, spacing_ijk):
         return case
-    import SimpleITK as sitk
+    import torch
+    import torch.nn.functional as F
 
     spacing = np.asarray(spacing_ijk, dtype=float)
     extent = (np.array(case.shape_kji[::-1]) - 1) * case.geometry.spacing
     size = [int(n) for n in np.floor(extent / spacing).astype(int) + 1]
+    # torch, not SimpleITK: training runs on GPU machines without it. Same origin, identity direction:
+    # target voxel n of an axis sits at source index n * spacing / source spacing (inside the source).
+    axes = [torch.arange(n, dtype=torch.float64) * s / s0 for n, s, s0 in zip(size, spacing, case.geometry.spacing)]
+    normalised = [2.0 * a / max(n0 - 1, 1) - 1.0 for a, n0 in zip(axes, case.shape_kji[::-1])]
+    gk, gj, gi = torch.meshgrid(normalised[2], normalised[1], normalised[0], indexing="ij")
+    grid = torch.stack([gi, gj, gk], dim=-1)[None].float()
 
-    def resample(array, interpolator):
-        image = sitk.GetImageFromArray(array)
-        image.SetOrigin(case.geometry.origin.tolist())
-        image.SetSpacing(case.geometry.spacing.tolist())
-        out = sitk.Resample(image, size, sitk.Transform(), interpolator, case.geometry.origin.tolist(),
-                            spacing.tolist(), np.eye(3).ravel().tolist(), float(array.min()))
-        return sitk.GetArrayFromImage(out)
+    def resample(array, mode):
+        source = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
+        return F.grid_sample(source, grid, mode=mode, padding_mode="border", align_corners=True)[0, 0].numpy()
 
-    labels = None if case.labels is None else resample(case.labels, sitk.sitkNearestNeighbor).astype(np.uint8)
-    codes = None if case.codes is None else resample(case.codes, sitk.sitkNearestNeighbor).astype(np.int16)
-    image = None if case.image is None else resample(case.image, sitk.sitkLinear).astype(np.float32)
+    labels = None if case.labels is None else resample(case.labels, "nearest").astype(np.uint8)
+    codes = None if case.codes is None else resample(case.codes, "nearest").astype(np.int16)
+    image = None if case.image is None else resample(case.image, "bilinear").astype(np.float32)
     return PreparedCase(case.name, image, Geometry(case.geometry.origin, spacing, np.eye(3)), case.modality, labels,
                         case.landmarks_lps, codes, case.weighting)
 
