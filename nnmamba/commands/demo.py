@@ -46,7 +46,7 @@ def describe(result) -> list:
 def run(args) -> int:
     from nnmamba.data import sample_volume_path
     from nnmamba.inference import Predictor
-    from nnmamba.io import check_free, output_paths, read_volume, stem_of, write_results
+    from nnmamba.io import check_free, plan_outputs, read_volume, stem_of, write_results
     from nnmamba.model_card import default_model
 
     tasks = [t.value for t in Task]
@@ -55,7 +55,8 @@ def run(args) -> int:
     print_warning(warning)
     source = args.input or sample_volume_path()
     stem = stem_of(source) if args.input else STEM
-    check_free(output_paths(args.output, stem, tasks), args.overwrite)
+    plan = plan_outputs([[source]], args.output, tasks, name=stem)  # names checked before computing
+    check_free(plan[0].outputs, args.overwrite)
     volume = read_volume(source)
     print(f"input: {source} ({'x'.join(map(str, volume.shape_kji[::-1]))} voxels, "
           f"{'x'.join(f'{s:.2f}' for s in volume.geometry.spacing)} mm)")

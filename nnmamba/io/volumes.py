@@ -16,6 +16,8 @@ import SimpleITK as sitk
 
 from nnmamba.errors import InputError
 from nnmamba.io.checks import check_volume
+from nnmamba.io.claimed_size import check_claimed_size
+from nnmamba.io.paths import check_encodable_path, check_encodable_paths
 from nnmamba.volume import Geometry, Volume
 
 PathLike = Union[str, Path]
@@ -48,17 +50,48 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
         raise InputError(f"{folder} holds {len(series)} DICOM series ({', '.join(series[:4])}...); "
                          f"put each series in its own folder and give one")
     files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    check_encodable_paths(files, "DICOM file")
+    first = _header_of(files[0])
+    check_claimed_size(first.GetSize()[:2] + (len(files),), _bytes_per_component(first),
+                       first.GetNumberOfComponents(), str(folder))
     reader.SetFileNames(files)
+    return reader.Execute()
+
+
+def _header_of(path: str) -> sitk.ImageFileReader:
+    """A reader that has read only the header of `path` (size, pixel type), not its voxels."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    reader.ReadImageInformation()
+    return reader
+
+
+def _bytes_per_component(reader: sitk.ImageFileReader) -> int:
+    """Bytes of one pixel component of the image `reader` describes (8 if the type is unusual)."""
+    try:
+        probe = sitk.Image([1] * max(reader.GetDimension(), 2), reader.GetPixelID(),
+                           max(reader.GetNumberOfComponents(), 1))
+        return sitk.GetArrayViewFromImage(probe).itemsize
+    except (RuntimeError, ValueError, TypeError):
+        return 8
+
+
+def _read_file(path: Path) -> sitk.Image:
+    """One image file, refused before its voxels are read if its header claims too many."""
+    reader = _header_of(str(path))
+    check_claimed_size(reader.GetSize(), _bytes_per_component(reader), reader.GetNumberOfComponents(),
+                       str(path))
     return reader.Execute()
 
 
 def read_image(path: PathLike) -> sitk.Image:
     """One 3-D scalar image; `InputError` for anything else."""
     path = Path(path)
+    check_encodable_path(path, "input")   # before any C++ call: such a name aborts the process
     if not path.exists():
         raise InputError(f"input {path} does not exist; check the path")
     try:
-        image = _read_dicom_folder(path) if path.is_dir() else sitk.ReadImage(str(path))
+        image = _read_dicom_folder(path) if path.is_dir() else _read_file(path)
     except RuntimeError as e:
         # SimpleITK reports unreadable/unknown files as RuntimeError with ITK's long text.
         first = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown reason"
