@@ -94,7 +94,9 @@ class LocalWorker:
             self._ready_info = {}
             self._log.clear()
             command = [self.python_executable, "-m", "nnmamba", "serve", "--host", "127.0.0.1", "--port", "0",
-                       "--announce", "--exit-with-stdin", "--device", self.device]
+                       "--announce", "--exit-with-stdin", "--device", self.device,
+                       # this worker serves one user, who may pick a card file in the panel
+                       "--allow-model-paths"]
             if self.threads:
                 command += ["--threads", str(self.threads)]
             command += self.extra_args
