@@ -40,7 +40,8 @@ def plan_outputs(cases: Sequence[Sequence], output_dir, tasks: Sequence[str], su
         stem = name or stem_of(paths[0])
         planned.append(PlannedCase(stem, tuple(map(Path, paths)),
                                    tuple(output_paths(Path(output_dir), stem, tasks, summary))))
-    check_encodable_paths([p for case in planned for p in case.inputs + case.outputs], "file")
+    check_encodable_paths([p for case in planned for p in case.inputs], "input")
+    check_encodable_paths([p for case in planned for p in case.outputs], "output")
     check_distinct_stems(planned)
     check_outputs_spare_inputs(planned)
     return planned

@@ -11,7 +11,7 @@ Example:
     >>> check_encodable_path("caf\\udce9.nrrd", "input")
     Traceback (most recent call last):
     ...
-    nnmamba.errors.InputError: input 'caf\\udce9.nrrd': the name is not valid UTF-8 (byte 0xe9 at position 3); rename it (e.g. with only ASCII letters, digits, '-', '_' and '.') and try again
+    nnmamba.errors.InputError: input 'caf\\udce9.nrrd' is not valid UTF-8 (byte 0xe9 at position 3); rename it (e.g. with only ASCII letters, digits, '-', '_' and '.') and try again
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ PathLike = Union[str, bytes, os.PathLike]
 
 
 def undecodable_byte(path: PathLike) -> tuple:
-    """(byte value, position) of the first byte of `path` that is not UTF-8; None if it all is."""
-    text = os.fsdecode(path)
-    for position, character in enumerate(text):
-        if "\udc80" <= character <= "\udcff":   # how os.fsdecode keeps an undecodable byte
-            return ord(character) - 0xDC00, position
-        if "\ud800" <= character <= "\udfff":   # any other lone surrogate cannot be encoded either
-            return ord(character), position
+    """(name, byte value, position in that name) for the first path component holding a byte that
+    is not UTF-8; None if the whole path is valid UTF-8."""
+    for name in Path(os.fsdecode(path)).parts:
+        for position, character in enumerate(name):
+            if "\udc80" <= character <= "\udcff":   # how os.fsdecode keeps an undecodable byte
+                return name, ord(character) - 0xDC00, position
+            if "\ud800" <= character <= "\udfff":   # any other lone surrogate cannot be encoded either
+                return name, ord(character), position
     return None
 
 
@@ -41,10 +42,10 @@ def check_encodable_path(path: PathLike, role: str = "path") -> None:
     found = undecodable_byte(path)
     if found is None:
         return
-    value, position = found
-    raise InputError(f"{role} {os.fsdecode(path)!r}: the name is not valid UTF-8 (byte {value:#04x} at "
-                     f"position {position}); rename it (e.g. with only ASCII letters, digits, '-', '_' "
-                     f"and '.') and try again")
+    name, value, position = found
+    shown = repr(os.fsdecode(path)) if name == os.fsdecode(path) else f"{os.fsdecode(path)!r}: the name {name!r}"
+    raise InputError(f"{role} {shown} is not valid UTF-8 (byte {value:#04x} at position {position}); rename "
+                     f"it (e.g. with only ASCII letters, digits, '-', '_' and '.') and try again")
 
 
 def check_encodable_paths(paths: Iterable[PathLike], role: str = "path") -> None:
