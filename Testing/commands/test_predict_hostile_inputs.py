@@ -207,3 +207,13 @@ def test_a_header_claiming_more_voxels_than_memory_is_refused_before_reading(tmp
     err = capsys.readouterr().err
     assert rc == 2 and "header claims 100000 x 100000 x 100000 voxels" in err and "GiB of memory" in err
     assert "out of memory" not in err and "--tile-batch" not in err
+
+
+def test_a_header_claiming_far_more_voxels_than_its_file_holds_is_refused_before_allocating(tmp_path, capsys):
+    """1.5 GiB would fit in memory, so only the file's size shows the lie (ITK allocates first)."""
+    scan = tmp_path / "liar.nrrd"
+    scan.write_bytes(b"NRRD0004\ntype: float\ndimension: 3\nsizes: 2000 2000 100\nspacings: 1 1 1\n"
+                     b"encoding: gzip\nendian: little\n\n" + bytes(64))
+    rc = run_cli(scan, "--tasks", "classification", "-o", tmp_path / "out")
+    err = capsys.readouterr().err
+    assert rc == 2 and "header claims 2000 x 2000 x 100 voxels (1525.9 MiB)" in err and "too few" in err

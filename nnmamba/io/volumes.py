@@ -16,7 +16,7 @@ import SimpleITK as sitk
 
 from nnmamba.errors import InputError
 from nnmamba.io.checks import check_volume
-from nnmamba.io.claimed_size import check_claimed_size
+from nnmamba.io.claimed_size import check_claim_fits_file, check_claimed_size
 from nnmamba.io.paths import check_encodable_path, check_encodable_paths
 from nnmamba.volume import Geometry, Volume
 
@@ -79,8 +79,9 @@ def _bytes_per_component(reader: sitk.ImageFileReader) -> int:
 def _read_file(path: Path) -> sitk.Image:
     """One image file, refused before its voxels are read if its header claims too many."""
     reader = _header_of(str(path))
-    check_claimed_size(reader.GetSize(), _bytes_per_component(reader), reader.GetNumberOfComponents(),
-                       str(path))
+    size, pixel_bytes, components = reader.GetSize(), _bytes_per_component(reader), reader.GetNumberOfComponents()
+    check_claimed_size(size, pixel_bytes, components, str(path))
+    check_claim_fits_file(str(path), size, pixel_bytes, components)
     return reader.Execute()
 
 
