@@ -80,6 +80,7 @@ def _read_file(path: Path) -> sitk.Image:
     """One image file, refused before its voxels are read if its header claims too many."""
     reader = _header_of(str(path))
     size, pixel_bytes, components = reader.GetSize(), _bytes_per_component(reader), reader.GetNumberOfComponents()
+    check_scalar_3d(path, reader.GetDimension(), size, components)   # before reading what is refused
     check_claimed_size(size, pixel_bytes, components, str(path))
     check_claim_fits_file(str(path), size, pixel_bytes, components)
     return reader.Execute()
@@ -101,16 +102,20 @@ def read_image(path: PathLike) -> sitk.Image:
                              f"spacing must be positive: fix the image header") from e
         raise InputError(f"input {path} could not be read as an image ({first}); give a NRRD, NIfTI, "
                          f"MHA or DICOM series folder") from e
-    dim = image.GetDimension()
-    if dim == 2:
-        raise InputError(f"input {path} is a 2-D image {image.GetSize()}; give a 3-D volume")
-    if dim != 3:
-        raise InputError(f"input {path} is a {dim}-D image {image.GetSize()} (a time series or stacked "
-                         f"channels); give one 3-D volume per channel")
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"input {path} has {image.GetNumberOfComponentsPerPixel()} components per voxel "
-                         f"(a colour or vector image); give a scalar 3-D volume per channel")
+    check_scalar_3d(path, image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel())
     return image
+
+
+def check_scalar_3d(path, dimension: int, size, components: int) -> None:
+    """`InputError` unless the image (as its header or its voxels describe it) is 3-D and scalar."""
+    if dimension == 2:
+        raise InputError(f"input {path} is a 2-D image {size}; give a 3-D volume")
+    if dimension != 3:
+        raise InputError(f"input {path} is a {dimension}-D image {size} (a time series or stacked "
+                         f"channels); give one 3-D volume per channel")
+    if components != 1:
+        raise InputError(f"input {path} has {components} components per voxel "
+                         f"(a colour or vector image); give a scalar 3-D volume per channel")
 
 
 def read_volume(paths: Union[PathLike, Sequence[PathLike]],
