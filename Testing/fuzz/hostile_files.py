@@ -39,96 +39,121 @@ def file_stems(draw) -> bytes:
 
 NRRD_TYPES = {"uchar": 1, "signed char": 1, "short": 2, "ushort": 2, "int": 4, "uint": 4,
               "float": 4, "double": 8, "longlong": 8}
-SIZES = st.one_of(st.integers(-2, 12), st.sampled_from([0, 1, 100000, 2 ** 31, 2 ** 40]))
-NUMBERS = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
-                    st.sampled_from([0.0, -1.0, 1e-9, 1e9, 1.0, 2.5]))
+HOSTILE_SIZES = st.sampled_from([-2, -1, 0, 1, 100000, 2 ** 31, 2 ** 40, 7])
+HOSTILE_NUMBERS = st.sampled_from([0.0, -1.0, 1e-9, 1e9, float("nan"), float("inf"), -float("inf"), 1e300])
+# Fields a header may get wrong; each example corrupts none, one or a few of them.
+NRRD_FIELDS = ["dimension", "sizes", "type", "encoding", "endian", "spacings", "directions", "origin",
+               "length", "extra line"]
 
 
 def _number(value: float) -> str:
+    value = float(value)
     return "nan" if math.isnan(value) else repr(value)
+
+
+def _voxel_bytes(draw, kind: str, voxels: int) -> bytes:
+    """Noise that is a readable, non-constant volume in NRRD type `kind` (little-endian)."""
+    dtype = {"uchar": "u1", "signed char": "i1", "short": "<i2", "ushort": "<u2", "int": "<i4", "uint": "<u4",
+             "float": "<f4", "double": "<f8", "longlong": "<i8"}[kind]
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    return rng.uniform(0, 100, voxels).astype(dtype).tobytes()
 
 
 @st.composite
 def nrrd_files(draw) -> bytes:
-    """A NRRD file: a generated header, then some voxel bytes (raw, gzip or as text)."""
-    dimension = draw(st.sampled_from([3, 3, 3, 2, 4, 1, 0, 17]))
-    sizes = [draw(SIZES) for _ in range(max(dimension, 0))]
-    if draw(st.booleans()):                 # mostly plausible grids, so some files are readable
-        sizes = [draw(st.integers(2, 10)) for _ in range(max(dimension, 0))]
-    kind = draw(st.sampled_from(sorted(NRRD_TYPES) + ["complex", "block", ""]))
-    encoding = draw(st.sampled_from(["raw", "raw", "gzip", "ascii", "hex", "bzip2", "nonsense"]))
-    lines = ["NRRD0004", f"type: {kind}", f"dimension: {dimension}",
-             "sizes: " + " ".join(map(str, sizes)), f"encoding: {encoding}",
-             f"endian: {draw(st.sampled_from(['little', 'big', 'middle']))}"]
-    if draw(st.booleans()):
-        lines.append("spacings: " + " ".join(_number(draw(NUMBERS)) for _ in sizes))
-    if dimension == 3 and draw(st.booleans()):
-        vectors = [[draw(NUMBERS) for _ in range(3)] for _ in range(3)]
-        lines.append("space: left-posterior-superior")
-        lines.append("space directions: " + " ".join(
-            "(" + ",".join(_number(v) for v in vector) + ")" for vector in vectors))
-        lines.append("space origin: (" + ",".join(_number(draw(NUMBERS)) for _ in range(3)) + ")")
-    if draw(st.booleans()):
+    """A NRRD file: a well-formed header and voxels, then none, one or several fields corrupted
+    (sizes, type, encoding, spacings, directions, voxel byte count, stray lines)."""
+    corrupt = set(draw(st.lists(st.sampled_from(NRRD_FIELDS), max_size=3)))
+    dimension = draw(st.sampled_from([2, 4, 1, 0, 17])) if "dimension" in corrupt else 3
+    sizes = [draw(st.integers(2, 9)) for _ in range(max(dimension, 0))]
+    if "sizes" in corrupt and sizes:
+        sizes[draw(st.integers(0, len(sizes) - 1))] = draw(HOSTILE_SIZES)
+    kind = draw(st.sampled_from(sorted(NRRD_TYPES)))
+    shown_kind = draw(st.sampled_from(["complex", "block", "", "float16"])) if "type" in corrupt else kind
+    encoding = draw(st.sampled_from(["raw", "gzip", "ascii"]))
+    shown_encoding = draw(st.sampled_from(["bzip2", "hex", "nonsense"])) if "encoding" in corrupt else encoding
+    endian = draw(st.sampled_from(["big", "middle"])) if "endian" in corrupt else "little"
+    lines = ["NRRD0004", f"type: {shown_kind}", f"dimension: {dimension}", "sizes: " + " ".join(map(str, sizes)),
+             f"encoding: {shown_encoding}", f"endian: {endian}"]
+    if dimension == 3:
+        spacing = [draw(st.floats(0.3, 4.0)) for _ in range(3)]
+        if "spacings" in corrupt:
+            spacing[draw(st.integers(0, 2))] = draw(HOSTILE_NUMBERS)
+        vectors = np.diag(spacing)
+        if "directions" in corrupt:
+            vectors[draw(st.integers(0, 2))] = [draw(HOSTILE_NUMBERS) for _ in range(3)]
+        origin = [draw(st.floats(-200, 200)) for _ in range(3)]
+        if "origin" in corrupt:
+            origin[draw(st.integers(0, 2))] = draw(HOSTILE_NUMBERS)
+        lines += ["space: left-posterior-superior",
+                  "space directions: " + " ".join("(" + ",".join(_number(v) for v in row) + ")" for row in vectors),
+                  "space origin: (" + ",".join(_number(v) for v in origin) + ")"]
+    if "extra line" in corrupt:
         lines.insert(draw(st.integers(1, len(lines))), draw(st.sampled_from(
-            ["kinds: domain domain domain", "data file: LIST", "data file: /etc/passwd", "line skip: -3",
-             "byte skip: 99999999", "content: \u00e9t\u00e9", "sizes: 3 3", "# a comment"])))
-    voxels = math.prod(s for s in sizes if s > 0) if sizes and all(0 < s <= 16 for s in sizes) else 8
-    itemsize = NRRD_TYPES.get(kind, 4)
-    exact = voxels * itemsize
-    length = draw(st.sampled_from([exact, exact, 0, max(exact - 1, 0), exact + 7, 3]))
-    if kind in ("float", "double") and draw(st.booleans()):   # finite noise: a readable volume
-        noise = np.random.default_rng(length).normal(100, 30, voxels + 1)
-        payload = noise.astype("<f4" if kind == "float" else "<f8").tobytes()[:length]
-    else:
-        payload = draw(st.binary(min_size=length, max_size=length)) if length <= 4096 else bytes(length)
+            ["kinds: domain domain domain", "data file: LIST", "data file: /etc/passwd", "data file: missing.raw",
+             "line skip: -3", "byte skip: 99999999", "content: \u00e9t\u00e9", "sizes: 3 3", "# a comment"])))
+    claimed = math.prod(sizes) if sizes and all(0 < s <= 16 for s in sizes) else 0
+    voxels = claimed if 0 < claimed <= 4096 else 8
+    payload = _voxel_bytes(draw, kind, voxels)
+    if "length" in corrupt:
+        payload = payload[:draw(st.sampled_from([0, 1, max(len(payload) - 1, 0)]))] + \
+            draw(st.sampled_from([b"", b"\0" * 7]))
     if encoding == "gzip":
         import gzip
 
         payload = gzip.compress(payload)
     elif encoding == "ascii":
-        payload = " ".join(str(b) for b in payload).encode()
+        dtype = {1: "u1", 2: "<i2", 4: "<f4", 8: "<f8"}[NRRD_TYPES[kind]]
+        usable = len(payload) // np.dtype(dtype).itemsize * np.dtype(dtype).itemsize
+        payload = " ".join(repr(v) for v in np.frombuffer(payload[:usable], dtype).tolist()).encode()
     return ("\n".join(lines) + "\n\n").encode("utf-8") + payload
 
 
 # ---- NIfTI-1 -------------------------------------------------------------------------------------
 
-NIFTI_DATATYPES = {2: 1, 4: 2, 8: 4, 16: 4, 64: 8, 256: 1, 512: 2, 768: 4, 128: 3, 32: 8, 2304: 4}
+NIFTI_DATATYPES = {2: 1, 4: 2, 8: 4, 16: 4, 64: 8, 256: 1, 512: 2, 768: 4, 1024: 8}
+NIFTI_FIELDS = ["sizeof_hdr", "dim", "datatype", "pixdim", "vox_offset", "qform", "sform", "magic", "length"]
 
 
 @st.composite
 def nifti_files(draw) -> bytes:
-    """A single-file NIfTI-1 (`.nii`): the 348-byte header with generated fields, then voxels."""
-    plausible = draw(st.booleans())
-    ndim = draw(st.sampled_from([3, 3, 2, 4, 1, 0, 8, -1]))
-    dims = [draw(st.integers(2, 10)) if plausible else draw(SIZES) for _ in range(7)]
-    dims = [max(min(d, 32767), -32768) for d in dims]
-    datatype = draw(st.sampled_from(sorted(NIFTI_DATATYPES) + [0, 1, 1536, 9999]))
-    itemsize = NIFTI_DATATYPES.get(datatype, 2)
-    pixdim = [draw(NUMBERS) for _ in range(8)]
-    if plausible:
-        pixdim = [1.0] + [draw(st.floats(0.2, 5.0)) for _ in range(7)]
-    sizeof_hdr = draw(st.sampled_from([348, 348, 348, 0, 540, 1 << 24]))
-    vox_offset = draw(st.sampled_from([352.0, 352.0, 0.0, 348.0, 1e9, -16.0]))
-    qform, sform = draw(st.sampled_from([0, 1, 2, 7])), draw(st.sampled_from([0, 1, 2, -3]))
-    quatern = [draw(NUMBERS) for _ in range(6)]
-    srows = [draw(NUMBERS) for _ in range(12)]
-    magic = draw(st.sampled_from([b"n+1\0", b"n+1\0", b"ni1\0", b"n+2\0", b"\0\0\0\0"]))
+    """A single-file NIfTI-1 (`.nii`): a well-formed 348-byte header with none, one or several
+    fields corrupted, then the voxels."""
+    corrupt = set(draw(st.lists(st.sampled_from(NIFTI_FIELDS), max_size=3)))
+    dims = [3] + [draw(st.integers(2, 9)) for _ in range(3)] + [1, 1, 1, 1]
+    if "dim" in corrupt:
+        dims[draw(st.integers(0, 7))] = draw(st.sampled_from([-1, 0, 1, 8, 32767, -32768]))
+    datatype = draw(st.sampled_from(sorted(NIFTI_DATATYPES)))
+    itemsize = NIFTI_DATATYPES[datatype]
+    shown_datatype = draw(st.sampled_from([0, 1, 128, 1536, 2048, 9999])) if "datatype" in corrupt else datatype
+    pixdim = [1.0] + [draw(st.floats(0.3, 4.0)) for _ in range(3)] + [1.0] * 4
+    if "pixdim" in corrupt:
+        pixdim[draw(st.integers(0, 3))] = draw(HOSTILE_NUMBERS)
+    quatern = [draw(st.floats(-1, 1)) for _ in range(3)] + [draw(st.floats(-200, 200)) for _ in range(3)]
+    if "qform" in corrupt:
+        quatern[draw(st.integers(0, 5))] = draw(HOSTILE_NUMBERS)
+    srows = [draw(st.floats(-3, 3)) for _ in range(12)]
+    if "sform" in corrupt:
+        srows[draw(st.integers(0, 11))] = draw(HOSTILE_NUMBERS)
+    qform_code, sform_code = draw(st.sampled_from([0, 1, 2])), draw(st.sampled_from([0, 1, 2]))
 
     header = bytearray(348)
-    struct.pack_into("<i", header, 0, sizeof_hdr)
-    struct.pack_into("<8h", header, 40, ndim, *dims)
-    struct.pack_into("<hh", header, 70, datatype, itemsize * 8)
+    struct.pack_into("<i", header, 0, draw(st.sampled_from([0, 540, 1 << 24])) if "sizeof_hdr" in corrupt else 348)
+    struct.pack_into("<8h", header, 40, *dims)
+    struct.pack_into("<hh", header, 70, shown_datatype, itemsize * 8)
     struct.pack_into("<8f", header, 76, *pixdim)
-    struct.pack_into("<f", header, 108, vox_offset)
+    struct.pack_into("<f", header, 108, draw(st.sampled_from([0.0, 348.0, 1e9, -16.0]))
+                     if "vox_offset" in corrupt else 352.0)
     struct.pack_into("<ff", header, 112, 1.0, 0.0)           # scl_slope, scl_inter
-    struct.pack_into("<hh", header, 252, qform, sform)
+    struct.pack_into("<hh", header, 252, qform_code, sform_code)
     struct.pack_into("<6f", header, 256, *quatern)
     struct.pack_into("<12f", header, 280, *srows)
-    header[344:348] = magic
-    voxels = math.prod(dims[:3]) if all(0 < d <= 16 for d in dims[:3]) else 8
-    length = draw(st.sampled_from([voxels * itemsize, voxels * itemsize, 0, 5]))
-    rng = np.random.default_rng(length)
-    payload = rng.integers(0, 255, length, dtype=np.uint8).tobytes()
+    header[344:348] = draw(st.sampled_from([b"ni1\0", b"n+2\0", b"\0\0\0\0"])) if "magic" in corrupt else b"n+1\0"
+    voxels = math.prod(dims[1:4]) if all(0 < d <= 16 for d in dims[1:4]) else 8
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
+    payload = rng.integers(0, 100, voxels * itemsize, dtype=np.uint8).tobytes()
+    if "length" in corrupt:
+        payload = payload[:draw(st.sampled_from([0, 5, max(len(payload) - 1, 0)]))]
     return bytes(header) + b"\0\0\0\0" + payload
 
 
@@ -139,15 +164,20 @@ DTYPES = ["uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "flo
 
 @st.composite
 def geometries(draw) -> dict:
-    """Origin, spacing and direction: mostly proper rotations, sometimes singular, flipped or NaN."""
-    spacing = [draw(st.one_of(st.floats(0.3, 5.0), st.sampled_from([1e-6, 500.0, 0.0, -1.0]))) for _ in range(3)]
-    origin = [draw(st.one_of(st.floats(-500, 500), st.sampled_from([1e12, -0.0]))) for _ in range(3)]
-    angles = [draw(st.floats(-math.pi, math.pi)) for _ in range(3)]
-    direction = _rotation(*angles)
+    """Origin, spacing and direction: mostly proper rotations (some left-handed) with plausible
+    spacing; now and then an absurd spacing, a far origin or a singular direction."""
+    spacing = [draw(st.floats(0.3, 5.0)) for _ in range(3)]
+    origin = [draw(st.floats(-500, 500)) for _ in range(3)]
+    direction = _rotation(*[draw(st.floats(-math.pi, math.pi)) for _ in range(3)])
     if draw(st.booleans()):
         direction[:, 0] *= -1                         # a left-handed (flipped) frame: still |det| 1
-    if draw(st.integers(0, 5)) == 0:
-        direction[:, 2] = direction[:, 1]             # singular: two axes the same
+    hostile = draw(st.sampled_from([None] * 6 + ["spacing", "origin", "singular"]))
+    if hostile == "spacing":
+        spacing[draw(st.integers(0, 2))] = draw(st.sampled_from([1e-6, 500.0, 0.0, -1.0]))
+    elif hostile == "origin":
+        origin[draw(st.integers(0, 2))] = draw(st.sampled_from([1e12, -1e7]))
+    elif hostile == "singular":
+        direction[:, 2] = direction[:, 1]             # two index axes along one line
     return {"spacing": spacing, "origin": origin, "direction": direction}
 
 
@@ -163,12 +193,12 @@ def _rotation(a: float, b: float, c: float) -> np.ndarray:
 def voxel_arrays(draw) -> np.ndarray:
     """A small [k, j, i] array of a drawn dtype: noise, constant, or with a NaN."""
     dtype = np.dtype(draw(st.sampled_from(DTYPES)))
-    shape = tuple(draw(st.integers(1, 9)) for _ in range(3))
+    shape = tuple(draw(st.sampled_from([2, 3, 5, 8, 9, 1])) for _ in range(3))
     rng = np.random.default_rng(draw(st.integers(0, 2 ** 16)))
     info = np.iinfo(dtype) if dtype.kind in "iu" else None
     lo, hi = (max(info.min, -1000), min(info.max, 1000)) if info else (-1000.0, 1000.0)
     array = rng.uniform(lo, hi, shape).astype(dtype)
-    content = draw(st.sampled_from(["noise", "noise", "noise", "constant", "nan"]))
+    content = draw(st.sampled_from(["noise"] * 6 + ["constant", "nan"]))
     if content == "constant":
         array[...] = array.flat[0]
     elif content == "nan" and dtype.kind == "f":
