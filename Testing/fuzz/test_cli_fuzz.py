@@ -16,7 +16,7 @@ import sys
 import tempfile
 
 import SimpleITK as sitk
-from hypothesis import given, note, settings
+from hypothesis import event, example, given, note, settings
 from hypothesis import strategies as st
 
 from conftest import REPO, child_env, examples
@@ -111,6 +111,12 @@ def make_run(scenario: dict, root: bytes) -> tuple:
 # machine, so few examples; the `deep` profile runs more.
 @settings(max_examples=examples(6))
 @given(scenario=runs())
+@example(scenario={"files": [(b"head.nrrd", None), (b"caf\xc3\xa9 \xe2\x84\x96 1.nii.gz", None)], "output": "beside",
+                   "earlier": "an unrelated file", "overwrite": False, "each": False, "allow_inside": False,
+                   "tasks": "classification", "summary": False})       # a plain success, UTF-8 names
+@example(scenario={"files": [(b"a.nrrd", None), (b"a.nii.gz", None)], "output": "beside",
+                   "earlier": "a planned output", "overwrite": True, "each": False, "allow_inside": False,
+                   "tasks": "classification", "summary": False})       # issue 22 item 2
 def test_predict_on_hostile_folders_exits_with_a_specific_code_and_keeps_the_users_files(fuzz_models_dir, scenario):
     root = os.fsencode(tempfile.mkdtemp(prefix=f"nnmamba-fuzz-cli-{next(_runs)}-"))
     argv, scans, output = make_run(scenario, root)
@@ -120,6 +126,7 @@ def test_predict_on_hostile_folders_exits_with_a_specific_code_and_keeps_the_use
     err = proc.stderr.decode("utf-8", "replace")
     note(f"exit {proc.returncode}\nstderr: {err[-3000:]}\nstdout: {proc.stdout.decode('utf-8', 'replace')[-2000:]}")
     after = snapshot(root)
+    event(f"exit {proc.returncode}")
 
     assert proc.returncode in SPECIFIC_EXIT_CODES, f"exit {proc.returncode} (a signal is negative)"
     assert "Traceback" not in err
