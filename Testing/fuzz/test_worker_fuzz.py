@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import given, note, settings
+from hypothesis import event, given, note, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -69,12 +69,16 @@ OPTIONS = st.dictionaries(
 
 @st.composite
 def geometries(draw):
-    choice = draw(st.sampled_from(["good", "good", "oblique", "ijk_to_ras", "hostile numbers", "junk"]))
-    if choice == "good":
+    """A proper geometry: axis-aligned or oblique."""
+    if draw(st.booleans()):
         return Geometry.identity(spacing=(2.0, 2.0, 2.0)).to_dict()
-    if choice == "oblique":
-        c, s = np.cos(0.4), np.sin(0.4)
-        return Geometry([1.0, 2.0, 3.0], [2.5, 2.0, 3.0], [[c, -s, 0], [s, c, 0], [0, 0, 1]]).to_dict()
+    c, s = np.cos(0.4), np.sin(0.4)
+    return Geometry([1.0, 2.0, 3.0], [2.5, 2.0, 3.0], [[c, -s, 0], [s, c, 0], [0, 0, 1]]).to_dict()
+
+
+@st.composite
+def hostile_geometries(draw):
+    choice = draw(st.sampled_from(["ijk_to_ras", "hostile numbers", "junk"]))
     if choice == "ijk_to_ras":
         matrix = np.eye(4)
         matrix[:3, :3] *= draw(st.sampled_from([2.0, 0.0, -1.0, 1e-9]))
@@ -86,70 +90,71 @@ def geometries(draw):
     return draw(st.one_of(HOSTILE, st.fixed_dictionaries({"origin": HOSTILE, "spacing": HOSTILE})))
 
 
-@st.composite
-def volume_arrays(draw):
-    """(spec, bytes) of a volume array: any wire dtype, small shapes, some empty or 1-, 2-, 5-D."""
-    dtype = np.dtype(draw(st.sampled_from(list(WIRE_DTYPES))))
-    ndim = draw(st.sampled_from([3, 3, 3, 4, 2, 1, 5]))
-    shape = [draw(st.sampled_from([2, 4, 7, 12, 1, 0])) for _ in range(ndim)]
-    if ndim == 4:
-        shape[0] = draw(st.sampled_from([1, 1, 2]))
-    rng = np.random.default_rng(draw(st.integers(0, 1000)))
-    content = draw(st.sampled_from(["noise", "noise", "constant", "nan"]))
-    array = rng.uniform(0, 100, shape).astype(dtype)
-    if content == "constant":
-        array[...] = 1
-    elif content == "nan" and dtype.kind == "f" and array.size:
-        array.flat[0] = np.nan
-    spec = {"name": draw(st.sampled_from(["volume", "volume", "volume", "other"])), "dtype": dtype.str,
-            "shape": shape}
-    if draw(st.integers(0, 7)) == 0:
-        spec = draw(st.sampled_from([{"name": "volume", "dtype": "|O", "shape": shape},
-                                     {"name": "volume", "dtype": "<f4", "shape": [10 ** 9, 10 ** 9]},
-                                     {"name": "volume", "dtype": "<f4", "shape": [-1, 4, 4]},
-                                     {"name": "volume", "shape": shape}, "volume"]))
-    return spec, array.tobytes()
+ASPECTS = ["type", "protocol", "token", "job_id", "tasks", "models", "options", "geometry", "dtype", "shape",
+           "array name", "content", "text", "frames"]
 
 
 @st.composite
 def messages(draw) -> dict:
-    """One client message as frames: a header text frame and binary frames (right or wrong count)."""
-    kind = draw(st.sampled_from(["submit", "submit", "submit", "status", "cancel", "list_models", "echo",
-                                 "event", "reply", "format_disk"]))
-    tasks = draw(st.one_of(st.lists(st.sampled_from(["segmentation", "landmarks", "classification"]), min_size=1,
-                                    max_size=3, unique=True), HOSTILE, st.just(["everything"])))
-    models = {}
-    if draw(st.booleans()) and isinstance(tasks, list):
-        for task in tasks:
-            name = draw(st.one_of(st.sampled_from(SERVED), st.sampled_from(
-                ["/etc/passwd", str(REPO / "models" / "brain-structures-seg" / "model.json"), "TINY-CLS", "", "..",
-                 "tiny-cls\0"]), HOSTILE))
-            models[task] = name
+    """A valid submit (or now and then another request), then none, one or a few of its aspects
+    made hostile; returned as the header text frame and the binary frames to send."""
+    bad = set(draw(st.lists(st.sampled_from(ASPECTS), max_size=3)))
     job_id = f"job-{next(_ids)}"
-    header = {"type": kind, "protocol": draw(st.sampled_from([1, 1, 1, 2, "1", None])),
-              "token": draw(st.sampled_from([TOKEN, TOKEN, TOKEN, "wrong", None, 5])),
-              "job_id": draw(st.sampled_from([job_id, job_id, job_id, "", "x" * 200, None, 7])),
-              "request_id": f"request-{next(_ids)}", "tasks": tasks, "models": models,
-              "options": draw(st.one_of(st.just({}), OPTIONS, HOSTILE)), "geometry": draw(geometries())}
-    arrays = [draw(volume_arrays()) for _ in range(draw(st.sampled_from([1, 1, 1, 0, 2])))]
-    header["arrays"] = [spec for spec, _ in arrays]
+    tasks = draw(st.lists(st.sampled_from(["segmentation", "landmarks", "classification"]), min_size=1,
+                          max_size=2, unique=True))
+    models = {task: name for task, name in zip(tasks, [draw(st.sampled_from(SERVED)) for _ in tasks])
+              if TASK_OF[name] == task} if draw(st.booleans()) else {}
+    header = {"type": "submit", "protocol": 1, "token": TOKEN, "job_id": job_id, "request_id": f"request-{job_id}",
+              "tasks": tasks, "models": models, "options": {}, "geometry": draw(geometries())}
+    if "type" in bad:
+        header["type"] = draw(st.sampled_from(["status", "cancel", "list_models", "echo", "event", "reply",
+                                               "format_disk", 5, None]))
+    if "protocol" in bad:
+        header["protocol"] = draw(st.sampled_from([2, "1", None, 0]))
+    if "token" in bad:
+        header["token"] = draw(st.sampled_from(["wrong", None, 5, TOKEN + " "]))
+    if "job_id" in bad:
+        header["job_id"] = draw(st.sampled_from(["", "x" * 200, None, 7]))
+    if "tasks" in bad:
+        header["tasks"] = draw(st.one_of(HOSTILE, st.just(["everything"]), st.just(["classification"] * 2)))
+    if "models" in bad:
+        header["models"] = draw(st.one_of(HOSTILE, st.fixed_dictionaries({tasks[0]: st.one_of(HOSTILE, st.sampled_from(
+            ["/etc/passwd", str(REPO / "models" / "brain-structures-seg" / "model.json"), "TINY-CLS", "..",
+             "tiny-cls\0", "tiny-seg" if tasks[0] != "segmentation" else "tiny-cls"]))})))
+    if "options" in bad:
+        header["options"] = draw(st.one_of(OPTIONS, HOSTILE))
+    if "geometry" in bad:
+        header["geometry"] = draw(hostile_geometries())
+
+    dtype = np.dtype(draw(st.sampled_from(["<i2", "<f4", "|u1", "<f8", "<u2"])))
+    if "dtype" in bad:
+        dtype = np.dtype(draw(st.sampled_from([d for d in WIRE_DTYPES if d not in ("<i2", "<f4")])))
+    shape = [draw(st.integers(2, 12)) for _ in range(3)]
+    if "shape" in bad:
+        shape = draw(st.sampled_from([[2, 0, 4], [1, 8, 8], [8], [8, 8], [2, 2, 4, 4, 4], [3, 6, 6, 6], [1, 1, 1]]))
+    rng = np.random.default_rng(draw(st.integers(0, 1000)))
+    array = rng.uniform(0, 100, shape).astype(dtype)
+    if "content" in bad:
+        kind = draw(st.sampled_from(["constant", "nan", "inf"]))
+        if kind == "constant" or dtype.kind != "f":
+            array[...] = 1
+        elif array.size:
+            array.flat[0] = np.nan if kind == "nan" else np.inf
+    spec = {"name": "volume", "dtype": dtype.str, "shape": shape}
+    if "array name" in bad:
+        spec = draw(st.sampled_from([dict(spec, name="other"), dict(spec, dtype="|O"), {"name": "volume"},
+                                     dict(spec, shape=[10 ** 9, 10 ** 9]), dict(spec, shape=[-1, 4, 4]), "volume"]))
+    header["arrays"] = [spec]
     text = json.dumps(header)
-    shape = draw(st.sampled_from(["json", "json", "json", "json", "not json", "nested", "a list", "huge"]))
+    text_shape = draw(st.sampled_from(["not json", "nested", "a list", "huge"])) if "text" in bad else "json"
     text = {"not json": text[: len(text) // 2], "nested": "[" * 100000 + "]" * 100000,
             "a list": json.dumps([header]), "huge": json.dumps({"type": "status", "pad": "x" * (1 << 20)})
-            }.get(shape, text)
-    payload = [data for _, data in arrays]
-    frame_shape = draw(st.sampled_from(["exact", "exact", "exact", "split", "short", "extra", "none"]))
-    if frame_shape == "split":
-        payload = [part for data in payload for part in (data[: len(data) // 2], data[len(data) // 2:]) if part]
-    elif frame_shape == "short":
-        payload = [data[:-1] for data in payload if len(data) > 1]
-    elif frame_shape == "extra":
-        payload = payload + [b"\0" * 16]
-    elif frame_shape == "none":
-        payload = []
-    return {"header": header, "text": text, "binary": [p for p in payload if p], "shape": shape,
-            "frames": frame_shape}
+            }.get(text_shape, text)
+    data = array.tobytes()
+    frame_shape = draw(st.sampled_from(["split", "short", "extra", "none"])) if "frames" in bad else "exact"
+    payload = {"exact": [data], "split": [data[: len(data) // 2], data[len(data) // 2:]], "short": [data[:-1]],
+               "extra": [data, b"\0" * 16], "none": []}[frame_shape]
+    return {"header": header, "text": text, "binary": [p for p in payload if p], "bad": sorted(bad)}
 
 
 # ---- the test -----------------------------------------------------------------------------------
@@ -184,7 +189,7 @@ def answers_until_probe(websocket, probe_id: str, job_id, deadline: float) -> li
 @given(message=messages())
 def test_any_frames_get_specific_answers_and_the_worker_keeps_serving(worker, message):
     process, port = worker
-    note(f"sent header {message['text'][:600]!r} as {message['shape']}, binary frames {message['frames']}: "
+    note(f"made hostile: {message['bad']}; sent header {message['text'][:600]!r}, binary frames "
          f"{[len(b) for b in message['binary']]}")
     probe_id = f"probe-{next(_ids)}"
     submitted = message["header"]["job_id"] if message["header"]["type"] == "submit" else None
@@ -201,6 +206,9 @@ def test_any_frames_get_specific_answers_and_the_worker_keeps_serving(worker, me
         except ConnectionClosed as closed:
             raise AssertionError(f"the worker closed the connection: {closed}") from closed
     note(f"received {json.dumps(received)[:3000]}")
+    outcomes = [a.get("error_code") or a.get("kind") for a in received
+                if a.get("job_id") == submitted or a.get("request_id") == message["header"].get("request_id")]
+    event(next((o for o in outcomes if o not in (None, "progress")), "no answer of its own"))
     for answer in received:
         assert answer.get("type") in ("event", "reply"), answer
         code = answer.get("error_code")
