@@ -176,32 +176,38 @@ def test_a_remote_client_can_name_only_served_models_and_cannot_probe_server_fil
 
 def test_a_full_queue_answers_busy_and_the_worker_runs_what_it_took(token_file, worker_models_dir):
     """Issue 22 item 8: without a bound, one authenticated client could queue jobs (each holding
-    its volume) until the server ran out of memory."""
-    server = Server("--token-file", str(token_file), "--max-job-mb", "1", "--max-queued-jobs", "2",
-                    "--max-queued-mb-per-client", "1", env={"NNMAMBA_MODELS_DIR": str(worker_models_dir)})
-    big = make_volume((80, 80, 80))                 # 0.98 MiB of int16: one fills a client's share
+    its volume) until the server ran out of memory. Every bound is hit once: one client's share,
+    the bytes of all waiting jobs, the number of waiting jobs."""
+    server = Server("--token-file", str(token_file), "--max-job-mb", "1", "--max-queued-jobs", "3",
+                    "--max-queued-mb", "2", "--max-queued-mb-per-client", "1.5",
+                    env={"NNMAMBA_MODELS_DIR": str(worker_models_dir)})
+    big, small = make_volume((80, 80, 80)), make_volume((16, 16, 16))   # 0.98 MiB and 8 KiB of int16
     classify = {"classification": TASK_MODEL["classification"]}
     try:
         with WorkerClient.connect("127.0.0.1", server.port, TOKEN) as first, \
-                WorkerClient.connect("127.0.0.1", server.port, TOKEN) as second:
+                WorkerClient.connect("127.0.0.1", server.port, TOKEN) as second, \
+                WorkerClient.connect("127.0.0.1", server.port, TOKEN) as third:
             deadline = time.monotonic() + 60
             while first.status()["engine"] != "ready" and time.monotonic() < deadline:
                 time.sleep(0.2)
-            running = first.submit(big, ["segmentation"], {"segmentation": TASK_MODEL["segmentation"]})
-            time.sleep(0.5)                          # taken off the queue by the runner
-            waiting = first.submit(big, ["classification"], classify)
-            with pytest.raises(WorkerBusyError, match="one client may queue"):
+            accepted = [(first, first.submit(big, ["segmentation"], {"segmentation": TASK_MODEL["segmentation"]}))]
+            time.sleep(0.5)                          # taken off the queue by the runner: it runs
+            accepted.append((first, first.submit(big, ["classification"], classify)))
+            with pytest.raises(WorkerBusyError, match="more than the 1.5 MiB one client may queue"):
                 first.run(big, ["classification"], classify, timeout=60)
-            other_client = second.submit(big, ["classification"], classify)
-            with pytest.raises(WorkerBusyError, match="2 jobs are waiting"):
-                second.run(make_volume((16, 16, 16)), ["classification"], classify, timeout=60)
+            accepted.append((second, second.submit(big, ["classification"], classify)))
+            with pytest.raises(WorkerBusyError, match="more than its limit of 2.0 MiB"):
+                third.run(big, ["classification"], classify, timeout=60)
+            accepted.append((third, third.submit(small, ["classification"], classify)))
+            with pytest.raises(WorkerBusyError, match="3 jobs are waiting"):
+                third.run(small, ["classification"], classify, timeout=60)
             finished = {}
-            for client, job in [(first, running), (first, waiting), (second, other_client)]:
+            for client, job in accepted:
                 while job not in finished and time.monotonic() < deadline + 120:
                     for event in client.poll(timeout=1.0):
                         if event.kind.is_terminal:
                             finished[event.job_id] = event.kind.value
-            assert finished == {running: "result", waiting: "result", other_client: "result"}
+            assert finished == {job: "result" for _, job in accepted}
             assert first.status()["queued"] == 0
     finally:
         assert server.stop() == 0

@@ -7,8 +7,8 @@ Local (what `LocalWorker` starts): `nnmamba serve --port 0 --announce --exit-wit
 What a shared worker refuses at start: a token (file or environment) shorter than 16 characters,
 and listening beyond this machine without TLS unless `--allow-plaintext` says the network is
 trusted. Clients of a shared worker name only the models it serves (never paths on its disk), and
-its queue is bounded (`--max-queued-jobs`, `--max-queued-mb-per-client`): a full queue answers
-"busy".
+its queue is bounded (`--max-queued-jobs`, `--max-queued-mb`, `--max-queued-mb-per-client`): a
+full queue answers "busy".
 """
 
 from __future__ import annotations
@@ -46,9 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-batch", type=int, help="tiles per forward pass (default: the pipeline's)")
     parser.add_argument("--max-job-mb", type=float, default=2048,
                         help="largest volume a job may send, in MiB (default 2048)")
-    parser.add_argument("--max-queued-jobs", type=int, default=8,
+    parser.add_argument("--max-queued-jobs", type=int, default=32,
                         help="jobs that may wait behind the running one, all clients together; more are "
-                             "refused as busy (default 8)")
+                             "refused as busy (default 32)")
+    parser.add_argument("--max-queued-mb", type=float,
+                        help="MiB of volumes all waiting jobs together may hold; more are refused as busy "
+                             "(default: twice --max-job-mb)")
     parser.add_argument("--max-queued-mb-per-client", type=float,
                         help="MiB of volumes one client's waiting jobs may hold; more are refused as busy "
                              "(default: --max-job-mb)")
@@ -118,10 +121,13 @@ def _queue_limits(args):
     if args.max_queued_jobs < 0:
         raise ValueError(f"--max-queued-jobs must be >= 0, got {args.max_queued_jobs}")
     per_client_mb = args.max_job_mb if args.max_queued_mb_per_client is None else args.max_queued_mb_per_client
-    if per_client_mb < args.max_job_mb:   # else a job the worker accepts could never wait its turn
-        raise ValueError(f"--max-queued-mb-per-client must be at least --max-job-mb ({args.max_job_mb:g}), "
-                         f"got {per_client_mb:g}")
-    return QueueLimits(max_jobs=args.max_queued_jobs, max_bytes_per_client=int(per_client_mb * 2**20))
+    total_mb = 2 * args.max_job_mb if args.max_queued_mb is None else args.max_queued_mb
+    # Each bound must admit one job of the largest size accepted, or such a job could never wait.
+    for option, value in (("--max-queued-mb-per-client", per_client_mb), ("--max-queued-mb", total_mb)):
+        if value < args.max_job_mb:
+            raise ValueError(f"{option} must be at least --max-job-mb ({args.max_job_mb:g}), got {value:g}")
+    return QueueLimits(max_jobs=args.max_queued_jobs, max_bytes=int(total_mb * 2**20),
+                       max_bytes_per_client=int(per_client_mb * 2**20))
 
 
 def _is_loopback(host: str) -> bool:

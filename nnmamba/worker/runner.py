@@ -41,11 +41,13 @@ class QueueLimits:
     """How much may wait in the queue: an authenticated client must not exhaust the server's
     memory by queueing jobs (each holds its volume until it runs). The running job is not counted.
 
-    max_jobs: waiting jobs of all clients together; max_bytes_per_client: voxel bytes of one
-    client's (connection's) waiting jobs. A job over either bound is refused as busy.
+    max_jobs: waiting jobs of all clients together; max_bytes: voxel bytes of all waiting jobs;
+    max_bytes_per_client: voxel bytes of one client's (connection's) waiting jobs, so one client
+    cannot take the whole queue. A job over any bound is refused as busy.
     """
 
-    max_jobs: int = 8
+    max_jobs: int = 32
+    max_bytes: int = 4 << 30
     max_bytes_per_client: int = 2 << 30
 
 
@@ -119,6 +121,12 @@ class JobRunner:
             raise ProtocolError(ErrorCode.BUSY, f"the worker is busy: {len(self._queue)} jobs are waiting, "
                                                 f"its limit; submit again when one has finished",
                                 job_id=job.job_id)
+        waiting = sum(queued.nbytes for queued in self._queue)
+        if waiting + job.nbytes > self.limits.max_bytes:
+            raise ProtocolError(ErrorCode.BUSY, f"the worker is busy: its waiting jobs hold {waiting / 2**20:.1f} MiB "
+                                                f"and this one {job.nbytes / 2**20:.1f} MiB, more than its limit of "
+                                                f"{self.limits.max_bytes / 2**20:.1f} MiB; submit again when one "
+                                                f"has finished", job_id=job.job_id)
         mine = sum(queued.nbytes for queued in self._queue if queued.owner == job.owner)
         if mine + job.nbytes > self.limits.max_bytes_per_client:
             raise ProtocolError(ErrorCode.BUSY,

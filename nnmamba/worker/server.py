@@ -73,7 +73,7 @@ class WorkerServer:
         self.model_lister = model_lister
         # Only a worker started for one user (LocalWorker) lets clients name card files.
         self.allow_model_paths = allow_model_paths
-        limits = queue_limits or QueueLimits(max_bytes_per_client=max_job_bytes)
+        limits = queue_limits or QueueLimits(max_bytes=2 * max_job_bytes, max_bytes_per_client=max_job_bytes)
         self.runner = JobRunner(engine, self._emit_from_thread, progress_interval, limits)
         self._clients: set = set()
         self._client_count = 0
