@@ -13,7 +13,6 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 
 import SimpleITK as sitk
 from hypothesis import event, example, given, note, settings
@@ -117,8 +116,9 @@ def make_run(scenario: dict, root: bytes) -> tuple:
 @example(scenario={"files": [(b"a.nrrd", None), (b"a.nii.gz", None)], "output": "beside",
                    "earlier": "a planned output", "overwrite": True, "each": False, "allow_inside": False,
                    "tasks": "classification", "summary": False})       # issue 22 item 2
-def test_predict_on_hostile_folders_exits_with_a_specific_code_and_keeps_the_users_files(fuzz_models_dir, scenario):
-    root = os.fsencode(tempfile.mkdtemp(prefix=f"nnmamba-fuzz-cli-{next(_runs)}-"))
+def test_predict_on_hostile_folders_exits_with_a_specific_code_and_keeps_the_users_files(
+        fuzz_models_dir, tmp_path_factory, scenario):
+    root = os.fsencode(tmp_path_factory.mktemp(f"cli-fuzz-{next(_runs)}"))
     argv, scans, output = make_run(scenario, root)
     before = snapshot(root)
     proc = subprocess.run([sys.executable, "-m", "nnmamba", "predict", *argv], capture_output=True, cwd=REPO,

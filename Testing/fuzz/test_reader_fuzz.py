@@ -8,9 +8,9 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import tempfile
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from hypothesis import assume, event, given, note, settings
 from hypothesis import strategies as st
@@ -19,13 +19,22 @@ from conftest import examples
 from hostile_files import file_stems, geometries, nifti_files, nrrd_files, path_bytes, voxel_arrays
 from nnmamba.io.checks import MAX_SPACING_MM, MIN_SPACING_MM
 
-FOLDER = tempfile.mkdtemp(prefix="nnmamba-fuzz-reader-")
 _names = itertools.count()
+_folder = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def scratch_folder(tmp_path_factory):
+    """One folder for every example's files (pytest removes old ones); module-scoped, as
+    Hypothesis runs many examples within one test call."""
+    _folder.append(tmp_path_factory.mktemp("reader-fuzz"))
+    yield
+    _folder.pop()
 
 
 def fresh_path(stem: bytes = b"case", suffix: str = ".nrrd") -> bytes:
-    """A path no earlier example used (Hypothesis runs many examples in one test call)."""
-    return path_bytes(FOLDER, b"%d-" % next(_names) + stem, suffix)
+    """A path no earlier example used."""
+    return path_bytes(_folder[-1], b"%d-" % next(_names) + stem, suffix)
 
 
 def write_bytes(path: bytes, data: bytes) -> bytes:
