@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import event, given, note, settings
+from hypothesis import event, example, given, note, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -157,6 +157,17 @@ def messages(draw) -> dict:
     return {"header": header, "text": text, "binary": [p for p in payload if p], "bad": sorted(bad)}
 
 
+def plain_submit(models: dict) -> dict:
+    """A well-formed classification submit naming `models` (for explicit examples)."""
+    array = np.random.default_rng(0).uniform(0, 100, (8, 8, 8)).astype("<f4")
+    job_id = f"job-{next(_ids)}"
+    header = {"type": "submit", "protocol": 1, "token": TOKEN, "job_id": job_id, "request_id": f"request-{job_id}",
+              "tasks": ["classification"], "models": models, "options": {},
+              "geometry": Geometry.identity(spacing=(2.0, 2.0, 2.0)).to_dict(),
+              "arrays": [{"name": "volume", "dtype": "<f4", "shape": [8, 8, 8]}]}
+    return {"header": header, "text": json.dumps(header), "binary": [array.tobytes()], "bad": ["models"]}
+
+
 # ---- the test -----------------------------------------------------------------------------------
 
 def answers_until_probe(websocket, probe_id: str, job_id, deadline: float) -> list:
@@ -187,6 +198,8 @@ def answers_until_probe(websocket, probe_id: str, job_id, deadline: float) -> li
 
 @settings(max_examples=examples(60))
 @given(message=messages())
+@example(message=plain_submit({"classification": "/etc/passwd"}))      # issue 22 item 7: probing a file
+@example(message=plain_submit({"classification": str(REPO / "models" / "scan-type-cls" / "model.json")}))
 def test_any_frames_get_specific_answers_and_the_worker_keeps_serving(worker, message):
     process, port = worker
     note(f"made hostile: {message['bad']}; sent header {message['text'][:600]!r}, binary frames "
@@ -213,6 +226,8 @@ def test_any_frames_get_specific_answers_and_the_worker_keeps_serving(worker, me
         assert answer.get("type") in ("event", "reply"), answer
         code = answer.get("error_code")
         assert code is None or code in KNOWN_CODES, f"error code {code!r} (internal = a bug): {answer}"
+        # A shared worker never reads a file a client names, so no answer can say what is in one.
+        assert "model card" not in (answer.get("message") or ""), f"a client probed a server file: {answer}"
         if answer.get("type") == "event" and answer.get("kind") == "result":
             assert {result["task"] for result in answer["results"]} == set(message["header"]["tasks"])
     assert process.poll() is None, "the worker process ended"
