@@ -13,18 +13,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import time
 from pathlib import Path
 
 from nnmamba.commands import cohort
-from nnmamba.commands._pipeline import (add_inference_arguments, inference_options, print_warning,
+from nnmamba.commands._pipeline import (add_inference_arguments, inference_options, predict_case, print_warning,
                                         progress_bar, report_errors, untrained_warning)
 from nnmamba.errors import InputError
-from nnmamba.results import Task
+from nnmamba.io.formats import IMAGE_SUFFIXES
+from nnmamba.tasks import task_names
 
 log = logging.getLogger("nnmamba.predict")
-TASKS = [t.value for t in Task]
-IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument("--tasks", action="extend", nargs="+", type=_split_commas, default=None,
                         metavar="TASK", help=f"tasks to run, comma- or space-separated "
-                                             f"(default: all of {','.join(TASKS)})")
+                                             f"(default: all of {','.join(task_names())})")
     parser.add_argument("--model", action="append", default=[], metavar="NAME_OR_PATH",
                         help="model (name from `nnmamba models` or a card .json path; its card "
                              "names its task), or TASK=NAME_OR_PATH; repeat for several tasks")
@@ -56,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _split_commas(text: str) -> list:
     names = [t.strip() for t in text.split(",") if t.strip()]
     for name in names:
-        if name not in TASKS:
-            raise argparse.ArgumentTypeError(f"unknown task {name!r}; expected some of {','.join(TASKS)}")
+        if name not in task_names():
+            raise argparse.ArgumentTypeError(f"unknown task {name!r}; expected some of {','.join(task_names())}")
     return names
 
 
@@ -68,11 +66,11 @@ def parse_models(values) -> dict:
     models = {}
     for value in values:
         task, sep, model = value.partition("=")
-        if sep and task in TASKS and model:
+        if sep and task in task_names() and model:
             models[task] = model
         elif sep and not Path(value).exists():
             raise InputError(f"--model must be NAME_OR_PATH or TASK=NAME_OR_PATH with TASK one of "
-                             f"{', '.join(TASKS)}, got {value!r}")
+                             f"{', '.join(task_names())}, got {value!r}")
         else:
             models[find_model(value).task] = value
     return models
@@ -82,7 +80,7 @@ def _requested_tasks(args, models: dict) -> list:
     if args.tasks:
         return list(dict.fromkeys(t for group in args.tasks for t in group))
     # Without --tasks: the tasks of the models given, else every task.
-    return list(models) if models else list(TASKS)
+    return list(models) if models else task_names()
 
 
 def _is_volume_file(path: Path) -> bool:
@@ -140,7 +138,7 @@ def check_output_folder(output: Path) -> None:
 def run(args) -> int:
     from nnmamba.inference import Predictor
     from nnmamba.inference.backend_flags import configure_for_inference
-    from nnmamba.io import check_free, check_output_outside_inputs, plan_outputs, read_volume, write_results
+    from nnmamba.io import check_free, check_output_outside_inputs, plan_outputs
     from nnmamba.model_card import default_model, find_model
 
     options = inference_options(args)
@@ -168,21 +166,16 @@ def run(args) -> int:
     check_free([p for case in plan for p in case.outputs], args.overwrite)
     predictor = Predictor(options, scan_backend=args.scan_backend)
     configure_for_inference(predictor.device)
-    for case in plan:
-        stem, paths = case.stem, list(case.inputs)
-        start = time.perf_counter()
-        volume = read_volume(paths)
-        read_s = time.perf_counter() - start
+    for planned in plan:
+        stem, paths = planned.stem, list(planned.inputs)
         with progress_bar(stem) as progress:
-            results = predictor.run(volume, tasks, {t: c for t, c in zip(tasks, cards)}, progress=progress)
-        computed = time.perf_counter()
-        written = write_results(results, volume, args.output, stem, overwrite=args.overwrite,
-                                summary=not args.no_summary, warning=warning or None)
-        stages = stage_seconds(results, read_s, time.perf_counter() - computed)
+            case = predict_case(predictor, paths, stem, dict(zip(tasks, cards)), args.output, args.overwrite,
+                                not args.no_summary, warning, progress)
+        stages = stage_seconds(case.results, case.read_s, case.write_s)
         log.info("%s: stages %s", stem, stages)
-        print(f"{stem}: {', '.join(tasks)} in {computed - start - read_s:.1f} s "
+        print(f"{stem}: {', '.join(tasks)} in {case.compute_s:.1f} s "
               f"({', '.join(f'{name} {seconds:.2f} s' for name, seconds in stages.items())})")
-        for path in written:
+        for path in case.written:
             print(f"  {path}")
     return 0
 
