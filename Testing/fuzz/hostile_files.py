@@ -112,6 +112,8 @@ def nrrd_files(draw) -> bytes:
 # ---- NIfTI-1 -------------------------------------------------------------------------------------
 
 NIFTI_DATATYPES = {2: 1, 4: 2, 8: 4, 16: 4, 64: 8, 256: 1, 512: 2, 768: 4, 1024: 8}
+# float32 fields: the hostile values that fit one
+HOSTILE_FLOAT32 = st.sampled_from([0.0, -1.0, 1e-9, 1e9, float("nan"), float("inf"), -float("inf"), 3.4e38])
 NIFTI_FIELDS = ["sizeof_hdr", "dim", "datatype", "pixdim", "vox_offset", "qform", "sform", "magic", "length"]
 
 
@@ -128,13 +130,13 @@ def nifti_files(draw) -> bytes:
     shown_datatype = draw(st.sampled_from([0, 1, 128, 1536, 2048, 9999])) if "datatype" in corrupt else datatype
     pixdim = [1.0] + [draw(st.floats(0.3, 4.0)) for _ in range(3)] + [1.0] * 4
     if "pixdim" in corrupt:
-        pixdim[draw(st.integers(0, 3))] = draw(HOSTILE_NUMBERS)
+        pixdim[draw(st.integers(0, 3))] = draw(HOSTILE_FLOAT32)
     quatern = [draw(st.floats(-1, 1)) for _ in range(3)] + [draw(st.floats(-200, 200)) for _ in range(3)]
     if "qform" in corrupt:
-        quatern[draw(st.integers(0, 5))] = draw(HOSTILE_NUMBERS)
+        quatern[draw(st.integers(0, 5))] = draw(HOSTILE_FLOAT32)
     srows = [draw(st.floats(-3, 3)) for _ in range(12)]
     if "sform" in corrupt:
-        srows[draw(st.integers(0, 11))] = draw(HOSTILE_NUMBERS)
+        srows[draw(st.integers(0, 11))] = draw(HOSTILE_FLOAT32)
     qform_code, sform_code = draw(st.sampled_from([0, 1, 2])), draw(st.sampled_from([0, 1, 2]))
 
     header = bytearray(348)
