@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
+import tempfile
 import traceback
 
 
@@ -53,16 +55,21 @@ def _limit_memory() -> None:
 
 
 class ReaderProcess:
-    """Owns the child; `read(path_bytes)` -> the child's answer, or {"outcome": "died", ...}."""
+    """Owns the child; `read(path_bytes)` -> the child's answer, or {"outcome": "died" | "hung", ...}.
 
-    def __init__(self, env: dict):
+    The child's stderr (ITK prints warnings there) goes to a file, not a pipe nobody reads: a full
+    pipe would block the child and hang the test."""
+
+    def __init__(self, env: dict, timeout_s: float = 60.0):
         self.env = env
+        self.timeout_s = timeout_s
         self.process = None
+        self.stderr = None
 
     def _start(self) -> None:
+        self.stderr = tempfile.TemporaryFile()
         self.process = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, env=self.env, text=True,
-                                        preexec_fn=_limit_memory)
+                                        stderr=self.stderr, env=self.env, text=True, preexec_fn=_limit_memory)
 
     def read(self, path: bytes) -> dict:
         if self.process is None or self.process.poll() is not None:
@@ -70,22 +77,37 @@ class ReaderProcess:
         try:
             self.process.stdin.write(json.dumps({"path": path.hex()}) + "\n")
             self.process.stdin.flush()
-            answer = self.process.stdout.readline()
         except BrokenPipeError:
-            answer = ""
+            pass
+        ready, _, _ = select.select([self.process.stdout], [], [], self.timeout_s)
+        answer = self.process.stdout.readline() if ready else None
         if answer:
             return json.loads(answer)
+        if answer is None:
+            self.process.kill()
         code = self.process.wait(timeout=30)
-        stderr = self.process.stderr.read()[-2000:]
+        self.stderr.seek(0)
+        stderr = self.stderr.read()[-2000:].decode("utf-8", "replace")
+        self._discard()
+        outcome = "hung" if answer is None else "died"
+        return {"outcome": outcome, "returncode": code, "stderr": stderr}
+
+    def _discard(self) -> None:
+        for stream in (self.process.stdin, self.process.stdout, self.stderr):
+            try:
+                stream.close()
+            except (OSError, BrokenPipeError):
+                pass
         self.process = None
-        return {"outcome": "died", "returncode": code, "stderr": stderr}
 
     def close(self) -> None:
         if self.process is not None:
-            self.process.stdin.close()
+            try:
+                self.process.stdin.close()
+            except BrokenPipeError:
+                pass
             self.process.wait(timeout=30)
-            self.process.stdout.close()
-            self.process.stderr.close()
+            self._discard()
 
 
 if __name__ == "__main__":
