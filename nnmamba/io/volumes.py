@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from nnmamba.errors import InputError
 from nnmamba.io.checks import check_volume
 from nnmamba.io.claimed_size import check_claim_fits_file, check_claimed_size
+from nnmamba.io.nifti_header import check_nifti_header
 from nnmamba.io.paths import check_encodable_path, check_encodable_paths
 from nnmamba.volume import Geometry, Volume
 
@@ -78,6 +79,7 @@ def _bytes_per_component(reader: sitk.ImageFileReader) -> int:
 
 def _read_file(path: Path) -> sitk.Image:
     """One image file, refused before its voxels are read if its header claims too many."""
+    check_nifti_header(str(path))   # ITK hangs on some NIfTI headers: checked before it reads them
     reader = _header_of(str(path))
     size, pixel_bytes, components = reader.GetSize(), _bytes_per_component(reader), reader.GetNumberOfComponents()
     check_scalar_3d(path, reader.GetDimension(), size, components)   # before reading what is refused
