@@ -112,6 +112,10 @@ def _geometry_is_plausible(geometry: dict) -> bool:
 @given(array=voxel_arrays(), geometry=geometries(), suffix=st.sampled_from([".nrrd", ".nii.gz", ".mha"]))
 def test_well_formed_images_of_any_dtype_and_geometry_keep_voxels_and_geometry_or_are_refused(
         reader_process, array, geometry, suffix):
+    singular = abs(abs(np.linalg.det(geometry["direction"])) - 1) >= 1e-3
+    # NIfTI cannot store such a direction: ITK's writer puts a rotation (the qform) in the file,
+    # so the file read back is not the geometry asked for, through no fault of the reader.
+    assume(not (singular and suffix == ".nii.gz"))
     image = sitk.GetImageFromArray(array)
     try:
         image.SetSpacing([float(s) for s in geometry["spacing"]])
