@@ -174,6 +174,13 @@ def test_a_remote_client_can_name_only_served_models_and_cannot_probe_server_fil
         assert client.status()["protocol"] == 1
 
 
+def wait_until_queued(client, count: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while client.status()["queued"] != count:
+        assert time.monotonic() < deadline, f"the worker did not queue {count} jobs: {client.status()}"
+        time.sleep(0.05)
+
+
 def test_a_full_queue_answers_busy_and_the_worker_runs_what_it_took(token_file, worker_models_dir):
     """Issue 22 item 8: without a bound, one authenticated client could queue jobs (each holding
     its volume) until the server ran out of memory. Every bound is hit once: one client's share,
@@ -193,14 +200,16 @@ def test_a_full_queue_answers_busy_and_the_worker_runs_what_it_took(token_file, 
             # A long job (mirrored 8 times) keeps the runner busy while the queue fills.
             accepted = [(first, first.submit(big, ["segmentation"], {"segmentation": TASK_MODEL["segmentation"]},
                                              options={"tta": True}))]
-            time.sleep(0.5)                          # taken off the queue by the runner: it runs
+            wait_until_queued(first, 0)              # taken off the queue by the runner: it runs
             accepted.append((first, first.submit(big, ["classification"], classify)))
             with pytest.raises(WorkerBusyError, match="more than the 1.5 MiB one client may queue"):
                 first.run(big, ["classification"], classify, timeout=60)
             accepted.append((second, second.submit(big, ["classification"], classify)))
+            wait_until_queued(first, 2)              # another connection: its submit may still travel
             with pytest.raises(WorkerBusyError, match="more than its limit of 2.0 MiB"):
                 third.run(big, ["classification"], classify, timeout=60)
             accepted.append((third, third.submit(small, ["classification"], classify)))
+            wait_until_queued(first, 3)
             with pytest.raises(WorkerBusyError, match="3 jobs are waiting"):
                 third.run(small, ["classification"], classify, timeout=60)
             first.cancel(accepted[0][1])             # the long job has served its purpose
