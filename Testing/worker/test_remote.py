@@ -200,7 +200,9 @@ def test_a_full_queue_answers_busy_and_the_worker_runs_what_it_took(token_file, 
             # A long job (mirrored 8 times) keeps the runner busy while the queue fills.
             accepted = [(first, first.submit(big, ["segmentation"], {"segmentation": TASK_MODEL["segmentation"]},
                                              options={"tta": True}))]
-            wait_until_queued(first, 0)              # taken off the queue by the runner: it runs
+            while first.status()["running"] != accepted[0][1]:   # taken off the queue: it runs
+                assert time.monotonic() < deadline, first.status()
+                time.sleep(0.05)
             accepted.append((first, first.submit(big, ["classification"], classify)))
             with pytest.raises(WorkerBusyError, match="more than the 1.5 MiB one client may queue"):
                 first.run(big, ["classification"], classify, timeout=60)
