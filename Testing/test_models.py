@@ -43,6 +43,18 @@ def test_saving_refuses_to_replace_an_existing_model_unless_asked(saved, tmp_pat
     save_model(copy.deepcopy(CLS_CARD), network, tmp_path, overwrite=True)
 
 
+def test_saving_refuses_to_replace_a_dangling_link_where_the_weights_go(tmp_path):
+    """Issue 22 item 6: `Path.exists` follows the link and said the place was free."""
+    network = build_for_card(validate_card_dict(copy.deepcopy(CLS_CARD)), scan_backend="reference")
+    folder = tmp_path / CLS_CARD["name"]
+    folder.mkdir()
+    (folder / "weights.safetensors").symlink_to(tmp_path / "elsewhere.safetensors")
+    with pytest.raises(OutputExistsError, match="weights.safetensors exists"):
+        save_model(copy.deepcopy(CLS_CARD), network, tmp_path)
+    assert (folder / "weights.safetensors").is_symlink() and sorted(p.name for p in folder.iterdir()) == \
+        ["weights.safetensors"]
+
+
 def rewrite_weights(card, change):
     state = {k: v.clone() for k, v in load_model(card, "cpu").state_dict().items()}
     change(state)

@@ -247,12 +247,17 @@ def read_card(path) -> ModelCard:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ModelError(f"model card {path} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise ModelError(f"model card {path} is not UTF-8 text (byte {e.start}); save it as UTF-8 JSON") from e
     except OSError as e:
         raise ModelError(f"model card {path} could not be read: {e}") from e
     try:
         d = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ModelError(f"model card {path} is not valid JSON (line {e.lineno}: {e.msg})") from e
+        raise ModelError(f"model card {path} is not valid JSON (line {e.lineno}, column {e.colno}: "
+                         f"{e.msg}); fix the file or move it out of the models folder") from e
+    except RecursionError as e:
+        raise ModelError(f"model card {path} nests too deeply to be a model card") from e
     card = validate_card_dict(d, where=str(path))
     card.path = path.resolve()
     return card
@@ -283,11 +288,22 @@ def card_path(models_dir, name: str) -> Path:
 
 
 def _is_card(path: Path) -> bool:
-    # A card is any JSON whose first object declares a schema_version; skips other JSON files.
+    """Whether `path` is meant as a model card (then `read_card` must accept it or raise).
+
+    A `model.json` always is. A loose `*.json` is when it parses to an object declaring
+    `schema_version` and `network`, or, when it does not parse, when its text mentions
+    `schema_version`: a card with a syntax error must raise naming its line, not vanish from the
+    list (other JSON files beside the cards are skipped)."""
+    if path.name == CARD_FILE:
+        return True
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
         return False
+    try:
+        d = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return '"schema_version"' in text
     return isinstance(d, dict) and "schema_version" in d and "network" in d
 
 

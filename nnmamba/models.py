@@ -116,7 +116,7 @@ def save_model(card_dict: dict, network_or_state, folder, overwrite: bool = Fals
 
     card_path, weights_path = folder / CARD_FILE, folder / WEIGHTS_FILE
     for p in (card_path, weights_path):
-        if p.exists() and not overwrite:
+        if os.path.lexists(p) and not overwrite:   # a dangling link is something of the user's too
             raise OutputExistsError(f"{p} exists; pass --overwrite to replace it")
     folder.mkdir(parents=True, exist_ok=True)
     # Created like a plain open() creates a file, so the finished files get the usual permissions.

@@ -14,10 +14,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
+from nnmamba.errors import ModelError
 from nnmamba.volume import Geometry
-from nnmamba.worker import WorkerAuthError, WorkerClient, WorkerError, WorkerTimeoutError
+from nnmamba.worker import WorkerAuthError, WorkerBusyError, WorkerClient, WorkerError, WorkerTimeoutError
 from nnmamba.worker.protocol import MAX_FRAME_BYTES
-from worker_helpers import make_volume, model_paths
+from worker_helpers import TASK_MODEL, make_volume, model_paths
 
 TOKEN = "remote-test-token-0123456789abcdef"
 READY = "NNMAMBA_WORKER_READY "
@@ -89,7 +90,7 @@ def test_a_client_without_the_right_token_is_refused(server, token):
 
 def test_a_client_with_the_token_runs_a_job(server, worker_models_dir):
     with WorkerClient.connect("127.0.0.1", server.port, TOKEN) as client:
-        results = client.run(make_volume(), ["classification"], model_paths(worker_models_dir, ["classification"]),
+        results = client.run(make_volume(), ["classification"], {"classification": TASK_MODEL["classification"]},
                              timeout=120)
         assert results["classification"].probabilities.shape == (3,)
 
@@ -156,12 +157,101 @@ def test_a_frame_over_the_size_limit_closes_only_that_connection(server):
         assert client.status()["protocol"] == 1
 
 
+def test_a_remote_client_can_name_only_served_models_and_cannot_probe_server_files(server, worker_models_dir):
+    """Issue 22 item 7: a path named as a model was read by the worker (which told whether the file
+    existed, and would load the weights any planted card points at)."""
+    real_card = model_paths(worker_models_dir, ["classification"])["classification"]
+    messages = {}
+    with WorkerClient.connect("127.0.0.1", server.port, TOKEN) as client:
+        for name in ["/etc/passwd", "/no/such/file.json", real_card, "../" * 8 + "etc/hostname", "TEST-CLS"]:
+            with pytest.raises(ModelError) as refused:
+                client.run(make_volume(), ["classification"], {"classification": name}, timeout=60)
+            messages[name] = str(refused.value).replace(repr(name), "NAME")
+        # Every refusal reads the same, whatever the name points at on the server.
+        assert len(set(messages.values())) == 1, messages
+        assert "not served by this worker" in messages["/etc/passwd"] and "test-cls" in messages["/etc/passwd"]
+        assert all("path" not in summary for summary in client.list_models())
+        assert client.status()["protocol"] == 1
+
+
+def wait_until_queued(client, count: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while client.status()["queued"] != count:
+        assert time.monotonic() < deadline, f"the worker did not queue {count} jobs: {client.status()}"
+        time.sleep(0.05)
+
+
+def test_a_full_queue_answers_busy_and_the_worker_runs_what_it_took(token_file, worker_models_dir):
+    """Issue 22 item 8: without a bound, one authenticated client could queue jobs (each holding
+    its volume) until the server ran out of memory. Every bound is hit once: one client's share,
+    the bytes of all waiting jobs, the number of waiting jobs."""
+    server = Server("--token-file", str(token_file), "--max-job-mb", "1", "--max-queued-jobs", "3",
+                    "--max-queued-mb", "2", "--max-queued-mb-per-client", "1.5",
+                    env={"NNMAMBA_MODELS_DIR": str(worker_models_dir)})
+    big, small = make_volume((80, 80, 80)), make_volume((16, 16, 16))   # 0.98 MiB and 8 KiB of int16
+    classify = {"classification": TASK_MODEL["classification"]}
+    try:
+        with WorkerClient.connect("127.0.0.1", server.port, TOKEN) as first, \
+                WorkerClient.connect("127.0.0.1", server.port, TOKEN) as second, \
+                WorkerClient.connect("127.0.0.1", server.port, TOKEN) as third:
+            deadline = time.monotonic() + 60
+            while first.status()["engine"] != "ready" and time.monotonic() < deadline:
+                time.sleep(0.2)
+            # A long job (mirrored 8 times) keeps the runner busy while the queue fills.
+            accepted = [(first, first.submit(big, ["segmentation"], {"segmentation": TASK_MODEL["segmentation"]},
+                                             options={"tta": True}))]
+            while first.status()["running"] != accepted[0][1]:   # taken off the queue: it runs
+                assert time.monotonic() < deadline, first.status()
+                time.sleep(0.05)
+            accepted.append((first, first.submit(big, ["classification"], classify)))
+            with pytest.raises(WorkerBusyError, match="more than the 1.5 MiB one client may queue"):
+                first.run(big, ["classification"], classify, timeout=60)
+            accepted.append((second, second.submit(big, ["classification"], classify)))
+            wait_until_queued(first, 2)              # another connection: its submit may still travel
+            with pytest.raises(WorkerBusyError, match="more than its limit of 2.0 MiB"):
+                third.run(big, ["classification"], classify, timeout=60)
+            accepted.append((third, third.submit(small, ["classification"], classify)))
+            wait_until_queued(first, 3)
+            with pytest.raises(WorkerBusyError, match="3 jobs are waiting"):
+                third.run(small, ["classification"], classify, timeout=60)
+            first.cancel(accepted[0][1])             # the long job has served its purpose
+            finished = {}
+            for client, job in accepted:
+                while job not in finished and time.monotonic() < deadline + 120:
+                    for event in client.poll(timeout=1.0):
+                        if event.kind.is_terminal:
+                            finished[event.job_id] = event.kind.value
+            assert finished == {job: "cancelled" if n == 0 else "result" for n, (_, job) in enumerate(accepted)}
+            assert first.status()["queued"] == 0
+    finally:
+        assert server.stop() == 0
+
+
 def test_the_server_refuses_a_short_token_file(tmp_path):
     short = tmp_path / "token.txt"
     short.write_text("abc")
     result = subprocess.run([sys.executable, "-m", "nnmamba", "serve", "--port", "0", "--token-file", str(short)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "at least 16" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_server_refuses_a_short_token_in_the_environment_by_the_same_rule():
+    """Issue 22 item 9: NNMAMBA_WORKER_TOKEN=a was accepted where a token file needed 16 characters."""
+    import os
+
+    result = subprocess.run([sys.executable, "-m", "nnmamba", "serve", "--port", "0"], capture_output=True,
+                            text=True, timeout=60, env=dict(os.environ, NNMAMBA_WORKER_TOKEN="a"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "NNMAMBA_WORKER_TOKEN has 1 characters; use at least 16" in result.stderr
+
+
+def test_the_server_refuses_plain_text_beyond_this_machine_unless_allowed(token_file):
+    """Issue 22 item 9: listening beyond loopback without TLS was only a warning. The refusal comes
+    before anything listens (nothing binds to other interfaces in this test)."""
+    result = subprocess.run([sys.executable, "-m", "nnmamba", "serve", "--port", "0", "--host", "0.0.0.0",
+                             "--token-file", str(token_file)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "without --certfile" in result.stderr and "--allow-plaintext" in result.stderr
 
 
 def test_an_idle_server_with_an_idle_timeout_exits_by_itself(token_file):

@@ -91,9 +91,23 @@ def _tile_batch(text: str):
         raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
 
 
+def check_scan_backend_option(name: str) -> None:
+    """Refuse an unknown `--scan-backend` (or $NNMAMBA_SCAN_BACKEND under "auto") naming the
+    option, before any model is built: the networks would report it as a bad model card."""
+    from nnmamba.ssm import backends
+
+    requested, source = backends.requested_backend(name)
+    if requested == backends.AUTO or requested in backends.backend_names():
+        return
+    where = "--scan-backend" if source == "asked for" else f"${backends.ENV_VAR}"
+    raise InputError(f"{where} {requested!r} is not a scan backend; expected one of: "
+                     f"{', '.join([backends.AUTO] + backends.backend_names())}")
+
+
 def inference_options(args):
     from nnmamba.inference import InferenceOptions
 
+    check_scan_backend_option(getattr(args, "scan_backend", "auto"))
     return InferenceOptions(device=args.device, tta=args.tta, overlap=args.overlap,
                             precision=args.precision, tile_batch=args.tile_batch,
                             stitch_device=args.stitch_device)

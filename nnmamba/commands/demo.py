@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from nnmamba.data import sample_volume_path
     from nnmamba.inference import Predictor
-    from nnmamba.io import check_free, output_paths, read_volume, stem_of, write_results
+    from nnmamba.io import check_free, plan_outputs, read_volume, stem_of, write_results
     from nnmamba.model_card import default_model
 
     tasks = list(BUILTIN)   # the shipped tasks, each with a shipped model
@@ -37,7 +37,8 @@ def run(args) -> int:
     print_warning(warning)
     source = args.input or sample_volume_path()
     stem = stem_of(source) if args.input else STEM
-    check_free(output_paths(args.output, stem, tasks), args.overwrite)
+    plan = plan_outputs([[source]], args.output, tasks, name=stem)  # names checked before computing
+    check_free(plan[0].outputs, args.overwrite)
     volume = read_volume(source)
     print(f"input: {source} ({'x'.join(map(str, volume.shape_kji[::-1]))} voxels, "
           f"{'x'.join(f'{s:.2f}' for s in volume.geometry.spacing)} mm)")

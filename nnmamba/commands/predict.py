@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--each", action="store_true",
                         help="treat each input (and each volume in an input folder) as its own case")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--allow-output-in-input", action="store_true",
+                        help="allow --output to be (inside) an input folder; results then sit beside "
+                             "the scans (later folder runs skip them: they are never taken as inputs)")
     parser.add_argument("--no-summary", action="store_true", help="skip the PNG summary")
     cohort.add_arguments(parser)
     add_inference_arguments(parser)
@@ -81,7 +84,10 @@ def _requested_tasks(args, models: dict) -> list:
 
 
 def _is_volume_file(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
+    """A volume file of a folder run: never one of our own outputs (`a.seg.nrrd` is a NRRD too)."""
+    from nnmamba.io import is_output_file
+
+    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES) and not is_output_file(path)
 
 
 def _cases(inputs, each: bool) -> list:
@@ -112,6 +118,9 @@ def check_output_folder(output: Path) -> None:
     Without this an existing file named by --output (or a file where one of its parent folders
     should be) only failed when the results were written, after the whole compute, with a Traceback.
     """
+    from nnmamba.io import check_encodable_path
+
+    check_encodable_path(output, "--output")
     output = Path(output)
     for path in [output, *output.parents]:
         if path.exists():
@@ -129,7 +138,7 @@ def check_output_folder(output: Path) -> None:
 def run(args) -> int:
     from nnmamba.inference import Predictor
     from nnmamba.inference.backend_flags import configure_for_inference
-    from nnmamba.io import check_free, output_paths, stem_of
+    from nnmamba.io import check_free, check_output_outside_inputs, plan_outputs
     from nnmamba.model_card import default_model, find_model
 
     options = inference_options(args)
@@ -149,14 +158,16 @@ def run(args) -> int:
     cases = _cases(inputs, args.each)
     if args.name and len(cases) > 1:
         raise InputError("--name names one case's outputs; it cannot be used with several cases (--each)")
+    # The whole run's outputs are checked before anything is computed (collisions, inputs).
+    check_output_outside_inputs(args.output, inputs, args.allow_output_in_input)
+    plan = plan_outputs(cases, args.output, tasks, not args.no_summary, args.name)
     if cohort.requested(args):  # under torchrun or --resume: shares per rank, markers, summary
         return cohort.run(args, cases, tasks, cards, warning)
+    check_free([p for case in plan for p in case.outputs], args.overwrite)
     predictor = Predictor(options, scan_backend=args.scan_backend)
     configure_for_inference(predictor.device)
-    for paths in cases:
-        stem = args.name or stem_of(paths[0])
-        # Refuse before computing anything when outputs exist.
-        check_free(output_paths(args.output, stem, tasks, not args.no_summary), args.overwrite)
+    for planned in plan:
+        stem, paths = planned.stem, list(planned.inputs)
         with progress_bar(stem) as progress:
             case = predict_case(predictor, paths, stem, dict(zip(tasks, cards)), args.output, args.overwrite,
                                 not args.no_summary, warning, progress)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from nnmamba.errors import OutputExistsError
+from nnmamba.io.paths import check_encodable_path
 
 # The temporary file is created like a plain open() creates a file (0666 minus the umask, which
 # the OS applies), so the finished output has the usual permissions without this process ever
@@ -21,8 +22,11 @@ _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0
 
 
 def check_free(paths: Iterable[Path], overwrite: bool) -> None:
-    """Raise `OutputExistsError` naming every existing path unless `overwrite`."""
-    existing = [str(p) for p in paths if Path(p).exists()]
+    """Raise `OutputExistsError` naming every existing path unless `overwrite`.
+
+    A symbolic link counts as existing even when it points nowhere (`lexists`): replacing it is
+    replacing something of the user's, and `Path.exists` follows the link and says False."""
+    existing = [str(p) for p in paths if os.path.lexists(p)]
     if existing and not overwrite:
         raise OutputExistsError(f"output exists: {', '.join(existing)}; pass --overwrite to replace "
                                 f"(nothing was written)")
@@ -31,6 +35,7 @@ def check_free(paths: Iterable[Path], overwrite: bool) -> None:
 def write_atomically(path: Path, render: Callable[[Path], None]) -> Path:
     """Call `render(tmp_path)` then rename the temporary file to `path`; clean up on failure."""
     path = Path(path)
+    check_encodable_path(path, "output")   # SimpleITK aborts the process on such a name
     path.parent.mkdir(parents=True, exist_ok=True)
     # Keep the full suffix (".seg.nrrd") so writers that pick a format by extension still do.
     suffix = "".join(path.suffixes) or ".tmp"

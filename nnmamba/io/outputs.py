@@ -28,6 +28,14 @@ def output_paths(output_dir: Path, stem: str, tasks, summary: bool = True) -> li
     return paths
 
 
+def is_output_file(path: Path) -> bool:
+    """True for a file named like one of our outputs (`a.seg.nrrd`, `a.summary.png`, ...): a folder
+    run never takes those as new cases, even where results were written beside the scans."""
+    name = Path(path).name.lower()
+    suffixes = [s for task in task_names() for s in get_task(task).suffixes] + [SUMMARY_SUFFIX]
+    return any(name.endswith(suffix.lower()) for suffix in suffixes)
+
+
 def stem_of(path: Path) -> str:
     """`brain.nii.gz` -> `brain`, `brain.seg.nrrd` -> `brain`; a DICOM folder -> its name."""
     name = Path(path).name

@@ -16,6 +16,9 @@ import SimpleITK as sitk
 
 from nnmamba.errors import InputError
 from nnmamba.io.checks import check_volume
+from nnmamba.io.claimed_size import check_claim_fits_file, check_claimed_size
+from nnmamba.io.nifti_header import check_nifti_header
+from nnmamba.io.paths import check_encodable_path, check_encodable_paths
 from nnmamba.volume import Geometry, Volume
 
 PathLike = Union[str, Path]
@@ -48,17 +51,51 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
         raise InputError(f"{folder} holds {len(series)} DICOM series ({', '.join(series[:4])}...); "
                          f"put each series in its own folder and give one")
     files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    check_encodable_paths(files, "DICOM file")
+    first = _header_of(files[0])
+    check_claimed_size(first.GetSize()[:2] + (len(files),), _bytes_per_component(first),
+                       first.GetNumberOfComponents(), str(folder))
     reader.SetFileNames(files)
+    return reader.Execute()
+
+
+def _header_of(path: str) -> sitk.ImageFileReader:
+    """A reader that has read only the header of `path` (size, pixel type), not its voxels."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    reader.ReadImageInformation()
+    return reader
+
+
+def _bytes_per_component(reader: sitk.ImageFileReader) -> int:
+    """Bytes of one pixel component of the image `reader` describes (8 if the type is unusual)."""
+    try:
+        probe = sitk.Image([1] * max(reader.GetDimension(), 2), reader.GetPixelID(),
+                           max(reader.GetNumberOfComponents(), 1))
+        return sitk.GetArrayViewFromImage(probe).itemsize
+    except (RuntimeError, ValueError, TypeError):
+        return 8
+
+
+def _read_file(path: Path) -> sitk.Image:
+    """One image file, refused before its voxels are read if its header claims too many."""
+    check_nifti_header(str(path))   # ITK hangs on some NIfTI headers: checked before it reads them
+    reader = _header_of(str(path))
+    size, pixel_bytes, components = reader.GetSize(), _bytes_per_component(reader), reader.GetNumberOfComponents()
+    check_scalar_3d(path, reader.GetDimension(), size, components)   # before reading what is refused
+    check_claimed_size(size, pixel_bytes, components, str(path))
+    check_claim_fits_file(str(path), size, pixel_bytes, components)
     return reader.Execute()
 
 
 def read_image(path: PathLike) -> sitk.Image:
     """One 3-D scalar image; `InputError` for anything else."""
     path = Path(path)
+    check_encodable_path(path, "input")   # before any C++ call: such a name aborts the process
     if not path.exists():
         raise InputError(f"input {path} does not exist; check the path")
     try:
-        image = _read_dicom_folder(path) if path.is_dir() else sitk.ReadImage(str(path))
+        image = _read_dicom_folder(path) if path.is_dir() else _read_file(path)
     except RuntimeError as e:
         # SimpleITK reports unreadable/unknown files as RuntimeError with ITK's long text.
         first = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown reason"
@@ -67,16 +104,20 @@ def read_image(path: PathLike) -> sitk.Image:
                              f"spacing must be positive: fix the image header") from e
         raise InputError(f"input {path} could not be read as an image ({first}); give a NRRD, NIfTI, "
                          f"MHA or DICOM series folder") from e
-    dim = image.GetDimension()
-    if dim == 2:
-        raise InputError(f"input {path} is a 2-D image {image.GetSize()}; give a 3-D volume")
-    if dim != 3:
-        raise InputError(f"input {path} is a {dim}-D image {image.GetSize()} (a time series or stacked "
-                         f"channels); give one 3-D volume per channel")
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"input {path} has {image.GetNumberOfComponentsPerPixel()} components per voxel "
-                         f"(a colour or vector image); give a scalar 3-D volume per channel")
+    check_scalar_3d(path, image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel())
     return image
+
+
+def check_scalar_3d(path, dimension: int, size, components: int) -> None:
+    """`InputError` unless the image (as its header or its voxels describe it) is 3-D and scalar."""
+    if dimension == 2:
+        raise InputError(f"input {path} is a 2-D image {size}; give a 3-D volume")
+    if dimension != 3:
+        raise InputError(f"input {path} is a {dimension}-D image {size} (a time series or stacked "
+                         f"channels); give one 3-D volume per channel")
+    if components != 1:
+        raise InputError(f"input {path} has {components} components per voxel "
+                         f"(a colour or vector image); give a scalar 3-D volume per channel")
 
 
 def read_volume(paths: Union[PathLike, Sequence[PathLike]],

@@ -17,7 +17,7 @@ _EXPORTS = {
     "LocalWorker": "local",
     "Event": "protocol", "EventKind": "protocol", "ErrorCode": "protocol",
     "WorkerError": "errors", "WorkerDiedError": "errors", "WorkerAuthError": "errors",
-    "WorkerTimeoutError": "errors",
+    "WorkerTimeoutError": "errors", "WorkerBusyError": "errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -33,6 +33,12 @@ class WorkerAuthError(WorkerError):
     code = "unauthorized"
 
 
+class WorkerBusyError(WorkerError):
+    """The worker's queue (or this client's share of it) is full: submit again later."""
+
+    code = "busy"
+
+
 class WorkerTimeoutError(WorkerError, TimeoutError):
     """The worker did not answer in time (start-up, connection or a request)."""
 
@@ -51,4 +57,6 @@ def error_for(code: str, message: str) -> NNMambaError:
         return WorkerDiedError(message)
     if code == WorkerAuthError.code:
         return WorkerAuthError(message)
+    if code == WorkerBusyError.code:
+        return WorkerBusyError(message)
     return WorkerError(message, code=code or WorkerError.code)

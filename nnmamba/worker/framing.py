@@ -87,6 +87,9 @@ class MessageAssembler:
         except ValueError as e:
             self._after_error = True
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"the message header is not valid JSON: {e}") from e
+        except RecursionError as e:   # "[[[[...": valid JSON nested deeper than Python parses
+            self._after_error = True
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "the message header nests too deeply") from e
         if not isinstance(header, dict):
             self._after_error = True
             raise ProtocolError(ErrorCode.BAD_MESSAGE,

@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENV = "NNMAMBA_WORKER_TOKEN"          # must equal nnmamba.commands.serve.TOKEN_ENV
 READY_PREFIX = "NNMAMBA_WORKER_READY "      # must equal nnmamba.commands.serve.READY_PREFIX
+# The queue bounds of a shared worker (`nnmamba serve`) protect it from its clients; the local
+# worker's one client is the user's own Slicer, whose batches may be large.
+LOCAL_QUEUE_JOBS = 100000
+LOCAL_QUEUE_MB = 1 << 20
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent.parent)
 
 
@@ -94,7 +98,13 @@ class LocalWorker:
             self._ready_info = {}
             self._log.clear()
             command = [self.python_executable, "-m", "nnmamba", "serve", "--host", "127.0.0.1", "--port", "0",
-                       "--announce", "--exit-with-stdin", "--device", self.device]
+                       "--announce", "--exit-with-stdin", "--device", self.device,
+                       # this worker serves one user, who may pick a card file in the panel
+                       "--allow-model-paths",
+                       # and who queues a whole scene's volumes at once (the panel submits every
+                       # volume of a batch; it holds them all itself anyway): no "busy" for that
+                       "--max-queued-jobs", str(LOCAL_QUEUE_JOBS), "--max-queued-mb", str(LOCAL_QUEUE_MB),
+                       "--max-queued-mb-per-client", str(LOCAL_QUEUE_MB)]
             if self.threads:
                 command += ["--threads", str(self.threads)]
             command += self.extra_args

@@ -78,6 +78,7 @@ class ErrorCode(str, enum.Enum):
     BACKEND_UNAVAILABLE = "backend_unavailable"
     BAD_MESSAGE = "bad_message"          # malformed header, unknown type, wrong dtype, size mismatch
     TOO_LARGE = "too_large"              # the declared arrays exceed the worker's limit
+    BUSY = "busy"                        # the job queue (or this client's share of it) is full
     UNAUTHORIZED = "unauthorized"        # missing or wrong token
     VERSION_MISMATCH = "version_mismatch"
     OUT_OF_MEMORY = "out_of_memory"      # even the CPU retry ran out of memory

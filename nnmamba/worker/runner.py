@@ -36,6 +36,21 @@ class Engine(Protocol):
     def describe(self) -> dict: ...
 
 
+@dataclass(frozen=True)
+class QueueLimits:
+    """How much may wait in the queue: an authenticated client must not exhaust the server's
+    memory by queueing jobs (each holds its volume until it runs). The running job is not counted.
+
+    max_jobs: waiting jobs of all clients together; max_bytes: voxel bytes of all waiting jobs;
+    max_bytes_per_client: voxel bytes of one client's (connection's) waiting jobs, so one client
+    cannot take the whole queue. A job over any bound is refused as busy.
+    """
+
+    max_jobs: int = 32
+    max_bytes: int = 4 << 30
+    max_bytes_per_client: int = 2 << 30
+
+
 @dataclass
 class Job:
     request: SubmitRequest
@@ -47,13 +62,18 @@ class Job:
     def job_id(self) -> str:
         return self.request.job_id
 
+    @property
+    def nbytes(self) -> int:
+        return int(getattr(self.request.volume.array, "nbytes", 0))
+
 
 class JobRunner:
     """FIFO queue + one thread; `emit(job, event)` is called from that thread."""
 
     def __init__(self, engine: Engine, emit: Callable[[Job, Event], None],
-                 progress_interval: float = 0.1):
+                 progress_interval: float = 0.1, limits: QueueLimits = QueueLimits()):
         self.engine = engine
+        self.limits = limits
         self.emit = emit
         self.progress_interval = progress_interval
         self._queue: collections.deque = collections.deque()
@@ -90,9 +110,30 @@ class JobRunner:
             if job.job_id in self._known:
                 raise ProtocolError(ErrorCode.BAD_MESSAGE, f"job id {job.job_id!r} is already queued or "
                                                            f"running; use a new id per job", job_id=job.job_id)
+            self._check_room(job)
             self._known.add(job.job_id)
             self._queue.append(job)
             self._lock.notify_all()
+
+    def _check_room(self, job: Job) -> None:
+        """Raise `ProtocolError(BUSY)` when `job` would overfill the queue (call with the lock held)."""
+        if len(self._queue) >= self.limits.max_jobs:
+            raise ProtocolError(ErrorCode.BUSY, f"the worker is busy: {len(self._queue)} jobs are waiting, "
+                                                f"its limit; submit again when one has finished",
+                                job_id=job.job_id)
+        waiting = sum(queued.nbytes for queued in self._queue)
+        if waiting + job.nbytes > self.limits.max_bytes:
+            raise ProtocolError(ErrorCode.BUSY, f"the worker is busy: its waiting jobs hold {waiting / 2**20:.1f} MiB "
+                                                f"and this one {job.nbytes / 2**20:.1f} MiB, more than its limit of "
+                                                f"{self.limits.max_bytes / 2**20:.1f} MiB; submit again when one "
+                                                f"has finished", job_id=job.job_id)
+        mine = sum(queued.nbytes for queued in self._queue if queued.owner == job.owner)
+        if mine + job.nbytes > self.limits.max_bytes_per_client:
+            raise ProtocolError(ErrorCode.BUSY,
+                                f"the worker is busy: your waiting jobs hold {mine / 2**20:.1f} MiB and this "
+                                f"one {job.nbytes / 2**20:.1f} MiB, more than the "
+                                f"{self.limits.max_bytes_per_client / 2**20:.1f} MiB one client may queue; "
+                                f"submit again when one of yours has finished", job_id=job.job_id)
 
     def cancel(self, job_id: str, owner: object) -> bool:
         """Cancel a queued or running job of `owner`; False if it is not (or no longer) there."""

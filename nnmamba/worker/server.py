@@ -35,7 +35,8 @@ from nnmamba.worker.framing import MessageAssembler, frames
 from nnmamba.worker.protocol import (MAX_FRAME_BYTES, PROTOCOL_VERSION, TOKEN_HEADER, ErrorCode,
                                      Event, EventKind, MessageType, ProtocolError, Reply,
                                      decode_submit, encode_event, encode_reply)
-from nnmamba.worker.runner import Engine, Job, JobRunner
+from nnmamba.worker.runner import Engine, Job, JobRunner, QueueLimits
+from nnmamba.worker.served_models import resolve_served_models
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ class WorkerServer:
     def __init__(self, engine: Engine, token: str, host: str = "127.0.0.1", port: int = 0,
                  ssl_context: Optional[ssl.SSLContext] = None, max_job_bytes: int = DEFAULT_MAX_JOB_BYTES,
                  idle_timeout: Optional[float] = None, progress_interval: float = 0.1,
-                 model_lister: Optional[Callable[[], list]] = None):
+                 model_lister: Optional[Callable[[], list]] = None,
+                 queue_limits: Optional[QueueLimits] = None, allow_model_paths: bool = False):
         if not token:
             raise ValueError("the worker needs a non-empty token; every request must present it")
         self.engine = engine
@@ -69,7 +71,10 @@ class WorkerServer:
         self.max_job_bytes = max_job_bytes
         self.idle_timeout = idle_timeout
         self.model_lister = model_lister
-        self.runner = JobRunner(engine, self._emit_from_thread, progress_interval)
+        # Only a worker started for one user (LocalWorker) lets clients name card files.
+        self.allow_model_paths = allow_model_paths
+        limits = queue_limits or QueueLimits(max_bytes=2 * max_job_bytes, max_bytes_per_client=max_job_bytes)
+        self.runner = JobRunner(engine, self._emit_from_thread, progress_interval, limits)
         self._clients: set = set()
         self._client_count = 0
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -193,6 +198,8 @@ class WorkerServer:
                                 job_id, request_id) from None
         if kind is MessageType.SUBMIT:
             request = decode_submit(header, arrays)
+            request.models = await asyncio.to_thread(resolve_served_models, request.models,
+                                                     self.allow_model_paths, None, request.job_id)
             queued = self.runner.status()["queued"] + (1 if not self.runner.idle() else 0)
             self.runner.submit(Job(request, client))
             stage = f"queued behind {queued} job{'s' if queued != 1 else ''}" if queued else "queued"
@@ -232,6 +239,8 @@ class WorkerServer:
             models = await asyncio.to_thread(self.model_lister or model_summaries)
         except NNMambaError as e:
             return Reply(request_id, False, None, e.code, str(e))
+        if not self.allow_model_paths:   # a shared worker's clients name models, never its files
+            models = [{k: v for k, v in m.items() if k != "path"} if isinstance(m, dict) else m for m in models]
         return Reply(request_id, True, models)
 
     # ------------------------------------------------------------------------------ sending
