@@ -47,8 +47,10 @@ def run(args) -> int:
     from nnmamba.data import sample_volume_path
     from nnmamba.inference import Predictor
     from nnmamba.io import check_free, output_paths, read_volume, stem_of, write_results
+    from nnmamba.kernel_cache import use_kernel_cache
     from nnmamba.model_card import default_model
 
+    use_kernel_cache()
     tasks = [t.value for t in Task]
     cards = {t: default_model(t) for t in tasks}
     warning = untrained_warning(cards.values())
