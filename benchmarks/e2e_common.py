@@ -67,7 +67,8 @@ def write_card(folder: Path, patch: int):
     import torch
 
     from gpu import randomise
-    from nnmamba.models import build_for_card, save_model, validate_card_dict
+    from nnmamba.model_card import validate_card_dict
+    from nnmamba.models import build_for_card, save_model
 
     card = copy.deepcopy(CARD)
     card["input"]["patch_size"] = [patch] * 3

@@ -42,9 +42,10 @@ import torch
 import torch.nn as nn
 
 from nnmamba.errors import ModelError
+from nnmamba.execution_plan import make_plan
 from nnmamba.inference.cuda_graph import GraphedNetwork
 from nnmamba.inference.graph_policy import graphs_pay_off
-from nnmamba.execution_plan import apply_plan, make_plan
+from nnmamba.inference.plan_application import apply_plan
 
 log = logging.getLogger(__name__)
 
