@@ -55,7 +55,9 @@ OUR_HOOKS = (
     ("nnmamba.io", "read_volume", "read"),
     ("nnmamba.inference.predictor", "Predictor._prepare", "resample"),
     ("nnmamba.inference.predictor", "sliding_window", "network"),
-    ("nnmamba.inference.predictor", "Predictor._labels", "postprocess"),
+    ("nnmamba.tasks.segmentation", "SegmentationTask.decode", "postprocess"),
+    ("nnmamba.tasks.landmarks", "LandmarksTask.decode", "postprocess"),
+    ("nnmamba.tasks.classification", "ClassificationTask.decode", "postprocess"),
     ("nnmamba.io", "write_results", "write"),
 )
 TRITON_HOOK = ("triton.runtime.jit", "JITFunction._do_compile", "triton_compile")
@@ -173,16 +175,16 @@ def worker_jobs(args, ledger: Ledger) -> dict:
     from nnmamba.inference import InferenceOptions, Predictor
     from nnmamba.inference.backend_flags import configure_for_inference
     from nnmamba.io import read_volume, write_results
-    from nnmamba.results import Task
+    from nnmamba.tasks import BUILTIN
 
     predictor = Predictor(InferenceOptions(device=args.device, precision=args.precision, tta=args.tta))
     configure_for_inference(predictor.device)
     models = parse_models([f"segmentation={args.card}"]) if args.card else {}
-    tasks = list(models) or [t.value for t in Task]
+    tasks = list(models) or list(BUILTIN)
 
     def job(out: Path):
         volume = read_volume([args.volume])
-        results = predictor.run(volume, tasks, models or None)
+        results = predictor.run(volume, tasks, models or None, checked=True)
         write_results(results, volume, out, "worker", overwrite=True, summary=False)
 
     timed_run(ledger, lambda: job(args.out / "worker"))

@@ -23,7 +23,8 @@ Each run is broken down by stage (interpreter start, import, CUDA init, model lo
 compile or cache load, probe check, CUDA-graph capture, read, resample, network, postprocess,
 write, other; see first_run.py). Then the 1 x 1 x 128^3 forward of upstream and of our planned copy
 (fp32, bf16) through benchmarks/gpu.py's `network_section`, with the predictor's flags and with
-cuDNN autotuning on. Everything goes to OUT/predict_e2e.json (each process's own JSON and log
+cuDNN autotuning on, and what graph_policy decides from: the planned copy per tile batch (1, 2, 4,
+8) without a graph and replayed, and the seconds of a first call that captures. Everything goes to OUT/predict_e2e.json (each process's own JSON and log
 beside it) and the tables are printed at the end.
 
 `--sample`: the shipped models (every task) on nnmamba/data/sample_brain_mr.nrrd, ours only: what a
@@ -128,6 +129,38 @@ def forward_section(results: dict, upstream_module) -> None:
     torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
 
 
+def graph_calibration(results: dict, network, batches=(1, 2, 4, 8)) -> None:
+    """The costs graph_policy decides from, on this card: the planned copy at 128^3 per tile batch
+    without a graph and replayed, and what one capture (with its checking replay) takes."""
+    import torch
+
+    from nnmamba.inference.cuda_graph import GraphedNetwork
+    from nnmamba.inference.fast_path import prepare_for_inference
+    from timing import bench_ms
+
+    network = network.cuda().eval()
+    calibration = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        fast = prepare_for_inference(network, dtype)
+        for batch in batches:
+            x = torch.randn(batch, 1, 128, 128, 128, device="cuda")
+            with torch.no_grad():
+                eager_ms = bench_ms(lambda: fast(x), 3, 10)
+                graphed = GraphedNetwork(fast, copy_output=False)
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                graphed(x)                       # eager warm-up + capture + checking replay
+                torch.cuda.synchronize()
+                capture_s = time.perf_counter() - start
+                replay_ms = bench_ms(lambda: graphed(x), 3, 20)
+                graphed.release()
+            calibration[f"{name}_b{batch}"] = {"no_graph_ms": eager_ms, "replay_ms": replay_ms,
+                                               "first_call_with_capture_s": capture_s}
+        del fast
+        torch.cuda.empty_cache()
+    results["graph_calibration"] = calibration
+
+
 def load_upstream_module(args, results: dict):
     """The upstream file as a module (with mamba-ssm), or None, saying why."""
     if not args.device.startswith("cuda") or args.sample:
@@ -183,7 +216,7 @@ def main(argv=None) -> int:
         else:
             volume_path = tmp / "ct.nrrd"
             write_ct_volume(volume_path, tuple(args.shape))
-            saved, _ = write_card(tmp / "models", args.patch)
+            saved, network = write_card(tmp / "models", args.patch)
             card_path = saved.path
             results.update(volume_kji=list(args.shape), patch=args.patch, spacing_mm=SPACING, network=CONFIG)
         common = ["--volume", str(volume_path), "--device", args.device] + (["--tta"] if args.tta else [])
@@ -195,10 +228,22 @@ def main(argv=None) -> int:
             label_agreement(args.out_dir, results)
     if on_cuda and not args.no_forward and not args.sample:
         forward_section(results, upstream_module)
+        graph_calibration(results, network)
     (args.out_dir / "predict_e2e.json").write_text(json.dumps(results, indent=1))
     print_tables(results)
+    print_graph_calibration(results)
     print(f"\nraw results: {args.out_dir / 'predict_e2e.json'}")
     return 0
+
+
+def print_graph_calibration(r: dict) -> None:
+    calibration = r.get("graph_calibration")
+    if not calibration:
+        return
+    print("planned copy at 128^3 per tile batch (graph_policy's inputs): ms without a graph / replayed; "
+          "s of the first call (eager + capture + checking replay)")
+    for key, c in calibration.items():
+        print(f"  {key:8s} {c['no_graph_ms']:8.2f} / {c['replay_ms']:8.2f} ms   first call {c['first_call_with_capture_s']:.3f} s")
 
 
 def _row(label: str, run: dict) -> str:
