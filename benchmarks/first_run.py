@@ -77,7 +77,8 @@ class Ledger:
         if self.cuda:
             import torch
 
-            torch.cuda.synchronize()
+            if not torch.cuda.is_current_stream_capturing():   # a wait inside a graph capture is an error
+                torch.cuda.synchronize()
 
     @contextmanager
     def stage(self, name: str):
