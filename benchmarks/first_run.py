@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 OUR_HOOKS = (
     ("nnmamba.models", "load_model", "load"),
     ("nnmamba.inference.planned_network", "apply_plan", "plan"),
+    ("nnmamba.inference.planned_network", "eager_reference", "probe"),
     ("nnmamba.inference.planned_network", "check_against_eager", "probe"),
     ("nnmamba.inference.planned_network", "check_finite", "probe"),
     ("nnmamba.inference.cuda_graph", "_Captured.__init__", "graph_capture"),

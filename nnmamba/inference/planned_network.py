@@ -146,6 +146,13 @@ def reference_scans(network: nn.Module, plan):
             block.use_plan(plan.device, plan.scan_backend, plan.fused_inner, plan.mode)
 
 
+def eager_reference(network: nn.Module, plan, probe: torch.Tensor) -> torch.Tensor:
+    """The eager network's output on `probe`, float32: what the check compares the copy with (full
+    float32; the `torch` scan on a CUDA plan's device, see `reference_scans`)."""
+    with full_float32(), reference_scans(network, plan), torch.no_grad():
+        return network(probe).float()
+
+
 class PlannedNetwork:
     """A loaded eval network run per its execution plan; callable on tile batches (float32 out).
 
@@ -182,10 +189,12 @@ class PlannedNetwork:
         if not self._autocast and dtype != torch.float32:
             checked = apply_plan(network, make_plan(network, self.device, torch.float32, mode="inference",
                                                     scan_backend=scan_backend, cuda_graphs=False))
-        with full_float32(), reference_scans(network, self.plan), torch.no_grad():
-            expected = network(probe).float()
+        expected = eager_reference(network, self.plan, probe)
         cuda = self.device.type == "cuda"
         if cuda:
+            # the eager forward's freed blocks would stay reserved and count as used in the free
+            # memory the tile batch is chosen from
+            torch.cuda.empty_cache()
             torch.cuda.synchronize(self.device)
             before = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
