@@ -95,7 +95,9 @@ def run_child(name: str, child_args: list, cache_root: Path, common: list, out_d
     if first is not None:
         first["stages"]["interpreter"] = interpreter
         first["total_s"] += interpreter
-    summary = ", ".join(f"{run} {r['total_s']:.2f} s" for run, r in result["runs"].items())
+    summary = ", ".join(f"{run} {r['total_s']:.2f} s ({r.get('calls', {}).get('triton_compile', 0)} Triton "
+                        f"compiles or cache loads, {r.get('calls', {}).get('graph_capture', 0)} graph captures)"
+                        for run, r in result["runs"].items())
     print(f"{name}: {summary} (kernels cached before/after: {result['cached_kernels_before']}/"
           f"{result['cached_kernels_after']}){'; not hooked: ' + ', '.join(result['unhooked']) if result['unhooked'] else ''}",
           flush=True)
