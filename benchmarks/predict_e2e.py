@@ -24,8 +24,8 @@ compile or cache load, probe check, CUDA-graph capture, read, resample, network,
 write, other; see first_run.py). Then the 1 x 1 x 128^3 forward of upstream and of our planned copy
 (fp32, bf16) through benchmarks/gpu.py's `network_section`, with the predictor's flags and with
 cuDNN autotuning on, and what graph_policy decides from: the planned copy per tile batch (1, 2, 4,
-8) without a graph and replayed, and the seconds of a first call that captures. Everything goes to OUT/predict_e2e.json (each process's own JSON and log
-beside it) and the tables are printed at the end.
+8) without a graph and replayed, and the seconds of a first call that captures. Everything goes to
+OUT/predict_e2e.json (each process's own JSON and log beside it) and the tables are printed at the end.
 
 `--sample`: the shipped models (every task) on nnmamba/data/sample_brain_mr.nrrd, ours only: what a
 one-file `nnmamba predict` pays on a CPU. Needs SimpleITK; the upstream side needs mamba-ssm and the
@@ -47,7 +47,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from e2e_common import CONFIG, SHAPE_KJI, SPACING, need_simpleitk, read_labels, write_card, write_ct_volume  # noqa: E402
+from e2e_common import (CONFIG, SHAPE_KJI, SPACING, need_simpleitk, read_labels, write_card,  # noqa: E402
+                        write_ct_volume)
 
 # the columns of the breakdown, in the order a first run meets them
 COLUMNS = ("interpreter", "import", "cuda_init", "load", "plan", "triton_compile", "probe", "graph_capture",
@@ -98,9 +99,9 @@ def run_child(name: str, child_args: list, cache_root: Path, common: list, out_d
     summary = ", ".join(f"{run} {r['total_s']:.2f} s ({r.get('calls', {}).get('triton_compile', 0)} Triton "
                         f"compiles or cache loads, {r.get('calls', {}).get('graph_capture', 0)} graph captures)"
                         for run, r in result["runs"].items())
+    unhooked = f"; not hooked: {', '.join(result['unhooked'])}" if result["unhooked"] else ""
     print(f"{name}: {summary} (kernels cached before/after: {result['cached_kernels_before']}/"
-          f"{result['cached_kernels_after']}){'; not hooked: ' + ', '.join(result['unhooked']) if result['unhooked'] else ''}",
-          flush=True)
+          f"{result['cached_kernels_after']}){unhooked}", flush=True)
     return result
 
 
@@ -247,7 +248,8 @@ def print_graph_calibration(r: dict) -> None:
     print("planned copy at 128^3 per tile batch (graph_policy's inputs): ms without a graph / replayed; "
           "s of the first call (eager + capture + checking replay)")
     for key, c in calibration.items():
-        print(f"  {key:8s} {c['no_graph_ms']:8.2f} / {c['replay_ms']:8.2f} ms   first call {c['first_call_with_capture_s']:.3f} s")
+        print(f"  {key:8s} {c['no_graph_ms']:8.2f} / {c['replay_ms']:8.2f} ms   "
+              f"first call {c['first_call_with_capture_s']:.3f} s")
 
 
 def _row(label: str, run: dict) -> str:
@@ -280,7 +282,8 @@ def print_ratios(r: dict) -> None:
                 print(f"  {precision}: " + "; ".join(parts))
         for key, value in r.items():
             if key.startswith("label_agreement_"):
-                print(f"  labels of {key[len('label_agreement_'):]} identical to upstream's at {100 * value:.3f} % of voxels")
+                print(f"  labels of {key[len('label_agreement_'):]} identical to upstream's at "
+                      f"{100 * value:.3f} % of voxels")
     on_first, off_first = _total(r, "ours_auto_cudnn", "first"), _total(r, "ours_auto_warm", "first")
     if on_first is not None and off_first is not None:
         line = f"cuDNN autotuning: first run {on_first - off_first:+.2f} s"
