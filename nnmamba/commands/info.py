@@ -61,7 +61,7 @@ def collect() -> dict:
 
 
 def kernel_cache() -> dict:
-    """Where `predict`, `serve` and `train` keep compiled Triton kernels, and how many are there."""
+    """Where the commands that run networks keep compiled Triton kernels, and how many are there."""
     from nnmamba.kernel_cache import triton_cache_dir
 
     location = triton_cache_dir()
