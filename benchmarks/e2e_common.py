@@ -34,8 +34,9 @@ def need_simpleitk() -> bool:
         import SimpleITK  # noqa: F401
     except ImportError:
         print("benchmarks/predict_e2e.py needs SimpleITK (it reads the .nrrd and writes the .seg.nrrd, as "
-              "`nnmamba predict` does): carry a SimpleITK wheel for this Python and pip install it, e.g. "
-              "`python3 -m pip install --no-index --target /tmp/site .whl/SimpleITK-*.whl`", file=sys.stderr)
+              "`nnmamba predict` does): carry SimpleITK for this Python and put it on PYTHONPATH, e.g. "
+              "`python3 -m pip install --no-index --target /tmp/site .whl/SimpleITK-*.whl` or the package "
+              "unpacked: `tar xJf simpleitk-*-site.tar.xz -C /tmp/site`", file=sys.stderr)
         return False
     return True
 
