@@ -292,8 +292,9 @@ def main(argv=None) -> int:
     scan_section(results, mamba_scan, args.sweep or args.sweep_only)
     if args.sweep or args.sweep_only:
         network_sweep(results)
-    results["config"] = dict(scan=(triton_scan.BLOCK_L, triton_scan.NUM_WARPS), channels_last=CHANNELS_LAST,
-                             miccss=(triton_scan.MICCSS_BLOCK_L, triton_scan.MICCSS_NUM_WARPS))
+    used = triton_scan.kernel_config(torch.device("cuda"))  # the card's family table entry + any sweep's choice
+    results["config"] = dict(scan=(used.block_l, used.num_warps), channels_last=CHANNELS_LAST,
+                             miccss=(used.miccss_block_l, used.miccss_num_warps))
     print(json.dumps(results, indent=1), flush=True)
     if args.sweep_only:
         if args.json:

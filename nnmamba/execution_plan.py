@@ -201,7 +201,8 @@ def _decide_cuda_graphs(device: torch.device, mode: str, fused_miccss: bool,
             raise PlanError(f"cuda_graphs=True on {device}: CUDA graphs need a CUDA device. Fix: leave "
                             f"cuda_graphs unset or use device='cuda'.")
         return False, "CUDA devices only"
-    return _decide_inference_flag(want, fused_miccss, device, "one graph per input shape, replayed per tile")
+    return _decide_inference_flag(want, fused_miccss, device, "one graph per tile shape, captured in the jobs "
+                                  "where its replays save more than the capture costs (inference/graph_policy.py)")
 
 
 def conv_path_for(device: torch.device, dtype: torch.dtype) -> str:

@@ -97,3 +97,45 @@ def test_bf16_on_the_cpu_runs_the_folded_copy_under_autocast_checked_in_float32(
     assert planned.relative_error < TOLERANCE[torch.float32]   # the folding, not autocast's rounding
     with planned.autocast():
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+
+
+def test_a_folded_copy_is_probed_at_32_cubed_whatever_the_tile():
+    net = small_seg()
+    seen = []
+    net.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape)))
+    planned = PlannedNetwork(net, torch.device("cpu"), torch.float32, (1, 1, 64, 64, 96), name="small")
+    assert seen and set(seen) == {(1, 1, 32, 32, 32)}   # eager and folded copy (the hook is copied too)
+    assert planned.relative_error < TOLERANCE[torch.float32]
+
+
+def test_the_fused_copy_is_probed_at_the_tile_itself():
+    import dataclasses
+
+    from nnmamba.inference.planned_network import probe_shape_for
+
+    plan = PlannedNetwork(small_seg(), torch.device("cpu"), torch.float32, PROBE).plan
+    assert probe_shape_for(plan, (1, 2, 64, 16, 128)) == (1, 2, 32, 16, 32)
+    assert probe_shape_for(dataclasses.replace(plan, fused_miccss=True), (1, 2, 64, 16, 128)) == (1, 2, 64, 16, 128)
+
+
+def test_the_eager_side_of_a_cuda_check_runs_the_torch_scan_and_gives_the_plan_its_backend_back():
+    import dataclasses
+
+    from nnmamba.inference.planned_network import reference_scans
+    from nnmamba.ssm.mamba import Mamba
+
+    net = small_seg()
+    plan = dataclasses.replace(PlannedNetwork(net, torch.device("cpu"), torch.float32, PROBE).plan,
+                               device=torch.device("cuda", 0), scan_backend="reference")
+    blocks = [m for m in net.modules() if isinstance(m, Mamba)]
+    for block in blocks:
+        block.use_plan(plan.device, plan.scan_backend, False, "inference")
+    with reference_scans(net, plan):
+        assert {block.decision("cuda:0")[0] for block in blocks} == {"torch"}
+    assert {block.decision("cuda:0")[0] for block in blocks} == {"reference"}
+
+
+def test_on_the_cpu_every_job_runs_the_copy_without_graphs():
+    planned = PlannedNetwork(small_seg(), torch.device("cpu"), torch.float32, PROBE)
+    run, graphs = planned.runner(forwards=10_000, tile_batch=1, tile_shape=(32, 32, 32))
+    assert run is planned and not graphs

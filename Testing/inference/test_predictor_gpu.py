@@ -1,4 +1,4 @@
-"""On CUDA the predictor runs what the plan says: the checked fast copy replayed as CUDA graphs, with
+"""On CUDA the predictor runs what the plan says: the checked fast copy (replayed as CUDA graphs where they pay off), with
 post-processing on the GPU, and its results agree with the same predictor on the CPU.
 
 Needs no SimpleITK (the GPU machine has none): the volume is built with numpy.
@@ -33,7 +33,7 @@ def test_the_planned_fast_path_runs_on_cuda_and_agrees_with_the_cpu(gpu_cards, p
     for task in tasks:
         planned = gpu.planned(find_model(gpu_cards[task]), {"fp32": torch.float32, "bf16": torch.bfloat16}[precision])
         assert planned.plan.fused_miccss and planned.plan.fold_batchnorm and planned.plan.cuda_graphs
-        assert isinstance(planned._run, GraphedNetwork)
+        assert isinstance(planned._graphed, GraphedNetwork)   # replayed in the jobs where graphs pay off
         assert 0 < planned.relative_error < TOLERANCE[torch.float32]   # checked in full float32
         assert planned.tile_bytes and planned.tile_bytes > 0
         assert set(got[task].timings) == {"resample_s", "network_s", "postprocess_s"}
@@ -61,3 +61,28 @@ def test_the_tile_batch_is_chosen_from_free_memory_and_capped(gpu_cards):
     batch = planned.tile_batch_for(free)
     assert 1 <= batch <= TILE_BATCH_CAP
     assert planned.tile_batch_for(planned.tile_bytes) == 1
+
+
+def test_a_graph_is_captured_only_for_a_job_it_pays_off_in_and_checked_against_its_eager_forward(gpu_cards):
+    from nnmamba.inference.planned_network import FastPathMismatchError
+
+    predictor = Predictor(InferenceOptions(device="cuda", precision="bf16"))
+    planned = predictor.planned(find_model(gpu_cards["segmentation"]), torch.bfloat16)
+    tile = (32, 32, 32)
+    _, short_job = planned.runner(forwards=2, tile_batch=1, tile_shape=tile)
+    assert not short_job
+    run, long_job = planned.runner(forwards=1000, tile_batch=1, tile_shape=tile)
+    assert long_job
+    x = torch.randn(1, 1, *tile, device="cuda")
+    first = run(x)                     # the capture's eager warm-up answers the first call
+    again = run(x)                     # a replay
+    assert torch.allclose(first, again, rtol=0, atol=TOLERANCE[torch.bfloat16] * first.abs().max().item())
+    assert planned._graphed.has_graph_for(x.shape, x.dtype, "cuda")
+    assert planned.runner(forwards=1, tile_batch=1, tile_shape=tile)[1]   # captured: replayed from now on
+
+    def disagree(replayed, eager):
+        raise FastPathMismatchError("planted")
+
+    graphed = GraphedNetwork(planned._run, check=disagree)
+    with pytest.raises(FastPathMismatchError, match="planted"):
+        graphed(x)

@@ -128,3 +128,19 @@ def test_center_crop_or_pad_keeps_the_middle_and_pads_with_the_minimum():
     assert out.shape == (2, 6, 6, 4)
     torch.testing.assert_close(out[:, 1:5, :, :], image[:, :, :, 2:6])
     assert out[0, 0].max() == image[0].min()
+
+
+def test_the_tile_grid_the_predictor_plans_with_is_the_one_the_sliding_window_runs():
+    from nnmamba.inference.sliding_window import tile_grid
+
+    image = torch.randn(1, 40, 70, 20)
+    shapes = []
+
+    def network(x):
+        shapes.append(tuple(x.shape))
+        return torch.zeros(x.shape[0], 2, *x.shape[2:])
+
+    patch, tiles = tile_grid(image.shape[1:], (32, 48, 32), overlap=0.5)
+    sliding_window(network, image, (32, 48, 32), 2, overlap=0.5, tile_batch=1)
+    assert len(shapes) == len(tiles)
+    assert {s[2:] for s in shapes} == {patch} == {(32, 48, 32)[:2] + (32,)}

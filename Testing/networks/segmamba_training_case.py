@@ -1,5 +1,5 @@
 """A small real training case for the SegMamba / Taming Mambas tests, trained through the project's
-training code (`nnmamba.train.loop.train`: MONAI augmentation, Dice + CE, Adam, checkpoint, card).
+training code (`nnmamba.train.loop.train`: its augmentation, Dice + CE, Adam, checkpoint, card).
 
 Data: the embedded brain MR sample and its tumour mask (pyradiomics brain1, see data/README.md),
 cropped around the tumour (16 x 64 x 128 voxels of 6.5 x 0.78 x 0.78 mm) and written as a prepared

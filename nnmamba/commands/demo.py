@@ -29,8 +29,10 @@ def run(args) -> int:
     from nnmamba.data import sample_volume_path
     from nnmamba.inference import Predictor
     from nnmamba.io import check_free, plan_outputs, read_volume, stem_of, write_results
+    from nnmamba.kernel_cache import use_kernel_cache
     from nnmamba.model_card import default_model
 
+    use_kernel_cache()
     tasks = list(BUILTIN)   # the shipped tasks, each with a shipped model
     cards = {t: default_model(t) for t in tasks}
     warning = untrained_warning(cards.values())

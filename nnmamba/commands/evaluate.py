@@ -80,8 +80,10 @@ def update_card_accuracy(card_path: Path, report: dict) -> None:
 
 def run(args) -> int:
     from nnmamba.errors import NNMambaError
+    from nnmamba.kernel_cache import use_kernel_cache
     from nnmamba.model_card import find_model
 
+    use_kernel_cache()
     try:
         card = find_model(args.model)
         from nnmamba.evaluate.heldout import evaluate_model

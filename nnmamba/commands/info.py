@@ -57,7 +57,17 @@ def collect() -> dict:
     chosen = {device: p["inference"].get("scan_backend", f"error: {p['inference'].get('error')}")
               for device, p in plans.items()}
     return {"versions": versions, "devices": devices, "backends": report_backends,
-            "requested": requested, "scan_backend": chosen, "plans": plans}
+            "requested": requested, "scan_backend": chosen, "plans": plans, "kernel_cache": kernel_cache()}
+
+
+def kernel_cache() -> dict:
+    """Where the commands that run networks keep compiled Triton kernels, and how many are there."""
+    from nnmamba.kernel_cache import triton_cache_dir
+
+    location = triton_cache_dir()
+    # Triton keeps one sub-folder per compiled kernel variant
+    entries = sum(1 for p in location.path.iterdir() if p.is_dir()) if location.path.is_dir() else 0
+    return {"path": str(location.path), "source": location.source, "kernels": entries}
 
 
 def _plans(device: str) -> dict:
@@ -119,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
     for device, name in report["scan_backend"].items():
         print(f"  {device:8s} {name}")
         failed = failed or name.startswith("error:")
+    cache = report["kernel_cache"]
+    print(f"kernel cache (Triton, from {cache['source']}):\n  {cache['path']}  "
+          f"({cache['kernels']} compiled kernel{'s' if cache['kernels'] != 1 else ''})")
     print(f"execution plans of {DEFAULT_NETWORK['network']} (channels 32, blocks 3, 6 classes):")
     for device, plans in report["plans"].items():
         for mode, plan in plans.items():

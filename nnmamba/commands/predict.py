@@ -139,8 +139,10 @@ def run(args) -> int:
     from nnmamba.inference import Predictor
     from nnmamba.inference.backend_flags import configure_for_inference
     from nnmamba.io import check_free, check_output_outside_inputs, plan_outputs
+    from nnmamba.kernel_cache import use_kernel_cache
     from nnmamba.model_card import default_model, find_model
 
+    use_kernel_cache()  # compiled GPU kernels kept for the next run (and inherited by torchrun ranks)
     options = inference_options(args)
     models = parse_models(args.model)
     tasks = _requested_tasks(args, models)

@@ -150,6 +150,7 @@ def _watch_stdin(server) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nnmamba.kernel_cache import use_kernel_cache
     from nnmamba.worker.engine import PredictorEngine
     from nnmamba.worker.server import WorkerServer
 
@@ -170,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
     if not _is_loopback(args.host):
         log.warning("listening on %s: other machines can reach this worker%s", args.host,
                     "" if ssl_context else "; without --certfile the token and images travel unencrypted")
+    use_kernel_cache()  # a fresh worker loads the kernels earlier ones compiled instead of compiling them
     defaults = {"tile_batch": args.tile_batch} if args.tile_batch else {}
     engine = PredictorEngine(device=args.device, threads=args.threads, default_options=defaults)
     server = WorkerServer(engine, token, host=args.host, port=args.port, ssl_context=ssl_context,

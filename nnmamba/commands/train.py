@@ -105,8 +105,10 @@ def run(args) -> int:
     if args.resume and not (args.out / "checkpoint.safetensors").is_file():
         print(f"nnmamba train: --resume given but {args.out} holds no checkpoint.safetensors", file=sys.stderr)
         return 2
+    from nnmamba.kernel_cache import use_kernel_cache
     from nnmamba.train.loop import TrainConfig, train
 
+    use_kernel_cache()
     _configure_cuda_for_training(args.device)
     config = TrainConfig(card=card, data_dir=args.data, out_dir=args.out, time_budget_s=args.minutes * 60,
                          max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,

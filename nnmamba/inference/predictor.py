@@ -9,8 +9,9 @@ pinned memory), is resampled and normalised there, tiles are cut from it there (
 bus per tile, so no transfer is left for a producer thread to overlap), and softmax, resampling of
 the scores back to the input grid, arg-max and the landmark detections run there too; only the label
 map (uint8 where it fits) and the detections come back (the landmark template fit runs on them). The
-network runs as its inference plan (`planned_network`): on CUDA the checked fast copy replayed as CUDA
-graphs. Each result carries the seconds of its stages in `timings` (resample, network, postprocess).
+network runs as its inference plan (`planned_network`): on CUDA the checked fast copy, replayed as CUDA
+graphs where they pay for themselves in the job (`graph_policy`). Each result carries the seconds of
+its stages in `timings` (resample, network, postprocess).
 
 Options belong to a call: `run(..., options=...)` overrides the predictor's defaults for that call
 only, so one predictor (and its loaded models) serves jobs with different options.
@@ -36,11 +37,13 @@ import torch
 
 from nnmamba.errors import BackendUnavailableError, Cancelled, InputError, ModelError
 from nnmamba.inference.device_resampling import resample_linear_with_inside
+from nnmamba.inference.graph_policy import forwards_in_job
 from nnmamba.inference.normalization import normalize_tensor
 from nnmamba.inference.options import InferenceOptions
 from nnmamba.inference.planned_network import PlannedNetwork
 from nnmamba.inference.resampling import working_grid
-from nnmamba.inference.sliding_window import center_crop_or_pad, forward_mirrored, sliding_window
+from nnmamba.inference.sliding_window import center_crop_or_pad, forward_mirrored, sliding_window, tile_grid
+from nnmamba.inference.tiling import mirror_combinations
 from nnmamba.io.checks import check_channels, check_volume
 from nnmamba.model_card import ModelCard, default_model, find_model
 from nnmamba.tasks import get_task, task_names
@@ -167,6 +170,14 @@ class Predictor:
                  (planned.tile_bytes or 0) / 2 ** 30)
         return batch
 
+    @staticmethod
+    def _runner(planned: PlannedNetwork, shape, patch, overlap: float, tile_batch: int, mirror_axes) -> tuple:
+        """(what runs this job's tiles, whether CUDA graphs replay them): `PlannedNetwork.runner` for the
+        job's number of forwards (tiles / tile batch x mirrors)."""
+        tile_shape, tiles = tile_grid(shape, patch, overlap)
+        forwards = forwards_in_job(len(tiles), tile_batch, len(mirror_combinations(mirror_axes)))
+        return planned.runner(forwards, tile_batch, tile_shape)
+
     def _check_options(self, options: InferenceOptions) -> InferenceOptions:
         if not isinstance(options, InferenceOptions):
             raise InputError(f"options must be InferenceOptions, got {type(options).__name__}")
@@ -262,11 +273,12 @@ class Predictor:
         out_channels = task.out_channels(card)
         if task.spatial_output:
             stitch = self._stitch_device(options, out_channels, image.shape[1:])
+            tile_batch = self._tile_batch(options, planned, stitch, out_channels, image.shape[1:])
+            run, graphs = self._runner(planned, image.shape[1:], patch, options.overlap, tile_batch, mirror_axes)
             output = sliding_window(
-                planned, image, patch, out_channels, overlap=options.overlap,
-                tile_batch=self._tile_batch(options, planned, stitch, out_channels, image.shape[1:]),
+                run, image, patch, out_channels, overlap=options.overlap, tile_batch=tile_batch,
                 device=self.device, stitch_device=stitch, mirror_axes=mirror_axes, progress=tile_progress,
-                cancel=cancel, fixed_batch=planned.plan.cuda_graphs)
+                cancel=cancel, fixed_batch=graphs)
             clock.stage("network")
             progress(0.9, f"{card.task}: postprocessing")
         else:

@@ -48,6 +48,17 @@ def pad_volume(image: torch.Tensor, patch: Sequence[int], multiple: int = 16) ->
     return padded, pads
 
 
+def tile_grid(shape: Sequence[int], patch: Sequence[int], overlap: float) -> tuple:
+    """(the tile shape, the tiles as slices of the padded volume) of a (Z, Y, X) volume of `shape`.
+
+    Axes shorter than the patch run as one tile of the axis rounded up to 16, not a full padded
+    patch: the networks take any multiple of 16, and padding only adds work.
+    """
+    patch = tuple(min(int(p), -(-int(n) // 16) * 16) for p, n in zip(patch, shape))
+    padded = [n + before + after for n, (before, after) in zip(shape, padding_for(shape, patch))]
+    return patch, tile_slices(padded, patch, overlap)
+
+
 def sliding_window(network: Callable, image: torch.Tensor, patch: Sequence[int], out_channels: int, *,
                    overlap: float = 0.5, tile_batch: int = 2, device=torch.device("cpu"),
                    stitch_device=torch.device("cpu"), mirror_axes: Sequence[int] = (),
@@ -61,12 +72,9 @@ def sliding_window(network: Callable, image: torch.Tensor, patch: Sequence[int],
     `fixed_batch`: the last, shorter batch is filled up to `tile_batch` with copies of its last tile
     (their outputs dropped), so every forward has one shape: one CUDA graph instead of two.
     """
-    # Axes shorter than the patch run as one tile of the axis rounded up to 16, not a full padded
-    # patch: the networks take any multiple of 16, and padding only adds work.
-    patch = tuple(min(int(p), -(-int(n) // 16) * 16) for p, n in zip(patch, image.shape[1:]))
+    patch, tiles = tile_grid(image.shape[1:], patch, overlap)
     padded, pads = pad_volume(image, patch)
     shape = padded.shape[1:]
-    tiles = tile_slices(shape, patch, overlap)
     importance = torch.from_numpy(gaussian_importance(patch)).to(stitch_device)
     logits = torch.zeros((out_channels,) + tuple(shape), dtype=torch.float32, device=stitch_device)
     weights = torch.zeros(tuple(shape), dtype=torch.float32, device=stitch_device)

@@ -17,36 +17,35 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from typing import Optional
 
 import torch
 
 from nnmamba.ssm.backends import register_cuda_backend
+from nnmamba.ssm.triton_configs import KernelConfig, config_for_device
 
 INSTALL_HINT = "install a CUDA build of PyTorch (it ships Triton), e.g. pip install torch --index-url " \
                "https://download.pytorch.org/whl/cu128"
-# Chosen on an H100 (see benchmarks/RESULTS.md): tokens per chunk and warps per program.
-BLOCK_L = 128
-NUM_WARPS = 2
-MICCSS_BLOCK_L = 256
-MICCSS_NUM_WARPS = 2
-# Training. The backward kernel walks chunks of TRAIN_BLOCK_L tokens, restarting each from the state
-# the forward pass saved before it; that forward runs chunks of TRAIN_FORWARD_BLOCK_L tokens (a
-# multiple of TRAIN_BLOCK_L), saving the state every TRAIN_BLOCK_L tokens. Chosen by
-# `python benchmarks/scan_gpu.py --sweep` on an H200 (benchmarks/RESULTS.md): forward+backward at
-# batch 4, d_inner 128, d_state 16, L 32768, fp32: 64 tokens x 2 warps with Triton's reverse=True
-# adjoint scan 2.71 ms; the same with reversed loads 5.97 ms; 32 x 2 3.66 ms (reversed loads 7.55 ms),
-# although the reversed loads need fewer shuffles in the SASS (`benchmarks/triton_sass.py`).
-# One config for every input dtype: since the backward loads 16-bit tiles in the float32 layout,
-# ptxas gives bf16 and fp32 the same code up to a few registers (64 x 2: 221 vs 230, no spills), and
-# the sweep now keeps the fastest in bf16, the dtype of the trainer's scans under autocast.
-TRAIN_BLOCK_L = 64
-TRAIN_FORWARD_BLOCK_L = 128
-BACKWARD_NUM_WARPS = 2
-# The backward's adjoint scan: over inputs loaded again in reversed token order (True) or Triton's
-# reverse=True scan (False); see _triton_scan_backward_kernels._adjoint.
-BACKWARD_REVERSED_LOADS = False
+# Launch configurations come from the per-GPU-family table of `triton_configs` (chosen ahead on the
+# cards: no autotuning at run time). These module-level values override one field of it for every
+# device when not None: for sweeps (benchmarks/gpu.py, benchmarks/scan_gpu.py) and interpreter tests.
+# BLOCK_L / NUM_WARPS: plain scan; MICCSS_*: the fused MICCSS scans; TRAIN_BLOCK_L: the backward's
+# chunk and the spacing of the states the training forward saves; TRAIN_FORWARD_BLOCK_L: the
+# training forward's chunk (a multiple of TRAIN_BLOCK_L); BACKWARD_*: the backward kernel.
+BLOCK_L = None
+NUM_WARPS = None
+MICCSS_BLOCK_L = None
+MICCSS_NUM_WARPS = None
+TRAIN_BLOCK_L = None
+TRAIN_FORWARD_BLOCK_L = None
+BACKWARD_NUM_WARPS = None
+BACKWARD_REVERSED_LOADS = None
+_OVERRIDES = (("block_l", "BLOCK_L"), ("num_warps", "NUM_WARPS"), ("miccss_block_l", "MICCSS_BLOCK_L"),
+              ("miccss_num_warps", "MICCSS_NUM_WARPS"), ("train_block_l", "TRAIN_BLOCK_L"),
+              ("train_forward_block_l", "TRAIN_FORWARD_BLOCK_L"), ("backward_num_warps", "BACKWARD_NUM_WARPS"),
+              ("backward_reversed_loads", "BACKWARD_REVERSED_LOADS"))
 # Read by the execution planner: this backend's result carries gradients of every input.
 SUPPORTS_BACKWARD = True
 
@@ -85,6 +84,14 @@ def interpreting() -> bool:
     from triton.runtime.interpreter import InterpretedFunction
 
     return isinstance(_kernels().selective_scan_kernel, InterpretedFunction)
+
+
+def kernel_config(device: torch.device) -> KernelConfig:
+    """The launch configuration on `device`: its GPU family's (`triton_configs`), with this module's
+    overrides applied."""
+    config = config_for_device(str(device))
+    overrides = {field: globals()[name] for field, name in _OVERRIDES if globals()[name] is not None}
+    return dataclasses.replace(config, **overrides) if overrides else config
 
 
 def _next_pow2(n: int) -> int:
@@ -153,13 +160,15 @@ def _forward(kernels, u, delta, A, B, C, D, z, delta_bias, softplus: bool, save_
     z = None if z is None else _unit_stride(z)
     out = torch.empty_like(u, memory_format=torch.contiguous_format)
     state = A.shape[1]
-    block_l = TRAIN_FORWARD_BLOCK_L if save_states else BLOCK_L
-    if save_states and block_l % TRAIN_BLOCK_L:
+    config = kernel_config(u.device)
+    save_l = config.train_block_l
+    block_l = config.train_forward_block_l if save_states else config.block_l
+    if save_states and block_l % save_l:
         raise ValueError(f"TRAIN_FORWARD_BLOCK_L must be a multiple of TRAIN_BLOCK_L, got {block_l} and "
-                         f"{TRAIN_BLOCK_L}")
+                         f"{save_l}")
     states = ungated = None
     if save_states:
-        states = torch.empty((batch, dim, triton_cdiv(length, TRAIN_BLOCK_L), state), device=u.device,
+        states = torch.empty((batch, dim, triton_cdiv(length, save_l), state), device=u.device,
                              dtype=torch.float32)
         if z is not None:
             ungated = torch.empty(out.shape, device=u.device, dtype=torch.float32)
@@ -177,8 +186,8 @@ def _forward(kernels, u, delta, A, B, C, D, z, delta_bias, softplus: bool, save_
             B.stride(0), B.stride(1), C.stride(0), C.stride(1), zz.stride(0), zz.stride(1),
             out.stride(0), out.stride(1),
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-            SOFTPLUS=softplus, SAVE_STATES=save_states, SAVE_L=TRAIN_BLOCK_L if save_states else block_l,
-            N=state, N_PAD=_next_pow2(state), BLOCK_L=block_l, num_warps=NUM_WARPS,
+            SOFTPLUS=softplus, SAVE_STATES=save_states, SAVE_L=save_l if save_states else block_l,
+            N=state, N_PAD=_next_pow2(state), BLOCK_L=block_l, num_warps=config.num_warps,
         )
     return out, states, ungated
 
@@ -198,7 +207,7 @@ class _TritonScan(torch.autograd.Function):
         out, states, ungated = _forward(_kernels(), u, delta, A, B, C, D, z, delta_bias, softplus,
                                         save_states=True)
         ctx.softplus = softplus
-        ctx.block_l = TRAIN_BLOCK_L  # the states' spacing, whatever the constant is at backward time
+        ctx.block_l = kernel_config(u.device).train_block_l  # the states' spacing, whatever it is at backward time
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states, ungated)
         return out
 
@@ -226,6 +235,7 @@ def _backward(kernels, dout, u, delta, A, B, C, D, z, delta_bias, states, ungate
     dA = torch.zeros((batch, dim, state), **f32)
     dD = torch.zeros((batch, dim), **f32)
     dbias = torch.zeros((batch, dim), **f32)
+    config = kernel_config(u.device)
     if length > 0 and batch > 0:
         if dout.stride() != du.stride():
             dout = dout.contiguous()  # the kernel indexes dout with du's (batch, channel) strides
@@ -242,7 +252,7 @@ def _backward(kernels, dout, u, delta, A, B, C, D, z, delta_bias, states, ungate
                 du.stride(0), du.stride(1),
                 HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
                 SOFTPLUS=softplus, N=state, N_PAD=_next_pow2(state), BLOCK_L=block_l,
-                REVERSED_LOADS=BACKWARD_REVERSED_LOADS, num_warps=BACKWARD_NUM_WARPS,
+                REVERSED_LOADS=config.backward_reversed_loads, num_warps=config.backward_num_warps,
             )
     return (du, ddelta, dA.sum(0).to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
             None if D is None else dD.sum(0).to(D.dtype), dz,
@@ -270,13 +280,14 @@ def miccss_scans(xz: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torch.T
     state = A.shape[1]
     rank = dt_proj_weight.shape[1]
     u = torch.empty((batch, 4, dim, length), device=xz.device, dtype=xz.dtype)
+    config = kernel_config(xz.device)
     with _on_device(xz):
-        conv_block = 1024
+        conv_block = config.conv_block_l
         kernels.miccss_conv_kernel[(batch * 2 * dim, triton_cdiv(length, conv_block))](
             xz, conv_weight, conv_bias, u, length, dim,
             xz.stride(0), xz.stride(1), xz.stride(2), conv_weight.stride(0), conv_weight.stride(1),
             u.stride(0), u.stride(1), u.stride(2),
-            K=conv_weight.shape[1], BLOCK_L=conv_block, num_warps=4,
+            K=conv_weight.shape[1], BLOCK_L=conv_block, num_warps=config.conv_num_warps,
         )
         x_dbl = torch.matmul(x_proj_weight, u)  # (batch, 4, rank + 2N, L)
         out = torch.empty_like(u)
@@ -286,8 +297,8 @@ def miccss_scans(xz: torch.Tensor, conv_weight: torch.Tensor, conv_bias: torch.T
             u.stride(0), u.stride(1), u.stride(2), x_dbl.stride(0), x_dbl.stride(1), x_dbl.stride(2),
             dt_proj_weight.stride(0), dt_proj_weight.stride(1), A.stride(0), A.stride(1),
             xz.stride(0), xz.stride(1), xz.stride(2), out.stride(0), out.stride(1), out.stride(2),
-            N=state, N_PAD=_next_pow2(state), R_PAD=_next_pow2(rank), BLOCK_L=MICCSS_BLOCK_L,
-            num_warps=MICCSS_NUM_WARPS,
+            N=state, N_PAD=_next_pow2(state), R_PAD=_next_pow2(rank), BLOCK_L=config.miccss_block_l,
+            num_warps=config.miccss_num_warps,
         )
     return out
 
