@@ -7,13 +7,12 @@ errors, cancellation and a dead worker (reported in plain words, then restarted)
 
 from __future__ import annotations
 
-import enum
 import itertools
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
 
 from nnmamba.errors import Cancelled, InputError, NNMambaError
 from nnmamba.results import Task
@@ -21,73 +20,23 @@ from nnmamba.worker.errors import WorkerDiedError, WorkerTimeoutError, error_for
 from nnmamba.worker.protocol import EventKind
 
 from .BackgroundTask import BackgroundTask
-from .ClassificationBuilder import ClassificationBuilder
-from .LandmarksBuilder import LandmarksBuilder
-from .OutputRegistry import OutputRegistry
-from .SceneHelpers import SceneHelpers
-from .SegmentationBuilder import SegmentationBuilder
+from .JobOutcome import JobOutcome, JobStatus
+from .ResultNodes import ResultNodes, ResultsNotAddedError
+from .SceneCloseGuard import SceneCloseGuard
 from .Signal import Signal
 from .VolumeConverter import VolumeConverter
 from .WorkerProtocols import WorkerConnectionProtocol
 
 TASKS = tuple(t.value for t in Task)
-OUTPUT_SUFFIX = {"segmentation": "segmentation", "landmarks": "landmarks", "classification": "classification"}
-
-
-class ResultsNotAddedError(NNMambaError, RuntimeError):
-    """Some tasks' results could not become nodes; `outputs` holds the tasks that were added."""
-
-    code = "results_not_added"
-
-    def __init__(self, message: str, outputs: Optional[dict] = None) -> None:
-        super().__init__(message)
-        self.outputs = dict(outputs or {})
-
-
-class JobStatus(enum.Enum):
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    WORKER_DIED = "worker_died"
-
-
-@dataclass
-class JobOutcome:
-    """How a job ended. `outputs` maps task -> the nodes made for it (classification: table, series, chart)."""
-
-    jobId: str
-    status: JobStatus
-    outputs: dict = field(default_factory=dict)
-    message: str = ""
-    errorCode: Optional[str] = None
-    results: dict = field(default_factory=dict, repr=False)  # task -> nnmamba.results object
-    engineSeconds: float = 0.0        # the worker's time on the job (its terminal event's elapsed_s)
-    totalSeconds: float = 0.0         # from submit to the result nodes, seen from here (upload included)
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status is JobStatus.SUCCEEDED
-
-    def timingSummary(self) -> str:
-        """The job's times in words; per-stage times where a result carries them (a `timings` mapping
-        of stage -> seconds), e.g. "12.4 s in all, 10.9 s in the worker; segmentation: network 9.1 s"."""
-        if not self.totalSeconds:
-            return ""
-        parts = [f"{self.totalSeconds:.1f} s in all" +
-                 (f", {self.engineSeconds:.1f} s in the worker" if self.engineSeconds else "")]
-        for task, result in self.results.items():
-            stages = getattr(result, "timings", None) or {}
-            if stages:
-                parts.append(f"{task}: " + ", ".join(f"{stage} {float(seconds):.1f} s"
-                                                      for stage, seconds in stages.items()))
-        return "; ".join(parts)
+__all__ = ["InferenceLogic", "JobOutcome", "JobStatus", "ResultsNotAddedError"]
 
 
 @dataclass
 class _Job:
     jobId: str                        # ours, returned by submit at once
-    sourceNodeId: str
+    sourceNode: Any                   # the node object: a closed scene's IDs are reused by the next one
+    sentGeometry: Any                 # the input's Geometry as sent; results are placed only on that
+    sentShape: tuple                  # the input's [k, j, i] as sent
     tasks: list
     replaceExisting: bool
     onProgress: Optional[Callable] = None
@@ -128,9 +77,9 @@ class InferenceLogic:
         self._starter: Optional[threading.Thread] = None
         self._startError: Optional[BaseException] = None
         self.converter = VolumeConverter()
-        self.segmentationBuilder = SegmentationBuilder()
-        self.landmarksBuilder = LandmarksBuilder()
-        self.classificationBuilder = ClassificationBuilder()
+        self.resultNodes = ResultNodes()
+        self._closeGuards: dict = {}      # scene -> its SceneCloseGuard (one per scene jobs came from)
+        self._abandonedUploads: list = []  # uploads of jobs dropped with their scene: cancelled on arrival
 
     # -- scene -----------------------------------------------------------------------------------
     @property
@@ -142,8 +91,28 @@ class InferenceLogic:
 
     def existingOutputs(self, volumeNode, tasks: Optional[Sequence[str]] = None) -> dict:
         """task -> this module's earlier output nodes for `volumeNode` (only the tasks asked for)."""
-        outputs = OutputRegistry(self.scene).outputsOf(volumeNode)
-        return {t: n for t, n in outputs.items() if tasks is None or t in tasks}
+        return ResultNodes.existing(volumeNode, tasks)
+
+    def addResultsToScene(self, sourceVolumeNode, results: dict, replaceExisting: bool = False) -> dict:
+        """task -> new nodes for `results` (nnmamba.results objects) of `sourceVolumeNode`; see `ResultNodes.add`."""
+        return self.resultNodes.add(sourceVolumeNode, results, replaceExisting, self.outputsAdded.emit)
+
+    def dropJobs(self) -> list:
+        """End every job now, as cancelled, and ask the worker to stop them: their input is going
+        (the scene is closing). Nothing they send later is built. Returns the outcomes."""
+        client = self.connection.currentClient()
+        ended = []
+        for job in list(self._jobs.values()):
+            if job.upload is not None:
+                self._abandonedUploads.append(job.upload)
+            elif job.workerJobId is not None and client is not None:
+                try:
+                    client.cancel(job.workerJobId)
+                except Exception as error:  # the job is forgotten here whatever the worker does with it
+                    logging.warning("NNMambaSlicer: cancelling %s on the worker failed: %s", job.workerJobId, error)
+            ended.append(self._finish(job, JobOutcome(job.jobId, JobStatus.CANCELLED,
+                                                      message="Cancelled: the scene was closed.")))
+        return ended
 
     # -- jobs ------------------------------------------------------------------------------------
     @property
@@ -163,11 +132,18 @@ class InferenceLogic:
         self._checkChannels(volumeNodes, tasks, models)
         volume = self.converter.toVolume(volumeNodes)
         jobId = f"job-{next(self._jobNumbers)}"
-        job = _Job(jobId, volumeNodes[0].GetID(), tasks, replaceExisting, onProgress, onFinished,
-                   request=(volume, tasks, models or None, options or None), submittedAt=self._clock())
+        job = _Job(jobId, volumeNodes[0], volume.geometry, tuple(volume.array.shape[1:]), tasks, replaceExisting,
+                   onProgress, onFinished, request=(volume, tasks, models or None, options or None),
+                   submittedAt=self._clock())
+        self._observeSceneClose(volumeNodes[0].GetScene())
         self._jobs[jobId] = job
         self._startWorkerInBackground()
         return jobId
+
+    def _observeSceneClose(self, scene) -> None:
+        """Drop the jobs when the scene their input lives in closes (once per scene)."""
+        if scene is not None and scene not in self._closeGuards:
+            self._closeGuards[scene] = SceneCloseGuard(scene, onStartClose=self.dropJobs)
 
     def startWorker(self) -> None:
         """Start (or connect to) the worker now, off the GUI thread, e.g. to ask it for its models;
@@ -204,10 +180,11 @@ class InferenceLogic:
 
     def poll(self, timeout: float = 0.0) -> list:
         """Handle what the worker sent (waiting up to `timeout` s); returns the jobs that ended."""
-        if not self._jobs:
+        if not self._jobs and not self._abandonedUploads:
             return []
         # Overdue cancellations first: once the grace period is over the worker is stopped,
         # whatever it may still send.
+        self._cancelAbandonedUploads()
         ended = self._sendQueuedJobs() + self._overdueCancellations()
         if not self._jobs:
             return ended
@@ -232,6 +209,9 @@ class InferenceLogic:
             if event.kind == EventKind.PROGRESS:
                 job.fraction, job.stage = float(event.fraction), str(event.stage)
                 self._emitProgress(job)
+            elif event.kind == EventKind.RESULT and job.cancelRequestedAt is not None:
+                # The user (or a closing scene) no longer wants it: never build it, even if it is done.
+                ended.append(self._finish(job, JobOutcome(job.jobId, JobStatus.CANCELLED, message="Cancelled.")))
             elif event.kind == EventKind.RESULT:
                 outcome = self._buildOutputs(job, event.results)
                 outcome.engineSeconds = float(event.elapsed_s or 0.0)
@@ -293,6 +273,17 @@ class InferenceLogic:
                 if outcome is not None:
                     ended.append(outcome)
         return ended
+
+    def _cancelAbandonedUploads(self) -> None:
+        """A dropped job whose volume was still on its way: cancel it on the worker once it arrives."""
+        for upload in [u for u in self._abandonedUploads if u.done]:
+            self._abandonedUploads.remove(upload)
+            client = self.connection.currentClient()
+            if upload.error is None and client is not None:
+                try:
+                    client.cancel(upload.result)
+                except Exception as error:
+                    logging.warning("NNMambaSlicer: cancelling %s on the worker failed: %s", upload.result, error)
 
     def _uploadInBackground(self, job: _Job) -> BackgroundTask:
         client = self.connection.client()
@@ -369,8 +360,12 @@ class InferenceLogic:
     def close(self, startTimeout: Optional[float] = None) -> None:
         """Forget the jobs and stop the worker. A worker still starting is waited for `startTimeout` s
         (default `joinTimeoutSeconds`); one that starts later is stopped by its starting thread."""
-        uploads = [job.upload for job in self._jobs.values() if job.upload is not None]
+        uploads = [job.upload for job in self._jobs.values() if job.upload is not None] + self._abandonedUploads
         self._jobs.clear()
+        self._abandonedUploads = []
+        for guard in self._closeGuards.values():
+            guard.close()
+        self._closeGuards.clear()
         self._closed = True
         timeout = self.joinTimeoutSeconds if startTimeout is None else startTimeout
         if self._starter is not None and self._starter.is_alive():
@@ -499,81 +494,13 @@ class InferenceLogic:
             for j in others]
 
     def _buildOutputs(self, job: _Job, results: dict) -> JobOutcome:
-        source = self.scene.GetNodeByID(job.sourceNodeId)
-        if source is None:
-            return JobOutcome(job.jobId, JobStatus.FAILED, errorCode="bad_input", results=results,
-                              message="The input volume was removed from the scene while it was being processed; "
-                                      "nothing was added.")
+        problem = ResultNodes.placementProblem(job.sourceNode, job.sentGeometry, job.sentShape, results)
+        if problem:
+            return JobOutcome(job.jobId, JobStatus.FAILED, errorCode="bad_input", results=results, message=problem)
         try:
-            outputs = self.addResultsToScene(source, results, job.replaceExisting)
+            outputs = self.addResultsToScene(job.sourceNode, results, job.replaceExisting)
         except ResultsNotAddedError as error:
             return JobOutcome(job.jobId, JobStatus.FAILED, outputs=error.outputs, errorCode=error.code,
                               results=results, message=str(error))
         return JobOutcome(job.jobId, JobStatus.SUCCEEDED, outputs=outputs, results=results,
-                          message=self._summary(outputs, results))
-
-    def addResultsToScene(self, sourceVolumeNode, results: dict, replaceExisting: bool = False) -> dict:
-        """task -> new nodes for `results` (nnmamba.results objects) of `sourceVolumeNode`.
-
-        All or nothing per task: a task whose nodes cannot all be built adds none and keeps its
-        earlier outputs, while the job's other tasks are still added (a segmentation Slicer cannot
-        import must not cost the landmarks). Earlier outputs of a task are removed (when replacing)
-        only once its new ones exist. Raises `ResultsNotAddedError` (with the added outputs) after
-        adding what could be added, if any task failed."""
-        scene = self.scene
-        registry = OutputRegistry(scene)
-        previous = self.existingOutputs(sourceVolumeNode, list(results)) if replaceExisting else {}
-        outputs, failures = {}, {}
-        for task, result in results.items():
-            task = str(getattr(task, "value", task))
-            try:
-                outputs[task] = self._addTask(registry, task, result, sourceVolumeNode, replaceExisting)
-            except Exception as error:
-                logging.exception("NNMambaSlicer: adding the %s nodes failed", task)
-                failures[task] = error
-        for task in outputs:
-            registry.remove(previous.get(task, []))
-        if outputs:
-            self.outputsAdded.emit(sourceVolumeNode, outputs)
-        if failures:
-            problems = "; ".join(f"{task}: {error}" for task, error in failures.items())
-            added = f" The {', '.join(outputs)} results were added." if outputs else " Nothing was added."
-            raise ResultsNotAddedError(f"The results could not be added to the scene ({problems}).{added}", outputs)
-        return outputs
-
-    def _addTask(self, registry: OutputRegistry, task: str, result, source, replaceExisting: bool) -> list:
-        """The tagged nodes of one task, or none of them (those built are removed) and the error."""
-        if task not in OUTPUT_SUFFIX:
-            raise ValueError(f"unknown task '{task}' in the worker's results")
-        name = f"{source.GetName()} {OUTPUT_SUFFIX[task]}"
-        if not replaceExisting:
-            name = self.scene.GenerateUniqueName(name)  # keeping both: the new ones get their own names
-        nodes = self._buildTask(task, result, source, name)
-        try:
-            for node in nodes:
-                registry.tag(node, source, task, getattr(result, "model", ""))
-        except Exception:
-            SceneHelpers.removeNodes(self.scene, reversed(nodes))  # maybe untagged: the registry would refuse
-            raise
-        return nodes
-
-    def _buildTask(self, task: str, result, source, name: str) -> list:
-        if task == Task.SEGMENTATION.value:
-            return [self.segmentationBuilder.build(result, source, name)]
-        if task == Task.LANDMARKS.value:
-            return [self.landmarksBuilder.build(result, source, name)]
-        if task == Task.CLASSIFICATION.value:
-            return list(self.classificationBuilder.build(result, source, name))
-        raise ValueError(f"unknown task '{task}'")
-
-    @staticmethod
-    def _summary(outputs: dict, results: dict) -> str:
-        parts = []
-        if "segmentation" in outputs:
-            parts.append(f"{outputs['segmentation'][0].GetSegmentation().GetNumberOfSegments()} segments")
-        if "landmarks" in outputs:
-            parts.append(f"{outputs['landmarks'][0].GetNumberOfControlPoints()} landmarks")
-        if "classification" in results:
-            result = results["classification"]
-            parts.append(f"class {result.top_class} ({float(max(result.probabilities)):.0%})")
-        return "Done: " + ", ".join(parts) + "."
+                          message=ResultNodes.summary(outputs, results))

@@ -88,8 +88,9 @@ class Widget(qt.QWidget):
             (self.logic.progress, self.onProgress), (self.logic.finished, self.onFinished),
             (self.logic.workerRestarted, self.onWorkerRestarted), (self.logic.outputsAdded, self.onOutputsAdded),
             (self.installLogic.progressInfo, self._appendLog))]
-        self.sceneCloseGuard = SceneCloseGuard(slicer.mrmlScene, self.logic.cancel,
-                                               lambda: self._observeParameterNode(None), self.initializeParameterNode)
+        # The logic drops its own jobs on a close; the panel only changes parameter node.
+        self.sceneCloseGuard = SceneCloseGuard(slicer.mrmlScene, lambda: self._observeParameterNode(None),
+                                               self.initializeParameterNode)
         self._tickTimer = qt.QTimer()
         self._tickTimer.setInterval(250)
         self._tickTimer.connect("timeout()", self.onTick)
