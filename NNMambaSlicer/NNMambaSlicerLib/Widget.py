@@ -260,6 +260,7 @@ class Widget(qt.QWidget):
 
     # -- models, devices and channels ------------------------------------------------------------
     def _fillModelComboBoxes(self) -> None:
+        self.logic.resultNodes.qualities = self.catalog.qualities()  # the nodes say what the panel said
         self._updatingGUI = True
         try:
             for task in TASKS:
@@ -316,9 +317,16 @@ class Widget(qt.QWidget):
             entry = self._selectedEntry(task)
             if entry is None:
                 continue
-            warning = "" if entry.trained else " <b>Untrained weights: the output is not meaningful.</b>"
-            lines.append(f"{task.capitalize()}: {entry.description or entry.summary}{warning}")
+            lines.append(f"{task.capitalize()}: {entry.description or entry.summary} <b>{self._qualityWarning(entry)}</b>")
         self.ui.modelInfoLabel.text = "<br>".join(lines)
+
+    @staticmethod
+    def _qualityWarning(entry) -> str:
+        if not entry.trained:
+            return "Untrained weights: the output is not meaningful."
+        if entry.quality == "unvalidated":
+            return "Unvalidated: its accuracy on real scans has not been shown; check every result."
+        return f"Quality: {entry.quality}. Not for clinical use."
 
     def _showSources(self) -> None:
         problems = "".join(f"<br><b>Not readable:</b> {problem}" for problem in self.catalog.problems)
@@ -476,6 +484,7 @@ class Widget(qt.QWidget):
             if replace is None:
                 return
             self.logic.configureWorker(self.workerSettings())
+            self.logic.resultNodes.closedSurfaces = p.show3D  # off: no seconds spent on surfaces nobody sees
             # The model shown is the model run: name it, as the worker's default may be another one.
             models = {task: self._selectedEntry(task).name for task in p.enabledTasks()}
             extras = [] if p.allVolumes else p.extraInputVolumes[:self._channelsNeeded() - 1]  # the card's order

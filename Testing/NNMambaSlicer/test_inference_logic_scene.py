@@ -185,3 +185,15 @@ def test_a_scalar_volume_suits_the_shipped_one_channel_models(obliqueVolume):
     logic = InferenceLogic(NoWorker())
     assert logic.channelProblem(obliqueVolume, ["segmentation", "landmarks", "classification"]) == ""
     assert "1 input volume(s)" in logic.channelProblem([obliqueVolume, obliqueVolume], ["classification"])
+
+
+def test_every_result_node_says_its_models_quality_and_that_it_is_not_for_clinical_use(obliqueVolume):
+    logic = InferenceLogic(NoWorker())
+    logic.resultNodes.qualities = {"test-seg": "research"}
+    outputs = logic.addResultsToScene(obliqueVolume, results(obliqueVolume))
+    nodes = [node for taskNodes in outputs.values() for node in taskNodes]
+    assert len(nodes) == 7
+    for node in nodes:
+        assert "not for clinical use" in node.GetDescription(), node.GetName()
+    assert "quality: research" in outputs["segmentation"][0].GetDescription()
+    assert "quality: not stated" in outputs["landmarks"][0].GetDescription()  # no card named test-lm here
