@@ -196,3 +196,15 @@ def test_a_worker_that_does_not_stop_in_time_is_killed_with_its_process_group(co
         os.killpg(group, 0)  # nothing of the old worker's process group is left
     outputs = logic.run(sampleOnObliqueGrid, tasks="classification", timeout=300)  # and a new one serves
     assert outputs["classification"][0].GetNumberOfRows() == 2
+
+
+def test_the_shipped_models_pass_the_self_tests_content_checks_on_the_whole_sample(app, connection):
+    """What the module's self-test (NNMambaSlicerTest) asserts, on the same volume, without Slicer's GUI."""
+    from NNMambaSlicerLib.ResultChecks import ResultChecks
+    volume = app.logics["Volumes"].AddArchetypeVolume(str(sample_volume_path()), "sample")
+    logic = InferenceLogic(connection)
+    outputs = logic.run(volume, tasks=["segmentation", "landmarks", "classification"], timeout=600)
+    checks = ResultChecks()
+    assert checks.segmentationProblems(outputs["segmentation"][0], volume) == []
+    assert checks.landmarkProblems(outputs["landmarks"][0], volume) == []
+    assert checks.classificationProblems(outputs["classification"][0]) == []

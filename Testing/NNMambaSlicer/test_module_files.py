@@ -118,7 +118,7 @@ def test_extension_metadata_is_complete():
     for variable in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
         assert re.search(rf"set\(EXTENSION_{variable} ", cmake), variable
     assert "add_subdirectory(NNMambaSlicer)" in cmake
-    entry = json.loads((REPO_ROOT / "NNMambaSlicer.json").read_text())
+    entry = json.loads((REPO_ROOT / "NNMamba.json").read_text())
     allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
                "build_subdirectory", "enabled", "tier"}  # Slicer's catalog entry schema v1.0.1
     assert {"$schema", "category", "scm_url"} <= set(entry) <= allowed
@@ -239,7 +239,7 @@ def test_every_precision_the_docs_show_is_one_the_worker_accepts():
 def test_the_extension_depends_on_pytorch_in_cmake_and_in_the_catalog_entry():
     cmake = (REPO_ROOT / "CMakeLists.txt").read_text()
     assert re.search(r'set\(EXTENSION_DEPENDS "PyTorch"\)', cmake)
-    assert json.loads((REPO_ROOT / "NNMambaSlicer.json").read_text())["build_dependencies"] == ["PyTorch"]
+    assert json.loads((REPO_ROOT / "NNMamba.json").read_text())["build_dependencies"] == ["PyTorch"]
 
 
 def test_console_programs_started_on_windows_get_no_console_window():

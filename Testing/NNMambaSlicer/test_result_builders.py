@@ -13,6 +13,7 @@ from nnmamba.errors import ModelError
 from nnmamba.results import ClassificationResult, LandmarkResult, SegmentationResult, SegmentInfo
 from NNMambaSlicerLib.ClassificationBuilder import ClassificationBuilder
 from NNMambaSlicerLib.LandmarksBuilder import LandmarksBuilder
+from NNMambaSlicerLib.ResultChecks import ResultChecks
 from NNMambaSlicerLib.SceneHelpers import SceneHelpers
 from NNMambaSlicerLib.SegmentationBuilder import SegmentationBuilder
 from NNMambaSlicerLib.VolumeConverter import VolumeConverter
@@ -208,16 +209,6 @@ def test_the_region_codes_land_in_the_fields_the_slicer_58_names_reach_too():
     assert (regionObject.GetCodeValue(), modifierObject.GetCodeValue()) == ("361360008", "24028007")
 
 
-def referenceGeometryMatrix(segmentationNode) -> np.ndarray:
-    """The segmentation's reference image geometry (the grid Segment Editor edits on) as IJK-to-RAS."""
-    converter = slicer.vtkSegmentationConverter
-    serialized = segmentationNode.GetSegmentation().GetConversionParameter(
-        converter.GetReferenceImageGeometryParameterName())
-    matrix, extent = vtk.vtkMatrix4x4(), [0] * 6
-    converter.DeserializeImageGeometry(serialized, matrix, extent)
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-
-
 def test_a_transformed_volumes_segmentation_has_the_volumes_own_grid_as_reference_geometry(obliqueVolume):
     transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "AC-PC")
     shift = vtk.vtkMatrix4x4()
@@ -232,7 +223,7 @@ def test_a_transformed_volumes_segmentation_has_the_volumes_own_grid_as_referenc
     assert node.GetTransformNodeID() == transform.GetID()
     # Both live under the same transform, so the reference grid is the volume's untransformed one
     # (with the translation folded in, the transform would apply twice: 50 mm off in R).
-    np.testing.assert_allclose(referenceGeometryMatrix(node), SceneHelpers.matrixToArray(volumeIjkToRas), atol=1e-6)
+    np.testing.assert_allclose(ResultChecks.referenceGeometry(node), SceneHelpers.matrixToArray(volumeIjkToRas), atol=1e-6)
     # and the segment sits on the volume's voxels in the world
     segmentId = node.GetSegmentation().GetSegmentIdBySegmentName("brain")
     mask = slicer.util.arrayFromSegmentBinaryLabelmap(node, segmentId, obliqueVolume)
