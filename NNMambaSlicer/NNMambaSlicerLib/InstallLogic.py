@@ -111,7 +111,7 @@ class InstallLogic:
     def _runsUnderRosetta() -> bool:
         try:
             completed = subprocess.run(["sysctl", "-n", "sysctl.proc_translated"], capture_output=True, text=True,
-                                       timeout=10)
+                                       timeout=10, **NO_CONSOLE_WINDOW)
         except (OSError, subprocess.TimeoutExpired):
             return False
         return completed.stdout.strip() == "1"

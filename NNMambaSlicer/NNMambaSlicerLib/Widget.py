@@ -3,8 +3,9 @@
 GUI-only (imports qt/ctk/slicer.app). It never waits on the worker: Apply queues one job per input
 volume, the logic's timer polls, and the logic's signals update the progress bar, status and
 results. Everything slow (starting a worker, asking it for its models and devices, checking
-another Python) runs in a BackgroundTask that the panel's own timer looks at; installing the
-worker's packages is its own button, never part of Apply.
+another Python) runs in a BackgroundTask that the panel's own timer looks at. On a first run
+without the worker's packages the status line says what is missing and Apply offers to install
+them (after a confirm, pip's output in the log); nothing is installed without asking.
 """
 
 from __future__ import annotations
@@ -14,23 +15,19 @@ import logging
 import qt
 import slicer
 
-from .DeviceChoices import DeviceChoices
 from .InputVolumes import InputVolumes
 from .InstallLogic import InstallLogic
 from .ModelCatalog import TASKS, ModelCatalog
-from .ParameterNode import EARLIER_RESULTS, EXTRA_SLOTS, PRECISIONS, ParameterNode
+from .ModelsSection import ModelsSection
+from .ParameterNode import EARLIER_RESULTS, PRECISIONS, ParameterNode
 from .Paths import ModulePaths
+from .ResultsSection import ResultsSection
 from .SceneCloseGuard import SceneCloseGuard
 from .SegmentationView import SegmentationView
-from .ServerSettings import ServerSettings
 from .WorkerConnection import WorkerSettings
 from .WorkerInquiry import WorkerInquiry
 from .WorkerReadiness import WorkerReadiness
-
-EXTRA_CHANNEL_SLOTS = EXTRA_SLOTS
-REMOTE_ITEM = ("remote", "Remote server")
-PYTHON_SETTING = "NNMambaSlicer/WorkerPython"
-MODELS_FOLDER_SETTING = "NNMambaSlicer/ModelsFolder"
+from .WorkerSettingsSection import WorkerSettingsSection
 
 
 class _PanelLogHandler(logging.Handler):
@@ -56,14 +53,16 @@ class Widget(qt.QWidget):
         super().__init__(parent)
         self.logic = logic
         self.installLogic = InstallLogic()
-        self.serverSettings = ServerSettings()
         self.parameters = None
         self._updatingGUI = False
-        self._jobIds = []                 # this panel's running jobs, in submission order
+        self._jobIds = []                 # this panel's running job (one at a time: volumes are large)
+        self._queuedVolumes = []          # 'every loaded volume': the ones still to send, in order
+        self._jobRequest = {}             # the tasks, models and options of the run under way
         self._jobsInRun, self._jobsEnded, self._failures = 0, 0, []
         self.readiness = WorkerReadiness(self.installLogic)
         self.inquiry = WorkerInquiry(self.logic)
         self._installing = False
+        self._shownReason = None
         self._parameterObserverTag = None
 
         layout = qt.QVBoxLayout(self)
@@ -74,18 +73,14 @@ class Widget(qt.QWidget):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.ui.progressBar.setVisible(False)
         self.ui.remoteWidget.setVisible(False)
-        self.ui.pythonExecutablePathLineEdit.filters = self._pathFilters("Files", "Executable")
-        self.ui.modelsFolderPathLineEdit.filters = self._pathFilters("Dirs")
-        self.ui.serverCertificatePathLineEdit.nameFilters = ["PEM certificates (*.pem *.crt)", "All files (*)"]
-
-        self._loadSettings()
-        self.catalog = ModelCatalog.fromDisk([self.ui.modelsFolderPathLineEdit.currentPath])
-        self.devices = DeviceChoices.usual()
-        self._fillModelComboBoxes()
-        self._fillDeviceComboBox()
+        self.results = ResultsSection(self.ui)
+        self.settingsSection = WorkerSettingsSection(self.ui, self._checkCanApply, self.onRefreshFromWorker,
+                                                     self.onModelsFolderChanged)
+        self.models = ModelsSection(self.ui, ModelCatalog.fromDisk([self.settingsSection.modelsFolder]))
+        self._fillChoices()
         self._connectWidgets()
         self._logicConnections = [(signal, signal.connect(slot)) for signal, slot in (
-            (self.logic.progress, self.onProgress), (self.logic.finished, self.onFinished),
+            (self.logic.progress, self.onProgress),
             (self.logic.workerRestarted, self.onWorkerRestarted), (self.logic.outputsAdded, self.onOutputsAdded),
             (self.installLogic.progressInfo, self._appendLog))]
         # The logic drops its own jobs on a close; the panel only changes parameter node.
@@ -139,7 +134,7 @@ class Widget(qt.QWidget):
     # -- parameter node <-> widgets --------------------------------------------------------------
     def _connectWidgets(self) -> None:
         ui = self.ui
-        for selector in [ui.inputVolumeSelector, *self._extraSelectors()]:
+        for selector in [ui.inputVolumeSelector, *self.models.extraSelectors()]:
             selector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
         for task in TASKS:
             getattr(ui, f"{task}CheckBox").connect("toggled(bool)", self.updateParameterNodeFromGUI)
@@ -151,10 +146,7 @@ class Widget(qt.QWidget):
         ui.precisionComboBox.connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
         ui.earlierResultsComboBox.connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
         ui.show3DCheckBox.connect("toggled(bool)", self.onShow3DToggled)
-        ui.pythonExecutablePathLineEdit.connect("currentPathChanged(QString)", self.onPythonExecutableChanged)
-        ui.modelsFolderPathLineEdit.connect("currentPathChanged(QString)", self.onModelsFolderChanged)
         ui.refreshModelsButton.connect("clicked(bool)", self.onRefreshFromWorker)
-        ui.useServerButton.connect("clicked(bool)", self.onUseServer)
         ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         ui.applyButton.connect("clicked(bool)", self.onApply)
         ui.cancelButton.connect("clicked(bool)", self.onCancel)
@@ -165,12 +157,11 @@ class Widget(qt.QWidget):
         self._updatingGUI = True
         try:
             p, ui = self.parameters, self.ui
-            self._setInputNodeTypes()
             ui.inputVolumeSelector.setCurrentNode(p.inputVolume)
             ui.inputVolumeSelector.enabled = not p.allVolumes
             ui.allVolumesCheckBox.checked = p.allVolumes
             extras = p.extraInputVolumes
-            for index, selector in enumerate(self._extraSelectors()):
+            for index, selector in enumerate(self.models.extraSelectors()):
                 selector.setCurrentNode(extras[index] if index < len(extras) else None)
             for task in TASKS:
                 getattr(ui, f"{task}CheckBox").checked = getattr(p, f"{task}Enabled")
@@ -179,16 +170,14 @@ class Widget(qt.QWidget):
                 # worker): nothing shown as selected, and Apply's tooltip says to choose another.
                 comboBox.setCurrentIndex(comboBox.findData(p.modelFor(task)) if p.modelFor(task) else 0)
                 comboBox.enabled = getattr(p, f"{task}Enabled")
-            self._selectDevice(p.device)
+            self.models.selectDevice(p.device)
             ui.remoteWidget.setVisible(p.device == "remote")
             ui.ttaCheckBox.checked = p.tta
             ui.overlapSliderWidget.value = p.overlap
             ui.precisionComboBox.setCurrentIndex(PRECISIONS.index(p.precision))
             ui.earlierResultsComboBox.setCurrentIndex(EARLIER_RESULTS.index(p.earlierResults))
             ui.show3DCheckBox.checked = p.show3D
-            self._showChannelSlots()
-            self._showModelInfo()
-            self._showSources()
+            self.models.showFor(p)
         finally:
             self._updatingGUI = False
         self._checkCanApply()
@@ -202,7 +191,7 @@ class Widget(qt.QWidget):
             p.inputVolume = ui.inputVolumeSelector.currentNode()
             p.allVolumes = ui.allVolumesCheckBox.checked
             p.clearExtraInputVolumes()
-            for index, selector in enumerate(self._extraSelectors()):
+            for index, selector in enumerate(self.models.extraSelectors()):
                 p.setExtraInputVolume(index, selector.currentNode())
             for task in TASKS:
                 setattr(p, f"{task}Enabled", getattr(ui, f"{task}CheckBox").checked)
@@ -217,10 +206,17 @@ class Widget(qt.QWidget):
             p.node.EndModify(wasModifying)
 
     def _checkCanApply(self) -> None:
-        """Apply is enabled only when a run can start; its tooltip says what is missing."""
+        """Apply is enabled when a run can start, or when only packages it may install are missing
+        (it then says so on the button and in the status line); its tooltip says what is missing."""
         reason = self._whyCannotApply()
-        self.ui.applyButton.enabled = reason is None
+        installFirst = reason is not None and self._onlyPackagesMissing(reason)
+        self.ui.applyButton.enabled = reason is None or installFirst
+        self.ui.applyButton.text = "Install packages and Apply..." if installFirst else "Apply"
         self.ui.applyButton.toolTip = reason or "Run the selected tasks on the input volume(s)."
+        if reason is not None and reason == self.readiness.whyCannotStart(self.workerSettings()) \
+                and reason != self._shownReason:
+            self._setStatus(reason, error=not installFirst)  # the first thing a new user must read
+        self._shownReason = reason
         self.ui.cancelButton.enabled = bool(self._jobIds)
         self.ui.refreshModelsButton.enabled = not (self.inquiry.busy or self._jobIds)
         self.ui.installDependenciesButton.enabled = not (self._installing or self._jobIds)
@@ -238,7 +234,7 @@ class Widget(qt.QWidget):
         if not p.enabledTasks():
             return "Tick at least one task."
         for task in p.enabledTasks():
-            reason = self.catalog.whyCannotRun(task, p.modelFor(task))
+            reason = self.models.catalog.whyCannotRun(task, p.modelFor(task))
             if reason:
                 return reason
         if p.allVolumes:
@@ -252,101 +248,36 @@ class Widget(qt.QWidget):
         missing = self._channelsNeeded() - 1 - len([v for v in extras if v is not None])
         if missing > 0 and not p.allVolumes:
             return f"The selected model needs {missing} more input channel(s); select them under Inputs."
-        if p.device == "remote":
-            host, port = self.serverSettings.address()
-            if not self.serverSettings.isConfirmed(host, port):
-                return "Enter a server and press 'Use this server...' to confirm sending volumes to it."
+        if p.device == "remote" and self.settingsSection.whyServerNotReady():
+            return self.settingsSection.whyServerNotReady()
         return self.readiness.whyCannotStart(self.workerSettings())
 
+    def _onlyPackagesMissing(self, reason: str) -> bool:
+        return (not self._installing and not self._jobIds and self.parameters is not None
+                and reason == self.readiness.whyCannotStart(self.workerSettings())
+                and self.readiness.installable(self.workerSettings()))
+
     # -- models, devices and channels ------------------------------------------------------------
-    def _fillModelComboBoxes(self) -> None:
-        self.logic.resultNodes.qualities = self.catalog.qualities()  # the nodes say what the panel said
+    def _fillChoices(self) -> None:
+        """Refill the model and device boxes from the catalogue, without echoing into the parameter node."""
+        self.logic.resultNodes.qualities = self.models.catalog.qualities()  # the nodes say what the panel said
         self._updatingGUI = True
         try:
-            for task in TASKS:
-                comboBox = getattr(self.ui, f"{task}ModelComboBox")
-                comboBox.clear()
-                for entry in self.catalog.forTask(task):
-                    comboBox.addItem(entry.label, entry.name)
-                    comboBox.setItemData(comboBox.count - 1, entry.summary, qt.Qt.ToolTipRole)
+            self.models.fill()
         finally:
             self._updatingGUI = False
-
-    def _fillDeviceComboBox(self) -> None:
-        self._updatingGUI = True
-        try:
-            self.ui.deviceComboBox.clear()
-            for value, label in [*self.devices.items, REMOTE_ITEM]:
-                self.ui.deviceComboBox.addItem(label, value)
-        finally:
-            self._updatingGUI = False
-
-    def _selectDevice(self, device: str) -> None:
-        comboBox = self.ui.deviceComboBox
-        if comboBox.findData(device) < 0:  # chosen earlier (a saved scene) but not reported by this worker
-            comboBox.insertItem(comboBox.count - 1, f"{device} (not reported by the worker)", device)
-        comboBox.setCurrentIndex(comboBox.findData(device))
 
     def _selectedEntry(self, task: str):
-        return self.catalog.find(task, self.parameters.modelFor(task) if self.parameters else "")
+        return self.models.selectedEntry(self.parameters, task)
 
     def _channelsNeeded(self) -> int:
-        entries = [self._selectedEntry(task) for task in self.parameters.enabledTasks()]
-        return max([len(entry.channels) for entry in entries if entry is not None] or [1])
-
-    def _setInputNodeTypes(self) -> None:
-        """A vector (RGB) volume is offered only to a model with that many channels."""
-        types = InputVolumes(self._channelsNeeded()).nodeTypes()
-        if list(self.ui.inputVolumeSelector.nodeTypes) != types:
-            self.ui.inputVolumeSelector.nodeTypes = types
-
-    def _showChannelSlots(self) -> None:
-        entries = [e for e in (self._selectedEntry(t) for t in self.parameters.enabledTasks()) if e is not None]
-        channels = max(entries, key=lambda e: len(e.channels)).channels if entries else ()
-        for index in range(EXTRA_CHANNEL_SLOTS):
-            visible = index + 1 < len(channels)
-            label = getattr(self.ui, f"extraVolumeLabel{index + 1}")
-            label.setVisible(visible)
-            getattr(self.ui, f"extraVolumeSelector{index + 1}").setVisible(visible)
-            if visible:
-                label.text = f"{channels[index + 1]} volume:"
-
-    def _showModelInfo(self) -> None:
-        lines = []
-        for task in self.parameters.enabledTasks():
-            entry = self._selectedEntry(task)
-            if entry is None:
-                continue
-            lines.append(f"{task.capitalize()}: {entry.description or entry.summary} <b>{self._qualityWarning(entry)}</b>")
-        self.ui.modelInfoLabel.text = "<br>".join(lines)
-
-    @staticmethod
-    def _qualityWarning(entry) -> str:
-        if not entry.trained:
-            return "Untrained weights: the output is not meaningful."
-        if entry.quality == "unvalidated":
-            return "Unvalidated: its accuracy on real scans has not been shown; check every result."
-        return f"Quality: {entry.quality}. Not for clinical use."
-
-    def _showSources(self) -> None:
-        problems = "".join(f"<br><b>Not readable:</b> {problem}" for problem in self.catalog.problems)
-        self.ui.modelSourceLabel.text = f"Listing the {self.catalog.source}.{problems}"
-        self.ui.deviceSourceLabel.text = f"Devices: {self.devices.source}."
-        if self.parameters is not None and self.parameters.device == "remote":
-            self.ui.logSourceLabel.text = ("A remote server keeps its own log (in the terminal where `nnmamba serve` "
-                                           "runs); progress and errors of your jobs are shown above.")
-        else:
-            self.ui.logSourceLabel.text = "Output of the local worker process, and of installs started here."
-
-    def _extraSelectors(self) -> list:
-        return [getattr(self.ui, f"extraVolumeSelector{index + 1}") for index in range(EXTRA_CHANNEL_SLOTS)]
+        return self.models.channelsNeeded(self.parameters)
 
     def onModelsFolderChanged(self, path: str) -> None:
-        qt.QSettings().setValue(MODELS_FOLDER_SETTING, path)
         # A running local worker was started with the old folder: the next Apply or refresh restarts it
         # with the new one (the settings differ), so until then the cards on disk are what it will see.
-        self.catalog = ModelCatalog.fromDisk([path])
-        self._fillModelComboBoxes()
+        self.models.catalog = ModelCatalog.fromDisk([path])
+        self._fillChoices()
         self.updateGUIFromParameterNode()
 
     def onRefreshFromWorker(self) -> None:
@@ -364,88 +295,31 @@ class Widget(qt.QWidget):
     def _showWorkerAnswer(self, answer) -> None:
         if answer.error:
             self._setStatus(f"{answer.error[:1].upper()}{answer.error[1:]}. The panel still lists the "
-                            f"{self.catalog.source}.", error=True)
+                            f"{self.models.catalog.source}.", error=True)
         else:
-            self.catalog, self.devices = answer.catalog, answer.devices
-            self._fillModelComboBoxes()
-            self._fillDeviceComboBox()
-            self._setStatus(f"{len(self.catalog.entries)} model(s) and {len(self.devices.items)} device choice(s) "
+            self.models.catalog, self.models.devices = answer.catalog, answer.devices
+            self._fillChoices()
+            self._setStatus(f"{len(answer.catalog.entries)} model(s) and {len(answer.devices.items)} device choice(s) "
                             f"from {answer.where}.")
         self.updateGUIFromParameterNode()
 
     # -- worker settings and dependencies --------------------------------------------------------
-    @staticmethod
-    def _pathFilters(*names):
-        import ctk
-        filters = getattr(ctk.ctkPathLineEdit, names[0])
-        for name in names[1:]:
-            filters = filters | getattr(ctk.ctkPathLineEdit, name)
-        return filters
-
-    def _loadSettings(self) -> None:
-        host, port = self.serverSettings.address()
-        self.ui.serverAddressLineEdit.text = f"{host}:{port}" if host else ""
-        self.ui.serverTokenLineEdit.text = self.serverSettings.token()
-        self.ui.serverCertificatePathLineEdit.currentPath = self.serverSettings.tlsCertificateAuthority() or ""
-        self.ui.pythonExecutablePathLineEdit.currentPath = qt.QSettings().value(PYTHON_SETTING, "") or ""
-        self.ui.modelsFolderPathLineEdit.currentPath = qt.QSettings().value(MODELS_FOLDER_SETTING, "") or ""
-        self._showRemoteStatus()
-
-    def _showRemoteStatus(self) -> None:
-        host, port = self.serverSettings.address()
-        if self.serverSettings.isConfirmed(host, port):
-            secure = "over TLS" if self.serverSettings.tlsCertificateAuthority() else "unencrypted"
-            self.ui.remoteStatusLabel.text = f"Volumes will be sent to {host}:{port} ({secure}) for processing."
-        else:
-            self.ui.remoteStatusLabel.text = "Remote processing is off: nothing leaves this computer."
-
-    def onPythonExecutableChanged(self, path: str) -> None:
-        qt.QSettings().setValue(PYTHON_SETTING, path)
-        self._checkCanApply()
-
-    def onUseServer(self) -> None:
-        with slicer.util.tryWithErrorDisplay("The server address is not valid.", waitCursor=False):
-            host, port = ServerSettings.parseAddress(self.ui.serverAddressLineEdit.text)
-            token = self.ui.serverTokenLineEdit.text.strip()
-            if not token:
-                raise ValueError("enter the token the server printed when it started")
-            certificate = self.ui.serverCertificatePathLineEdit.currentPath.strip() or None
-            encryption = ("The connection is encrypted (TLS)." if certificate else
-                          "The connection is NOT encrypted: no CA certificate was given.")
-            question = (f"Volumes you process will be sent over the network to {host}:{port}, and results come back "
-                        f"from it. {encryption} Only use a server you trust with these images.\n\n"
-                        "Send volumes to this server?")
-            if not slicer.util.confirmYesNoDisplay(question, windowTitle="nnMamba: remote server"):
-                self.serverSettings.forget()
-                self._showRemoteStatus()
-                self._checkCanApply()
-                return
-            self.serverSettings.save(host, port, token, certificate)
-            self.serverSettings.confirm(host, port)
-            self._showRemoteStatus()
-            self.onRefreshFromWorker()  # the server's models are its own: list them
-
     def workerSettings(self) -> WorkerSettings:
-        p = self.parameters
-        if p is not None and p.device == "remote":
-            host, port = self.serverSettings.address()
-            return WorkerSettings(remoteHost=host, remotePort=port, remoteToken=self.serverSettings.token(),
-                                  tlsCertificateAuthority=self.serverSettings.tlsCertificateAuthority())
-        return WorkerSettings(pythonExecutable=self.ui.pythonExecutablePathLineEdit.currentPath.strip(),
-                              device=p.device if p is not None else "auto",
-                              modelsFolder=self.ui.modelsFolderPathLineEdit.currentPath.strip())
+        return self.settingsSection.workerSettings(self.parameters.device if self.parameters is not None else "auto")
 
     def onInstallDependencies(self) -> None:
-        """The explicit install step: ask, then install with pip's output streamed into the worker log."""
+        """Check again (another Python), or install what is missing here (a remote server: the client only)."""
         settings = self.workerSettings()
-        if settings.isRemote:
-            self._setStatus("A remote server runs with its own packages; nothing to install here.")
-            return
-        if settings.pythonExecutable:
+        if settings.pythonExecutable and not settings.isRemote:
             self.readiness.recheck(settings.pythonExecutable)  # checked again, off the GUI thread
             self._setStatus(self.readiness.whyCannotStart(settings))
             self._checkCanApply()
             return
+        if self._install(settings):
+            self._setStatus("The worker's dependencies are in place.")
+
+    def _install(self, settings) -> bool:
+        """Ask, then install with pip's output streamed into the log; True when nothing is missing after."""
         self._installing = True
         self._checkCanApply()
         self.ui.logCollapsibleButton.collapsed = False
@@ -453,12 +327,13 @@ class Widget(qt.QWidget):
         self.ui.progressBar.setRange(0, 0)  # busy: pip reports no fraction
         handler = _PanelLogHandler(self._appendLog)
         logging.getLogger().addHandler(handler)
+        installed = False
         try:
             with slicer.util.tryWithErrorDisplay("Installing the worker's dependencies failed.", waitCursor=False):
                 # Slicer's pip helpers run on the GUI thread and keep it responsive while pip runs.
-                if self.installLogic.installMissing(confirm=lambda question: slicer.util.confirmOkCancelDisplay(
-                        question, windowTitle="nnMamba: install")):
-                    self._setStatus("The worker's dependencies are in place.")
+                installed = self.installLogic.installMissing(
+                    confirm=lambda question: slicer.util.confirmOkCancelDisplay(question, windowTitle="nnMamba: install"),
+                    clientOnly=settings.isRemote)
         finally:
             logging.getLogger().removeHandler(handler)
             self._installing = False
@@ -466,6 +341,7 @@ class Widget(qt.QWidget):
             self.ui.progressBar.setRange(0, 100)
             self.ui.progressBar.setVisible(False)
             self._checkCanApply()
+        return installed
 
     def _appendLog(self, line: str) -> None:
         self.ui.workerLogTextEdit.appendPlainText(str(line).rstrip())
@@ -479,6 +355,8 @@ class Widget(qt.QWidget):
     def onApply(self) -> None:
         with slicer.util.tryWithErrorDisplay("nnMamba could not start the job.", waitCursor=False):
             p = self.parameters
+            if self.readiness.installable(self.workerSettings()) and not self._install(self.workerSettings()):
+                return  # declined or failed: the status line and the log say why
             volumes = self._inputVolumes()
             replace = self._askReplace(volumes, p.enabledTasks())
             if replace is None:
@@ -486,19 +364,24 @@ class Widget(qt.QWidget):
             self.logic.configureWorker(self.workerSettings())
             self.logic.resultNodes.closedSurfaces = p.show3D  # off: no seconds spent on surfaces nobody sees
             # The model shown is the model run: name it, as the worker's default may be another one.
-            models = {task: self._selectedEntry(task).name for task in p.enabledTasks()}
-            extras = [] if p.allVolumes else p.extraInputVolumes[:self._channelsNeeded() - 1]  # the card's order
+            self._jobRequest = dict(tasks=p.enabledTasks(), replaceExisting=replace, **p.workerOptions(),
+                                    models={task: self._selectedEntry(task).name for task in p.enabledTasks()},
+                                    extraChannels=[] if p.allVolumes else
+                                    p.extraInputVolumes[:self._channelsNeeded() - 1])  # the card's order
             self._jobsInRun, self._jobsEnded, self._failures = len(volumes), 0, []
-            for volume in volumes:
-                self._jobIds.append(self.logic.runAsync(volume, self.onJobEnded, tasks=p.enabledTasks(),
-                                                        models=models, extraChannels=extras,
-                                                        replaceExisting=replace, **p.workerOptions()))
+            self._queuedVolumes = list(volumes)
+            self._sendNextVolume()
             self.ui.progressBar.setVisible(True)
             self.ui.progressBar.value = 0
-            self.ui.timingsLabel.text = ""
+            self.results.clear()
             self._setStatus(f"Starting {self.logic.connection.describe()} and sending "
-                            f"{'the volume' if len(volumes) == 1 else f'{len(volumes)} volumes'}...")
+                            f"{'the volume' if len(volumes) == 1 else f'the first of {len(volumes)} volumes'}...")
             self._checkCanApply()
+
+    def _sendNextVolume(self) -> None:
+        """One job at a time: each volume is copied and sent only when the one before has ended."""
+        volume = self._queuedVolumes.pop(0)
+        self._jobIds.append(self.logic.runAsync(volume, self.onFinished, **self._jobRequest))
 
     def _askReplace(self, volumeNodes, tasks):
         """True: replace earlier outputs; False: keep both; None: the user cancelled."""
@@ -524,6 +407,7 @@ class Widget(qt.QWidget):
         return answer == qt.QMessageBox.Yes
 
     def onCancel(self) -> None:
+        self._queuedVolumes = []
         for jobId in list(self._jobIds):
             self.logic.cancel(jobId)
         if self._jobIds:
@@ -539,19 +423,25 @@ class Widget(qt.QWidget):
             text = f"Volume {self._jobsEnded + 1} of {self._jobsInRun}: {text}"
         self._setStatus(text)
 
-    def onJobEnded(self, outcome) -> None:
-        """The job's own callback (runAsync); `onFinished` handles every job's end the same way."""
-
     def onFinished(self, outcome) -> None:
+        """Each job's own callback (runAsync): show it, then send the next volume or end the run."""
         if outcome.jobId not in self._jobIds:
             return
         self._jobIds.remove(outcome.jobId)
         self._jobsEnded += 1
         if outcome.succeeded:
-            self._showResults(outcome)
-            self.ui.timingsLabel.text = outcome.timingSummary()
+            self.results.show(outcome)
         elif outcome.status.value != "cancelled":
             self._failures.append(outcome.message)
+        elif outcome.message.startswith("Cancelled: the scene was closed"):
+            self._queuedVolumes = []  # the rest of the run went with the scene
+        if self._queuedVolumes:
+            try:
+                self._sendNextVolume()
+                return
+            except Exception as error:  # a queued volume removed meanwhile: say so, end the run
+                self._queuedVolumes = []
+                self._failures.append(f"The next volume could not be sent: {error}")
         if self._jobIds:
             return
         self.ui.progressBar.setVisible(False)
@@ -563,7 +453,7 @@ class Widget(qt.QWidget):
             self._setStatus(done + outcome.message)
         else:
             self._setStatus(outcome.message or "Cancelled.")
-        if not self.catalog.fromWorkerList and self.logic.connection.isStarted:
+        if not self.models.catalog.fromWorkerList and self.logic.connection.isStarted:
             self.inquiry.start()  # the worker is up now: show its own models and devices
         self._checkCanApply()
 
@@ -584,25 +474,3 @@ class Widget(qt.QWidget):
     def _setStatus(self, text: str, error: bool = False) -> None:
         self.ui.statusLabel.text = text
         self.ui.statusLabel.setStyleSheet("color: #c62828;" if error else "")
-
-    def _showResults(self, outcome) -> None:
-        result = outcome.results.get("classification")
-        table = self.ui.probabilityTableWidget
-        if result is None:
-            self.ui.resultsSummaryLabel.text = outcome.message
-            table.setRowCount(0)
-            return
-        top = int(max(range(len(result.class_names)), key=lambda i: result.probabilities[i]))
-        self.ui.resultsSummaryLabel.text = (f"Most likely class: <b>{result.class_names[top]}</b> "
-                                            f"({float(result.probabilities[top]):.1%}).")
-        table.setRowCount(len(result.class_names))
-        for row, (name, probability) in enumerate(zip(result.class_names, result.probabilities)):
-            for column, text in enumerate((str(name), f"{float(probability):.3f}")):
-                item = qt.QTableWidgetItem(text)
-                if row == top:
-                    font = item.font()
-                    font.setBold(True)
-                    item.setFont(font)
-                    item.setBackground(qt.QColor(255, 236, 179))
-                table.setItem(row, column, item)
-        table.resizeColumnsToContents()

@@ -19,7 +19,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO_ROOT / "NNMambaSlicer"
 LIB_DIR = MODULE_DIR / "NNMambaSlicerLib"
 UI_FILE = REPO_ROOT / "Resources" / "UI" / "NNMambaSlicer.ui"
-GUI_ONLY = {"Widget", "ViewPresenter"}  # import qt/ctk/slicer.app: loaded only inside Slicer
+# import qt/ctk/slicer.app: loaded only inside Slicer (the panel and its sections)
+GUI_ONLY = {"Widget", "ViewPresenter", "ModelsSection", "ResultsSection", "WorkerSettingsSection"}
+PANEL_FILES = ("Widget", "ModelsSection", "ResultsSection", "WorkerSettingsSection")
+
+
+def panelSource() -> str:
+    return "\n".join((LIB_DIR / f"{name}.py").read_text() for name in PANEL_FILES)
 
 QT_CLASSES = {"QWidget", "QLabel", "QCheckBox", "QComboBox", "QPushButton", "QLineEdit", "QProgressBar",
               "QTableWidget", "QPlainTextEdit"}
@@ -40,7 +46,7 @@ def uiWidgets() -> dict:
 
 
 def widgetNamesUsedByPanel() -> set:
-    source = (LIB_DIR / "Widget.py").read_text()
+    source = panelSource()
     names = set(re.findall(r"\bui\.(\w+)", source))
     # f-string lookups: getattr(self.ui, f"{task}CheckBox") and f"extraVolumeLabel{index + 1}"
     for template in re.findall(r'getattr\((?:self\.)?ui, f"([^"]+)"\)', source):
@@ -56,7 +62,7 @@ def widgetNamesUsedByPanel() -> set:
 def test_every_widget_the_panel_uses_exists_in_the_ui_file():
     widgets = uiWidgets()
     missing = sorted(widgetNamesUsedByPanel() - set(widgets))
-    assert not missing, f"Widget.py uses widgets that NNMambaSlicer.ui lacks: {missing}"
+    assert not missing, f"the panel uses widgets that NNMambaSlicer.ui lacks: {missing}"
 
 
 def test_the_ui_file_uses_only_qt_classes_and_declared_custom_widgets():
@@ -69,7 +75,7 @@ def test_the_ui_file_uses_only_qt_classes_and_declared_custom_widgets():
 
 def test_signals_the_panel_connects_exist_on_those_widgets():
     widgets = uiWidgets()
-    source = (LIB_DIR / "Widget.py").read_text()
+    source = panelSource()
     direct = re.findall(r'ui\.(\w+)\.connect\("([^"]+)"', source)
     perTask = re.findall(r'getattr\(ui, f"\{task\}(\w+)"\)\.connect\("([^"]+)"', source)
     assert len(direct) >= 8 and len(perTask) == 2  # the test reads the connections it means to

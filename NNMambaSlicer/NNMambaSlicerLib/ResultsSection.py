@@ -1,0 +1,45 @@
+"""The panel's Results section: what the last job gave, in words and as a probability table.
+
+GUI-only (qt). The nodes themselves are in the scene; this only summarises them beside the buttons.
+"""
+
+from __future__ import annotations
+
+import qt
+
+HIGHLIGHT = (255, 236, 179)  # the most likely class's row
+
+
+class ResultsSection:
+    """Example (the panel, when a job ended well):
+        >>> ResultsSection(ui).show(outcome)
+    """
+
+    def __init__(self, ui) -> None:
+        self.ui = ui
+
+    def show(self, outcome) -> None:
+        self.ui.timingsLabel.text = outcome.timingSummary()
+        result = outcome.results.get("classification")
+        table = self.ui.probabilityTableWidget
+        if result is None:
+            self.ui.resultsSummaryLabel.text = outcome.message
+            table.setRowCount(0)
+            return
+        top = int(max(range(len(result.class_names)), key=lambda i: result.probabilities[i]))
+        self.ui.resultsSummaryLabel.text = (f"Most likely class: <b>{result.class_names[top]}</b> "
+                                            f"({float(result.probabilities[top]):.1%}). {outcome.message}")
+        table.setRowCount(len(result.class_names))
+        for row, (name, probability) in enumerate(zip(result.class_names, result.probabilities)):
+            for column, text in enumerate((str(name), f"{float(probability):.3f}")):
+                item = qt.QTableWidgetItem(text)
+                if row == top:
+                    font = item.font()
+                    font.setBold(True)
+                    item.setFont(font)
+                    item.setBackground(qt.QColor(*HIGHLIGHT))
+                table.setItem(row, column, item)
+        table.resizeColumnsToContents()
+
+    def clear(self) -> None:
+        self.ui.timingsLabel.text = ""
