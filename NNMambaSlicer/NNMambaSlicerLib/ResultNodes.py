@@ -21,6 +21,7 @@ from .LandmarksBuilder import LandmarksBuilder
 from .OutputRegistry import OutputRegistry
 from .SceneHelpers import SceneHelpers
 from .SegmentationBuilder import SegmentationBuilder
+from .SegmentVolumesBuilder import SegmentVolumesBuilder
 from .VolumeConverter import GEOMETRY_TOLERANCE, VolumeConverter
 
 OUTPUT_SUFFIX = {"segmentation": "segmentation", "landmarks": "landmarks", "classification": "classification"}
@@ -52,6 +53,7 @@ class ResultNodes:
 
     def __init__(self) -> None:
         self.segmentationBuilder = SegmentationBuilder()
+        self.segmentVolumesBuilder = SegmentVolumesBuilder()
         self.landmarksBuilder = LandmarksBuilder()
         self.classificationBuilder = ClassificationBuilder()
         self.qualities: dict = {}
@@ -171,7 +173,12 @@ class ResultNodes:
 
     def _buildTask(self, task: str, result, source, name: str) -> list:
         if task == Task.SEGMENTATION.value:
-            return [self.segmentationBuilder.build(result, source, name)]
+            segmentation = self.segmentationBuilder.build(result, source, name)
+            try:
+                return [segmentation, self.segmentVolumesBuilder.build(result, source, f"{name} volumes")]
+            except Exception:
+                SceneHelpers.removeNodes(source.GetScene(), [segmentation.GetDisplayNode(), segmentation])
+                raise
         if task == Task.LANDMARKS.value:
             return [self.landmarksBuilder.build(result, source, name)]
         if task == Task.CLASSIFICATION.value:

@@ -1,4 +1,5 @@
-"""The panel's Results section: what the last job gave, in words and as a probability table.
+"""The panel's Results section: what the last job gave, in words, the structures' volumes (mL) and
+the class probability table.
 
 GUI-only (qt). The nodes themselves are in the scene; this only summarises them beside the buttons.
 """
@@ -6,6 +7,8 @@ GUI-only (qt). The nodes themselves are in the scene; this only summarises them 
 from __future__ import annotations
 
 import qt
+
+from nnmamba.metrics import segment_volumes
 
 HIGHLIGHT = (255, 236, 179)  # the most likely class's row
 
@@ -22,13 +25,14 @@ class ResultsSection:
         self.ui.timingsLabel.text = outcome.timingSummary()
         result = outcome.results.get("classification")
         table = self.ui.probabilityTableWidget
+        volumes = self._volumesHtml(outcome.results.get("segmentation"))
         if result is None:
-            self.ui.resultsSummaryLabel.text = outcome.message
+            self.ui.resultsSummaryLabel.text = outcome.message + volumes
             table.setRowCount(0)
             return
         top = int(max(range(len(result.class_names)), key=lambda i: result.probabilities[i]))
         self.ui.resultsSummaryLabel.text = (f"Most likely class: <b>{result.class_names[top]}</b> "
-                                            f"({float(result.probabilities[top]):.1%}). {outcome.message}")
+                                            f"({float(result.probabilities[top]):.1%}). {outcome.message}{volumes}")
         table.setRowCount(len(result.class_names))
         for row, (name, probability) in enumerate(zip(result.class_names, result.probabilities)):
             for column, text in enumerate((str(name), f"{float(probability):.3f}")):
@@ -40,6 +44,16 @@ class ResultsSection:
                     item.setBackground(qt.QColor(*HIGHLIGHT))
                 table.setItem(row, column, item)
         table.resizeColumnsToContents()
+
+    @staticmethod
+    def _volumesHtml(segmentation) -> str:
+        """The structures' volumes as a small table (the same figures as the '... volumes' table node)."""
+        if segmentation is None:
+            return ""
+        rows = segment_volumes(segmentation.labelmap, segmentation.geometry.spacing, segmentation.segments)
+        cells = "".join(f"<tr><td>{name}</td><td align='right'>{millilitres:.1f} mL</td></tr>"
+                        for _, name, _, millilitres in rows)
+        return f"<table>{cells}</table>"
 
     def clear(self) -> None:
         self.ui.timingsLabel.text = ""

@@ -164,7 +164,8 @@ class WorkerConnection:
                 from nnmamba.worker.local import LocalWorker
             except ImportError as error:  # the client needs websockets, which Slicer does not ship
                 raise RuntimeError(f"the worker client cannot be loaded in this Python ({error}); install the "
-                                   "worker's packages by pressing Apply in the module's panel, or NNMambaSlicerLib.InstallLogic.InstallLogic().installMissing(...)") from error
+                                   "worker's packages by pressing Apply in the module's panel, or with "
+                                   "NNMambaSlicerLib.InstallLogic.InstallLogic().installMissing(...)") from error
             factory = LocalWorker
         python = self.workerPython()
         if os.path.sep in python and not os.path.isfile(python):

@@ -2,7 +2,8 @@
 run on our NNMamba.json and top-level CMakeLists.txt, as the index's CI runs them on a submission.
 
 The script is not copied into this repository: it is read from $NNMAMBA_EXTENSIONS_INDEX_SCRIPT (a
-checked-out copy) or downloaded at the pinned commit. Checks that look at the *published* repository
+checked-out copy), else from the user's cache folder, where it is downloaded at the pinned commit
+the first time (CI has the network; a machine without it needs one of the two). Checks that look at the *published* repository
 through the network (its GitHub topics, fetching the image URLs, downloading the JSON schema) are
 replaced by what can be checked here: each image URL must name a PNG file of this checkout.
 """
@@ -24,19 +25,23 @@ DESCRIPTION = REPO_ROOT / "NNMamba.json"
 RAW_PREFIX = re.compile(r"^https://raw\.githubusercontent\.com/[^/]+/[^/]+/main/(?P<path>.+)$")
 
 
+def cachedScript() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "nnmamba-tests" / f"ExtensionsIndex-{INDEX_COMMIT[:12]}" / "check_description_files.py"
+
+
 @pytest.fixture(scope="module")
-def index(tmp_path_factory):
-    """The index's check module, loaded from a local copy or from GitHub at INDEX_COMMIT."""
-    local = os.environ.get("NNMAMBA_EXTENSIONS_INDEX_SCRIPT")
-    if local:
-        path = Path(local)
-    else:
-        path = tmp_path_factory.mktemp("index") / "check_description_files.py"
+def index():
+    """The index's check module, from $NNMAMBA_EXTENSIONS_INDEX_SCRIPT or the cache (downloaded once)."""
+    path = Path(os.environ.get("NNMAMBA_EXTENSIONS_INDEX_SCRIPT") or cachedScript())
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
             urllib.request.urlretrieve(SCRIPT_URL, path)
         except OSError as error:
-            pytest.fail(f"could not download the Extensions Index's checks ({error}); without network, set "
-                        "NNMAMBA_EXTENSIONS_INDEX_SCRIPT to a copy of scripts/check_description_files.py")
+            pytest.fail(f"could not download the Extensions Index's checks ({error}); without network, put "
+                        f"scripts/check_description_files.py of commit {INDEX_COMMIT} at {path} or set "
+                        "NNMAMBA_EXTENSIONS_INDEX_SCRIPT to it")
     source = path.read_text(encoding="utf-8")
     # print_categories (which lists the index's own categories) uses a Python 3.12 f-string; it is
     # the one function dropped so that the checks load on Python 3.10/3.11 as well.

@@ -192,8 +192,23 @@ def test_every_result_node_says_its_models_quality_and_that_it_is_not_for_clinic
     logic.resultNodes.qualities = {"test-seg": "research"}
     outputs = logic.addResultsToScene(obliqueVolume, results(obliqueVolume))
     nodes = [node for taskNodes in outputs.values() for node in taskNodes]
-    assert len(nodes) == 7
+    assert len(nodes) == 8
     for node in nodes:
         assert "not for clinical use" in node.GetDescription(), node.GetName()
     assert "quality: research" in outputs["segmentation"][0].GetDescription()
     assert "quality: not stated" in outputs["landmarks"][0].GetDescription()  # no card named test-lm here
+
+
+def test_a_segmentation_comes_with_a_table_of_each_structures_volume_in_millilitres(obliqueVolume):
+    result = segmentationResult(obliqueVolume)
+    outputs = InferenceLogic(NoWorker()).addResultsToScene(obliqueVolume, {"segmentation": result})
+    segmentation, table = outputs["segmentation"]
+    assert table.GetName() == "Oblique head segmentation volumes" and table.IsA("vtkMRMLTableNode")
+    millilitresPerVoxel = float(np.prod(result.geometry.spacing)) / 1000
+    assert table.GetNumberOfRows() == len(result.segments)
+    for row, info in enumerate(result.segments):
+        assert table.GetCellText(row, 0) == info.name
+        voxels = int((result.labelmap == info.label).sum())
+        assert int(table.GetCellText(row, 2)) == voxels
+        assert float(table.GetCellText(row, 3)) == pytest.approx(voxels * millilitresPerVoxel)
+    assert voxels == 0 or int(table.GetCellText(0, 2)) > 0  # the first segment (brain) is not empty

@@ -10,14 +10,14 @@ from nnmamba.io.atomic import check_free
 from nnmamba.io.markups import write_markups
 from nnmamba.io.segmentation import write_segmentation
 from nnmamba.io.summary import write_summary
-from nnmamba.io.tables import write_probabilities_json, write_probabilities_tsv
+from nnmamba.io.tables import write_probabilities_json, write_probabilities_tsv, write_segment_volumes_tsv
 from nnmamba.results import ClassificationResult, LandmarkResult, SegmentationResult, Task
 from nnmamba.volume import Volume
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = {
-    Task.SEGMENTATION.value: [".seg.nrrd"],
+    Task.SEGMENTATION.value: [".seg.nrrd", ".volumes.tsv"],
     Task.LANDMARKS.value: [".mrk.json"],
     Task.CLASSIFICATION.value: [".probabilities.json", ".probabilities.tsv"],
 }
@@ -51,6 +51,7 @@ def write_results(results: dict, volume: Volume, output_dir: Path, stem: str, ov
     for task, result in results.items():
         if isinstance(result, SegmentationResult):
             written.append(write_segmentation(result, Path(f"{base}.seg.nrrd")))
+            written.append(write_segment_volumes_tsv(result, Path(f"{base}.volumes.tsv")))
         elif isinstance(result, LandmarkResult):
             written.append(write_markups(result, Path(f"{base}.mrk.json")))
         elif isinstance(result, ClassificationResult):
