@@ -503,4 +503,4 @@ class InferenceLogic:
             return JobOutcome(job.jobId, JobStatus.FAILED, outputs=error.outputs, errorCode=error.code,
                               results=results, message=str(error))
         return JobOutcome(job.jobId, JobStatus.SUCCEEDED, outputs=outputs, results=results,
-                          message=ResultNodes.summary(outputs, results))
+                          message=self.resultNodes.summary(outputs, results))

@@ -57,6 +57,7 @@ class ResultNodes:
         self.landmarksBuilder = LandmarksBuilder()
         self.classificationBuilder = ClassificationBuilder()
         self.qualities: dict = {}
+        self.keptEdited: list = []        # earlier outputs the last `add` kept because the user edited them
 
     @property
     def closedSurfaces(self) -> bool:
@@ -114,7 +115,8 @@ class ResultNodes:
         All or nothing per task: a task whose nodes cannot all be built adds none and keeps its
         earlier outputs, while the job's other tasks are still added (a segmentation Slicer cannot
         import must not cost the landmarks). Earlier outputs of a task are removed (when replacing)
-        only once its new ones exist. `onAdded(source, outputs)` is called when any were added.
+        only once its new ones exist, except those the user edited by hand: those stay (listed in
+        `keptEdited`). `onAdded(source, outputs)` is called when any were added.
         Raises `ResultsNotAddedError` (with the added outputs) after adding what could be added,
         if any task failed."""
         registry = OutputRegistry(sourceVolumeNode.GetScene())
@@ -127,8 +129,11 @@ class ResultNodes:
             except Exception as error:
                 logging.exception("NNMambaSlicer: adding the %s nodes failed", task)
                 failures[task] = error
+        self.keptEdited = []
         for task in outputs:
-            registry.remove(previous.get(task, []))
+            edited = [node for node in previous.get(task, []) if registry.isEdited(node)]
+            self.keptEdited += edited
+            registry.remove([node for node in previous.get(task, []) if node not in edited])
         if outputs and onAdded is not None:
             onAdded(sourceVolumeNode, outputs)
         if failures:
@@ -185,9 +190,8 @@ class ResultNodes:
             return list(self.classificationBuilder.build(result, source, name))
         raise ValueError(f"unknown task '{task}'")
 
-    @staticmethod
-    def summary(outputs: dict, results: dict) -> str:
-        """What a job added, in words for the status line."""
+    def summary(self, outputs: dict, results: dict) -> str:
+        """What a job added (and which edited results it kept), in words for the status line."""
         parts = []
         if "segmentation" in outputs:
             parts.append(f"{outputs['segmentation'][0].GetSegmentation().GetNumberOfSegments()} segments")
@@ -196,4 +200,8 @@ class ResultNodes:
         if "classification" in results:
             result = results["classification"]
             parts.append(f"class {result.top_class} ({float(max(result.probabilities)):.0%})")
-        return "Done: " + ", ".join(parts) + ". " + NOT_FOR_CLINICAL_USE
+        kept = ""
+        if self.keptEdited:
+            kept = (" Kept the results you edited by hand instead of replacing them: "
+                    + ", ".join(node.GetName() for node in self.keptEdited) + ".")
+        return "Done: " + ", ".join(parts) + "." + kept + " " + NOT_FOR_CLINICAL_USE

@@ -212,3 +212,22 @@ def test_a_segmentation_comes_with_a_table_of_each_structures_volume_in_millilit
         assert int(table.GetCellText(row, 2)) == voxels
         assert float(table.GetCellText(row, 3)) == pytest.approx(voxels * millilitresPerVoxel)
     assert voxels == 0 or int(table.GetCellText(0, 2)) > 0  # the first segment (brain) is not empty
+
+
+def test_replacing_keeps_a_segmentation_and_landmarks_the_user_edited_by_hand(obliqueVolume):
+    logic = InferenceLogic(NoWorker())
+    first = logic.addResultsToScene(obliqueVolume, results(obliqueVolume))
+    untouched = logic.addResultsToScene(obliqueVolume, {"segmentation": segmentationResult(obliqueVolume)})
+    edited = first["segmentation"][0]
+    segmentId = edited.GetSegmentation().GetSegmentIdBySegmentName("brain")
+    mask = slicer.util.arrayFromSegmentBinaryLabelmap(edited, segmentId, obliqueVolume)
+    mask[0, 0, 0] = 1  # one voxel painted, as in Segment Editor
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, edited, segmentId, obliqueVolume)
+    first["landmarks"][0].SetNthControlPointPosition(0, 1.0, 2.0, 3.0)  # a landmark dragged
+
+    second = logic.addResultsToScene(obliqueVolume, results(obliqueVolume), replaceExisting=True)
+    assert slicer.mrmlScene.IsNodePresent(edited) and slicer.mrmlScene.IsNodePresent(first["landmarks"][0])
+    assert not slicer.mrmlScene.IsNodePresent(untouched["segmentation"][0])  # not edited: replaced
+    assert not slicer.mrmlScene.IsNodePresent(first["classification"][0])
+    assert {n.GetName() for n in logic.resultNodes.keptEdited} == {edited.GetName(), first["landmarks"][0].GetName()}
+    assert "edited by hand" in logic.resultNodes.summary(second, {})

@@ -127,7 +127,7 @@ def test_a_landmark_on_a_known_voxel_comes_back_at_that_voxels_ras_position(obli
     assert node.GetNthControlPointPosition(1) == pytest.approx(expected, abs=1e-6)
     assert [node.GetNthControlPointLabel(i) for i in range(2)] == ["AC", "PC"]
     assert node.GetNthControlPointDescription(0) == "anterior commissure (confidence 0.93)"
-    assert node.GetLocked() and node.GetNthControlPointLocked(1)
+    assert not node.GetLocked() and not node.GetNthControlPointLocked(1)  # users drag them to correct them
 
 
 def test_landmarks_are_written_as_lps_markups_json(obliqueVolume, tmp_path):
@@ -138,7 +138,7 @@ def test_landmarks_are_written_as_lps_markups_json(obliqueVolume, tmp_path):
     storage.SetFileName(str(tmp_path / "lm.mrk.json"))
     assert storage.WriteData(node)
     markup = json.loads((tmp_path / "lm.mrk.json").read_text())["markups"][0]
-    assert markup["coordinateSystem"] == "LPS" and markup["locked"] is True
+    assert markup["coordinateSystem"] == "LPS" and markup["locked"] is False
     np.testing.assert_allclose(markup["controlPoints"][1]["position"], result.points_lps[1], atol=1e-6)
 
 
