@@ -44,6 +44,7 @@ class _Job:
     request: Optional[tuple] = None   # (volume, tasks, models, options) until sent to the worker
     workerJobId: Optional[str] = None
     upload: Optional[BackgroundTask] = None  # the send under way (a volume to a remote server takes a while)
+    cancelSend: Optional[BackgroundTask] = None  # a cancel on its way to the worker
     cancelRequestedAt: Optional[float] = None
     submittedAt: float = 0.0
     fraction: float = 0.0
@@ -100,16 +101,12 @@ class InferenceLogic:
     def dropJobs(self) -> list:
         """End every job now, as cancelled, and ask the worker to stop them: their input is going
         (the scene is closing). Nothing they send later is built. Returns the outcomes."""
-        client = self.connection.currentClient()
         ended = []
         for job in list(self._jobs.values()):
             if job.upload is not None:
                 self._abandonedUploads.append(job.upload)
-            elif job.workerJobId is not None and client is not None:
-                try:
-                    client.cancel(job.workerJobId)
-                except Exception as error:  # the job is forgotten here whatever the worker does with it
-                    logging.warning("NNMambaSlicer: cancelling %s on the worker failed: %s", job.workerJobId, error)
+            elif job.workerJobId is not None and job.cancelRequestedAt is None:
+                self._sendCancel(job.workerJobId)  # forgotten here whatever the worker does with it
             ended.append(self._finish(job, JobOutcome(job.jobId, JobStatus.CANCELLED,
                                                       message="Cancelled: the scene was closed.")))
         return ended
@@ -145,6 +142,12 @@ class InferenceLogic:
         if scene is not None and scene not in self._closeGuards:
             self._closeGuards[scene] = SceneCloseGuard(scene, onStartClose=self.dropJobs)
 
+    def _stopObservingScenes(self) -> None:
+        """Only while jobs run: an observer left on a scene would keep this logic alive with it."""
+        for guard in self._closeGuards.values():
+            guard.close()
+        self._closeGuards.clear()
+
     def startWorker(self) -> None:
         """Start (or connect to) the worker now, off the GUI thread, e.g. to ask it for its models;
         `connection.isStarted` says when it is up."""
@@ -169,14 +172,29 @@ class InferenceLogic:
             job.cancelRequestedAt = self._clock()
             if job.workerJobId is None:
                 continue  # not sent yet: poll ends it without sending
-            client = self.connection.currentClient()
-            try:
-                if client is None:
-                    raise RuntimeError("no worker is running")
-                client.cancel(job.workerJobId)
-            except Exception as error:
-                logging.warning("NNMambaSlicer: cancel request failed (%s); stopping the worker instead", error)
-                job.cancelRequestedAt = -float("inf")  # overdue at once
+            job.cancelSend = self._sendCancel(job.workerJobId)
+
+    def _sendCancel(self, workerJobId: str) -> BackgroundTask:
+        """Send a cancel off the GUI thread: a remote client sends it only after an upload under way
+        (another job's volume) has gone out. `poll` looks at how it ended."""
+        client = self.connection.currentClient()
+
+        def send() -> None:
+            if client is None:
+                raise RuntimeError("no worker is running")
+            client.cancel(workerJobId)
+
+        return BackgroundTask(send, f"nnmamba-cancel-{workerJobId}")
+
+    def _failedCancels(self) -> None:
+        """A cancel that could not be sent makes its job overdue at once: the worker is stopped instead."""
+        for job in self._jobs.values():
+            if job.cancelSend is not None and job.cancelSend.done:
+                cancelSend, job.cancelSend = job.cancelSend, None
+                if cancelSend.error is not None:
+                    logging.warning("NNMambaSlicer: cancel request failed (%s); stopping the worker instead",
+                                    cancelSend.error)
+                    job.cancelRequestedAt = -float("inf")
 
     def poll(self, timeout: float = 0.0) -> list:
         """Handle what the worker sent (waiting up to `timeout` s); returns the jobs that ended."""
@@ -185,6 +203,7 @@ class InferenceLogic:
         # Overdue cancellations first: once the grace period is over the worker is stopped,
         # whatever it may still send.
         self._cancelAbandonedUploads()
+        self._failedCancels()
         ended = self._sendQueuedJobs() + self._overdueCancellations()
         if not self._jobs:
             return ended
@@ -224,14 +243,23 @@ class InferenceLogic:
                 ended.append(self._finish(job, outcome))
         return ended
 
-    def _startWorkerInBackground(self) -> None:
-        """Start (or connect to) the worker off the GUI thread: importing torch takes seconds."""
-        if self.connection.isStarted or (self._starter is not None and self._starter.is_alive()):
+    def _startWorkerInBackground(self, stopFirst: bool = False) -> None:
+        """Start (or connect to) the worker off the GUI thread: importing torch takes seconds.
+        `stopFirst`: stop what is left of the current one first (a local one's whole process tree,
+        which can take seconds too)."""
+        if self._starter is not None and self._starter.is_alive():
+            return
+        if self.connection.isStarted and not stopFirst:
             return
         self._startError = None
         self._closed = False
 
         def start() -> None:
+            if stopFirst:
+                try:
+                    self.connection.close()
+                except Exception as error:
+                    logging.warning("NNMambaSlicer: stopping the worker failed: %s", error)
             try:
                 self.connection.client()
             except Exception as error:  # reported to the waiting jobs by poll, in the GUI thread
@@ -278,12 +306,8 @@ class InferenceLogic:
         """A dropped job whose volume was still on its way: cancel it on the worker once it arrives."""
         for upload in [u for u in self._abandonedUploads if u.done]:
             self._abandonedUploads.remove(upload)
-            client = self.connection.currentClient()
-            if upload.error is None and client is not None:
-                try:
-                    client.cancel(upload.result)
-                except Exception as error:
-                    logging.warning("NNMambaSlicer: cancelling %s on the worker failed: %s", upload.result, error)
+            if upload.error is None:
+                self._sendCancel(upload.result)
 
     def _uploadInBackground(self, job: _Job) -> BackgroundTask:
         client = self.connection.client()
@@ -363,9 +387,7 @@ class InferenceLogic:
         uploads = [job.upload for job in self._jobs.values() if job.upload is not None] + self._abandonedUploads
         self._jobs.clear()
         self._abandonedUploads = []
-        for guard in self._closeGuards.values():
-            guard.close()
-        self._closeGuards.clear()
+        self._stopObservingScenes()
         self._closed = True
         timeout = self.joinTimeoutSeconds if startTimeout is None else startTimeout
         if self._starter is not None and self._starter.is_alive():
@@ -444,6 +466,8 @@ class InferenceLogic:
 
     def _finish(self, job: _Job, outcome: JobOutcome) -> JobOutcome:
         self._jobs.pop(job.jobId, None)
+        if not self._jobs:
+            self._stopObservingScenes()
         if job.onFinished is not None:
             job.onFinished(outcome)
         self.finished.emit(outcome)
@@ -459,20 +483,12 @@ class InferenceLogic:
                 for job in list(self._jobs.values()) if job.workerJobId is not None]
 
     def _restartInBackground(self) -> None:
-        """Stop what is left of the worker (a local one's whole process tree), start a new one off-thread."""
+        """Stop what is left of the worker and start a new one, both off the GUI thread."""
         if self._starter is not None and self._starter.is_alive():
-            # A start under way must finish before its worker can be stopped; if it takes too long, the
-            # worker it is starting is the fresh one this restart asks for.
-            self._starter.join(self.joinTimeoutSeconds)
-            if self._starter.is_alive():
-                logging.warning("NNMambaSlicer: a worker start was still under way after %g s; the restart "
-                                "waits for that worker instead of starting another", self.joinTimeoutSeconds)
-                return
-        try:
-            self.connection.close()
-        except Exception as error:
-            logging.warning("NNMambaSlicer: stopping the worker failed: %s", error)
-        self._startWorkerInBackground()
+            # The worker being started is the fresh one this restart asks for.
+            logging.info("NNMambaSlicer: a worker start is under way; the restart uses that worker")
+            return
+        self._startWorkerInBackground(stopFirst=True)
 
     def _overdueCancellations(self) -> list:
         now = self._clock()
