@@ -41,6 +41,7 @@ class _Job:
     replaceExisting: bool
     onProgress: Optional[Callable] = None
     onFinished: Optional[Callable] = None
+    outputSegmentation: Any = None    # the segmentation node to fill (None: a new one)
     request: Optional[tuple] = None   # (volume, tasks, models, options) until sent to the worker
     workerJobId: Optional[str] = None
     upload: Optional[BackgroundTask] = None  # the send under way (a volume to a remote server takes a while)
@@ -94,9 +95,11 @@ class InferenceLogic:
         """task -> this module's earlier output nodes for `volumeNode` (only the tasks asked for)."""
         return ResultNodes.existing(volumeNode, tasks)
 
-    def addResultsToScene(self, sourceVolumeNode, results: dict, replaceExisting: bool = False) -> dict:
+    def addResultsToScene(self, sourceVolumeNode, results: dict, replaceExisting: bool = False,
+                          outputSegmentation=None) -> dict:
         """task -> new nodes for `results` (nnmamba.results objects) of `sourceVolumeNode`; see `ResultNodes.add`."""
-        return self.resultNodes.add(sourceVolumeNode, results, replaceExisting, self.outputsAdded.emit)
+        return self.resultNodes.add(sourceVolumeNode, results, replaceExisting, self.outputsAdded.emit,
+                                    outputSegmentation)
 
     def dropJobs(self) -> list:
         """End every job now, as cancelled, and ask the worker to stop them: their input is going
@@ -118,7 +121,7 @@ class InferenceLogic:
 
     def submit(self, volumeNodes, tasks, models: Optional[dict] = None, options: Optional[dict] = None,
                replaceExisting: bool = False, onProgress: Optional[Callable] = None,
-               onFinished: Optional[Callable] = None) -> str:
+               onFinished: Optional[Callable] = None, outputSegmentation=None) -> str:
         """Queue one job and return its id at once. `volumeNodes`: the input, then extra channels.
 
         The voxels are read now (MRML belongs to this thread); a worker that is not running yet is
@@ -130,8 +133,8 @@ class InferenceLogic:
         volume = self.converter.toVolume(volumeNodes)
         jobId = f"job-{next(self._jobNumbers)}"
         job = _Job(jobId, volumeNodes[0], volume.geometry, tuple(volume.array.shape[1:]), tasks, replaceExisting,
-                   onProgress, onFinished, request=(volume, tasks, models or None, options or None),
-                   submittedAt=self._clock())
+                   onProgress, onFinished, outputSegmentation,
+                   request=(volume, tasks, models or None, options or None), submittedAt=self._clock())
         self._observeSceneClose(volumeNodes[0].GetScene())
         self._jobs[jobId] = job
         self._startWorkerInBackground()
@@ -367,8 +370,10 @@ class InferenceLogic:
 
     def runAsync(self, volumeNode, callback: Callable, tasks=("segmentation",), model: Optional[str] = None,
                  models: Optional[dict] = None, device: Optional[str] = None, extraChannels: Sequence = (),
-                 replaceExisting: bool = False, onProgress: Optional[Callable] = None, **options) -> str:
-        """Non-blocking `run`: `callback(JobOutcome)` is called from `poll` when the job ends."""
+                 replaceExisting: bool = False, onProgress: Optional[Callable] = None, outputSegmentation=None,
+                 **options) -> str:
+        """Non-blocking `run`: `callback(JobOutcome)` is called from `poll` when the job ends.
+        `outputSegmentation`: a segmentation node to put the segments in (None: a new node)."""
         tasks = self.normalizeTasks(tasks)
         models = dict(models or {})
         if model is not None:
@@ -379,7 +384,8 @@ class InferenceLogic:
         if device is not None:
             options["device"] = device
         return self.submit([volumeNode, *extraChannels], tasks, models=models, options=options,
-                           replaceExisting=replaceExisting, onProgress=onProgress, onFinished=callback)
+                           replaceExisting=replaceExisting, onProgress=onProgress, onFinished=callback,
+                           outputSegmentation=outputSegmentation)
 
     def close(self, startTimeout: Optional[float] = None) -> None:
         """Forget the jobs and stop the worker. A worker still starting is waited for `startTimeout` s
@@ -514,7 +520,7 @@ class InferenceLogic:
         if problem:
             return JobOutcome(job.jobId, JobStatus.FAILED, errorCode="bad_input", results=results, message=problem)
         try:
-            outputs = self.addResultsToScene(job.sourceNode, results, job.replaceExisting)
+            outputs = self.addResultsToScene(job.sourceNode, results, job.replaceExisting, job.outputSegmentation)
         except ResultsNotAddedError as error:
             return JobOutcome(job.jobId, JobStatus.FAILED, outputs=error.outputs, errorCode=error.code,
                               results=results, message=str(error))

@@ -109,7 +109,7 @@ class ResultNodes:
         return difference if difference > GEOMETRY_TOLERANCE * scale else 0.0
 
     def add(self, sourceVolumeNode, results: dict, replaceExisting: bool = False,
-            onAdded: Optional[Callable] = None) -> dict:
+            onAdded: Optional[Callable] = None, outputSegmentation=None) -> dict:
         """task -> new nodes for `results` (nnmamba.results objects) of `sourceVolumeNode`.
 
         All or nothing per task: a task whose nodes cannot all be built adds none and keeps its
@@ -117,6 +117,8 @@ class ResultNodes:
         import must not cost the landmarks). Earlier outputs of a task are removed (when replacing)
         only once its new ones exist, except those the user edited by hand: those stay (listed in
         `keptEdited`). `onAdded(source, outputs)` is called when any were added.
+        `outputSegmentation`: an existing segmentation node the segments go into (its earlier segments
+        are replaced once the new ones are built), as the user chose in the panel; None makes a new one.
         Raises `ResultsNotAddedError` (with the added outputs) after adding what could be added,
         if any task failed."""
         registry = OutputRegistry(sourceVolumeNode.GetScene())
@@ -125,13 +127,15 @@ class ResultNodes:
         for task, result in results.items():
             task = str(getattr(task, "value", task))
             try:
-                outputs[task] = self._addTask(registry, task, result, sourceVolumeNode, replaceExisting)
+                into = outputSegmentation if task == Task.SEGMENTATION.value else None
+                outputs[task] = self._addTask(registry, task, result, sourceVolumeNode, replaceExisting, into)
             except Exception as error:
                 logging.exception("NNMambaSlicer: adding the %s nodes failed", task)
                 failures[task] = error
         self.keptEdited = []
         for task in outputs:
-            edited = [node for node in previous.get(task, []) if registry.isEdited(node)]
+            previous[task] = [node for node in previous.get(task, []) if node not in outputs[task]]
+            edited = [node for node in previous[task] if registry.isEdited(node)]
             self.keptEdited += edited
             registry.remove([node for node in previous.get(task, []) if node not in edited])
         if outputs and onAdded is not None:
@@ -158,7 +162,8 @@ class ResultNodes:
         node.SetAttribute(QUALITY_ATTRIBUTE, quality)
         node.SetDescription(f"nnMamba {task} by model '{modelName}' (quality: {quality}). {NOT_FOR_CLINICAL_USE}")
 
-    def _addTask(self, registry: OutputRegistry, task: str, result, source, replaceExisting: bool) -> list:
+    def _addTask(self, registry: OutputRegistry, task: str, result, source, replaceExisting: bool,
+                 into=None) -> list:
         """The tagged nodes of one task, or none of them (those built are removed) and the error."""
         if task not in OUTPUT_SUFFIX:
             raise ValueError(f"unknown task '{task}' in the worker's results")
@@ -167,6 +172,8 @@ class ResultNodes:
         if not replaceExisting:
             name = scene.GenerateUniqueName(name)  # keeping both: the new ones get their own names
         nodes = self._buildTask(task, result, source, name)
+        if into is not None:
+            nodes[0] = self._moveInto(nodes[0], into, source)
         try:
             for node in nodes:
                 registry.tag(node, source, task, getattr(result, "model", ""))
@@ -175,6 +182,22 @@ class ResultNodes:
             SceneHelpers.removeNodes(scene, reversed(nodes))  # maybe untagged: the registry would refuse
             raise
         return nodes
+
+    @staticmethod
+    def _moveInto(built, target, source):
+        """The built segmentation's segments and reference geometry, copied into the user's chosen
+        node (its earlier segments go only now that the new ones exist); the built node is removed."""
+        if not target.IsA("vtkMRMLSegmentationNode") or target.GetScene() is not source.GetScene():
+            SceneHelpers.removeNodes(source.GetScene(), [built.GetDisplayNode(), built])
+            raise ValueError(f"the output segmentation '{target.GetName()}' is not a segmentation node of this scene")
+        SceneHelpers.placeBeside(target, source)   # before the copy: the reference geometry follows the transform
+        wasModifying = target.StartModify()
+        target.GetSegmentation().DeepCopy(built.GetSegmentation())
+        target.EndModify(wasModifying)
+        if target.GetDisplayNode() is None:
+            target.CreateDefaultDisplayNodes()
+        SceneHelpers.removeNodes(source.GetScene(), [built.GetDisplayNode(), built])
+        return target
 
     def _buildTask(self, task: str, result, source, name: str) -> list:
         if task == Task.SEGMENTATION.value:

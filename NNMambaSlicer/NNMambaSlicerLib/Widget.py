@@ -134,7 +134,7 @@ class Widget(qt.QWidget):
     # -- parameter node <-> widgets --------------------------------------------------------------
     def _connectWidgets(self) -> None:
         ui = self.ui
-        for selector in [ui.inputVolumeSelector, *self.models.extraSelectors()]:
+        for selector in [ui.inputVolumeSelector, *self.models.extraSelectors(), ui.outputSegmentationSelector]:
             selector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
         for task in TASKS:
             getattr(ui, f"{task}CheckBox").connect("toggled(bool)", self.updateParameterNodeFromGUI)
@@ -159,6 +159,8 @@ class Widget(qt.QWidget):
             p, ui = self.parameters, self.ui
             ui.inputVolumeSelector.setCurrentNode(p.inputVolume)
             ui.inputVolumeSelector.enabled = not p.allVolumes
+            ui.outputSegmentationSelector.setCurrentNode(p.outputSegmentation)
+            ui.outputSegmentationSelector.enabled = not p.allVolumes  # one node cannot hold every volume's
             ui.allVolumesCheckBox.checked = p.allVolumes
             extras = p.extraInputVolumes
             for index, selector in enumerate(self.models.extraSelectors()):
@@ -189,6 +191,7 @@ class Widget(qt.QWidget):
         wasModifying = p.node.StartModify()
         try:
             p.inputVolume = ui.inputVolumeSelector.currentNode()
+            p.outputSegmentation = ui.outputSegmentationSelector.currentNode()
             p.allVolumes = ui.allVolumesCheckBox.checked
             p.clearExtraInputVolumes()
             for index, selector in enumerate(self.models.extraSelectors()):
@@ -366,6 +369,7 @@ class Widget(qt.QWidget):
             # The model shown is the model run: name it, as the worker's default may be another one.
             self._jobRequest = dict(tasks=p.enabledTasks(), replaceExisting=replace, **p.workerOptions(),
                                     models={task: self._selectedEntry(task).name for task in p.enabledTasks()},
+                                    outputSegmentation=None if p.allVolumes else p.outputSegmentation,
                                     extraChannels=[] if p.allVolumes else
                                     p.extraInputVolumes[:self._channelsNeeded() - 1])  # the card's order
             self._jobsInRun, self._jobsEnded, self._failures = len(volumes), 0, []

@@ -231,3 +231,22 @@ def test_replacing_keeps_a_segmentation_and_landmarks_the_user_edited_by_hand(ob
     assert not slicer.mrmlScene.IsNodePresent(first["classification"][0])
     assert {n.GetName() for n in logic.resultNodes.keptEdited} == {edited.GetName(), first["landmarks"][0].GetName()}
     assert "edited by hand" in logic.resultNodes.summary(second, {})
+
+
+def test_segments_go_into_the_segmentation_node_the_user_chose_replacing_its_segments(obliqueVolume):
+    chosen = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "My segmentation")
+    chosen.CreateDefaultDisplayNodes()
+    chosen.GetSegmentation().AddEmptySegment("old", "old segment")
+    before = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
+    outputs = InferenceLogic(NoWorker()).resultNodes.add(
+        obliqueVolume, {"segmentation": segmentationResult(obliqueVolume)}, outputSegmentation=chosen)
+    assert outputs["segmentation"][0] is chosen and chosen.GetName() == "My segmentation"
+    assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == before  # no extra node left
+    segmentation = chosen.GetSegmentation()
+    names = sorted(segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments()))
+    assert names == ["brain", "tumour", "ventricles"]
+    mask = slicer.util.arrayFromSegmentBinaryLabelmap(chosen, segmentation.GetSegmentIdBySegmentName("tumour"),
+                                                      obliqueVolume)
+    np.testing.assert_array_equal(mask > 0, segmentationResult(obliqueVolume).labelmap == 3)
+    assert "not for clinical use" in chosen.GetDescription()
+    assert OutputRegistry(slicer.mrmlScene).outputsOf(obliqueVolume)["segmentation"][0] is chosen

@@ -84,16 +84,18 @@ def test_signals_the_panel_connects_exist_on_those_widgets():
     for template, signal in perTask:
         assert signal in SIGNALS[widgets["segmentation" + template]], (template, signal)
     selectors = re.findall(r'selector\.connect\("([^"]+)"', source)
-    assert selectors == ["currentNodeChanged(vtkMRMLNode*)"]
+    assert selectors == ["currentNodeChanged(vtkMRMLNode*)"]  # every node selector, in one loop
 
 
 def test_node_selectors_offer_volume_nodes_and_are_wired_to_the_scene():
     root = ElementTree.parse(UI_FILE).getroot()
     selectors = [w for w in root.iter("widget") if w.get("class") == "qMRMLNodeComboBox"]
-    assert len(selectors) == 4
+    assert len(selectors) == 5
     for selector in selectors:
         types = [s.text for s in selector.find("property[@name='nodeTypes']").iter("string")]
-        assert "vtkMRMLScalarVolumeNode" in types
+        expected = "vtkMRMLSegmentationNode" if selector.get("name") == "outputSegmentationSelector" else \
+            "vtkMRMLScalarVolumeNode"
+        assert expected in types, selector.get("name")
     receivers = {c.findtext("receiver") for c in root.iter("connection")
                  if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
     assert receivers == {s.get("name") for s in selectors}
