@@ -21,7 +21,8 @@ def test_a_built_wheel_carries_the_sample_and_finds_it_when_unpacked(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         assert {"nnmamba/data/sample_brain_mr.nrrd", "nnmamba/data/README.md",
-                "nnmamba/data/LICENSE-pyradiomics.txt", "nnmamba/model_card.schema.json"} <= names
+                "nnmamba/data/LICENSE-pyradiomics.txt", "nnmamba/model_card.schema.json",
+                "nnmamba/data/afids/tpl-MNI152NLin2009cAsym_afids.fcsv", "nnmamba/data/afids/README.md"} <= names
         archive.extractall(tmp_path / "site")
     code = "from nnmamba.data import sample_volume_path as p; print(p())"
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

@@ -27,7 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nnmamba.train.problems import heatmaps_at, normalize_batch  # noqa: E402
+from nnmamba.train.losses import gaussian_distributions  # noqa: E402
+from nnmamba.train.problems import normalize_batch  # noqa: E402
 from nnmamba.train.synth import ImageAugmenter, LabelMapGenerator, SpatialConfig, SynthConfig  # noqa: E402
 from nnmamba.train.synth.head import add_head_layers  # noqa: E402
 from nnmamba.train.synth.labels import AFIDS_LEFT_RIGHT_PAIRS, BRAIN_STRUCTURES  # noqa: E402
@@ -205,12 +206,12 @@ def main(argv=None) -> int:
     def landmarks():
         batch = augmenter(cases, g, points=points)
         normalize_batch(batch.image, {"method": "zscore", "mask": "nonzero"})
-        heatmaps_at(batch.points, (args.size,) * 3, 2.0)
+        gaussian_distributions(batch.points, (args.size,) * 3, 2.0)
 
     ms = timed(lambda: augmenter(cases, g), device, args.repeats, args.warmup)
     print(f"real-image augmenter: {ms:.2f} ms per batch")
     ms = timed(landmarks, device, args.repeats, args.warmup)
-    print(f"landmark batch (augment + 32 points moved + 32 heatmaps): {ms:.2f} ms per batch")
+    print(f"landmark batch (augment + 32 points moved + 32 target Gaussians): {ms:.2f} ms per batch")
     if not args.no_step:
         training_step_share(args, device, maps)
     return 0

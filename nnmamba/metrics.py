@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
-import SimpleITK as sitk
 
 
 def dice(prediction: np.ndarray, truth: np.ndarray, label: int) -> float:
@@ -34,6 +33,8 @@ def dice(prediction: np.ndarray, truth: np.ndarray, label: int) -> float:
 
 def _surface_distances(source: np.ndarray, target: np.ndarray, spacing_kji: Sequence[float]) -> np.ndarray:
     """Distances (mm) from every surface voxel of `source` to the surface of `target`."""
+    import SimpleITK as sitk    # here, not at import: Dice, errors and accuracy run where SimpleITK is absent
+
     def image(mask):
         img = sitk.GetImageFromArray(mask.astype(np.uint8))
         img.SetSpacing([float(s) for s in spacing_kji[::-1]])

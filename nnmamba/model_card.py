@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from nnmamba.errors import InputError, ModelError
+from nnmamba.landmark_settings import LandmarkDecoding, LandmarkFitSettings, parse_landmark_decoding, parse_landmark_fit
 from nnmamba.results import SegmentInfo, Task
 
 CARD_SCHEMA_VERSION = 1
@@ -39,7 +40,7 @@ NETWORKS = {"nnMambaSeg": "segmentation", "nnMambaEncoder": "classification",
             "TamingSegMamba": "segmentation", "BiSegMamba": "segmentation",
             "SegMambaSkip": "segmentation", "MultiSegMamba": "segmentation"}
 ORIENTATIONS = ("LPS", "RAS")
-NORMALIZATIONS = ("zscore", "ct")
+NORMALIZATIONS = ("percentile", "zscore", "ct")
 HEATMAP_ACTIVATIONS = ("none", "sigmoid")
 PATCH_MULTIPLE = 16
 # What a card may say of its model's quality, and how that is shown to people. No level claims
@@ -91,6 +92,8 @@ class ModelCard:
     quality: str = DEFAULT_QUALITY    # a key of QUALITIES
     mirror_axes: tuple = ()           # working-grid axes (0=i, 1=j, 2=k) safe to mirror for TTA
     heatmap_activation: str = "none"
+    landmark_decoding: LandmarkDecoding = LandmarkDecoding()    # landmarks: score maps -> points
+    landmark_fit: Optional[LandmarkFitSettings] = None          # landmarks: template fit, if declared
     labels: list = field(default_factory=list)      # list[SegmentInfo], background excluded
     landmarks: list = field(default_factory=list)   # list[LandmarkSpec]
     classes: list = field(default_factory=list)     # list[ClassSpec]
@@ -233,6 +236,10 @@ def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
                 raise _fail(where, f"normalization 'ct' needs '{key}' (clip [lo, hi], dataset mean, std)")
         if float(norm["std"]) <= 0:
             raise _fail(where, f"normalization std must be > 0, got {norm['std']}")
+    elif method == "percentile":
+        lower, upper = norm.get("lower", 0.5), norm.get("upper", 99.5)
+        if not (isinstance(lower, (int, float)) and isinstance(upper, (int, float)) and 0 <= lower < upper <= 100):
+            raise _fail(where, f"normalization 'percentile' needs 0 <= lower < upper <= 100, got {lower!r}, {upper!r}")
     elif norm.get("mask", "nonzero") not in ("nonzero", "all"):
         raise _fail(where, f"normalization 'zscore' mask must be 'nonzero' or 'all', got {norm.get('mask')!r}")
 
@@ -250,6 +257,7 @@ def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
         raise _fail(where, f"hyperparameters.in_ch is {in_ch!r} but input.channels lists {len(channels)}")
 
     labels, landmarks, classes = [], [], []
+    landmark_decoding, landmark_fit = LandmarkDecoding(), None
     if task == "segmentation":
         for item in _require(d, "labels", list, where):
             label = item.get("value")
@@ -265,9 +273,16 @@ def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
         if len(set(values)) != len(values) or not values:
             raise _fail(where, f"labels must be non-empty with distinct values, got {values}")
         n_classes = hyper.get("number_classes")
-        if n_classes != max(values) + 1:
+        # auxiliary classes: output channels after the labels that inference maps to background
+        auxiliary = d.get("auxiliary_classes") or []
+        if not isinstance(auxiliary, list) or [a.get("value") if isinstance(a, dict) else a for a in auxiliary] != \
+                list(range(max(values) + 1, max(values) + 1 + len(auxiliary))):
+            raise _fail(where, f"auxiliary_classes must list the classes after the labels in order "
+                               f"({max(values) + 1}, {max(values) + 2}, ...), got {auxiliary!r}")
+        if n_classes != max(values) + 1 + len(auxiliary):
             raise _fail(where, f"hyperparameters.number_classes is {n_classes!r} but the labels need "
-                               f"{max(values) + 1} (background + values up to {max(values)})")
+                               f"{max(values) + 1 + len(auxiliary)} (background + values up to {max(values)}"
+                               + (f" + {len(auxiliary)} auxiliary classes)" if auxiliary else ")"))
     elif task == "landmarks":
         for item in _require(d, "landmarks", list, where):
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
@@ -276,6 +291,11 @@ def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
         if hyper.get("number_landmarks") != len(landmarks):
             raise _fail(where, f"hyperparameters.number_landmarks is {hyper.get('number_landmarks')!r} "
                                f"but the card lists {len(landmarks)} landmarks")
+        try:
+            landmark_decoding = parse_landmark_decoding(inference)
+            landmark_fit = parse_landmark_fit(inference, len(landmarks))
+        except ValueError as e:
+            raise _fail(where, str(e)) from None
     else:
         for item in _require(d, "classes", list, where):
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
@@ -290,7 +310,8 @@ def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
         channels=channels, spacing_mm=tuple(float(s) for s in spacing), orientation=orientation,
         normalization=dict(norm), patch_size=tuple(int(p) for p in patch), trained=trained,
         description=str(d.get("description", "")), quality=quality, mirror_axes=mirror_axes,
-        heatmap_activation=activation, labels=labels, landmarks=landmarks, classes=classes,
+        heatmap_activation=activation, landmark_decoding=landmark_decoding, landmark_fit=landmark_fit,
+        labels=labels, landmarks=landmarks, classes=classes,
         training=d.get("training"), accuracy=d.get("accuracy"), provenance=d.get("provenance"),
         raw=d)
 

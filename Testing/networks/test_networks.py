@@ -155,3 +155,47 @@ def test_onednn_conv3d_matches_torch_conv3d_values_and_gradients():
     assert torch.allclose(g_ours, g_plain, rtol=1e-4, atol=1e-4)
     x64 = x.detach().double()
     assert torch.equal(ours.double()(x64), plain.double()(x64))  # float64: PyTorch's own kernel
+
+
+def test_encoder_head_width_and_dropout_keep_upstream_module_names_so_either_loads_strictly():
+    upstream = small("nnMambaEncoder", channels=4)
+    ours = small("nnMambaEncoder", channels=4, head_width=64, head_dropout=0.0)
+    assert sorted(ours.state_dict()) == sorted(upstream.state_dict())
+    assert upstream.mlp[0].out_features == 4 and upstream.mlp[2].p == 0.5   # upstream: width = channels
+    assert ours.mlp[0].out_features == 64 and ours.mlp[2].p == 0.0 and ours.mlp[3].in_features == 64
+    small("nnMambaEncoder", channels=4).load_state_dict(upstream.state_dict(), strict=True)
+
+
+def test_encoder_refuses_a_head_dropout_outside_zero_to_one_and_a_zero_width():
+    with pytest.raises(ValueError, match=r"head_dropout must be a number in \[0, 1\), got 1.0"):
+        small("nnMambaEncoder", head_dropout=1.0)
+    with pytest.raises(ValueError, match="head_width must be an integer >= 1, got 0"):
+        small("nnMambaEncoder", head_width=0)
+
+
+def test_a_wide_head_without_dropout_learns_three_classes_of_a_tiny_problem():
+    # three classes told apart by texture scale, as scan types differ by their intensity structure
+    torch.manual_seed(0)
+    model = small("nnMambaEncoder", channels=4, head_width=32, head_dropout=0.0, scan_backend="torch").train()
+
+    def samples(count):
+        target = torch.arange(count) % 3
+        noise = torch.randn(count, 1, 16, 16, 16)
+        smooth = torch.nn.functional.avg_pool3d(noise, 3, stride=1, padding=1) * 3
+        x = torch.where((target == 0).view(-1, 1, 1, 1, 1), noise, smooth)
+        x = torch.where((target == 2).view(-1, 1, 1, 1, 1), smooth.abs() * 2 - 1, x)
+        return x, target
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(40):
+        x, target = samples(6)
+        loss = torch.nn.functional.cross_entropy(model(x), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    x, target = samples(30)
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    assert torch.nn.functional.cross_entropy(logits, target).item() < 0.5
+    assert (logits.argmax(1) == target).float().mean().item() >= 0.9

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from nnmamba.train.data import PreparedCase
-from nnmamba.train.problems import heatmaps_at, make_problem
+from nnmamba.train.problems import make_problem
 from nnmamba.train.recipes import DataRecipe, data_recipe
 from nnmamba.train.synth import SpatialConfig, SynthConfig
 from nnmamba.volume import Geometry
@@ -40,26 +40,25 @@ def _label_map_case() -> PreparedCase:
     return PreparedCase("map", None, Geometry(np.zeros(3), np.full(3, SPACING), np.eye(3)), "labels", codes=codes)
 
 
-def test_landmark_heatmaps_peak_where_the_moved_blobs_are():
+def test_landmark_targets_are_the_moved_blob_centres():
     points = [c for _, c in BLOBS]
     card = _card("landmarks", landmarks=[{"name": f"p{n}"} for n in range(len(points))])
     card["input"]["patch_size"] = [48, 48, 48]
     recipe = DataRecipe(real_fraction=0.5, pseudo_label_classes=4, translate_beyond_reach_voxels=2.0,
                         synth=SynthConfig(spatial=SpatialConfig(rotate_degrees=30, scale=0.1, isotropic_scale=True,
                                                                 elastic_std_voxels=1.0)))
-    problem = make_problem(card, [_image_case("t1", "MR", "T1w", points)], torch.device("cpu"), seed=0, sigma_mm=4.0,
+    problem = make_problem(card, [_image_case("t1", "MR", "T1w", points)], torch.device("cpu"), seed=0,
                            recipe=recipe)
-    _, heatmaps = problem.batch(2)
-    assert heatmaps.shape == (2, len(points), 48, 48, 48)
+    x, targets = problem.batch(2)
+    assert x.shape == (2, 1, 48, 48, 48) and targets.shape == (2, len(points), 3)
     real, generated = problem.batch_parts(2)
-    for part in (real, generated):
-        maps = heatmaps_at(part.points, (48, 48, 48), 1.0)[0]
-        peaks = torch.tensor([np.unravel_index(int(m.argmax()), m.shape)[::-1] for m in maps], dtype=torch.float32)
-        assert (peaks - part.points[0]).abs().max() <= 0.51
     # the real part's image is bright at the moved blob centres (blobs 200, background 20 before the
     # smooth bias field and the monotone gamma)
     values = [float(real.image[0, 0, int(round(k)), int(round(j)), int(round(i))]) for i, j, k in real.points[0].tolist()]
     assert min(values) > 2 * float(real.image[0].median())
+    # the loss is finite and falls when the scores peak at the targets
+    flat = torch.zeros(2, len(points), 48, 48, 48)
+    assert torch.isfinite(problem.loss(flat, targets))
 
 
 def test_scan_type_targets_name_the_generated_contrast_and_real_cases_their_weighting():

@@ -26,7 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training time budget (default 10)")
     parser.add_argument("--steps", type=int, default=1_000_000, help="stop after this many steps at the latest")
     parser.add_argument("--batch-size", type=int, default=2, help="samples per step and process (default 2)")
-    parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate (default 1e-3)")
+    parser.add_argument("--warmup-steps", type=int, default=200,
+                        help="linear learning-rate warm-up (default 200; repeated after resuming from "
+                             "weights without optimiser moments)")
+    parser.add_argument("--heldout-every", type=int, default=0,
+                        help="score the held-out cases (native) every N steps and log it; a collapsed run "
+                             "(segmentation Dice 0, classification loss at chance) stops itself (default 0: never)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="auto: bf16 autocast on CUDA, fp32 on CPU")
@@ -35,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="train in channels_last_3d or not (the execution plan's override; default: the "
                              "plan's, on for CUDA)")
-    parser.add_argument("--sigma-mm", type=float, default=4.0, help="landmark heatmap Gaussian sigma (mm)")
+    parser.add_argument("--sigma-mm", type=float, default=None,
+                        help="landmark target Gaussian sigma (mm; default 8, two voxels of the 4 mm grid)")
     parser.add_argument("--channels", type=int, help="override the recipe's network width")
     parser.add_argument("--patch", type=int, nargs=3, metavar=("I", "J", "K"), help="override the patch size")
     parser.add_argument("--spacing", type=float, nargs=3, metavar=("I", "J", "K"), help="override the spacing (mm)")
@@ -101,7 +108,8 @@ def run(args) -> int:
                          max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                          precision=args.precision, device=args.device, scan_backend=args.scan_backend,
                          channels_last=args.channels_last, sigma_mm=args.sigma_mm, checkpoint_every_s=args.checkpoint_every, resume=args.resume, log_every=args.log_every,
-                         init_from=args.init_from, output_norm_lr_multiplier=args.head_lr_multiplier,
+                         init_from=args.init_from, warmup_steps=args.warmup_steps,
+                         heldout_every=args.heldout_every, output_norm_lr_multiplier=args.head_lr_multiplier,
                          progress_bar=not args.no_progress)
     try:
         result = train(config)

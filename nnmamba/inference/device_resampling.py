@@ -84,12 +84,21 @@ def resample_linear(channels: torch.Tensor, source: Geometry, target: Geometry,
 
     `default`: (C,) value of each channel outside the source grid.
     """
+    return resample_linear_with_inside(channels, source, target, target_shape_kji, default)[0]
+
+
+def resample_linear_with_inside(channels: torch.Tensor, source: Geometry, target: Geometry,
+                                target_shape_kji: Sequence[int], default: torch.Tensor) -> tuple:
+    """`resample_linear`, plus the (Z', Y', X') bool mask of target voxels inside the source grid
+    (the scan's field of view on the working grid, which the percentile normalisation needs)."""
     default = default.to(channels.device, torch.float32).view(-1, 1, 1, 1)
-    out = torch.empty((channels.shape[0],) + tuple(int(n) for n in target_shape_kji), dtype=torch.float32,
-                      device=channels.device)
+    shape = tuple(int(n) for n in target_shape_kji)
+    out = torch.empty((channels.shape[0],) + shape, dtype=torch.float32, device=channels.device)
+    inside_all = torch.empty(shape, dtype=torch.bool, device=channels.device)
     for k0, k1, sampled, inside in _sampled_slabs(channels, source, target, target_shape_kji):
         out[:, k0:k1] = torch.where(inside, sampled, default)
-    return out
+        inside_all[k0:k1] = inside
+    return out, inside_all
 
 
 def resample_argmax(probabilities: torch.Tensor, source: Geometry, target: Geometry,

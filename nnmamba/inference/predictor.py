@@ -7,10 +7,10 @@ Call chain, narrowing one step at a time: `run` (tasks) -> `_run_task` (one mode
 Everything after reading runs where the network runs: the volume goes to the device once (through
 pinned memory), is resampled and normalised there, tiles are cut from it there (nothing crosses the
 bus per tile, so no transfer is left for a producer thread to overlap), and softmax, resampling of
-the scores back to the input grid, arg-max and heatmap peaks run there too; only the label map
-(uint8 where it fits) and the peaks come back. The network runs as its inference plan
-(`planned_network`): on CUDA the checked fast copy replayed as CUDA graphs. Each result carries the
-seconds of its stages in `timings` (resample, network, postprocess).
+the scores back to the input grid, arg-max and the landmark detections run there too; only the label
+map (uint8 where it fits) and the detections come back (the landmark template fit runs on them). The
+network runs as its inference plan (`planned_network`): on CUDA the checked fast copy replayed as CUDA
+graphs. Each result carries the seconds of its stages in `timings` (resample, network, postprocess).
 
 Options belong to a call: `run(..., options=...)` overrides the predictor's defaults for that call
 only, so one predictor (and its loaded models) serves jobs with different options.
@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from nnmamba.errors import BackendUnavailableError, Cancelled, InputError, ModelError
-from nnmamba.inference.device_resampling import resample_argmax, resample_linear
-from nnmamba.inference.landmarks import heatmap_peaks_torch
+from nnmamba.inference.device_resampling import resample_argmax, resample_linear_with_inside
+from nnmamba.inference.landmark_decoding import decode_landmarks
 from nnmamba.inference.normalization import normalize_tensor
 from nnmamba.inference.options import InferenceOptions
 from nnmamba.inference.planned_network import PlannedNetwork
@@ -244,8 +244,8 @@ class Predictor:
                                            card.orientation)
             source = self._source(volume, cache)
             lowest = source.reshape(source.shape[0], -1).min(dim=1).values   # outside: each channel's min
-            resampled = resample_linear(source, volume.geometry, geometry, shape, lowest)
-            cache[key] = (normalize_tensor(resampled, card.normalization), geometry)
+            resampled, inside = resample_linear_with_inside(source, volume.geometry, geometry, shape, lowest)
+            cache[key] = (normalize_tensor(resampled, card.normalization, inside), geometry)
         return cache[key]
 
     def _run_task(self, card: ModelCard, volume: Volume, cache: dict, options: InferenceOptions,
@@ -294,14 +294,11 @@ class Predictor:
             return SegmentationResult(labels, volume.geometry, list(card.labels), model=card.name,
                                       timings=clock.timings)
 
-        heatmaps = output if card.heatmap_activation == "none" else torch.sigmoid(output)
-        ijk, heights = heatmap_peaks_torch(heatmaps)
+        points_lps, confidence, descriptions = decode_landmarks(card, output, geometry)
         clock.stage("postprocess")
         progress(1.0, f"{card.task}: done")
-        return LandmarkResult([lm.name for lm in card.landmarks],
-                              [lm.description for lm in card.landmarks],
-                              geometry.index_to_physical(ijk), np.clip(heights, 0.0, 1.0), model=card.name,
-                              timings=clock.timings)
+        return LandmarkResult([lm.name for lm in card.landmarks], descriptions, points_lps, confidence,
+                              model=card.name, timings=clock.timings)
 
     @staticmethod
     def _labels(card: ModelCard, output: torch.Tensor, geometry, volume: Volume) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Landmark results as Slicer markups JSON (`.mrk.json`, schema v1.0.3, LPS coordinates)."""
+"""Landmark results as Slicer markups JSON (`.mrk.json`, schema v1.0.3, LPS coordinates); points
+from Slicer's older markups CSV (`.fcsv`)."""
 
 from __future__ import annotations
 
@@ -64,3 +65,31 @@ def markups_dict(result: LandmarkResult) -> dict:
 
 def write_markups(result: LandmarkResult, path: Path) -> Path:
     return write_text_atomically(Path(path), json.dumps(markups_dict(result), indent=2) + "\n")
+
+
+def read_fcsv(path: Path) -> tuple:
+    """A Slicer markups .fcsv -> (points (n, 3) LPS mm, rows: one {column: text} per point).
+
+    Columns are named by the file's `# columns =` line (Slicer's default order without one); RAS files
+    (`# CoordinateSystem = 0` or `RAS`, Slicer's default) are converted to LPS.
+    """
+    header, rows = {}, []
+    columns = ["id", "x", "y", "z", "ow", "ox", "oy", "oz", "vis", "sel", "lock", "label", "desc", "associatedNodeID"]
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            if "=" in line:
+                key, value = line[1:].split("=", 1)
+                header[key.strip()] = value.strip()
+                if key.strip() == "columns":
+                    columns = [c.strip() for c in value.split(",")]
+            continue
+        if line.strip():
+            rows.append(dict(zip(columns, line.split(","))))
+    try:
+        points = np.array([[float(row[axis]) for axis in ("x", "y", "z")] for row in rows], dtype=np.float64)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{path}: not a markups .fcsv with numeric x, y, z columns ({e})") from None
+    points = points.reshape(-1, 3)
+    if header.get("CoordinateSystem", "0") in ("0", "RAS"):
+        points[:, :2] *= -1  # RAS -> LPS
+    return points, rows

@@ -3,6 +3,11 @@ them with the step, elapsed time and the optimiser's scalar settings.
 
     save_checkpoint(folder, model, optimizer, {"step": 100, "elapsed_s": 12.5})
     state = load_checkpoint(folder, model, optimizer)      # -> {"step": 100, ...}
+
+A weights-only checkpoint (`save_weights_checkpoint`: the model and the JSON, no optimiser moments;
+a third of the size) is what a run carries between machines and what the repository keeps
+(`training_state/<model>/`): `load_checkpoint` resumes from it with fresh optimiser moments
+(`state["optimizer_restored"]` is False), and the trainer warms the learning rate up again.
 """
 
 from __future__ import annotations
@@ -46,6 +51,21 @@ def save_checkpoint(folder, model: torch.nn.Module, optimizer: torch.optim.Optim
     return folder / CHECKPOINT
 
 
+def save_weights_checkpoint(folder, model: torch.nn.Module, state: dict) -> Path:
+    """Write folder/checkpoint.safetensors (model tensors only) + checkpoint.json atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().to("cpu", copy=True).float().contiguous() if v.is_floating_point()
+               else v.detach().to("cpu", copy=True).contiguous() for k, v in _unwrap(model).state_dict().items()}
+    tmp = folder / (CHECKPOINT + ".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, folder / CHECKPOINT)
+    tmp = folder / (STATE + ".tmp")
+    tmp.write_text(json.dumps(dict(state, weights_only=True), indent=1))
+    os.replace(tmp, folder / STATE)
+    return folder / CHECKPOINT
+
+
 def has_checkpoint(folder) -> bool:
     return (Path(folder) / CHECKPOINT).is_file() and (Path(folder) / STATE).is_file()
 
@@ -60,6 +80,9 @@ def load_checkpoint(folder, model: torch.nn.Module, optimizer: torch.optim.Optim
     tensors = load_file(str(folder / CHECKPOINT), device="cpu")
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     _unwrap(model).load_state_dict(model_state, strict=True)
+    if record.pop("weights_only", False):
+        record["optimizer_restored"] = False
+        return record
     per_param: dict = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
@@ -69,4 +92,5 @@ def load_checkpoint(folder, model: torch.nn.Module, optimizer: torch.optim.Optim
         index, name = key.split(".", 1)
         per_param.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": per_param, "param_groups": record.pop("param_groups")})
+    record["optimizer_restored"] = True
     return record

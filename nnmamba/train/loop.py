@@ -26,7 +26,9 @@ import torch
 
 from nnmamba.train import checkpoint, distributed
 from nnmamba.train.data import load_cases, read_manifest, resample_case
-from nnmamba.train.problems import make_problem
+from nnmamba.train.guards import HeldoutCheck, collapse_reason
+from nnmamba.train.losses import describe_landmark_loss
+from nnmamba.train.problems import LANDMARK_SIGMA_MM, make_problem
 from nnmamba.train.recipes import DataRecipe, data_recipe
 from nnmamba.train.timing import StepClock
 
@@ -42,14 +44,17 @@ class TrainConfig:
     time_budget_s: float = 600.0       # stop after this much training time (whichever comes first)
     max_steps: int = 1_000_000         # ... or after this many steps (then the schedule follows steps)
     batch_size: int = 2                # per process
-    learning_rate: float = 2e-3        # Adam, as the nnMamba paper; poly decay to 0 over the budget
-    weight_decay: float = 1e-5
+    learning_rate: float = 1e-3        # AdamW; linear warm-up, then poly decay to 0 over the steps / budget
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200            # also after resuming from weights without optimiser moments
+    heldout_every: int = 0             # steps between held-out checks (0: none); see guards.py
+    stop_on_collapse: bool = True
     seed: int = 0
     precision: str = "auto"            # "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16", "fp32"
     device: str = "auto"
     scan_backend: str = "auto"
     channels_last: Optional[bool] = None  # model and batches in channels_last_3d; None: the plan decides
-    sigma_mm: float = 4.0              # landmark heatmap Gaussian
+    sigma_mm: Optional[float] = None   # landmark target Gaussian (None: problems.LANDMARK_SIGMA_MM)
     checkpoint_every_s: float = 120.0
     resume: bool = False
     log_every: int = 20
@@ -187,17 +192,21 @@ def train(config: TrainConfig) -> TrainResult:
     plan = _training_plan(model, config, context.device)
     if config.init_from is not None:
         _load_initial_weights(model, Path(config.init_from))
-    optimizer = torch.optim.Adam(_parameter_groups(model, config), lr=config.learning_rate,
-                                 weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(_parameter_groups(model, config), lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
     out_dir = Path(config.out_dir)
     step, elapsed_before = 0, 0.0
     losses_log: list = []
     hardware_log: list = []   # [device, first step, last step, seconds] per run (resumes may move)
+    heldout_log: list = []
+    warm_from = 0             # the step the learning-rate warm-up counts from
     if config.resume and checkpoint.has_checkpoint(out_dir):
         state = checkpoint.load_checkpoint(out_dir, model, optimizer)
         step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
         losses_log = state.get("losses", [])
         hardware_log = state.get("hardware_log", [])
+        heldout_log = state.get("heldout", [])
+        warm_from = step if not state.get("optimizer_restored", True) else 0
         if context.is_main:
             log.info("resumed from %s at step %d (%.0f s trained)", out_dir, step, elapsed_before)
     _seed_everything(config.seed + 1000 * context.rank + step)  # different samples per rank/resume
@@ -206,6 +215,9 @@ def train(config: TrainConfig) -> TrainResult:
     problem = make_problem(card, cases, context.device, seed=config.seed + 1000 * context.rank + step,
                            sigma_mm=config.sigma_mm, recipe=_recipe(config), label_maps=label_maps)
     clock = StepClock(context.device)
+    check = HeldoutCheck(card, config.data_dir, out_dir / "heldout_check", config.heldout_every,
+                         str(context.device))
+    check.history = heldout_log
     network = model
     if context.enabled:
         network = torch.nn.parallel.DistributedDataParallel(
@@ -225,17 +237,19 @@ def train(config: TrainConfig) -> TrainResult:
     last_checkpoint = start
     first_loss = losses_log[0][1] if losses_log else math.nan
     running, running_n, last_loss = 0.0, 0, math.nan
+    stop_reason = None
     network.train()
     while True:
         elapsed = elapsed_before + time.perf_counter() - start
         done = step >= config.max_steps or elapsed >= config.time_budget_s
-        if distributed.any_rank(done, context):
+        if distributed.any_rank(done or stop_reason is not None, context):
             break
         # Step-based schedule when a step count is given (reproducible), else time-based.
         fraction = min(1.0, step / config.max_steps if config.max_steps < UNLIMITED_STEPS
                        else elapsed / config.time_budget_s)
+        warmup = _warmup_factor(step - warm_from, config)
         for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * group["lr_multiplier"] * (1.0 - fraction) ** 0.9
+            group["lr"] = config.learning_rate * group["lr_multiplier"] * warmup * (1.0 - fraction) ** 0.9
         step_start = clock.synchronise()
         x, target = problem.batch(config.batch_size)
         x = to_plan_layout(x, plan)
@@ -263,9 +277,15 @@ def train(config: TrainConfig) -> TrainResult:
         if progress is not None:
             progress.n = int(min(elapsed, config.time_budget_s))
             progress.refresh()
+        if context.is_main and check.due(step):
+            summary = check.run(step, model)
+            if config.stop_on_collapse:
+                stop_reason = collapse_reason(card["task"], summary, last_loss, _class_count(card), step)
+            if stop_reason:
+                log.error("stopping: %s", stop_reason)
         if context.is_main and time.perf_counter() - last_checkpoint > config.checkpoint_every_s:
-            checkpoint.save_checkpoint(out_dir, model, optimizer,
-                                       {"step": step, "elapsed_s": elapsed, "losses": losses_log})
+            _save_state(out_dir, model, optimizer, {"step": step, "elapsed_s": elapsed, "losses": losses_log,
+                                                    "hardware_log": hardware_log, "heldout": check.history})
             last_checkpoint = time.perf_counter()
     if progress is not None:
         progress.close()
@@ -289,14 +309,34 @@ def train(config: TrainConfig) -> TrainResult:
          "last_loss": last_loss, "losses": losses_log, "parameter_sha256": digest, "timing": clock.totals(),
          "execution_plan": plan.as_dict()}))
     if context.is_main:
-        checkpoint.save_checkpoint(out_dir, model, optimizer, {"step": step, "elapsed_s": elapsed, "losses": losses_log,
-                                                               "hardware_log": hardware_log})
-        card_path = _write_model(config, model, context, step, elapsed, precision, losses_log, hardware_log,
+        _save_state(out_dir, model, optimizer, {"step": step, "elapsed_s": elapsed, "losses": losses_log,
+                                                "hardware_log": hardware_log, "heldout": check.history,
+                                                "stopped": stop_reason})
+        card_path = _write_model(config, model, context, step, elapsed, precision, losses_log, hardware_log, check.history,
                                  problem.augmentation_description, plan.as_dict())
         log.info("trained %d steps in %.0f s; loss %.4f -> %.4f; data %s; wrote %s", step, elapsed, first_loss,
                  last_loss, clock.totals(), card_path)
     distributed.teardown(context)
     return TrainResult(step, elapsed, first_loss, last_loss, card_path, context.rank, context.world_size)
+
+
+def _warmup_factor(steps_since_start: int, config: TrainConfig) -> float:
+    """Linear warm-up over `warmup_steps`, at most a tenth of a fixed step schedule."""
+    length = config.warmup_steps
+    if config.max_steps < UNLIMITED_STEPS:
+        length = min(length, config.max_steps // 10)
+    return 1.0 if length <= 0 else min(1.0, (steps_since_start + 1) / length)
+
+
+def _class_count(card: dict) -> int:
+    return len(card.get("classes", [])) if card["task"] == "classification" else 0
+
+
+def _save_state(out_dir: Path, model, optimizer, state: dict) -> None:
+    """The full checkpoint (exact resume) and a weights-only copy in out_dir/weights_state/ (what a
+    run brings back from another machine and the repository keeps)."""
+    checkpoint.save_checkpoint(out_dir, model, optimizer, state)
+    checkpoint.save_weights_checkpoint(out_dir / "weights_state", model, state)
 
 
 def _hardware_entry(name: str, first: int, last: int, seconds: float, data_ms: Optional[float] = None,
@@ -309,7 +349,7 @@ def _hardware_entry(name: str, first: int, last: int, seconds: float, data_ms: O
 
 
 def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float, precision: str,
-                 losses_log: list, hardware_log: list, augmentation: str, execution_plan: dict) -> Path:
+                 losses_log: list, hardware_log: list, heldout_log: list, augmentation: str, execution_plan: dict) -> Path:
     from nnmamba.models import save_model
 
     card = json.loads(json.dumps(config.card))
@@ -326,14 +366,16 @@ def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float
                                     for c in split["train"] + split.get("label_maps", []))},
                  "prepared_by": "scripts/prepare_data.py"},
         "recipe": {"steps": steps, "batch_size_per_process": config.batch_size, "processes": context.world_size,
-                   "optimizer": "Adam", "learning_rate": config.learning_rate,
+                   "optimizer": "AdamW", "learning_rate": config.learning_rate,
+                   "warmup_steps": config.warmup_steps,
                    "output_batchnorm_lr_multiplier": config.output_norm_lr_multiplier,
                    "initialised_from": str(config.init_from) if config.init_from else None, "schedule": "poly 0.9 over the " + ("steps" if config.max_steps < UNLIMITED_STEPS else "time budget"),
                    "weight_decay": config.weight_decay, "precision": precision, "seed": config.seed,
-                   "loss": {"segmentation": "cross-entropy + soft Dice (batch)", "landmarks":
-                            f"foreground-weighted MSE on Gaussian heatmaps (sigma {config.sigma_mm} mm, peak 1) + 0.05 x "
-                            f"spatial-softmax cross-entropy (temperature 0.05)",
-                            "classification": "cross-entropy, class-balanced sampling"}[card["task"]],
+                   "loss": {"segmentation": "cross-entropy + soft Dice over the classes present (batch Dice), "
+                                            "with deep supervision where the network has it",
+                            "landmarks": describe_landmark_loss(config.sigma_mm or LANDMARK_SIGMA_MM),
+                            "classification": f"cross-entropy, label smoothing {_recipe(config).label_smoothing:g}; "
+                                              f"classes balanced over real and generated samples"}[card["task"]],
                    "augmentation": augmentation,
                    "time_budget_s": config.time_budget_s},
         "final_loss": losses_log[-1][1] if losses_log else None,
@@ -342,6 +384,7 @@ def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float
         "hardware": "; ".join(_hardware_entry(*entry) for entry in hardware_log)
                     + (f" (x{context.world_size} processes)" if context.world_size > 1 else ""),
         "execution_plan": execution_plan,
+        "heldout_checks": heldout_log,
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "commit": _git_commit(),
         **config.notes,

@@ -4,7 +4,7 @@ Every case is stacked once onto the training device (padded to a common grid); a
 few batched tensor ops, with no per-sample Python loop and no host round trip: pick cases (a
 torch.Generator on the device), generate images from label maps and/or augment real images
 (`nnmamba.train.synth`, moving labels and landmark points with the image), normalise with the card's
-rule (`normalize_batch`, the inference pipeline's arithmetic), render heatmaps at the moved points.
+rule (`normalize_batch`, the inference pipeline's arithmetic), move landmark points with the image.
 Where the batch comes from is the task's `DataRecipe` (recipes.py).
 
 Example:
@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from nnmamba.inference.normalization import normalize_batch
 from nnmamba.train import losses
 from nnmamba.train.data import PreparedCase, centre_padded, class_of_case
 from nnmamba.train.recipes import DataRecipe, default_recipe
@@ -29,45 +30,9 @@ from nnmamba.train.synth.head import add_head_layers
 from nnmamba.train.synth.intensity import CONTRASTS
 
 
-def normalize_tensor(image: torch.Tensor, normalization: dict) -> torch.Tensor:
-    """A model card's intensity normalisation of one image (any shape), in float32.
-
-    zscore: (x - mean) / std over the voxels selected by `mask` ("nonzero": x != 0 unless under 1% of
-    the voxels are, "all"), applied to every voxel;
-    ct: clip to [lo, hi], then (x - mean) / std with the card's dataset statistics.
-    """
-    return normalize_batch(image.float()[None], normalization)[0]
-
-
-def normalize_batch(images: torch.Tensor, normalization: dict) -> torch.Tensor:
-    """The card's normalisation of each sample of images (B, ...) on its own, vectorised."""
-    x = images.float()
-    method = normalization["method"]
-    if method == "ct":
-        lo, hi = normalization["clip"]
-        return (x.clamp(float(lo), float(hi)) - float(normalization["mean"])) / float(normalization["std"])
-    if method != "zscore":
-        raise ValueError(f"normalization method must be 'zscore' or 'ct', got {method!r}")
-    flat = x.reshape(x.shape[0], -1).double()
-    selected = torch.ones_like(flat, dtype=torch.bool)
-    if normalization.get("mask", "nonzero") == "nonzero":
-        nonzero = flat != 0
-        enough = nonzero.sum(1, keepdim=True) >= 0.01 * flat.shape[1]  # as inference: too few -> all
-        selected = torch.where(enough, nonzero, selected)
-    count = selected.sum(1, keepdim=True)
-    mean = torch.where(selected, flat, 0).sum(1, keepdim=True) / count
-    var = torch.where(selected, (flat - mean) ** 2, 0).sum(1, keepdim=True) / count
-    std = var.sqrt().clamp_min(1e-8)
-    shape = (x.shape[0],) + (1,) * (x.dim() - 1)
-    return ((x - mean.float().view(shape)) / std.float().view(shape)).float()
-
-
-def heatmaps_at(points_ijk: torch.Tensor, shape_kji: Sequence[int], sigma_voxels: float) -> torch.Tensor:
-    """points (B, N, 3) (i, j, k) -> (B, N, k, j, i) Gaussians of peak 1 (a product of 1-D ones)."""
-    axes = [torch.arange(s, device=points_ijk.device, dtype=torch.float32) for s in shape_kji]
-    gk, gj, gi = (torch.exp(-0.5 * ((axis - points_ijk[..., c, None]) / sigma_voxels) ** 2)
-                  for axis, c in zip(axes, (2, 1, 0)))
-    return gk[..., :, None, None] * gj[..., None, :, None] * gi[..., None, None, :]
+def normalize_tensor(image: torch.Tensor, normalization: dict, inside: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A model card's intensity normalisation of one image (any shape), in float32 (`normalize_batch`)."""
+    return normalize_batch(image.float()[None], normalization, None if inside is None else inside[None])[0]
 
 
 def class_swap_from_names(names: Sequence[str]) -> list:
@@ -131,6 +96,11 @@ class _Problem:
         is_ct = torch.tensor([c.modality == "CT" for c in self.cases], device=self.device)
         return torch.as_tensor(images, device=self.device)[:, None], background, is_ct, offsets
 
+    def _stack_extents(self) -> torch.Tensor:
+        """(cases, 1, k, j, i) bool: where each stacked case has data (not the centring pad)."""
+        extents, _ = centre_padded([np.ones(c.image.shape, dtype=bool) for c in self.cases], [False] * len(self.cases))
+        return torch.as_tensor(extents, device=self.device)[:, None]
+
     def _stack_label_maps(self) -> torch.Tensor:
         codes, _ = centre_padded([c.codes for c in self.label_maps], [0] * len(self.label_maps))
         maps = torch.as_tensor(codes.astype(np.int64), device=self.device)[:, None]
@@ -159,7 +129,10 @@ class _Problem:
         return parts
 
     def _images(self, parts: list) -> torch.Tensor:
-        return normalize_batch(torch.cat([p.image for p in parts]), self.normalization)
+        inside = None
+        if all(p.inside is not None for p in parts):
+            inside = torch.cat([p.inside for p in parts])
+        return normalize_batch(torch.cat([p.image for p in parts]), self.normalization, inside)
 
 
 class SegmentationProblem(_Problem):
@@ -173,13 +146,21 @@ class SegmentationProblem(_Problem):
             labels, _ = centre_padded([c.labels for c in self.cases], [0] * len(self.cases))
             self.real = ImageAugmenter(images, background, is_ct, self.patch, self.synth,
                                        labels=torch.as_tensor(labels, device=device)[:, None],
-                                       class_swap=class_swap_from_names(names))
+                                       class_swap=class_swap_from_names(names), extent=self._stack_extents())
         if self.real_fraction < 1:
             codes = list(self.recipe.target_codes)
             if len(codes) != len(names):
                 raise ValueError(f"the recipe's {len(codes)} target codes do not match the card's {len(names)} "
                                  f"labels; prepare the data and the card with the same structure list")
-            self.synthetic = LabelMapGenerator(self._stack_label_maps(), codes, self.patch, self.synth,
+            # auxiliary classes (white matter, cortex, ...) follow the card's labels: the network learns
+            # them so background is not one giant class, and inference maps them to background
+            auxiliary = [codes for _, codes in self.recipe.auxiliary_classes]
+            classes = int(card.get("hyperparameters", {}).get("number_classes", len(names) + 1 + len(auxiliary)))
+            if len(names) + 1 + len(auxiliary) != classes:
+                raise ValueError(f"the card's network has {classes} classes but the recipe trains "
+                                 f"{len(names) + 1 + len(auxiliary)} (background, {len(names)} labels, "
+                                 f"{len(auxiliary)} auxiliary)")
+            self.synthetic = LabelMapGenerator(self._stack_label_maps(), codes + auxiliary, self.patch, self.synth,
                                                ignore_codes=self.recipe.ignore_codes)
 
     def _real(self, count):
@@ -193,7 +174,7 @@ class SegmentationProblem(_Problem):
         return self._images(parts), torch.cat([p.labels for p in parts])
 
     def loss(self, output, target):
-        return losses.dice_ce_loss(output, target, ignore_index=IGNORE_INDEX)
+        return losses.deep_supervision_loss(output, target, ignore_index=IGNORE_INDEX)
 
 
 def _pseudo_labels(image: np.ndarray, classes: int) -> np.ndarray:
@@ -220,19 +201,28 @@ def _checked_pairs(names: Sequence[str], pairs: Sequence) -> list:
     return list(pairs)
 
 
+# The target Gaussian's width: about two voxels of the 4 mm working grid, wide enough that the spatial
+# softmax sees a blob (not a single voxel) and the soft-argmax reads it to sub-voxel precision.
+LANDMARK_SIGMA_MM = 8.0
+
+
 class LandmarkProblem(_Problem):
+    """Batches: (normalised images (B, 1, k, j, i), true points (B, N, 3) as (i, j, k) patch voxels);
+    the loss builds its Gaussian targets from the points (`losses.landmark_loss`)."""
     task = "landmarks"
 
-    def __init__(self, card, cases, device, seed, sigma_mm: float = 4.0, recipe=None, label_maps=()):
+    def __init__(self, card, cases, device, seed, sigma_mm: Optional[float] = None, recipe=None, label_maps=()):
         super().__init__(card, cases, device, seed, recipe, label_maps)
-        self.sigma = sigma_mm / float(card["input"]["spacing_mm"][0])
+        self.sigma_mm = LANDMARK_SIGMA_MM if sigma_mm is None else float(sigma_mm)
+        self.spacing_mm = [float(s) for s in card["input"]["spacing_mm"]]
+        self.sigma = self.sigma_mm / self.spacing_mm[0]
         count = len(card["landmarks"])
         images, background, is_ct, offsets = self._stack_images()
         points = np.stack([c.landmarks_ijk() for c in self.cases]) + offsets[:, None, :]
         self.points = torch.as_tensor(points, dtype=torch.float32, device=device)
         pairs = _checked_pairs([item["name"] for item in card["landmarks"]], self.recipe.point_pairs)
         self.real = ImageAugmenter(images, background, is_ct, self.patch, self.synth,
-                                   point_pairs=pairs, point_count=count)
+                                   point_pairs=pairs, point_count=count, extent=self._stack_extents())
         if self.real_fraction < 1:
             pseudo, _ = centre_padded([_pseudo_labels(c.image, self.recipe.pseudo_label_classes) for c in self.cases],
                                       [0] * len(self.cases))
@@ -254,27 +244,57 @@ class LandmarkProblem(_Problem):
 
     def batch(self, size: int):
         parts = self.batch_parts(size)
-        points = torch.cat([p.points for p in parts])
-        return self._images(parts), heatmaps_at(points, self.patch, self.sigma)
+        return self._images(parts), torch.cat([p.points for p in parts])
 
     def loss(self, output, target):
-        return losses.heatmap_loss(output, target)
+        return losses.landmark_loss(output, target, self.spacing_mm, self.sigma)
 
 
 # which card class a generated contrast is, by the card's class names (3-class or CT / MR cards)
 CONTRAST_CLASS_NAMES = {"t1w": ("T1w MR", "MR"), "t2w": ("T2w MR", "MR"), "ct": ("CT",)}
 
 
+def balanced_sources(class_count: int, real_classes: set, generated_classes: set, real_fraction: float) -> tuple:
+    """(real fraction, generated weight of each class) that make every class 1/class_count of the
+    samples, when real samples are spread evenly over `real_classes` and generated ones drawn with
+    the returned weights (summing to 1, zero outside `generated_classes`).
+
+    The recipe's real fraction is kept where it can be and lowered where it cannot: each real class
+    may take at most 1/class_count, so the real share is at most len(real_classes)/class_count, and
+    exactly that when a class can only be real. Example: CT and T1w real, CT / T1w / T2w generated,
+    real fraction 0.5 -> (0.5, [1/6, 1/6, 2/3]): each class a third in all.
+    """
+    share = 1.0 / class_count
+    if not generated_classes:
+        return 1.0, [0.0] * class_count
+    if not real_classes:
+        fraction = 0.0
+    elif real_classes - generated_classes:
+        fraction = len(real_classes) / class_count
+    else:
+        fraction = min(real_fraction, len(real_classes) / class_count)
+    if fraction >= 1.0:
+        return 1.0, [0.0] * class_count
+    per_real_class = fraction / len(real_classes) if real_classes else 0.0
+    weights = [(share - (per_real_class if k in real_classes else 0.0)) / (1.0 - fraction) for k in range(class_count)]
+    weights = [max(0.0, w) if k in generated_classes else 0.0 for k, w in enumerate(weights)]
+    total = sum(weights)
+    return fraction, [w / total for w in weights]
+
+
 class ClassificationProblem(_Problem):
+    """Every class drawn equally often over real and generated samples together (the recipe's real
+    fraction lowered where the real volumes cover too few classes), cross-entropy with the recipe's
+    label smoothing."""
     task = "classification"
 
     def __init__(self, card, cases, device, seed, recipe=None, label_maps=()):
         super().__init__(card, cases, device, seed, recipe, label_maps)
         names = [c["name"] for c in card["classes"]]
-        reachable = set()
+        real_classes, generated_classes = set(), set()
         if self.real_fraction > 0:
             images, background, is_ct, _ = self._stack_images()
-            self.real = ImageAugmenter(images, background, is_ct, self.patch, self.synth)
+            self.real = ImageAugmenter(images, background, is_ct, self.patch, self.synth, extent=self._stack_extents())
             targets = [class_of_case(c, names) for c in self.cases]
             self.targets = torch.tensor(targets, device=device)
             # Balanced: a class, then one of its cases (CT volumes are few).
@@ -283,9 +303,10 @@ class ClassificationProblem(_Problem):
             width = max(len(m) for m in present)
             self.members = torch.tensor([m + [m[0]] * (width - len(m)) for m in present], device=device)
             self.member_counts = torch.tensor([len(m) for m in present], device=device)
-            reachable |= set(targets)
+            real_classes = set(targets)
         if self.real_fraction < 1:
             self.contrast_class = torch.full((len(CONTRASTS),), -1, dtype=torch.long, device=device)
+            contrast_classes = []
             for n, contrast in enumerate(CONTRASTS):
                 weight = self.synth.contrast_probabilities[n]
                 match = [names.index(c) for c in CONTRAST_CLASS_NAMES.get(contrast, ()) if c in names]
@@ -293,12 +314,21 @@ class ClassificationProblem(_Problem):
                     raise ValueError(f"the recipe generates contrast {contrast!r}, which is none of the classes {names}")
                 if match:
                     self.contrast_class[n] = match[0]
-                if match and weight > 0:
-                    reachable.add(match[0])
-            self.synthetic = LabelMapGenerator(self._stack_label_maps(), [], self.patch, self.synth)
-        missing = [names[k] for k in range(len(names)) if k not in reachable]
+                contrast_classes.append(match[0] if match and weight > 0 else None)
+            generated_classes = {k for k in contrast_classes if k is not None}
+        missing = [names[k] for k in range(len(names)) if k not in real_classes | generated_classes]
         if missing:
             raise ValueError(f"classification training needs every class; nothing in the data is {missing}")
+        if generated_classes:
+            asked = self.real_fraction
+            self.real_fraction, class_weights = balanced_sources(len(names), real_classes, generated_classes, asked)
+            if self.real_fraction < 1:
+                self.synth = replace(self.synth, contrast_probabilities=_contrast_weights(
+                    class_weights, contrast_classes, self.synth.contrast_probabilities))
+                self.synthetic = LabelMapGenerator(self._stack_label_maps(), [], self.patch, self.synth)
+            self.augmentation_description += "; " + _balance_description(names, real_classes, self.real_fraction,
+                                                                         class_weights, asked)
+        self.label_smoothing = self.recipe.label_smoothing
 
     def _real(self, count):
         row = self._pick(count, len(self.member_counts))
@@ -319,10 +349,29 @@ class ClassificationProblem(_Problem):
         return self._images(parts), torch.cat([p.contrast for p in parts])
 
     def loss(self, output, target):
-        return losses.classification_loss(output, target)
+        return losses.classification_loss(output, target, label_smoothing=self.label_smoothing)
 
 
-def make_problem(card: dict, cases, device, seed: int, sigma_mm: float = 4.0, recipe: Optional[DataRecipe] = None,
+def _contrast_weights(class_weights: Sequence[float], contrast_classes: Sequence, recipe_weights: Sequence[float]) -> tuple:
+    """Each class's generated weight shared among the contrasts that make it (e.g. T1w and T2w for an
+    "MR" class) in the recipe's proportions."""
+    per_class = {}
+    for k, w in zip(contrast_classes, recipe_weights):
+        if k is not None:
+            per_class[k] = per_class.get(k, 0.0) + float(w)
+    return tuple(class_weights[k] * float(w) / per_class[k] if k is not None else 0.0
+                 for k, w in zip(contrast_classes, recipe_weights))
+
+
+def _balance_description(names, real_classes, fraction, class_weights, asked) -> str:
+    real = ", ".join(names[k] for k in sorted(real_classes)) or "none"
+    generated = ", ".join(f"{name} {w:.0%}" for name, w in zip(names, class_weights) if w > 0)
+    lowered = f" (recipe {asked:.0%}, lowered to balance the classes)" if fraction < asked - 1e-9 else ""
+    rest = f", the rest generated: {generated}" if generated else ""
+    return f"classes balanced ({1 / len(names):.0%} each): {fraction:.0%} real{lowered} spread evenly over {real}{rest}"
+
+
+def make_problem(card: dict, cases, device, seed: int, sigma_mm: Optional[float] = None, recipe: Optional[DataRecipe] = None,
                  label_maps: Sequence[PreparedCase] = ()) -> _Problem:
     task = card["task"]
     if task == "segmentation":

@@ -2,10 +2,10 @@
 prepared data's manifest, so the names / labels / landmarks / classes the model is trained with
 are the ones its card ships with.
 
-Where `models/` already holds a card of the same name (the pipeline's, with untrained weights), that
-card is the template: its network, preprocessing, codes and wording are kept, after checking that its
-vocabulary is the one the data was prepared with; training replaces only `trained`, `training`,
-`accuracy` and the weights.
+Where `models/` already holds a card of the same name, that card is the template: its codes, wording and
+provenance are kept, after checking that its vocabulary is the one the data was prepared with; the
+recipe's network, hyperparameters, input and inference settings replace the card's (a recipe that
+changed them trains a new model); training replaces `trained`, `training`, `accuracy` and the weights.
 
     card = shipped_card("brain-structures-seg", read_manifest("data/prepared"))
 """
@@ -20,37 +20,54 @@ from typing import Optional, Sequence
 
 from nnmamba.model_card import CARD_SCHEMA_VERSION, card_path
 from nnmamba.train.synth import SpatialConfig, SynthConfig
-from nnmamba.train.synth.labels import AFIDS_LEFT_RIGHT_PAIRS, BRAIN_STRUCTURES, UNLABELLED_BRAIN
+from nnmamba.train.synth.labels import (AFIDS_LEFT_RIGHT_PAIRS, BRAIN_STRUCTURES, EXTRACEREBRAL_CSF, SCALP,
+                                       SCALP_FAT, SKULL, UNLABELLED_BRAIN)
 
 log = logging.getLogger("nnmamba.train")
 
 SHIPPED = {
     "brain-structures-seg": {
         "task": "segmentation", "network": "nnMambaSeg",
-        "hyperparameters": {"in_ch": 1, "channels": 8, "blocks": 2},
+        # scores of any sign + deep supervision (the upstream head collapsed: docs/training.md)
+        "hyperparameters": {"in_ch": 1, "channels": 16, "blocks": 2, "head": "linear", "deep_supervision": True},
         "spacing_mm": [2.0, 2.0, 2.0], "patch_size": [112, 128, 112],
-        "normalization": {"method": "zscore", "mask": "nonzero"},
+        "normalization": {"method": "percentile", "lower": 0.5, "upper": 99.5},
         "channel": {"name": "head MR (any contrast) or CT", "modality": "any"},
         # left-right is lateralised (Left/Right labels): mirror only front-back and up-down
         "inference": {"mirror_axes": [1, 2]},
         "description": "Fifteen subcortical brain structures (lateral ventricles, thalami, caudates, putamina, "
                        "pallidi, hippocampi, amygdalae, brainstem) on head MR of any contrast or CT, 2 mm, "
-                       "small coarse nnMambaSeg trained on generated images.",
+                       "small nnMambaSeg (linear head, deep supervision) trained on generated images.",
     },
     "afids-landmarks": {
+        # Coarse on purpose: one 64^3 patch of 4 mm voxels (256 mm) holds the whole head, so every
+        # landmark is seen with all of its context; scores are read by a spatial softmax (the linear
+        # head lets them go negative) and the points are then held together by a fit of the template.
         "task": "landmarks", "network": "nnMambaLandmark",
-        "hyperparameters": {"in_ch": 1, "channels": 8, "blocks": 2},
-        "spacing_mm": [2.0, 2.0, 2.0], "patch_size": [112, 128, 112],
-        "normalization": {"method": "zscore", "mask": "nonzero"},
+        "hyperparameters": {"in_ch": 1, "channels": 8, "blocks": 2, "head": "linear"},
+        "spacing_mm": [4.0, 4.0, 4.0], "patch_size": [64, 64, 64],
+        "normalization": {"method": "percentile", "lower": 0.5, "upper": 99.5},
         "channel": {"name": "T1w or T2w MR", "modality": "MR"},
-        "inference": {"mirror_axes": [1, 2], "heatmap_activation": "none"},
-        "description": "The 32 AFIDs anatomical fiducials (AC, PC, ...) on head MR, 2 mm heatmaps, nnMambaLandmark.",
+        # decoding: a soft-argmax within 20 mm (2.5 sigma of the 8 mm training target) of each map's
+        # peak; then the AFIDs template fitted to the 32 detections (its points are added from
+        # nnmamba/data/afids by shipped_card); a detection more than 6 mm from the fitted template is
+        # replaced by the template point (a perfect similarity fit of the template alone is 0.84 mm
+        # from the truth on FSL MNI152, 2.49 mm on MNI305).
+        "inference": {"mirror_axes": [1, 2], "heatmap_activation": "none",
+                      "landmark_decoding": {"method": "soft-argmax", "radius_mm": 20.0, "temperature": 1.0},
+                      "landmark_fit": {"accept_mm": 6.0, "inlier_mm": 10.0, "tukey_mm": 12.0, "min_inliers": 8}},
+        "landmark_template": "afids",
+        "description": "The 32 AFIDs anatomical fiducials (AC, PC, ...) on head MR: 4 mm score maps of the whole "
+                       "head (nnMambaLandmark, spatial softmax), held together by a robust similarity fit of "
+                       "the AFIDs template.",
     },
     "scan-type-cls": {
         "task": "classification", "network": "nnMambaEncoder",
-        "hyperparameters": {"in_ch": 1, "channels": 8, "blocks": 2},
+        # upstream's head (channels units, dropout 0.5) underfit (loss 1.105 -> 0.940, chance 1.10); a
+        # 64-unit head without dropout fell to ~0.6 in 500 CPU steps
+        "hyperparameters": {"in_ch": 1, "channels": 12, "blocks": 2, "head_width": 64, "head_dropout": 0.0},
         "spacing_mm": [4.0, 4.0, 4.0], "patch_size": [64, 64, 64],
-        "normalization": {"method": "zscore", "mask": "all"},
+        "normalization": {"method": "percentile", "lower": 0.5, "upper": 99.5},
         "channel": {"name": "any CT or MR volume", "modality": "any"},
         "inference": {"mirror_axes": [0, 1, 2]},
         "description": "Scan type for series routing: CT, T1-weighted or T2-weighted MR, from a 4 mm view of the "
@@ -77,14 +94,31 @@ class DataRecipe:
     ignore_codes: Sequence[int] = (UNLABELLED_BRAIN,)
     pseudo_label_classes: int = 0
     point_pairs: Sequence = ()                        # (right, left) landmark index pairs
+    # segmentation: extra classes after the card's labels, (name, FreeSurfer codes) each; the network
+    # learns them and inference maps them to background
+    auxiliary_classes: Sequence = ()
     # the patch centre moves up to (volume - patch) / 2 (so crops reach the borders) plus this much
     # (and at least MIN_TRANSLATE_VOXELS)
     translate_beyond_reach_voxels: float = 8.0
+    label_smoothing: float = 0.0                      # classification: share of the target spread over all classes
     description: str = ""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.real_fraction <= 1.0:
             raise ValueError(f"real_fraction must be in [0, 1], got {self.real_fraction}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+CORTEX_PARCELS = tuple(range(1000, 1036)) + tuple(range(2000, 2036))
+# what else a brain holds, so "background" is only what is left (air, neck, ...); codes in labels.py
+AUXILIARY_CLASSES = (
+    ("cerebral white matter", (2, 41, 77, 85, 251, 252, 253, 254, 255)),
+    ("cerebral cortex", (3, 42) + CORTEX_PARCELS),
+    ("cerebellum", (7, 8, 46, 47)),
+    ("other CSF", (5, 44, 14, 15, 24, 31, 63, EXTRACEREBRAL_CSF)),
+    ("head outside the brain", (SKULL, SCALP_FAT, SCALP)),
+)
 
 
 def default_recipe(task: str) -> DataRecipe:
@@ -107,13 +141,14 @@ def _data_recipes() -> dict:
     return {
         "brain-structures-seg": DataRecipe(
             real_fraction=0.0, head_layers=True, target_codes=[code for code, _ in BRAIN_STRUCTURES],
+            auxiliary_classes=AUXILIARY_CLASSES,
             synth=SynthConfig(spatial=seg_spatial, contrast_probabilities=(0.6, 0.15, 0.1, 0.15)),
             description="generated from FreeSurfer label maps (SynthSeg recipe): any MR contrast 60 %, T1w 15 %, "
                         "T2w 10 %, CT 15 %; rotation +-20 deg, scale +-20 %, elastic, mirror with label swap, "
                         "bias, gamma, resolution up to 4 mm / 8 mm slices, noise; head layers drawn around the brain"),
         "afids-landmarks": DataRecipe(
             real_fraction=0.5, pseudo_label_classes=12, point_pairs=AFIDS_LEFT_RIGHT_PAIRS,
-            translate_beyond_reach_voxels=24.0,
+            translate_beyond_reach_voxels=12.0,   # 48 mm at 4 mm: the points stay inside the 256 mm patch
             # the templates' intensity classes carry no tissue names: "any" contrast only
             synth=SynthConfig(spatial=landmark_spatial, contrast_probabilities=(1.0, 0.0, 0.0, 0.0)),
             description="half real templates (T1w, T2w), half generated contrasts of the templates' own "
@@ -121,11 +156,14 @@ def _data_recipes() -> dict:
                         "anywhere in the field of view), elastic, mirror with point swap, bias, gamma, "
                         "resolution, noise; points moved by the same map"),
         "scan-type-cls": DataRecipe(
-            real_fraction=0.5, head_layers=True,
+            # the generated contrasts' weights are re-solved by the problem so that every class is a third of
+            # the samples, real and generated together (no real T2w volume is trained on: T2w is generated only)
+            real_fraction=0.5, head_layers=True, label_smoothing=0.1,
             synth=SynthConfig(spatial=scan_spatial, contrast_probabilities=(0.0, 1.0, 1.0, 1.0),
                               resolution_max_mm=6.0, thick_slice_max_mm=10.0),
-            description="half real CT / MR volumes, half generated T1w / T2w / CT heads from label maps; any "
-                        "orientation, scale +-20 %, elastic, mirror, bias (MR), gamma (MR), resolution, noise"),
+            description="half real CT / MR volumes, half generated T1w / T2w / CT heads from label maps, the classes "
+                        "balanced over both; any orientation, scale +-20 %, elastic, mirror, bias (MR), gamma (MR), "
+                        "resolution, noise"),
     }
 
 
@@ -151,11 +189,16 @@ def shipped_card(name: str, manifest: dict, existing: Optional[dict] = None) -> 
             "input": {"channels": [dict(recipe["channel"])], "spacing_mm": list(recipe["spacing_mm"]),
                       "orientation": "LPS", "patch_size": list(recipe["patch_size"]),
                       "normalization": dict(recipe["normalization"])},
-            "inference": dict(recipe["inference"]), "training": None, "accuracy": None}
+            "inference": json.loads(json.dumps(recipe["inference"])), "training": None, "accuracy": None}
     if recipe["task"] == "segmentation":
         card["labels"] = [{"value": s["label"], "name": s["name"], "color": list(s["color"])}
                           for s in manifest["segments"]]
-        hyper["number_classes"] = max(s["label"] for s in manifest["segments"]) + 1
+        auxiliary = data_recipe(name, recipe["task"]).auxiliary_classes
+        first = max(s["label"] for s in manifest["segments"]) + 1
+        hyper["number_classes"] = first + len(auxiliary)
+        if auxiliary:
+            card["auxiliary_classes"] = [{"value": first + n, "name": aux_name, "at_inference": "background"}
+                                         for n, (aux_name, _) in enumerate(auxiliary)]
     elif recipe["task"] == "landmarks":
         lm = manifest["landmarks"]
         card["landmarks"] = [{"name": n, "description": d} for n, d in zip(lm["names"], lm["descriptions"])]
@@ -170,10 +213,38 @@ def shipped_card(name: str, manifest: dict, existing: Optional[dict] = None) -> 
                     "training a new card from the recipe", name, _vocabulary(existing)[:3], _vocabulary(card)[:3])
     elif existing:
         _keep_existing(card, existing)
+    if recipe.get("landmark_template") == "afids":
+        _add_afids_template(card)
     return card
 
 
+AFIDS_TEMPLATE_NOTE = ("landmark_fit template: the AFIDs project's 32 points on MNI152NLin2009cAsym (CC-BY-4.0, "
+                       "AFIDs project; afids-validator afids-templates/human, commit ed70bf6), converted RAS -> "
+                       "LPS; file nnmamba/data/afids/tpl-MNI152NLin2009cAsym_afids.fcsv")
+
+
+def _add_afids_template(card: dict) -> None:
+    """Put the AFIDs template points into the card's landmark_fit, in the card's landmark order (matched
+    by description, which the prepared data takes from afids-utils), with their provenance."""
+    from nnmamba.data import afids_template_path
+    from nnmamba.io.markups import read_fcsv
+
+    points, rows = read_fcsv(afids_template_path())
+    by_description = {row.get("desc", "").strip().lower(): point for row, point in zip(rows, points)}
+    wanted = [item["description"].strip().lower() for item in card["landmarks"]]
+    missing = [d for d in wanted if d not in by_description]
+    if missing:
+        raise ValueError(f"the AFIDs template has no point described {missing[:3]}; the card's landmarks are "
+                         f"not the AFIDs")
+    fit = card["inference"]["landmark_fit"]
+    fit["template"] = "AFIDs on MNI152NLin2009cAsym (AFIDs project, CC-BY-4.0)"
+    fit["template_lps_mm"] = [[round(float(v), 5) for v in by_description[d]] for d in wanted]
+    card["provenance"] = {**(card.get("provenance") or {}), "landmark_template": AFIDS_TEMPLATE_NOTE}
+
+
 TRAINING_FIELDS = ("trained", "training", "accuracy", "weights_sha256")
+# what the recipe decides over an existing card's (the card keeps its wording, vocabulary, provenance)
+RECIPE_FIELDS = ("network", "hyperparameters", "input", "inference")
 
 
 def _vocabulary(card: dict) -> list:
@@ -185,16 +256,24 @@ def _vocabulary(card: dict) -> list:
 
 
 def _keep_existing(card: dict, existing: dict) -> None:
-    """Take the shipped card as the template, after checking its vocabulary matches the data's."""
+    """Take the shipped card's vocabulary (names, colours, terminology codes) and any field the recipe
+    does not write, after checking its vocabulary matches the data's; the network, hyperparameters,
+    input and inference stay the recipe's (the recipe decides how the new model is built)."""
     if existing.get("task") != card["task"] or _vocabulary(existing) != _vocabulary(card):
         raise ValueError(f"models/{card['name']}/model.json names other outputs than the prepared data "
                          f"({_vocabulary(existing)[:4]}... vs {_vocabulary(card)[:4]}...); re-run "
                          f"scripts/prepare_data.py or align the card before training")
     description = card["description"]
+    recipe_fields = {k: card[k] for k in RECIPE_FIELDS}
+    changed = [k for k in RECIPE_FIELDS if existing.get(k) != recipe_fields[k]]
     card.clear()
     card.update({k: v for k, v in json.loads(json.dumps(existing)).items() if k not in TRAINING_FIELDS})
     card["trained"] = False
-    if "UNTRAINED" in card.get("description", ""):
+    if changed:
+        # the recipe describes another network than the shipped weights: training makes a new model
+        log.info("models/%s/model.json: the recipe's %s replace the card's", card["name"], ", ".join(changed))
+        card.update(recipe_fields)
+    if changed or "UNTRAINED" in card.get("description", ""):
         card["description"] = description
 
 

@@ -46,7 +46,12 @@ class SynthConfig:
     gamma_std: float = 0.4                   # MR only: CT's Hounsfield scale is physical
     noise_std_mr: float = 10.0               # intensity units of the MR priors (0-255)
     noise_std_ct: float = 25.0               # HU
+    noise_fraction_real_mr: float = 0.1      # real MR: noise std up to this share of the scan's own spread
     zero_background_probability: float = 0.3  # MR: skull-stripped / masked scans read 0 outside
+    # a scan's field of view often stops short of the head (neck, vertex, a slab): with this probability
+    # each side of the patch loses up to `fov_cut_max` of its length to "not scanned"
+    fov_cut_probability: float = 0.3
+    fov_cut_max: float = 0.2
 
     def __post_init__(self) -> None:
         if len(self.contrast_probabilities) != len(CONTRASTS) or min(self.contrast_probabilities) < 0 \
@@ -64,6 +69,7 @@ class SynthBatch:
     points: Optional[torch.Tensor]          # (B, N, 3) (i, j, k) in the output patch
     contrast: torch.Tensor                  # (B,) index into CONTRASTS (real images: their own)
     flipped: torch.Tensor                   # (B,) bool
+    inside: Optional[torch.Tensor] = None   # (B, 1, k, j, i) bool: inside the scan's field of view
 
 
 def _draw_contrasts(config: SynthConfig, batch: int, generator: torch.Generator, device) -> torch.Tensor:
@@ -89,6 +95,23 @@ def _moved_points(points: Optional[torch.Tensor], transform, permutation: Option
     return torch.where(transform.flipped[:, None, None], moved[:, permutation], moved)
 
 
+def field_of_view(extent: torch.Tensor, transform, config: SynthConfig, generator: torch.Generator) -> torch.Tensor:
+    """extent: (B, 1, k, j, i) bool, the scanned region on the input grid -> (B, 1, *out) bool in the
+    patch, with a random box cut away on each side (probability `fov_cut_probability`): what the
+    normalisation treats as the field of view, so noise and bias outside it never reach the network."""
+    inside = warp(extent.float(), transform, "nearest") > 0.5
+    batch, device = inside.shape[0], inside.device
+    cut = torch.rand(batch, generator=generator, device=device) < config.fov_cut_probability
+    for axis, size in enumerate(inside.shape[2:]):
+        lo, hi = (config.fov_cut_max * size * torch.rand(batch, generator=generator, device=device) for _ in range(2))
+        position = torch.arange(size, device=device, dtype=torch.float32)[None]
+        keep = (position >= lo[:, None]) & (position < size - hi[:, None]) | ~cut[:, None]
+        view = [batch, 1, 1, 1, 1]
+        view[2 + axis] = size
+        inside = inside & keep.view(view)
+    return inside
+
+
 def acquire(image: torch.Tensor, is_ct: torch.Tensor, noise_scale: torch.Tensor, config: SynthConfig,
             generator: torch.Generator) -> torch.Tensor:
     """Resolution, bias (MR), noise, gamma (MR) of a batch: image (B, 1, k, j, i), is_ct (B,) bool,
@@ -110,7 +133,7 @@ class LabelMapGenerator:
     """Images of random contrast from FreeSurfer-coded label maps, with their training labels.
 
     label_maps: (cases, 1, k, j, i) integer FreeSurfer codes on one grid (pad cases to a common grid
-    first); target_codes: the codes of training classes 1..n (everything else is class 0, codes in
+    first); target_codes: the code (or a tuple of codes) of training classes 1..n (everything else is class 0, codes in
     `ignore_codes` are IGNORE_INDEX); point_pairs: (right, left) index pairs swapped under a mirror.
     Maps coded otherwise (e.g. intensity classes of a template) pass their own `tissue_of`,
     `mirrored` and `generation` functions of a code (defaults: FreeSurfer's, labels.py).
@@ -139,7 +162,8 @@ class LabelMapGenerator:
         self.tissue = as_tensor([TISSUES.index(tissue_of(generation(c))) for c in codes])
         self.draw_group = as_tensor([index[generation(c)] for c in codes])
         self.swap = as_tensor([index[mirrored(c)] for c in codes])
-        classes = {c: n + 1 for n, c in enumerate(target_codes)}
+        classes = {c: n + 1 for n, group in enumerate(target_codes)
+                   for c in ((group,) if isinstance(group, int) else group)}
         self.target = as_tensor([IGNORE_INDEX if c in set(ignore_codes) else classes.get(c, 0) for c in codes])
         self.background = index.get(0, -1)
         self.permutation = (as_tensor(point_permutation(point_count, point_pairs)) if point_pairs else None)
@@ -167,7 +191,9 @@ class LabelMapGenerator:
                            < config.zero_background_probability)
         image = torch.where(zero.view(batch, 1, 1, 1, 1) & (labels == self.background), torch.zeros_like(image), image)
         moved = _moved_points(points, transform, self.permutation, self.device)
-        return SynthBatch(image, self.target[labels[:, 0]], moved, contrast, transform.flipped)
+        extent = torch.ones((batch, 1) + self.in_shape, dtype=torch.bool, device=self.device)
+        inside = field_of_view(extent, transform, config, generator)
+        return SynthBatch(image, self.target[labels[:, 0]], moved, contrast, transform.flipped, inside)
 
 
 class ImageAugmenter:
@@ -175,12 +201,14 @@ class ImageAugmenter:
 
     images: (cases, 1, k, j, i) raw intensities on one grid; background: (cases,) what lies outside
     each scan (its minimum); is_ct: (cases,) bool; labels: optional (cases, 1, k, j, i) training
-    classes with `class_swap` (a class -> mirrored class list) applied under a mirror.
+    classes with `class_swap` (a class -> mirrored class list) applied under a mirror; extent:
+    optional (cases, 1, k, j, i) bool, where each scan has data (None: the whole grid).
     """
 
     def __init__(self, images: torch.Tensor, background: torch.Tensor, is_ct: torch.Tensor,
                  out_shape: Sequence[int], config: SynthConfig, labels: Optional[torch.Tensor] = None,
-                 class_swap: Optional[Sequence[int]] = None, point_pairs: Sequence = (), point_count: int = 0):
+                 class_swap: Optional[Sequence[int]] = None, point_pairs: Sequence = (), point_count: int = 0,
+                 extent: Optional[torch.Tensor] = None):
         if images.dim() != 5 or images.shape[1] != 1:
             raise ValueError(f"images must be (cases, 1, k, j, i), got {tuple(images.shape)}")
         if labels is not None and class_swap is None and config.spatial.flip_probability > 0:
@@ -190,6 +218,8 @@ class ImageAugmenter:
         self.background = background.to(self.device).float()
         self.is_ct = is_ct.to(self.device).bool()
         self.labels = None if labels is None else labels.to(torch.int16)
+        self.extent = (torch.ones_like(images, dtype=torch.bool) if extent is None
+                       else extent.to(self.device).bool())
         self.class_swap = None if class_swap is None else torch.tensor(list(class_swap), dtype=torch.long,
                                                                        device=self.device)
         flat = images.reshape(images.shape[0], -1)
@@ -212,8 +242,9 @@ class ImageAugmenter:
             if self.class_swap is not None:
                 labels = torch.where(transform.flipped.view(batch, 1, 1, 1), self.class_swap[labels], labels)
         is_ct = self.is_ct[cases]
-        noise_scale = torch.where(is_ct, config.noise_std_ct, 0.1 * self.spread[cases])
+        noise_scale = torch.where(is_ct, config.noise_std_ct, config.noise_fraction_real_mr * self.spread[cases])
         image = acquire(image, is_ct, noise_scale, config, generator)
         moved = _moved_points(points, transform, self.permutation, self.device)
         contrast = torch.where(is_ct, CONTRASTS.index("ct"), -1)
-        return SynthBatch(image, labels, moved, contrast, transform.flipped)
+        inside = field_of_view(self.extent[cases], transform, config, generator)
+        return SynthBatch(image, labels, moved, contrast, transform.flipped, inside)

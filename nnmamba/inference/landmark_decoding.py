@@ -1,0 +1,76 @@
+"""A landmark card's score maps -> its answer: points (LPS mm), confidences and per-point descriptions.
+
+Two steps, each as the card declares (nnmamba/landmark_settings.py):
+1. detect: each map on its own, by arg-max (cards trained on peak-1 heatmaps) or by a local soft-argmax
+   of the spatial softmax (confidence: the share of the map's probability near its peak);
+2. fit (when the card has a template): a robust similarity fit of the template to the detections;
+   each detection is kept where it agrees with the fitted template to `accept_mm`, else the fitted
+   template point is answered with confidence 0 (no detection supports it), and the point's
+   description says which.
+
+    points_lps, confidence, descriptions = decode_landmarks(card, scores, geometry)   # scores: (n, Z, Y, X)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+
+from nnmamba.inference.landmark_fit import fuse_with_fit, robust_similarity_fit
+from nnmamba.inference.landmarks import heatmap_peaks_torch
+from nnmamba.inference.soft_argmax import local_soft_argmax
+from nnmamba.landmark_settings import LandmarkFitSettings
+from nnmamba.model_card import ModelCard
+from nnmamba.volume import Geometry
+
+log = logging.getLogger(__name__)
+
+
+def detect_landmarks(card: ModelCard, scores: torch.Tensor, geometry: Geometry) -> tuple:
+    """scores: (n, Z, Y, X) on the working grid `geometry` -> (detections (n, 3) LPS mm, confidence (n,) 0..1)."""
+    decoding = card.landmark_decoding
+    if decoding.method == "soft-argmax":
+        radius = [max(1, math.ceil(decoding.radius_mm / float(s))) for s in geometry.spacing]   # (i, j, k)
+        ijk, confidence = local_soft_argmax(scores, radius, decoding.temperature)
+    else:
+        heatmaps = scores if card.heatmap_activation == "none" else torch.sigmoid(scores)
+        ijk, heights = heatmap_peaks_torch(heatmaps)
+        confidence = np.clip(heights, 0.0, 1.0)
+    return geometry.index_to_physical(ijk), confidence
+
+
+def fit_template(settings: LandmarkFitSettings, detections: np.ndarray, confidence: np.ndarray,
+                 descriptions: list) -> tuple:
+    """detections (n, 3), confidence (n,), descriptions (n) -> (points (n, 3), confidence (n,), descriptions),
+    each point the detection or the fitted template point (see the module docstring)."""
+    template = np.asarray(settings.template_lps_mm, dtype=np.float64)
+    try:
+        fit = robust_similarity_fit(template, detections, confidence, inlier_mm=settings.inlier_mm,
+                                    tukey_mm=settings.tukey_mm)
+    except ValueError as e:
+        log.warning("landmark template fit failed (%s); answering the detections unchecked", e)
+        return detections, confidence, [f"{d}; detected, not checked: no template fit" for d in descriptions]
+    agreeing = int(fit.inliers.sum())
+    if agreeing < settings.min_inliers:
+        log.warning("only %d of %d detections agree with the template fit (need %d); answering the detections "
+                    "unchecked", agreeing, len(detections), settings.min_inliers)
+        return detections, confidence, [f"{d}; detected, not checked: only {agreeing} detections fit the template"
+                                         for d in descriptions]
+    points, detected = fuse_with_fit(detections, fit.fitted, settings.accept_mm)
+    log.info("landmark template fit: scale %.3f, %d of %d detections agree, %d kept within %g mm", fit.scale,
+             agreeing, len(detections), int(detected.sum()), settings.accept_mm)
+    words = [f"{d}; detected" if kept else f"{d}; placed by the template fit (the detection was {r:.0f} mm away)"
+             for d, kept, r in zip(descriptions, detected, fit.residuals_mm)]
+    return points, np.where(detected, confidence, 0.0), words
+
+
+def decode_landmarks(card: ModelCard, scores: torch.Tensor, geometry: Geometry) -> tuple:
+    """scores: (n, Z, Y, X) -> (points (n, 3) LPS mm, confidence (n,) 0..1, descriptions (n))."""
+    detections, confidence = detect_landmarks(card, scores, geometry)
+    descriptions = [lm.description for lm in card.landmarks]
+    if card.landmark_fit is None:
+        return detections, confidence, descriptions
+    return fit_template(card.landmark_fit, detections, confidence, descriptions)
