@@ -22,7 +22,6 @@ from nnmamba.worker.protocol import EventKind
 from .BackgroundTask import BackgroundTask
 from .JobOutcome import JobOutcome, JobStatus
 from .ResultNodes import ResultNodes, ResultsNotAddedError
-from .SceneCloseGuard import SceneCloseGuard
 from .Signal import Signal
 from .VolumeConverter import VolumeConverter
 from .WorkerProtocols import WorkerConnectionProtocol
@@ -80,7 +79,6 @@ class InferenceLogic:
         self._startError: Optional[BaseException] = None
         self.converter = VolumeConverter()
         self.resultNodes = ResultNodes()
-        self._closeGuards: dict = {}      # scene -> its SceneCloseGuard (one per scene jobs came from)
         self._abandonedUploads: list = []  # uploads of jobs dropped with their scene: cancelled on arrival
 
     # -- scene -----------------------------------------------------------------------------------
@@ -103,7 +101,8 @@ class InferenceLogic:
 
     def dropJobs(self) -> list:
         """End every job now, as cancelled, and ask the worker to stop them: their input is going
-        (the scene is closing). Nothing they send later is built. Returns the outcomes."""
+        (the scene is closing: the panel's SceneCloseGuard calls this). Nothing they send later is
+        built. Returns the outcomes."""
         ended = []
         for job in list(self._jobs.values()):
             if job.upload is not None:
@@ -135,21 +134,25 @@ class InferenceLogic:
         job = _Job(jobId, volumeNodes[0], volume.geometry, tuple(volume.array.shape[1:]), tasks, replaceExisting,
                    onProgress, onFinished, outputSegmentation,
                    request=(volume, tasks, models or None, options or None), submittedAt=self._clock())
-        self._observeSceneClose(volumeNodes[0].GetScene())
         self._jobs[jobId] = job
         self._startWorkerInBackground()
         return jobId
 
-    def _observeSceneClose(self, scene) -> None:
-        """Drop the jobs when the scene their input lives in closes (once per scene)."""
-        if scene is not None and scene not in self._closeGuards:
-            self._closeGuards[scene] = SceneCloseGuard(scene, onStartClose=self.dropJobs)
-
-    def _stopObservingScenes(self) -> None:
-        """Only while jobs run: an observer left on a scene would keep this logic alive with it."""
-        for guard in self._closeGuards.values():
-            guard.close()
-        self._closeGuards.clear()
+    def _dropJobsWithoutInput(self) -> list:
+        """Jobs whose input left the scene (deleted, or its scene closed without the panel there to
+        call `dropJobs`) end as cancelled before any of their events is handled."""
+        ended = []
+        for job in list(self._jobs.values()):
+            scene = job.sourceNode.GetScene()
+            if scene is not None and scene.IsNodePresent(job.sourceNode):
+                continue
+            if job.upload is not None:
+                self._abandonedUploads.append(job.upload)
+            elif job.workerJobId is not None and job.cancelRequestedAt is None:
+                self._sendCancel(job.workerJobId)
+            ended.append(self._finish(job, JobOutcome(job.jobId, JobStatus.CANCELLED,
+                                                      message="Cancelled: the input volume left the scene.")))
+        return ended
 
     def startWorker(self) -> None:
         """Start (or connect to) the worker now, off the GUI thread, e.g. to ask it for its models;
@@ -207,7 +210,7 @@ class InferenceLogic:
         # whatever it may still send.
         self._cancelAbandonedUploads()
         self._failedCancels()
-        ended = self._sendQueuedJobs() + self._overdueCancellations()
+        ended = self._dropJobsWithoutInput() + self._sendQueuedJobs() + self._overdueCancellations()
         if not self._jobs:
             return ended
         starting = self._starter is not None and self._starter.is_alive()
@@ -393,7 +396,6 @@ class InferenceLogic:
         uploads = [job.upload for job in self._jobs.values() if job.upload is not None] + self._abandonedUploads
         self._jobs.clear()
         self._abandonedUploads = []
-        self._stopObservingScenes()
         self._closed = True
         timeout = self.joinTimeoutSeconds if startTimeout is None else startTimeout
         if self._starter is not None and self._starter.is_alive():
@@ -472,8 +474,6 @@ class InferenceLogic:
 
     def _finish(self, job: _Job, outcome: JobOutcome) -> JobOutcome:
         self._jobs.pop(job.jobId, None)
-        if not self._jobs:
-            self._stopObservingScenes()
         if job.onFinished is not None:
             job.onFinished(outcome)
         self.finished.emit(outcome)

@@ -83,9 +83,7 @@ class Widget(qt.QWidget):
             (self.logic.progress, self.onProgress),
             (self.logic.workerRestarted, self.onWorkerRestarted), (self.logic.outputsAdded, self.onOutputsAdded),
             (self.installLogic.progressInfo, self._appendLog))]
-        # The logic drops its own jobs on a close; the panel only changes parameter node.
-        self.sceneCloseGuard = SceneCloseGuard(slicer.mrmlScene, lambda: self._observeParameterNode(None),
-                                               self.initializeParameterNode)
+        self.sceneCloseGuard = SceneCloseGuard(slicer.mrmlScene, self.onSceneStartClose, self.initializeParameterNode)
         self._tickTimer = qt.QTimer()
         self._tickTimer.setInterval(250)
         self._tickTimer.connect("timeout()", self.onTick)
@@ -100,6 +98,12 @@ class Widget(qt.QWidget):
             signal.disconnect(connectionId)
         self._observeParameterNode(None)
         self.logic.close()
+
+    def onSceneStartClose(self) -> None:
+        """The jobs' inputs are going: drop the jobs (nothing they send later is built), let go of the parameters."""
+        self._queuedVolumes = []
+        self.logic.dropJobs()
+        self._observeParameterNode(None)
 
     def initializeParameterNode(self) -> None:
         parameters = ParameterNode.getOrCreate(slicer.mrmlScene)

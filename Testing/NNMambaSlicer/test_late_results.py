@@ -6,12 +6,14 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 import slicer
 
 from fake_worker import FakeClient, FakeConnection
 from nnmamba.results import ClassificationResult
 from nnmamba.worker.protocol import Event, EventKind
 from NNMambaSlicerLib.InferenceLogic import InferenceLogic, JobStatus
+from NNMambaSlicerLib.SceneCloseGuard import SceneCloseGuard
 from slicer_app import obliqueIjkToRas
 from test_result_builders import landmarkResult, segmentationResult
 
@@ -48,12 +50,20 @@ def resultEvent(workerJobId: str, volumeNode) -> Event:
     return Event(EventKind.RESULT, workerJobId, results=results, elapsed_s=1.0)
 
 
+def waitUntil(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never came true"
+        time.sleep(0.01)
+
+
 def outputNodes(scene) -> list:
     return [n.GetName() for c in OUTPUT_CLASSES for n in slicer.util.getNodesByClass(c)
             if n.GetScene() is scene]
 
 
-def test_a_late_result_for_patient_a_is_not_built_on_patient_b_after_close_scene(app):
+@pytest.mark.parametrize("panelOpen", [True, False], ids=["with the panel", "from a script"])
+def test_a_late_result_for_patient_a_is_not_built_on_patient_b_after_close_scene(app, panelOpen):
     client = ClientThatFinishesAnyway()
     logic = InferenceLogic(FakeConnection(client))
     outcomes = []
@@ -61,6 +71,7 @@ def test_a_late_result_for_patient_a_is_not_built_on_patient_b_after_close_scene
     patientA = patientVolume("Patient A T1", 1)
     idOfA = patientA.GetID()
     jobId = sendJob(logic, patientA)
+    guard = SceneCloseGuard(app.scene, logic.dropJobs) if panelOpen else None  # what the panel observes
 
     app.scene.Clear(False)                      # File > Close Scene
     patientB = patientVolume("Patient B CT", 2)
@@ -68,10 +79,12 @@ def test_a_late_result_for_patient_a_is_not_built_on_patient_b_after_close_scene
     client.events.append(resultEvent("worker-1", patientA))  # A's result, computed before the cancel arrived
     logic.poll(0.0)
 
-    assert client.cancelled == ["worker-1"]
+    waitUntil(lambda: client.cancelled == ["worker-1"])
     assert [(o.jobId, o.status, o.outputs) for o in outcomes] == [(jobId, JobStatus.CANCELLED, {})]
     assert outputNodes(app.scene) == []
     assert not logic.isBusy
+    if guard is not None:
+        guard.close()
     logic.close()
 
 
@@ -105,7 +118,7 @@ def test_a_result_for_a_volume_resampled_meanwhile_is_refused_for_every_task(app
         logic.close()
 
 
-def test_a_result_for_a_volume_that_was_deleted_is_not_built(app):
+def test_a_job_whose_volume_was_deleted_is_cancelled_and_its_result_not_built_on_the_next_volume(app):
     client = FakeClient()
     logic = InferenceLogic(FakeConnection(client))
     volume = patientVolume("Patient A T1", 1)
@@ -114,7 +127,8 @@ def test_a_result_for_a_volume_that_was_deleted_is_not_built(app):
     replacement = patientVolume("Patient B CT", 2)
     client.events.append(resultEvent("worker-1", replacement))
     ended = logic.poll(0.0)
-    assert ended[0].status is JobStatus.FAILED and "removed from the scene" in ended[0].message
+    assert ended[0].status is JobStatus.CANCELLED and "left the scene" in ended[0].message
+    waitUntil(lambda: client.cancelled == ["worker-1"])
     assert outputNodes(app.scene) == []
     logic.close()
 
@@ -129,7 +143,8 @@ def test_a_job_dropped_during_its_upload_is_cancelled_on_the_worker_when_the_upl
     while not client.submitThreads:
         assert time.monotonic() < deadline
         logic.poll(0.01)
-    app.scene.Clear(False)
+    app.scene.Clear(False)                      # from a script: no panel, so the next poll drops it
+    logic.poll(0.0)
     assert not logic.isBusy
     gate.set()
     while not client.cancelled:

@@ -48,16 +48,20 @@ def test_a_single_scene_observer_cannot_tell_start_of_close_from_end_by_the_even
     assert names == ["NoEvent", "NoEvent"]  # why the guard keeps one observer per event
 
 
-def test_closing_the_scene_cancels_the_running_job_and_reports_it_cancelled(app, obliqueVolume):
+def test_closing_the_scene_drops_the_running_job_and_reports_it_cancelled(app, obliqueVolume, guards):
     logic = InferenceLogic(FakeConnection())
     outcomes = []
     logic.finished.connect(outcomes.append)
     jobId = sentJob(logic, obliqueVolume)
+    guards(app.scene, logic.dropJobs)
 
     app.scene.Clear(False)
-    assert logic.connection.fakeClient.cancelled == ["worker-1"]
-    assert [(o.jobId, o.status) for o in outcomes] == [(jobId, JobStatus.CANCELLED)]
+    assert [(o.jobId, o.status) for o in outcomes] == [(jobId, JobStatus.CANCELLED)]  # at once, in the close
     assert not logic.isBusy
+    deadline = time.monotonic() + 10
+    while logic.connection.fakeClient.cancelled != ["worker-1"]:  # sent off the GUI thread
+        assert time.monotonic() < deadline, "the cancel never reached the worker"
+        time.sleep(0.01)
     logic.close()
 
 
