@@ -29,6 +29,15 @@ class ModelEntry:
     quality: str = UNKNOWN_QUALITY    # the card's `quality` (nnmamba.model_card.QUALITIES)
 
     @property
+    def trustNote(self) -> str:
+        """How far to trust the model, in words beside its description in the panel."""
+        if not self.trained:
+            return "Untrained weights: the output is not meaningful."
+        if self.quality == "unvalidated":
+            return "Unvalidated: its accuracy on real scans has not been shown; check every result."
+        return f"Quality: {self.quality}. Not for clinical use."
+
+    @property
     def label(self) -> str:
         """The name with what the user must know before trusting it: "seg (unvalidated)"."""
         return f"{self.name} ({self.quality if self.trained else 'untrained'})"

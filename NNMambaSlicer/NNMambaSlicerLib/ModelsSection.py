@@ -73,18 +73,9 @@ class ModelsSection:
             if visible:
                 label.text = f"{channels[index + 1]} volume:"
         self.ui.modelInfoLabel.text = "<br>".join(
-            f"{entry.task.capitalize()}: {entry.description or entry.summary} <b>{self.qualityWarning(entry)}</b>"
+            f"{entry.task.capitalize()}: {entry.description or entry.summary} <b>{entry.trustNote}</b>"
             for entry in entries)
         self._showSources(parameters.device == "remote")
-
-    @staticmethod
-    def qualityWarning(entry) -> str:
-        """How far to trust the model, in words beside its description."""
-        if not entry.trained:
-            return "Untrained weights: the output is not meaningful."
-        if entry.quality == "unvalidated":
-            return "Unvalidated: its accuracy on real scans has not been shown; check every result."
-        return f"Quality: {entry.quality}. Not for clinical use."
 
     def _showSources(self, remote: bool) -> None:
         problems = "".join(f"<br><b>Not readable:</b> {problem}" for problem in self.catalog.problems)

@@ -26,7 +26,7 @@ from .SceneCloseGuard import SceneCloseGuard
 from .SegmentationView import SegmentationView
 from .WorkerConnection import WorkerSettings
 from .WorkerInquiry import WorkerInquiry
-from .WorkerReadiness import WorkerReadiness
+from .WorkerReadiness import INSTALL_AND_APPLY, WorkerReadiness
 from .WorkerSettingsSection import WorkerSettingsSection
 
 
@@ -218,7 +218,7 @@ class Widget(qt.QWidget):
         reason = self._whyCannotApply()
         installFirst = reason is not None and self._onlyPackagesMissing(reason)
         self.ui.applyButton.enabled = reason is None or installFirst
-        self.ui.applyButton.text = "Install packages and Apply..." if installFirst else "Apply"
+        self.ui.applyButton.text = INSTALL_AND_APPLY if installFirst else "Apply"
         self.ui.applyButton.toolTip = reason or "Run the selected tasks on the input volume(s)."
         if reason is not None and reason == self.readiness.whyCannotStart(self.workerSettings()) \
                 and reason != self._shownReason:

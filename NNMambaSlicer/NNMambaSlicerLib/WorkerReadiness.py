@@ -13,6 +13,7 @@ from typing import Optional
 from .BackgroundTask import BackgroundTask
 
 INSTALL_HINT = "press Apply to install them (you are asked first)"
+INSTALL_AND_APPLY = "Install packages and Apply..."  # Apply's text while only installable packages are missing
 
 
 class WorkerReadiness:
