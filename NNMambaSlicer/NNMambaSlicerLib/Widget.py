@@ -220,10 +220,12 @@ class Widget(qt.QWidget):
         self.ui.applyButton.enabled = reason is None or installFirst
         self.ui.applyButton.text = INSTALL_AND_APPLY if installFirst else "Apply"
         self.ui.applyButton.toolTip = reason or "Run the selected tasks on the input volume(s)."
-        if reason is not None and reason == self.readiness.whyCannotStart(self.workerSettings()) \
-                and reason != self._shownReason:
-            self._setStatus(reason, error=not installFirst)  # the first thing a new user must read
-        self._shownReason = reason
+        # What keeps the worker from starting is the first thing a new user must read: in the status
+        # line, whatever else Apply still waits for (a volume, a task).
+        problem = self.readiness.whyCannotStart(self.workerSettings()) if self.parameters is not None else None
+        if problem and problem != self._shownReason:
+            self._setStatus(problem, error=not self.readiness.installable(self.workerSettings()))
+        self._shownReason = problem
         self.ui.cancelButton.enabled = bool(self._jobIds)
         self.ui.refreshModelsButton.enabled = not (self.inquiry.busy or self._jobIds)
         self.ui.installDependenciesButton.enabled = not (self._installing or self._jobIds)
