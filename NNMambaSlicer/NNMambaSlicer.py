@@ -40,15 +40,17 @@ class NNMambaSlicer(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         import qt
-        self.parent.title = "nnMamba"
-        self.parent.categories = ["Segmentation"]
+        from slicer.i18n import tr as _  # only the application has translations
+        self.parent.title = _("nnMamba")
+        self.parent.categories = [_("Segmentation")]
         self.parent.dependencies = []
         self.parent.contributors = ["NNMambaSlicer developers"]
-        self.parent.helpText = ("Runs nnMamba state-space-model networks on the selected volume in a background "
-                                "worker: segmentation (segments in 2D and 3D), anatomical landmarks (markups) and "
-                                "classification (probability table and bar chart). See docs/slicer.md.")
-        self.parent.acknowledgementText = ("nnMamba: Gong et al., 'nnMamba: 3D biomedical image segmentation, "
-                                           "classification and landmark detection with state space model'.")
+        self.parent.helpText = _("Runs nnMamba state-space-model networks on the selected volume in a background "
+                                 "worker: segmentation (segments in 2D and 3D), anatomical landmarks (markups) and "
+                                 "classification (probability table and bar chart). Research software: not for "
+                                 "clinical use. See docs/slicer.md.")
+        self.parent.acknowledgementText = _("nnMamba: Gong et al., 'nnMamba: 3D biomedical image segmentation, "
+                                            "classification and landmark detection with state space model'.")
         self.parent.icon = qt.QIcon(str(ModulePaths().resourcePath("Icons/NNMambaSlicer.png")))
         # Sample Data's modules are loaded once startup completes; the registration copes with its absence.
         from NNMambaSlicerLib.SampleDataRegistration import SampleDataRegistration

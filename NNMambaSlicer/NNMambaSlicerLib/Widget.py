@@ -14,6 +14,7 @@ import logging
 
 import qt
 import slicer
+from slicer.i18n import tr as _  # the panel's words go through Slicer's translations
 
 from .InputVolumes import InputVolumes
 from .InstallLogic import InstallLogic
@@ -218,8 +219,8 @@ class Widget(qt.QWidget):
         reason = self._whyCannotApply()
         installFirst = reason is not None and self._onlyPackagesMissing(reason)
         self.ui.applyButton.enabled = reason is None or installFirst
-        self.ui.applyButton.text = INSTALL_AND_APPLY if installFirst else "Apply"
-        self.ui.applyButton.toolTip = reason or "Run the selected tasks on the input volume(s)."
+        self.ui.applyButton.text = _(INSTALL_AND_APPLY) if installFirst else _("Apply")
+        self.ui.applyButton.toolTip = reason or _("Run the selected tasks on the input volume(s).")
         # What keeps the worker from starting is the first thing a new user must read: in the status
         # line, whatever else Apply still waits for (a volume, a task).
         problem = self.readiness.whyCannotStart(self.workerSettings()) if self.parameters is not None else None
@@ -233,30 +234,31 @@ class Widget(qt.QWidget):
     def _whyCannotApply(self):
         p = self.parameters
         if p is None:
-            return "The module is not initialised."
+            return _("The module is not initialised.")
         if self._installing:
-            return "The worker's packages are being installed; wait for it to finish."
+            return _("The worker's packages are being installed; wait for it to finish.")
         if self._jobIds:
-            return "A job is running; wait for it or press Cancel."
+            return _("A job is running; wait for it or press Cancel.")
         if self.inquiry.busy:
-            return "Asking the worker for its models and devices; a moment."
+            return _("Asking the worker for its models and devices; a moment.")
         if not p.enabledTasks():
-            return "Tick at least one task."
+            return _("Tick at least one task.")
         for task in p.enabledTasks():
             reason = self.models.catalog.whyCannotRun(task, p.modelFor(task))
             if reason:
                 return reason
         if p.allVolumes:
             if self._channelsNeeded() != 1:
-                return "'Run on every loaded volume' needs one-channel models; untick it and select the channels."
+                return _("'Run on every loaded volume' needs one-channel models; untick it and select the channels.")
             if not InputVolumes(1).allIn(slicer.mrmlScene):
-                return "Load a volume first."
+                return _("Load a volume first.")
         elif p.inputVolume is None:
-            return "Select an input volume."
+            return _("Select an input volume.")
         extras = p.extraInputVolumes[:self._channelsNeeded() - 1]
         missing = self._channelsNeeded() - 1 - len([v for v in extras if v is not None])
         if missing > 0 and not p.allVolumes:
-            return f"The selected model needs {missing} more input channel(s); select them under Inputs."
+            return _("The selected model needs {missing} more input channel(s); select them under Inputs.").format(
+                missing=missing)
         if p.device == "remote" and self.settingsSection.whyServerNotReady():
             return self.settingsSection.whyServerNotReady()
         return self.readiness.whyCannotStart(self.workerSettings())
@@ -298,7 +300,7 @@ class Widget(qt.QWidget):
             return
         self.logic.configureWorker(settings)
         self.inquiry.start()
-        self._setStatus(f"Asking {self.logic.connection.describe()} for its models and devices...")
+        self._setStatus(_("Asking {worker} for its models and devices...").format(worker=self.logic.connection.describe()))
         self._checkCanApply()
 
     def _showWorkerAnswer(self, answer) -> None:
@@ -325,7 +327,7 @@ class Widget(qt.QWidget):
             self._checkCanApply()
             return
         if self._install(settings):
-            self._setStatus("The worker's dependencies are in place.")
+            self._setStatus(_("The worker's dependencies are in place."))
 
     def _install(self, settings) -> bool:
         """Ask, then install with pip's output streamed into the log; True when nothing is missing after."""
@@ -338,7 +340,7 @@ class Widget(qt.QWidget):
         logging.getLogger().addHandler(handler)
         installed = False
         try:
-            with slicer.util.tryWithErrorDisplay("Installing the worker's dependencies failed.", waitCursor=False):
+            with slicer.util.tryWithErrorDisplay(_("Installing the worker's dependencies failed."), waitCursor=False):
                 # Slicer's pip helpers run on the GUI thread and keep it responsive while pip runs.
                 installed = self.installLogic.installMissing(
                     confirm=lambda question: slicer.util.confirmOkCancelDisplay(question, windowTitle="nnMamba: install"),
@@ -362,7 +364,7 @@ class Widget(qt.QWidget):
         return [self.parameters.inputVolume]
 
     def onApply(self) -> None:
-        with slicer.util.tryWithErrorDisplay("nnMamba could not start the job.", waitCursor=False):
+        with slicer.util.tryWithErrorDisplay(_("nnMamba could not start the job."), waitCursor=False):
             p = self.parameters
             if self.readiness.installable(self.workerSettings()) and not self._install(self.workerSettings()):
                 return  # declined or failed: the status line and the log say why
@@ -421,16 +423,17 @@ class Widget(qt.QWidget):
         for jobId in list(self._jobIds):
             self.logic.cancel(jobId)
         if self._jobIds:
-            self._setStatus("Cancelling...")
+            self._setStatus(_("Cancelling..."))
 
     def onProgress(self, jobId: str, fraction: float, stage: str) -> None:
         if jobId not in self._jobIds:
             return
         overall = (self._jobsEnded + fraction) / max(self._jobsInRun, 1)
         self.ui.progressBar.value = int(round(100 * overall))
-        text = stage[:1].upper() + stage[1:] if stage else "Working..."
+        text = stage[:1].upper() + stage[1:] if stage else _("Working...")
         if self._jobsInRun > 1:
-            text = f"Volume {self._jobsEnded + 1} of {self._jobsInRun}: {text}"
+            text = _("Volume {number} of {count}: {stage}").format(number=self._jobsEnded + 1, count=self._jobsInRun,
+                                                                   stage=text)
         self._setStatus(text)
 
     def onFinished(self, outcome) -> None:
@@ -462,7 +465,7 @@ class Widget(qt.QWidget):
             done = "" if self._jobsInRun == 1 else f"{self._jobsInRun} volumes done. Last: "
             self._setStatus(done + outcome.message)
         else:
-            self._setStatus(outcome.message or "Cancelled.")
+            self._setStatus(outcome.message or _("Cancelled."))
         if not self.models.catalog.fromWorkerList and self.logic.connection.isStarted:
             self.inquiry.start()  # the worker is up now: show its own models and devices
         self._checkCanApply()
