@@ -40,9 +40,9 @@ class NNMambaSlicer(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         import qt
-        from slicer.i18n import tr as _  # only the application has translations
+        from slicer.i18n import tr as _, translate  # only the application has translations
         self.parent.title = _("nnMamba")
-        self.parent.categories = [_("Segmentation")]
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]  # Slicer's own word
         self.parent.dependencies = []
         self.parent.contributors = ["NNMambaSlicer developers"]
         self.parent.helpText = _("Runs nnMamba state-space-model networks on the selected volume in a background "
