@@ -14,19 +14,18 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
-from nnmamba.errors import Cancelled, InputError, NNMambaError
-from nnmamba.results import Task
-from nnmamba.worker.errors import WorkerDiedError, WorkerTimeoutError, error_for
+from nnmamba.errors import InputError, NNMambaError
+from nnmamba.worker.errors import WorkerTimeoutError
 from nnmamba.worker.protocol import EventKind
 
 from .BackgroundTask import BackgroundTask
-from .JobOutcome import JobOutcome, JobStatus
-from .ResultNodes import ResultNodes, ResultsNotAddedError
+from .JobOutcome import JobOutcome, JobStatus, ResultsNotAddedError
+from .JobRequest import JobRequest
+from .ResultNodes import ResultNodes
 from .Signal import Signal
 from .VolumeConverter import VolumeConverter
 from .WorkerProtocols import WorkerConnectionProtocol
 
-TASKS = tuple(t.value for t in Task)
 __all__ = ["InferenceLogic", "JobOutcome", "JobStatus", "ResultsNotAddedError"]
 
 
@@ -128,7 +127,9 @@ class InferenceLogic:
         volumeNodes = list(volumeNodes) if isinstance(volumeNodes, (list, tuple)) else [volumeNodes]
         tasks = self.normalizeTasks(tasks)
         models = dict(models or {})
-        self._checkChannels(volumeNodes, tasks, models)
+        problem = JobRequest.channelProblem(volumeNodes, tasks, models)
+        if problem:
+            raise InputError(problem)
         volume = self.converter.toVolume(volumeNodes)
         jobId = f"job-{next(self._jobNumbers)}"
         job = _Job(jobId, volumeNodes[0], volume.geometry, tuple(volume.array.shape[1:]), tasks, replaceExisting,
@@ -410,62 +411,10 @@ class InferenceLogic:
                             "they are abandoned (daemon threads)", len(unfinished), self.joinTimeoutSeconds)
 
     # -- helpers ---------------------------------------------------------------------------------
-    @staticmethod
-    def normalizeTasks(tasks) -> list:
-        tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-        unknown = [t for t in tasks if str(getattr(t, "value", t)) not in TASKS]
-        if not tasks or unknown:
-            raise ValueError(f"tasks must be a non-empty list of {list(TASKS)}, got {tasks}")
-        return list(dict.fromkeys(str(getattr(t, "value", t)) for t in tasks))
-
-    @staticmethod
-    def errorFor(outcome: JobOutcome) -> Exception:
-        """The exception `WorkerClient.run` raises for the same ending, so scripts catch one set of types."""
-        if outcome.status is JobStatus.CANCELLED:
-            return Cancelled(outcome.message or "the job was cancelled")
-        if outcome.status is JobStatus.WORKER_DIED:
-            return WorkerDiedError(outcome.message)
-        if outcome.errorCode == ResultsNotAddedError.code:
-            return ResultsNotAddedError(outcome.message, outcome.outputs)
-        return error_for(outcome.errorCode or "", outcome.message)
-
-    def _checkChannels(self, volumeNodes: list, tasks: list, models: dict) -> None:
-        problem = self.channelProblem(volumeNodes, tasks, models)
-        if problem:
-            raise InputError(problem)
-
-    @staticmethod
-    def channelsOf(volumeNode) -> int:
-        """Input channels a volume node gives: its voxel components (an RGB vector volume gives 3)."""
-        image = volumeNode.GetImageData() if volumeNode is not None else None
-        return image.GetNumberOfScalarComponents() if image is not None else 1
-
-    def channelProblem(self, volumeNodes, tasks, models: Optional[dict] = None) -> str:
-        """Why these volumes cannot feed the tasks' models ("" when they can), where a model's card
-        is readable here: the channels (components summed over the volumes) must match the card's.
-        The panel uses it to keep, for example, RGB vector volumes away from one-channel models."""
-        from nnmamba import model_card
-
-        volumeNodes = list(volumeNodes) if isinstance(volumeNodes, (list, tuple)) else [volumeNodes]
-        models = dict(models or {})
-        given = sum(self.channelsOf(node) for node in volumeNodes)
-        for task in self.normalizeTasks(tasks):
-            try:
-                card = model_card.find_model(models[task]) if task in models else model_card.default_model(task)
-            except NNMambaError:
-                continue  # the worker may know models this machine does not (a remote server)
-            if card.in_channels == given:
-                continue
-            names = ", ".join(c.name for c in card.channels)
-            vectors = [f"'{n.GetName()}' has {self.channelsOf(n)} components" for n in volumeNodes
-                       if self.channelsOf(n) > 1]
-            if vectors:
-                return (f"model '{card.name}' needs {card.in_channels} input channel(s) ({names}) but "
-                        f"{'; '.join(vectors)} ({given} channels in all): choose a scalar volume, or convert it "
-                        "with the Vector to Scalar Volume module.")
-            return (f"model '{card.name}' needs {card.in_channels} input volume(s) ({names}) but "
-                    f"{len(volumeNodes)} were given: select one volume per channel.")
-        return ""
+    normalizeTasks = staticmethod(JobRequest.normalizeTasks)
+    channelsOf = staticmethod(JobRequest.channelsOf)
+    channelProblem = staticmethod(JobRequest.channelProblem)
+    errorFor = staticmethod(JobOutcome.errorFor)
 
     def _emitProgress(self, job: _Job) -> None:
         self.progress.emit(job.jobId, job.fraction, job.stage)

@@ -1,10 +1,24 @@
-"""How a job of the logic ended: its status, the nodes made and the times, in one value."""
+"""How a job of the logic ended: its status, the nodes made and the times, in one value; and the
+exception a script gets for an ending that is not a success."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
 from typing import Optional
+
+from nnmamba.errors import Cancelled, NNMambaError
+from nnmamba.worker.errors import WorkerDiedError, error_for
+
+
+class ResultsNotAddedError(NNMambaError, RuntimeError):
+    """Some tasks' results could not become nodes; `outputs` holds the tasks that were added."""
+
+    code = "results_not_added"
+
+    def __init__(self, message: str, outputs: Optional[dict] = None) -> None:
+        super().__init__(message)
+        self.outputs = dict(outputs or {})
 
 
 class JobStatus(enum.Enum):
@@ -36,6 +50,17 @@ class JobOutcome:
     @property
     def succeeded(self) -> bool:
         return self.status is JobStatus.SUCCEEDED
+
+    @staticmethod
+    def errorFor(outcome: "JobOutcome") -> Exception:
+        """The exception `WorkerClient.run` raises for the same ending, so scripts catch one set of types."""
+        if outcome.status is JobStatus.CANCELLED:
+            return Cancelled(outcome.message or "the job was cancelled")
+        if outcome.status is JobStatus.WORKER_DIED:
+            return WorkerDiedError(outcome.message)
+        if outcome.errorCode == ResultsNotAddedError.code:
+            return ResultsNotAddedError(outcome.message, outcome.outputs)
+        return error_for(outcome.errorCode or "", outcome.message)
 
     def timingSummary(self) -> str:
         """The job's times in words; per-stage times where a result carries them (a `timings` mapping

@@ -17,6 +17,7 @@ from nnmamba.model_card import NOT_FOR_CLINICAL_USE
 from nnmamba.results import SegmentationResult, Task
 
 from .ClassificationBuilder import ClassificationBuilder
+from .JobOutcome import ResultsNotAddedError
 from .LandmarksBuilder import LandmarksBuilder
 from .OutputRegistry import OutputRegistry
 from .SceneHelpers import SceneHelpers
@@ -27,16 +28,6 @@ from .VolumeConverter import GEOMETRY_TOLERANCE, VolumeConverter
 OUTPUT_SUFFIX = {"segmentation": "segmentation", "landmarks": "landmarks", "classification": "classification"}
 QUALITY_ATTRIBUTE = "NNMambaSlicer.Quality"
 UNKNOWN_QUALITY = "not stated (the model's card is not readable here)"
-
-
-class ResultsNotAddedError(NNMambaError, RuntimeError):
-    """Some tasks' results could not become nodes; `outputs` holds the tasks that were added."""
-
-    code = "results_not_added"
-
-    def __init__(self, message: str, outputs: Optional[dict] = None) -> None:
-        super().__init__(message)
-        self.outputs = dict(outputs or {})
 
 
 class ResultNodes:
