@@ -186,7 +186,13 @@ class WorkerConnection:
     def _connectRemote(self) -> WorkerClientProtocol:
         connect = self._remoteConnect
         if connect is None:
-            from nnmamba.worker.client import WorkerClient
+            try:
+                from nnmamba.worker.client import WorkerClient
+            except ImportError as error:  # websockets, which Slicer does not ship
+                raise RuntimeError(f"the client for a remote server cannot be loaded in this Python ({error}); "
+                                   "press Apply in the module's panel to install it (a small package), or "
+                                   "NNMambaSlicerLib.InstallLogic.InstallLogic().installMissing(..., "
+                                   "clientOnly=True)") from error
             connect = WorkerClient.connect
         s = self.settings
         if not s.remoteToken:
