@@ -12,10 +12,11 @@ import torch
 
 from nnmamba import execution_plan
 from nnmamba.errors import BackendUnavailableError, PlanError
-from nnmamba.execution_plan import (apply_plan, choose_scan_backend, make_plan, network_facts,
-                                    plan_from_declarations)
+from nnmamba.execution_plan import make_plan, network_facts, plan_from_declarations
+from nnmamba.inference.plan_application import apply_plan
 from nnmamba.networks import build_network
 from nnmamba.ssm import backends
+from nnmamba.ssm.backend_choice import choose_scan_backend
 from nnmamba.ssm.mamba import Mamba
 from nnmamba.ssm.reference_scan import selective_scan_reference
 

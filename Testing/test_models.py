@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 from nnmamba.errors import ModelError, OutputExistsError
-from nnmamba.models import build_for_card, load_model, read_card, save_model, validate_card_dict
+from nnmamba.model_card import read_card, validate_card_dict
+from nnmamba.models import build_for_card, load_model, save_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "inference"))
 from tiny_models import CLS_CARD  # noqa: E402
@@ -107,7 +108,8 @@ def test_saving_a_model_does_not_need_simpleitk(tmp_path):
     code = (
         "import json, sys\n"
         "sys.modules['SimpleITK'] = None  # any import of it now fails\n"
-        "from nnmamba.models import build_for_card, save_model, validate_card_dict\n"
+        "from nnmamba.model_card import validate_card_dict\n"
+        "from nnmamba.models import build_for_card, save_model\n"
         f"card = json.load(open({str(shipped)!r}))\n"
         "card['name'] = 'no-sitk'\n"
         "network = build_for_card(validate_card_dict(dict(card), 'test'))\n"

@@ -27,7 +27,8 @@ import torch.nn as nn
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nnmamba.execution_plan import apply_plan, make_plan  # noqa: E402
+from nnmamba.execution_plan import make_plan  # noqa: E402
+from nnmamba.inference.plan_application import apply_plan  # noqa: E402
 from nnmamba.inference.cuda_graph import GraphedNetwork  # noqa: E402
 from nnmamba.inference.fast_path import prepare_for_inference  # noqa: E402
 from nnmamba.networks import build_network, set_scan_backend  # noqa: E402

@@ -93,7 +93,8 @@ def write_card(folder: Path):
     import torch
 
     from gpu import randomise
-    from nnmamba.models import build_for_card, save_model, validate_card_dict
+    from nnmamba.model_card import validate_card_dict
+    from nnmamba.models import build_for_card, save_model
 
     torch.manual_seed(0)
     network = randomise(build_for_card(validate_card_dict(copy.deepcopy(CARD)), scan_backend="torch"))

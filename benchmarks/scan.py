@@ -98,7 +98,8 @@ def bench_backward(length: int, repeats: int, device: str) -> dict:
 
 _CHILD = r"""
 import json, resource, sys, time, torch
-from nnmamba.execution_plan import apply_plan, make_plan
+from nnmamba.execution_plan import make_plan
+from nnmamba.inference.plan_application import apply_plan
 from nnmamba.networks import build_network
 
 def peak_mib():

@@ -46,7 +46,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from nnmamba.errors import PlanError  # noqa: E402
-from nnmamba.execution_plan import apply_plan, make_plan, to_plan_layout  # noqa: E402
+from nnmamba.execution_plan import make_plan, to_plan_layout  # noqa: E402
+from nnmamba.inference.plan_application import apply_plan  # noqa: E402
 from nnmamba.networks import build_network  # noqa: E402
 from nnmamba.train.losses import dice_ce_loss  # noqa: E402
 from timing import call_ms  # noqa: E402

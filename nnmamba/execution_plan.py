@@ -16,13 +16,15 @@ Example:
     >>> net = apply_plan(net.cuda(), plan)        # every Mamba block gets the plan's backend
     >>> fast = apply_plan(net, make_plan(net, "cuda", torch.bfloat16))    # inference fast copy
 
-The choice itself is the pure function `choose_scan_backend(declarations, device, dtype, mode)`,
-so it can be checked for a CUDA device without one (`plan_from_declarations` for a whole plan).
+This module only decides. The scan backend choice is the capability query of
+`nnmamba.ssm.backend_choice` (pure `choose_scan_backend(declarations, device, dtype, mode)`, so it
+can be checked for a CUDA device without one; `plan_from_declarations` for a whole plan); making a
+model run as a plan says (`apply_plan`: fused copy, folded BatchNorms, CUDA graphs) is
+`nnmamba.inference.plan_application`. Layers: ssm < networks < execution_plan < inference.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import warnings
 from dataclasses import dataclass
@@ -32,13 +34,14 @@ import torch
 import torch.nn as nn
 
 from nnmamba.errors import PlanError
+from nnmamba.networks.miccss import FUSED_MICCSS_DTYPES
 from nnmamba.ssm import backends
+from nnmamba.ssm.backend_choice import (INFERENCE, MODES, TRAINING, choose_scan_backend, decide_fused_inner,
+                                        dtype_name)
 from nnmamba.ssm.backends import AUTO, Declaration
 
 logger = logging.getLogger(__name__)
 
-INFERENCE, TRAINING = "inference", "training"
-MODES = (INFERENCE, TRAINING)
 PLAN_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 OVERRIDABLE = ("fused_inner", "fused_miccss", "fold_batchnorm", "channels_last", "cuda_graphs")
 # the backend the fused MICCSS layers run their scans in (nnmamba.ssm.triton_scan.miccss_scans)
@@ -71,13 +74,13 @@ class ExecutionPlan:
 
     def describe(self) -> str:
         """Multi-line text: one line per decision with its value and why."""
-        lines = [f"execution plan: {self.network} on {self.device}, {_dtype_name(self.dtype)}, {self.mode}"]
+        lines = [f"execution plan: {self.network} on {self.device}, {dtype_name(self.dtype)}, {self.mode}"]
         lines += ["  " + format_decision(decision, getattr(self, decision), why) for decision, why in self.reasons]
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
         """The plan as JSON-able data."""
-        return {"network": self.network, "device": str(self.device), "dtype": _dtype_name(self.dtype),
+        return {"network": self.network, "device": str(self.device), "dtype": dtype_name(self.dtype),
                 "mode": self.mode, "scan_backend": self.scan_backend, "fused_inner": self.fused_inner,
                 "fused_miccss": self.fused_miccss, "fold_batchnorm": self.fold_batchnorm,
                 "channels_last": self.channels_last, "cuda_graphs": self.cuda_graphs,
@@ -100,99 +103,7 @@ def format_decision(decision: str, value, why: str) -> str:
     return f"{decision:15s} {shown:9s} {why}"
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
-
-
-# ---- the pure choices ---------------------------------------------------------------------------
-
-def _problems(d: Declaration, dtype: torch.dtype, mode: str) -> list:
-    found = []
-    if not d.available:
-        found.append(d.why_not)
-    if dtype not in d.dtypes:
-        found.append(f"it does not compute in {_dtype_name(dtype)} (it takes "
-                     f"{', '.join(_dtype_name(t) for t in d.dtypes)})")
-    if mode == TRAINING and not d.supports_grad:
-        found.append("it is forward-only: its result carries no gradients")
-    return found
-
-
-def _training_fix(declared: Sequence[Declaration], dtype: torch.dtype) -> str:
-    usable = sorted((d for d in declared if not _problems(d, dtype, TRAINING)), key=lambda d: d.speed_rank)
-    fix = "use scan_backend='auto' (the fastest backend that trains here"
-    fix += f": {usable[0].name})" if usable else ")"
-    if usable:
-        fix += f" or scan_backend='{usable[0].name}'"
-    faster = [d for d in declared if d.supports_grad and not d.available and dtype in d.dtypes
-              and (not usable or d.speed_rank < usable[0].speed_rank)]
-    for d in sorted(faster, key=lambda d: d.speed_rank):
-        fix += f"; or make {d.name} available for faster training ({d.why_not})"
-    return fix
-
-
-def choose_scan_backend(declared: Sequence[Declaration], device: torch.device, dtype: torch.dtype, mode: str,
-                        requested: str = AUTO, source: str = "asked for", prefer: Optional[str] = None,
-                        prefer_why: str = "") -> Tuple[str, str]:
-    """(backend name, why) from the backends' declarations on `device`.
-
-    An explicit `requested` name must fit: available, computing in `dtype`, with gradients when
-    `mode` is training; else `PlanError` naming the fix. "auto" takes `prefer` when it fits, else
-    the fastest (lowest speed rank) backend that fits, and says which faster ones it passed over.
-    """
-    by_name = {d.name: d for d in declared}
-    device = torch.device(device)
-    if requested != AUTO:
-        if requested not in by_name:
-            raise ValueError(f"unknown scan backend {requested!r}; expected one of: "
-                             f"{', '.join([AUTO] + sorted(by_name))}")
-        d = by_name[requested]
-        if not d.available:
-            raise PlanError(f"scan backend {requested!r} ({source}) cannot run on {device}: {d.why_not}. "
-                            f"Use scan_backend='auto' (or unset {backends.ENV_VAR}) to let nnmamba pick one "
-                            f"that can.")
-        if dtype not in d.dtypes:
-            raise PlanError(f"scan backend {requested!r} ({source}) cannot compute in {_dtype_name(dtype)} on "
-                            f"{device}: {_problems(d, dtype, mode)[0]}. Fix: use another dtype or "
-                            f"scan_backend='auto'.")
-        if mode == TRAINING and not d.supports_grad:
-            raise PlanError(f"scan backend {requested!r} ({source}) cannot train on {device}: it is "
-                            f"forward-only, its result carries no gradients, so the Mamba blocks would not "
-                            f"learn. Fix: {_training_fix(declared, dtype)}.")
-        return requested, source
-    fitting = sorted((d for d in declared if not _problems(d, dtype, mode)), key=lambda d: (d.speed_rank, d.name))
-    if not fitting:
-        detail = "; ".join(f"{d.name}: {', '.join(_problems(d, dtype, mode))}" for d in declared)
-        raise PlanError(f"no scan backend can run {mode} on {device} in {_dtype_name(dtype)} ({detail}). "
-                        f"Fix: use float32 or another device.")
-    if prefer is not None and any(d.name == prefer for d in fitting):
-        return prefer, prefer_why
-    best = fitting[0]
-    passed = [f"{d.name} ({'; '.join(_problems(d, dtype, mode))})" for d in sorted(declared, key=lambda d: d.speed_rank)
-              if d.speed_rank < best.speed_rank and _problems(d, dtype, mode)]
-    verb = "trains" if mode == TRAINING else "runs"
-    why = f"auto: the fastest backend that {verb} on {device.type} in {_dtype_name(dtype)}"
-    return best.name, why + (f"; passed over {', '.join(passed)}" if passed else "")
-
-
-def decide_fused_inner(declaration: Declaration, forced: Optional[bool] = None) -> Tuple[bool, str]:
-    """(use the backend's fused inner function?, why); `forced=True` when it cannot -> PlanError."""
-    name = declaration.name
-    if declaration.fused_inner is None:
-        if forced:
-            raise PlanError(f"fused_inner=True: scan backend {name!r} offers no fused inner function "
-                            f"(mamba_ssm does, with causal-conv1d). Fix: scan_backend='mamba_ssm' or "
-                            f"fused_inner=False.")
-        return False, f"{name} offers no fused inner function"
-    if not declaration.fused_inner:
-        if forced:
-            raise PlanError(f"fused_inner=True: the fused inner function of {name} is not usable: "
-                            f"{declaration.fused_inner_why_not}. Or pass fused_inner=False.")
-        return False, f"unfused: {declaration.fused_inner_why_not}"
-    if forced is False:
-        return False, "turned off (override)"
-    return True, f"{name}'s fused conv1d + projections + scan"
-
+# ---- the pure choices (the scan backend itself: nnmamba.ssm.backend_choice) ---------------------
 
 def _decide_fold(facts: NetworkFacts, mode: str, forced: Optional[bool]) -> Tuple[bool, str]:
     if mode == TRAINING:
@@ -219,10 +130,8 @@ def _miccss_fusable(facts: NetworkFacts, by_name: Dict[str, Declaration], dtype:
     triton = by_name.get(MICCSS_SCAN_BACKEND)
     if triton is None or not triton.available:
         return False, f"needs the Triton scans: {triton.why_not if triton else 'triton backend not registered'}"
-    from nnmamba.inference.fast_path import SUPPORTED_DTYPES
-
-    if dtype not in SUPPORTED_DTYPES:
-        return False, f"the fast copy is built in float32, bfloat16 or float16, not {_dtype_name(dtype)}"
+    if dtype not in FUSED_MICCSS_DTYPES:
+        return False, f"the fast copy is built in float32, bfloat16 or float16, not {dtype_name(dtype)}"
     if not fold:
         return False, "needs folded BatchNorms (fold_batchnorm)"
     return True, "flips as weight permutations + reverse scans, four scans in one Triton launch"
@@ -356,7 +265,7 @@ def _check_device(device) -> torch.device:
 
 def _check_arguments(dtype, mode: str, overrides: Mapping) -> None:
     if dtype not in PLAN_DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(_dtype_name(d) for d in PLAN_DTYPES)}, got {dtype}")
+        raise ValueError(f"dtype must be one of {', '.join(dtype_name(d) for d in PLAN_DTYPES)}, got {dtype}")
     if mode not in MODES:
         raise ValueError(f"mode must be 'inference' or 'training', got {mode!r}")
     unknown = sorted(set(overrides) - set(OVERRIDABLE))
@@ -416,22 +325,11 @@ def make_plan(network: NetworkLike, device, dtype: torch.dtype = torch.float32, 
     """
     _check_arguments(dtype, mode, overrides)
     requested, source = backends.requested_backend(scan_backend)
-    if requested != AUTO:
-        backends.get_backend(requested)  # ValueError naming the known backends
-    device = _check_device(device)
+    device = _check_device(device)   # an unknown backend name: ValueError from choose_scan_backend
     plan = plan_from_declarations(network_facts(network), backends.declarations(device), device, dtype, mode,
                                   requested, source, overrides)
     logger.info("%s", plan.describe())
     return plan
-
-
-def block_decision(scan_backend: str, device: torch.device, dtype: torch.dtype, mode: str) -> Tuple[str, bool, str]:
-    """(backend, fused inner on?, why) for one Mamba block run without an applied plan."""
-    requested, source = backends.requested_backend(scan_backend)
-    declared = backends.declarations(device)
-    name, why = choose_scan_backend(declared, torch.device(device), dtype, mode, requested, source)
-    fused, fused_why = decide_fused_inner(next(d for d in declared if d.name == name))
-    return name, fused, f"{why}; fused inner function {'on' if fused else 'off'}: {fused_why}"
 
 
 def to_plan_layout(batch: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
@@ -439,43 +337,3 @@ def to_plan_layout(batch: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
     if plan.channels_last and batch.dim() == 5:
         return batch.contiguous(memory_format=torch.channels_last_3d)
     return batch
-
-
-# ---- applying a plan ----------------------------------------------------------------------------
-
-def apply_plan(model: nn.Module, plan: ExecutionPlan) -> nn.Module:
-    """Make `model` run as `plan` says.
-
-    Training: sets every Mamba block's backend and fused flag for the plan's device, converts the
-    parameters to channels_last_3d when the plan says so (the caller then feeds batches in that
-    format: `to_plan_layout`), and returns `model` itself (moving it to the device stays the caller's). Inference: the same, then returns
-    the fast form the plan's flags ask for (a copy; `model` keeps its weights): the fused copy of
-    `nnmamba.inference.fast_path` (which folds the BatchNorms), or only folded BatchNorms, wrapped in
-    `GraphedNetwork` when cuda_graphs; `model` itself in eval mode when no fused form applies.
-    """
-    from nnmamba.ssm.mamba import Mamba
-
-    facts = facts_of_module(model)
-    if facts.name != plan.network:
-        raise ValueError(f"the plan was made for {plan.network}, got a {facts.name}; make the plan from this model")
-    for module in model.modules():
-        if isinstance(module, Mamba):
-            module.use_plan(plan.device, plan.scan_backend, plan.fused_inner, plan.mode)
-    if plan.mode == TRAINING:
-        return model.to(memory_format=torch.channels_last_3d) if plan.channels_last else model
-    fast = model.eval()
-    if plan.fused_miccss:
-        from nnmamba.inference.fast_path import prepare_for_inference
-
-        fast = prepare_for_inference(model, plan.dtype, channels_last=plan.channels_last)
-    elif plan.fold_batchnorm:
-        from nnmamba.inference.fast_path import fold_batchnorm
-
-        fast = fold_batchnorm(copy.deepcopy(model).eval())
-        if plan.channels_last:
-            fast = fast.to(memory_format=torch.channels_last_3d)
-    if plan.cuda_graphs:
-        from nnmamba.inference.cuda_graph import GraphedNetwork
-
-        fast = GraphedNetwork(fast)
-    return fast

@@ -28,17 +28,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from nnmamba.errors import InputError, ModelError
-from nnmamba.landmark_settings import LandmarkDecoding, LandmarkFitSettings, parse_landmark_decoding, parse_landmark_fit
-from nnmamba.results import SegmentInfo, Task
+from nnmamba import tasks
+from nnmamba.landmark_settings import LandmarkDecoding, LandmarkFitSettings
 
 CARD_SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("model_card.schema.json")
-TASKS = tuple(t.value for t in Task)
-# network name (nnmamba.networks.build_network) -> the task its output serves
-NETWORKS = {"nnMambaSeg": "segmentation", "nnMambaEncoder": "classification",
-            "nnMambaLandmark": "landmarks", "SegMamba": "segmentation",
-            "TamingSegMamba": "segmentation", "BiSegMamba": "segmentation",
-            "SegMambaSkip": "segmentation", "MultiSegMamba": "segmentation"}
 ORIENTATIONS = ("LPS", "RAS")
 NORMALIZATIONS = ("percentile", "zscore", "ct")
 HEATMAP_ACTIVATIONS = ("none", "sigmoid")
@@ -114,11 +108,7 @@ class ModelCard:
 
     @property
     def output_names(self) -> list:
-        if self.task == Task.SEGMENTATION.value:
-            return [s.name for s in self.labels]
-        if self.task == Task.LANDMARKS.value:
-            return [lm.name for lm in self.landmarks]
-        return [c.name for c in self.classes]
+        return tasks.get_task(self.task).output_names(self)
 
     @property
     def quality_note(self) -> str:
@@ -166,18 +156,13 @@ def _triple(d: dict, key: str, where: str, positive: bool = True) -> tuple:
     return tuple(value)
 
 
-def _terminology(t, where: str) -> Optional[dict]:
-    if t is None:
-        return None
-    if not isinstance(t, dict):
-        raise _fail(where, f"terminology must be an object, got {t!r}")
-    for part in ("category", "type"):
-        triplet = t.get(part)
-        if (not isinstance(triplet, list) or len(triplet) != 3
-                or not all(isinstance(s, str) and s for s in triplet)):
-            raise _fail(where, f"terminology '{part}' must be [coding scheme, code value, meaning], "
-                               f"got {triplet!r}")
-    return {k: list(v) for k, v in t.items()}
+def networks_of_tasks() -> dict:
+    """network name (nnmamba.networks.build_network) -> the task its output serves (the first that lists it)."""
+    served = {}
+    for name in tasks.task_names():
+        for network in tasks.get_task(name).networks:
+            served.setdefault(network, name)
+    return served
 
 
 def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
@@ -192,13 +177,15 @@ def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
     if not name or any(c in name for c in "/\\ ") or name.startswith("."):
         raise _fail(where, f"'name' must be a non-empty file-name-safe string, got {name!r}")
     task = _require(d, "task", str, where)
-    if task not in TASKS:
-        raise _fail(where, f"'task' must be one of {list(TASKS)}, got {task!r}")
+    if task not in tasks.task_names():
+        raise _fail(where, f"'task' must be one of {tasks.task_names()}, got {task!r}")
+    definition = tasks.get_task(task)
     network = _require(d, "network", str, where)
-    if network not in NETWORKS:
-        raise _fail(where, f"'network' must be one of {sorted(NETWORKS)}, got {network!r}")
-    if NETWORKS[network] != task:
-        raise _fail(where, f"network {network} does {NETWORKS[network]}, but the card's task is {task}")
+    if network not in definition.networks:
+        served = networks_of_tasks()
+        if network not in served:
+            raise _fail(where, f"'network' must be one of {sorted(served)}, got {network!r}")
+        raise _fail(where, f"network {network} does {served[network]}, but the card's task is {task}")
     hyper = _require(d, "hyperparameters", dict, where)
     weights = _require(d, "weights", str, where)
     trained = _require(d, "trained", bool, where)
@@ -256,62 +243,16 @@ def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
     if in_ch != len(channels):
         raise _fail(where, f"hyperparameters.in_ch is {in_ch!r} but input.channels lists {len(channels)}")
 
-    labels, landmarks, classes = [], [], []
-    landmark_decoding, landmark_fit = LandmarkDecoding(), None
-    if task == "segmentation":
-        for item in _require(d, "labels", list, where):
-            label = item.get("value")
-            if not isinstance(label, int) or label < 1:
-                raise _fail(where, f"label 'value' must be an integer >= 1 (0 is background), got {item!r}")
-            color = item.get("color")
-            if (not isinstance(color, list) or len(color) != 3
-                    or not all(isinstance(c, (int, float)) and 0 <= c <= 1 for c in color)):
-                raise _fail(where, f"label {label} 'color' must be [r, g, b] in 0..1, got {color!r}")
-            labels.append(SegmentInfo(label, str(item.get("name", f"label {label}")), tuple(color),
-                                      _terminology(item.get("terminology"), where)))
-        values = [s.label for s in labels]
-        if len(set(values)) != len(values) or not values:
-            raise _fail(where, f"labels must be non-empty with distinct values, got {values}")
-        n_classes = hyper.get("number_classes")
-        # auxiliary classes: output channels after the labels that inference maps to background
-        auxiliary = d.get("auxiliary_classes") or []
-        if not isinstance(auxiliary, list) or [a.get("value") if isinstance(a, dict) else a for a in auxiliary] != \
-                list(range(max(values) + 1, max(values) + 1 + len(auxiliary))):
-            raise _fail(where, f"auxiliary_classes must list the classes after the labels in order "
-                               f"({max(values) + 1}, {max(values) + 2}, ...), got {auxiliary!r}")
-        if n_classes != max(values) + 1 + len(auxiliary):
-            raise _fail(where, f"hyperparameters.number_classes is {n_classes!r} but the labels need "
-                               f"{max(values) + 1 + len(auxiliary)} (background + values up to {max(values)}"
-                               + (f" + {len(auxiliary)} auxiliary classes)" if auxiliary else ")"))
-    elif task == "landmarks":
-        for item in _require(d, "landmarks", list, where):
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                raise _fail(where, f"each landmark needs a 'name', got {item!r}")
-            landmarks.append(LandmarkSpec(item["name"], str(item.get("description", ""))))
-        if hyper.get("number_landmarks") != len(landmarks):
-            raise _fail(where, f"hyperparameters.number_landmarks is {hyper.get('number_landmarks')!r} "
-                               f"but the card lists {len(landmarks)} landmarks")
-        try:
-            landmark_decoding = parse_landmark_decoding(inference)
-            landmark_fit = parse_landmark_fit(inference, len(landmarks))
-        except ValueError as e:
-            raise _fail(where, str(e)) from None
-    else:
-        for item in _require(d, "classes", list, where):
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                raise _fail(where, f"each class needs a 'name', got {item!r}")
-            classes.append(ClassSpec(item["name"], str(item.get("description", ""))))
-        if hyper.get("number_classes") != len(classes) or len(classes) < 2:
-            raise _fail(where, f"hyperparameters.number_classes is {hyper.get('number_classes')!r} "
-                               f"but the card lists {len(classes)} classes (need >= 2)")
+    vocabulary = {"labels": [], "landmarks": [], "classes": []}
+    vocabulary.update(definition.card_fields(d, hyper, lambda card, key, kind: _require(card, key, kind, where),
+                                             lambda message: _fail(where, message)))
 
     return ModelCard(
         name=name, task=task, network=network, hyperparameters=dict(hyper), weights=weights,
         channels=channels, spacing_mm=tuple(float(s) for s in spacing), orientation=orientation,
         normalization=dict(norm), patch_size=tuple(int(p) for p in patch), trained=trained,
         description=str(d.get("description", "")), quality=quality, mirror_axes=mirror_axes,
-        heatmap_activation=activation, landmark_decoding=landmark_decoding, landmark_fit=landmark_fit,
-        labels=labels, landmarks=landmarks, classes=classes,
+        heatmap_activation=activation, **vocabulary,
         training=d.get("training"), accuracy=d.get("accuracy"), provenance=d.get("provenance"),
         raw=d)
 
@@ -408,10 +349,9 @@ def find_model(name_or_path) -> ModelCard:
 
 def default_model(task) -> ModelCard:
     """The first card for `task` (shipped cards sort first by name within a folder)."""
-    try:
-        task = Task(task).value
-    except ValueError:
-        raise InputError(f"unknown task {task!r}; expected one of {list(TASKS)}") from None
+    task = getattr(task, "value", task)   # a nnmamba.results.Task member or its name
+    if task not in tasks.task_names():
+        raise InputError(f"unknown task {task!r}; expected one of {tasks.task_names()}")
     for card in list_models():
         if card.task == task:
             return card

@@ -1,9 +1,11 @@
-"""Model registry: find cards (torch-free, from `nnmamba.model_card`) and load their weights.
+"""A model's weights: build its card's network, load and save its safetensors.
 
-Importing this module does not import torch; `load_model` and `save_model` do.
+Cards themselves (reading, finding, validating; torch-free) are `nnmamba.model_card`'s: one way in
+for each. Importing this module does not import torch; `load_model` and `save_model` do.
 
 Example:
-    >>> from nnmamba.models import default_model, load_model
+    >>> from nnmamba.model_card import default_model
+    >>> from nnmamba.models import load_model
     >>> card = default_model("segmentation")                  # doctest: +SKIP
     >>> net = load_model(card, "cpu")                          # doctest: +SKIP
 """
@@ -17,10 +19,7 @@ import warnings
 from pathlib import Path
 
 from nnmamba.errors import ModelError
-from nnmamba.model_card import (  # noqa: F401  (re-exported: the public registry API)
-    CARD_FILE, WEIGHTS_FILE,
-    ModelCard, default_model, find_model, list_models, models_dirs, read_card, validate_card_dict,
-)
+from nnmamba.model_card import CARD_FILE, WEIGHTS_FILE, ModelCard, read_card, validate_card_dict
 
 
 def sha256_of(path) -> str:

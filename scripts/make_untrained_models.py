@@ -126,7 +126,8 @@ def main(argv=None) -> int:
     import torch
 
     from nnmamba.model_card import card_path
-    from nnmamba.models import build_for_card, save_model, validate_card_dict
+    from nnmamba.model_card import validate_card_dict
+    from nnmamba.models import build_for_card, save_model
 
     parser = argparse.ArgumentParser(description="write the shipped cards with untrained weights")
     parser.add_argument("--output", type=Path, default=ROOT / "models")

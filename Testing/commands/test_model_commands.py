@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from nnmamba.cli import main
-from nnmamba.models import build_for_card, find_model, load_model, validate_card_dict
+from nnmamba.model_card import find_model, validate_card_dict
+from nnmamba.models import build_for_card, load_model
 
 import tiny_models as tiny  # on the path through conftest.py
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nnmamba.evaluate.heldout import GROUPS, evaluate_model
-from nnmamba.models import find_model
+from nnmamba.model_card import find_model
 from nnmamba.train.data import load_cases
 
 TRANSFORMS = 2

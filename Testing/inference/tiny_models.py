@@ -57,7 +57,9 @@ def write_tiny_models(folder: Path) -> Path:
     """Write the three tiny cards + deterministic random weights into `folder`."""
     import torch
 
-    from nnmamba.models import build_for_card, save_model, validate_card_dict
+    from nnmamba.model_card import validate_card_dict
+
+    from nnmamba.models import build_for_card, save_model
 
     for n, card in enumerate(CARDS):
         torch.manual_seed(n)
@@ -97,7 +99,9 @@ def write_calibrated_cards(folder: Path) -> dict:
     `folder`; returns task -> card path. Their outputs vary across the volume, unlike raw random nets."""
     import torch
 
-    from nnmamba.models import build_for_card, save_model, validate_card_dict
+    from nnmamba.model_card import validate_card_dict
+
+    from nnmamba.models import build_for_card, save_model
 
     paths = {}
     for n, base in enumerate((SEG_CARD, LANDMARK_CARD)):

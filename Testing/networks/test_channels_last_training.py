@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from channel_layout_backend import channel_layout_backend
-from nnmamba.execution_plan import apply_plan, make_plan, to_plan_layout
+from nnmamba.execution_plan import make_plan, to_plan_layout
+from nnmamba.inference.plan_application import apply_plan
 from nnmamba.networks import build_network
 
 

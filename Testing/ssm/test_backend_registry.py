@@ -9,6 +9,7 @@ import torch
 
 from nnmamba.errors import BackendUnavailableError
 from nnmamba.ssm import backends
+from nnmamba.ssm.backend_choice import resolve_backend
 from nnmamba.ssm import mamba as mamba_module
 from nnmamba.ssm.mamba import Mamba
 
@@ -20,23 +21,23 @@ def test_reference_and_torch_backends_are_always_available_on_cpu():
 
 def test_auto_picks_torch_on_cpu(monkeypatch):
     monkeypatch.delenv(backends.ENV_VAR, raising=False)
-    assert backends.resolve_backend("auto", "cpu") == "torch"
+    assert resolve_backend("auto", "cpu") == "torch"
 
 
 def test_environment_variable_overrides_auto_but_not_an_explicit_name(monkeypatch):
     monkeypatch.setenv(backends.ENV_VAR, "reference")
-    assert backends.resolve_backend("auto", "cpu") == "reference"
-    assert backends.resolve_backend("torch", "cpu") == "torch"
+    assert resolve_backend("auto", "cpu") == "reference"
+    assert resolve_backend("torch", "cpu") == "torch"
 
 
 def test_unknown_backend_name_raises_value_error_listing_the_known_ones():
     with pytest.raises(ValueError, match="expected one of: auto, .*reference.*torch"):
-        backends.resolve_backend("fastest", "cpu")
+        resolve_backend("fastest", "cpu")
 
 
 def test_mamba_ssm_asked_for_on_cpu_raises_naming_the_problem_instead_of_falling_back():
     with pytest.raises(BackendUnavailableError, match="mamba_ssm.*cannot run on cpu"):
-        backends.resolve_backend("mamba_ssm", "cpu")
+        resolve_backend("mamba_ssm", "cpu")
 
 
 def test_unavailable_backend_from_the_environment_raises_when_the_model_runs(monkeypatch):
@@ -59,7 +60,7 @@ def test_a_new_backend_registers_in_one_line_and_a_model_uses_it(monkeypatch):
     block(torch.randn(2, 7, 8))
     assert calls == [torch.Size([2, 16, 7])]
     with pytest.raises(BackendUnavailableError):
-        backends.resolve_backend("counting", "meta")
+        resolve_backend("counting", "meta")
 
 
 def test_backend_is_resolved_once_per_device_dtype_and_mode_and_logged_once(caplog, monkeypatch):

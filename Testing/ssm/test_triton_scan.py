@@ -8,6 +8,7 @@ import torch
 from nnmamba.errors import BackendUnavailableError
 from nnmamba.networks.miccss import MambaLayer
 from nnmamba.ssm import backends
+from nnmamba.ssm.backend_choice import resolve_backend
 from nnmamba.ssm.reference_scan import selective_scan_reference
 from nnmamba.ssm.triton_scan import selective_scan_triton
 
@@ -37,12 +38,12 @@ def test_triton_backend_is_not_available_on_cpu_and_says_it_needs_cuda():
 def test_asking_for_triton_on_cpu_raises_instead_of_falling_back(monkeypatch):
     monkeypatch.delenv(backends.ENV_VAR, raising=False)
     with pytest.raises(BackendUnavailableError, match="triton"):
-        backends.resolve_backend("triton", "cpu")
+        resolve_backend("triton", "cpu")
 
 
 def test_auto_never_picks_triton_on_cpu(monkeypatch):
     monkeypatch.delenv(backends.ENV_VAR, raising=False)
-    assert backends.resolve_backend("auto", "cpu") == "torch"
+    assert resolve_backend("auto", "cpu") == "torch"
 
 
 def test_triton_scan_refuses_cpu_tensors_with_a_clear_error():

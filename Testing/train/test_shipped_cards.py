@@ -7,7 +7,7 @@ import pytest
 
 from nnmamba.data import sample_volume_path
 from nnmamba.io.volumes import read_volume
-from nnmamba.models import find_model, list_models
+from nnmamba.model_card import find_model, list_models
 
 SAMPLE_CASE = "brain1_t1c"  # scripts/prepare_data.py's name for the embedded sample
 

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnmamba.models import load_model, read_card
+from nnmamba.model_card import read_card
+
+from nnmamba.models import load_model
 from nnmamba.train.loop import TrainConfig, train
 
 from train_helpers import tiny_card

@@ -4,7 +4,7 @@ import json
 import logging
 import math
 
-from nnmamba.models import read_card
+from nnmamba.model_card import read_card
 from nnmamba.ssm import backends
 from nnmamba.train.loop import TrainConfig, train
 

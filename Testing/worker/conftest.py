@@ -20,7 +20,9 @@ from worker_helpers import TEST_CARDS
 def worker_models_dir(tmp_path_factory) -> Path:
     import torch
 
-    from nnmamba.models import build_for_card, save_model, validate_card_dict
+    from nnmamba.model_card import validate_card_dict
+
+    from nnmamba.models import build_for_card, save_model
 
     folder = tmp_path_factory.mktemp("worker-models")
     for seed, card in enumerate(TEST_CARDS):

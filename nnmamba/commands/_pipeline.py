@@ -1,6 +1,7 @@
 """What the pipeline commands (predict, demo, models, import-checkpoint) share: exit codes,
 user-error reporting without tracebacks, the inference options on the command line, a tqdm
-progress bar and the loud warning for untrained weights."""
+progress bar, the loud warning for untrained weights, and one case's read -> run -> write
+(`predict_case`, what predict and its cohort mode both run)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import argparse
 import enum
 import logging
 import sys
+import time
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
 
 from nnmamba.errors import (BackendUnavailableError, Cancelled, InputError, ModelError, NNMambaError,
                             OutputExistsError)
@@ -134,3 +139,31 @@ def print_warning(text: str) -> None:
     if text:
         bar = "!" * min(len(text), 100)
         print(f"{bar}\n{text}\n{bar}", file=sys.stderr)
+
+
+@dataclass
+class CaseOutcome:
+    """What `predict_case` did: task -> result, the files written, seconds per phase."""
+
+    results: dict
+    written: list
+    read_s: float
+    compute_s: float
+    write_s: float
+
+
+def predict_case(predictor, paths: list, stem: str, cards_by_task: dict, output: Path, overwrite: bool,
+                 summary: bool, warning: str = "",
+                 progress: Optional[Callable[[float, str], None]] = None) -> CaseOutcome:
+    """Read one case (a list of channel files or a DICOM folder), run every task of `cards_by_task`
+    (task -> ModelCard) and write its outputs `<output>/<stem>.*`."""
+    from nnmamba.io import read_volume, write_results
+
+    start = time.perf_counter()
+    volume = read_volume(list(paths))                 # checks the voxels once
+    read_s = time.perf_counter() - start
+    results = predictor.run(volume, list(cards_by_task), cards_by_task, progress=progress, checked=True)
+    computed = time.perf_counter()
+    written = write_results(results, volume, output, stem, overwrite=overwrite, summary=summary,
+                            warning=warning or None)
+    return CaseOutcome(results, written, read_s, computed - start - read_s, time.perf_counter() - computed)

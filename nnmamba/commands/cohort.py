@@ -267,9 +267,9 @@ def run(args, cases: list, tasks: list, cards: list, warning: str) -> int:
 def run_share(share: list, rank: int, args, options, tasks: list, cards: list, warning: str,
               outputs_of) -> list:
     """Predict every case of `share` on this rank; a failure is recorded and the next case runs."""
+    from nnmamba.commands._pipeline import predict_case
     from nnmamba.inference import Predictor
     from nnmamba.inference.backend_flags import configure_for_inference
-    from nnmamba.io import read_volume, write_results
     from nnmamba.io.atomic import write_text_atomically
 
     predictor = Predictor(options, scan_backend=args.scan_backend)
@@ -283,10 +283,8 @@ def run_share(share: list, rank: int, args, options, tasks: list, cards: list, w
         marker.unlink(missing_ok=True)  # outputs are about to change: the case is not finished
         start = time.perf_counter()
         try:
-            volume = read_volume(list(case.paths))
-            results = predictor.run(volume, tasks, cards_by_task)
-            write_results(results, volume, args.output, case.stem, overwrite=overwrite,
-                          summary=not args.no_summary, warning=warning or None)
+            predict_case(predictor, list(case.paths), case.stem, cards_by_task, args.output, overwrite,
+                         not args.no_summary, warning)
             seconds = time.perf_counter() - start
             record = {"case": case.stem, "inputs": list(case.paths), "input_bytes": case.size, "rank": rank,
                       "seconds": seconds, "outputs": [p.name for p in outputs_of(case.stem)]}

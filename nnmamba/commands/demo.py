@@ -9,11 +9,10 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 
 from nnmamba.commands._pipeline import (add_inference_arguments, inference_options, print_warning,
                                         progress_bar, report_errors, untrained_warning)
-from nnmamba.results import ClassificationResult, LandmarkResult, SegmentationResult, Task
+from nnmamba.tasks import BUILTIN, get_task
 
 STEM = "sample_brain_mr"
 
@@ -25,23 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_inference_arguments(parser)
 
 
-def describe(result) -> list:
-    """A few plain lines about one result."""
-    if isinstance(result, SegmentationResult):
-        voxel_ml = float(np.prod(result.geometry.spacing)) / 1000.0
-        counts = np.bincount(result.labelmap.ravel(), minlength=max(s.label for s in result.segments) + 1)
-        found = [f"{s.name} {counts[s.label] * voxel_ml:.1f} mL" for s in result.segments if counts[s.label]]
-        return [f"{len(found)} of {len(result.segments)} segments present: " + (", ".join(found) or "none")]
-    if isinstance(result, LandmarkResult):
-        order = np.argsort(-result.confidence)[:3]
-        best = ", ".join(f"{result.names[n]} ({result.confidence[n]:.2f})" for n in order)
-        return [f"{len(result.names)} landmarks; highest confidence: {best}"]
-    if isinstance(result, ClassificationResult):
-        probs = ", ".join(f"{n} {p:.3f}" for n, p in zip(result.class_names, result.probabilities))
-        return [f"top class {result.top_class} ({probs})"]
-    return []
-
-
 @report_errors
 def run(args) -> int:
     from nnmamba.data import sample_volume_path
@@ -49,7 +31,7 @@ def run(args) -> int:
     from nnmamba.io import check_free, output_paths, read_volume, stem_of, write_results
     from nnmamba.model_card import default_model
 
-    tasks = [t.value for t in Task]
+    tasks = list(BUILTIN)   # the shipped tasks, each with a shipped model
     cards = {t: default_model(t) for t in tasks}
     warning = untrained_warning(cards.values())
     print_warning(warning)
@@ -64,9 +46,9 @@ def run(args) -> int:
     for task in tasks:
         start = time.perf_counter()
         with progress_bar(task) as progress:
-            results.update(predictor.run(volume, [task], {task: cards[task]}, progress=progress))
+            results.update(predictor.run(volume, [task], {task: cards[task]}, progress=progress, checked=True))
         timings[task] = time.perf_counter() - start
-        print(f"{task:15s} {cards[task].name:22s} {timings[task]:6.1f} s   " + "; ".join(describe(results[task])))
+        print(f"{task:15s} {cards[task].name:22s} {timings[task]:6.1f} s   " + "; ".join(get_task(task).describe(results[task])))
     print(f"{'total':15s} {'':22s} {sum(timings.values()):6.1f} s on {predictor.device}")
     for path in write_results(results, volume, args.output, stem, overwrite=args.overwrite,
                               warning=warning or None):

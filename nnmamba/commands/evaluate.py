@@ -34,19 +34,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _print_summary(report: dict) -> None:
-    from nnmamba.evaluate.scoring import headline
+    from nnmamba.tasks import get_task
 
     task = report["task"]
+    definition = get_task(task)
+
+    def headline(summary) -> str:
+        return "-" if summary is None else definition.headline(summary)
+
     print(f"{report['model']} on held-out {', '.join(report['heldout'])}")
     print(f"  {report['protocol']}")
     for case, names in report.get("scored_labels", {}).items():
         print(f"  {case}: scored {len(names)} structures ({', '.join(names)})")
     print(f"  {'group':10s} {'model':34s} baseline")
     for group, figures in report["groups"].items():
-        print(f"  {group:10s} {headline(task, figures['model']):34s} {headline(task, figures['baseline'])}")
-    per_case_key, figure = {"segmentation": ("per_case_mean_dice", "mean Dice"),
-                            "landmarks": ("per_case_mre_mm", "MRE mm"),
-                            "classification": ("per_case_accuracy", "accuracy")}[task]
+        print(f"  {group:10s} {headline(figures['model']):34s} {headline(figures['baseline'])}")
+    per_case_key, figure = definition.per_case_figure
     print(f"  by case ({figure}, model / baseline):")
     for group, figures in report["groups"].items():
         for case, value in figures["model"][per_case_key].items():
@@ -77,7 +80,7 @@ def update_card_accuracy(card_path: Path, report: dict) -> None:
 
 def run(args) -> int:
     from nnmamba.errors import NNMambaError
-    from nnmamba.models import find_model
+    from nnmamba.model_card import find_model
 
     try:
         card = find_model(args.model)

@@ -13,18 +13,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import time
 from pathlib import Path
 
 from nnmamba.commands import cohort
-from nnmamba.commands._pipeline import (add_inference_arguments, inference_options, print_warning,
+from nnmamba.commands._pipeline import (add_inference_arguments, inference_options, predict_case, print_warning,
                                         progress_bar, report_errors, untrained_warning)
 from nnmamba.errors import InputError
-from nnmamba.results import Task
+from nnmamba.io.formats import IMAGE_SUFFIXES
+from nnmamba.tasks import task_names
 
 log = logging.getLogger("nnmamba.predict")
-TASKS = [t.value for t in Task]
-IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument("--tasks", action="extend", nargs="+", type=_split_commas, default=None,
                         metavar="TASK", help=f"tasks to run, comma- or space-separated "
-                                             f"(default: all of {','.join(TASKS)})")
+                                             f"(default: all of {','.join(task_names())})")
     parser.add_argument("--model", action="append", default=[], metavar="NAME_OR_PATH",
                         help="model (name from `nnmamba models` or a card .json path; its card "
                              "names its task), or TASK=NAME_OR_PATH; repeat for several tasks")
@@ -53,8 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _split_commas(text: str) -> list:
     names = [t.strip() for t in text.split(",") if t.strip()]
     for name in names:
-        if name not in TASKS:
-            raise argparse.ArgumentTypeError(f"unknown task {name!r}; expected some of {','.join(TASKS)}")
+        if name not in task_names():
+            raise argparse.ArgumentTypeError(f"unknown task {name!r}; expected some of {','.join(task_names())}")
     return names
 
 
@@ -65,11 +63,11 @@ def parse_models(values) -> dict:
     models = {}
     for value in values:
         task, sep, model = value.partition("=")
-        if sep and task in TASKS and model:
+        if sep and task in task_names() and model:
             models[task] = model
         elif sep and not Path(value).exists():
             raise InputError(f"--model must be NAME_OR_PATH or TASK=NAME_OR_PATH with TASK one of "
-                             f"{', '.join(TASKS)}, got {value!r}")
+                             f"{', '.join(task_names())}, got {value!r}")
         else:
             models[find_model(value).task] = value
     return models
@@ -79,7 +77,7 @@ def _requested_tasks(args, models: dict) -> list:
     if args.tasks:
         return list(dict.fromkeys(t for group in args.tasks for t in group))
     # Without --tasks: the tasks of the models given, else every task.
-    return list(models) if models else list(TASKS)
+    return list(models) if models else task_names()
 
 
 def _is_volume_file(path: Path) -> bool:
@@ -131,7 +129,7 @@ def check_output_folder(output: Path) -> None:
 def run(args) -> int:
     from nnmamba.inference import Predictor
     from nnmamba.inference.backend_flags import configure_for_inference
-    from nnmamba.io import check_free, output_paths, read_volume, stem_of, write_results
+    from nnmamba.io import check_free, output_paths, stem_of
     from nnmamba.model_card import default_model, find_model
 
     options = inference_options(args)
@@ -159,19 +157,14 @@ def run(args) -> int:
         stem = args.name or stem_of(paths[0])
         # Refuse before computing anything when outputs exist.
         check_free(output_paths(args.output, stem, tasks, not args.no_summary), args.overwrite)
-        start = time.perf_counter()
-        volume = read_volume(paths)
-        read_s = time.perf_counter() - start
         with progress_bar(stem) as progress:
-            results = predictor.run(volume, tasks, {t: c for t, c in zip(tasks, cards)}, progress=progress)
-        computed = time.perf_counter()
-        written = write_results(results, volume, args.output, stem, overwrite=args.overwrite,
-                                summary=not args.no_summary, warning=warning or None)
-        stages = stage_seconds(results, read_s, time.perf_counter() - computed)
+            case = predict_case(predictor, paths, stem, dict(zip(tasks, cards)), args.output, args.overwrite,
+                                not args.no_summary, warning, progress)
+        stages = stage_seconds(case.results, case.read_s, case.write_s)
         log.info("%s: stages %s", stem, stages)
-        print(f"{stem}: {', '.join(tasks)} in {computed - start - read_s:.1f} s "
+        print(f"{stem}: {', '.join(tasks)} in {case.compute_s:.1f} s "
               f"({', '.join(f'{name} {seconds:.2f} s' for name, seconds in stages.items())})")
-        for path in written:
+        for path in case.written:
             print(f"  {path}")
     return 0
 

@@ -11,6 +11,7 @@ Writes <out>/<name>/model.json (the card, with `training` filled in) + weights.s
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import sys
 from pathlib import Path
@@ -24,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prepared data folder (with manifest.json; default data/prepared)")
     parser.add_argument("--out", type=Path, required=True, help="output folder for weights, card, checkpoints")
     parser.add_argument("--minutes", type=float, default=10.0, help="training time budget (default 10)")
+    parser.add_argument("--run-minutes", type=float, default=None,
+                        help="stop this process after this many minutes (one run of a series resumed with "
+                             "--resume; --minutes and --steps count over the whole series)")
     parser.add_argument("--steps", type=int, default=1_000_000, help="stop after this many steps at the latest")
     parser.add_argument("--batch-size", type=int, default=2, help="samples per step and process (default 2)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate (default 1e-3)")
@@ -109,7 +113,8 @@ def run(args) -> int:
                          precision=args.precision, device=args.device, scan_backend=args.scan_backend,
                          channels_last=args.channels_last, sigma_mm=args.sigma_mm, checkpoint_every_s=args.checkpoint_every, resume=args.resume, log_every=args.log_every,
                          init_from=args.init_from, warmup_steps=args.warmup_steps,
-                         heldout_every=args.heldout_every, output_norm_lr_multiplier=args.head_lr_multiplier,
+                         heldout_every=args.heldout_every,
+                         run_budget_s=math.inf if args.run_minutes is None else args.run_minutes * 60, output_norm_lr_multiplier=args.head_lr_multiplier,
                          progress_bar=not args.no_progress)
     try:
         result = train(config)

@@ -22,7 +22,8 @@ import numpy as np
 
 from nnmamba.evaluate import baselines, degrade, motions, scoring
 from nnmamba.model_card import ModelCard
-from nnmamba.train.data import PreparedCase, class_of_case, load_case, load_cases, read_manifest
+from nnmamba.tasks import get_task
+from nnmamba.train.data import PreparedCase, load_cases, read_manifest
 from nnmamba.volume import Volume
 
 GROUPS = ("native", "motion", "degraded")
@@ -43,73 +44,13 @@ def variants(case: PreparedCase, transforms: int, degraded: bool, seed: int, cas
             yield "degraded", name, function(case, degrade_rng)
 
 
-class _Baseline:
-    """The task's baseline answer for a case, with what it needs loaded once."""
-
-    def __init__(self, card: ModelCard, data_dir, manifest: dict, atlas: str, template: str):
-        self.task = card.task
-        split = manifest["splits"][card.task]
-        if card.task == "segmentation":
-            self.atlas = load_case(data_dir, split["grid"], atlas, manifest)
-            self.code_to_label = baselines.atlas_code_to_card_label(card)
-            self.description = baselines.DESCRIPTIONS["segmentation"].format(atlas=atlas)
-        elif card.task == "landmarks":
-            self.points = baselines.template_landmarks(load_case(data_dir, split["grid"], template, manifest), card)
-            self.description = baselines.DESCRIPTIONS["landmarks"].format(template=template)
-        else:
-            names = [c.name for c in card.classes]
-            self.majority = baselines.majority_class(load_cases(data_dir, card.task, "train"), names)
-            self.probabilities = baselines.one_hot(self.majority, len(names))
-            self.description = baselines.DESCRIPTIONS["classification"].format(majority=names[self.majority])
-
-    def answer(self, case: PreparedCase):
-        if self.task == "segmentation":
-            return baselines.atlas_labels(self.atlas, case, self.code_to_label)
-        return self.points if self.task == "landmarks" else self.probabilities
-
-
 def _model_answer(predictor, card: ModelCard, case: PreparedCase):
     result = predictor.run(Volume(case.image[None], case.geometry), [card.task], models={card.task: card})[card.task]
-    if card.task == "segmentation":
-        return result.labelmap
-    return result.points_lps if card.task == "landmarks" else result.probabilities
-
-
-def _scored_structures(card: ModelCard, manifest: dict, case: PreparedCase) -> list:
-    """[(card label, name)] this case's ground truth has: the manifest's `scored_labels` (Colin27: AAL's
-    structures) or, without it, every card structure the prepared labels name."""
-    prepared = {s["name"] for s in manifest["segments"]}
-    wanted = set(manifest["cases"][case.name].get("scored_labels", prepared))
-    return [(s.label, s.name) for s in card.labels if s.name in wanted and s.name in prepared]
-
-
-class _Scorer:
-    """Scores an answer against a (moved) case's ground truth in the card's terms."""
-
-    def __init__(self, card: ModelCard, manifest: dict):
-        self.card, self.manifest = card, manifest
-        if card.task == "segmentation" and "segments" not in manifest:
-            raise ValueError("the manifest has no 'segments' table (prepared label value -> name): prepare the data "
-                             "again with scripts/prepare_data.py")
-
-    def truth(self, case: PreparedCase):
-        if self.card.task == "segmentation":
-            return scoring.prepared_to_card_labels(case.labels, self.manifest["segments"], self.card)
-        if self.card.task == "landmarks":
-            return case.landmarks_lps
-        return class_of_case(case, [c.name for c in self.card.classes])
-
-    def score(self, answer, truth, case: PreparedCase) -> dict:
-        if self.card.task == "segmentation":
-            return scoring.score_segmentation(answer, truth, _scored_structures(self.card, self.manifest, case),
-                                              case.geometry.spacing[::-1])
-        if self.card.task == "landmarks":
-            return scoring.score_landmarks(answer, truth)
-        return scoring.score_classification(answer, truth)
+    return get_task(card.task).answer(result)
 
 
 def _group_summaries(card: ModelCard, rows: list, with_baseline: bool) -> dict:
-    summarise = scoring.SUMMARISERS[card.task]
+    summarise = get_task(card.task).summarise
     groups = {}
     for group in GROUPS:
         members = [r for r in rows if r["group"] == group]
@@ -122,8 +63,10 @@ def _group_summaries(card: ModelCard, rows: list, with_baseline: bool) -> dict:
 
 def _row_message(card: ModelCard, row: dict) -> str:
     """One variant's figures for the progress log: 'case variant: model ..., baseline ...'."""
+    task = get_task(card.task)
+
     def figure(who: str) -> str:
-        return scoring.headline(card.task, scoring.SUMMARISERS[card.task]([row[who]], [row], card))
+        return task.headline(task.summarise([row[who]], [row], card))
 
     baseline = "" if row["baseline"] is None else f", baseline {figure('baseline')}"
     return f"{row['case']} {row['variant']}: model {figure('model')}{baseline}"
@@ -140,14 +83,6 @@ def _protocol(transforms: int, degraded: bool, seed: int, baseline: Optional[str
     if baseline:
         text += f"; baseline on the same inputs: {baseline}"
     return text
-
-
-def _classification_native(card: ModelCard, rows: list) -> dict:
-    """case -> the model's native answer (truth, predicted, probabilities by class name)."""
-    names = [c.name for c in card.classes]
-    return {r["case"]: {"truth": names[r["model"]["truth"]], "predicted": names[r["model"]["predicted"]],
-                        "probabilities": dict(zip(names, np.round(r["model"]["probabilities"], 4).tolist()))}
-            for r in rows if r["group"] == "native"}
 
 
 def trained_on(card: ModelCard) -> set:
@@ -174,16 +109,18 @@ def evaluate_model(card: ModelCard, data_dir, transforms: int = 4, degraded: boo
         raise ValueError(f"{card.name} was trained on {seen}, which {data_dir}/manifest.json now holds out; "
                          f"evaluate the others (--cases {' '.join(c.name for c in heldout if c.name not in seen)}) "
                          f"or retrain on the current split")
-    scorer = _Scorer(card, manifest)
-    answer_baseline = _Baseline(card, data_dir, manifest, atlas, template) if baseline else None
+    task = get_task(card.task)
+    task.check_manifest(manifest)
+    answer_baseline = task.baseline(card, data_dir, manifest, atlas, template) if baseline else None
     predictor = Predictor(InferenceOptions(device=device))
     rows = []
     for index, case in enumerate(heldout):
         for group, variant, moved in variants(case, transforms, degraded, seed, index):
-            truth = scorer.truth(moved)
+            truth = task.truth(moved, card, manifest)
             row = {"case": case.name, "group": group, "variant": variant,
-                   "model": scorer.score(_model_answer(predictor, card, moved), truth, moved),
-                   "baseline": scorer.score(answer_baseline.answer(moved), truth, moved) if baseline else None}
+                   "model": task.score(_model_answer(predictor, card, moved), truth, moved, card, manifest),
+                   "baseline": task.score(answer_baseline.answer(moved), truth, moved, card, manifest)
+                   if baseline else None}
             rows.append(row)
             if progress is not None:
                 progress(_row_message(card, row))
@@ -193,8 +130,5 @@ def evaluate_model(card: ModelCard, data_dir, transforms: int = 4, degraded: boo
               "baseline": answer_baseline.description if baseline else None,
               "protocol": _protocol(transforms, degraded, seed, answer_baseline.description if baseline else None),
               "groups": _group_summaries(card, rows, baseline), "rows": rows}
-    if card.task == "segmentation":
-        report["scored_labels"] = {c.name: [name for _, name in _scored_structures(card, manifest, c)] for c in heldout}
-    if card.task == "classification":
-        report["native"] = _classification_native(card, rows)
+    report.update(task.report_extras(card, manifest, heldout, rows))
     return report

@@ -97,18 +97,3 @@ def summarise_classification(scores: list, rows: list, card: ModelCard) -> dict:
     return {"accuracy": metrics.accuracy([s["predicted"] for s in scores], truth),
             "auc": {names[c]: v for c, v in auc.items()},
             "per_case_accuracy": {case: float(np.mean(v)) for case, v in by_case.items()}}
-
-
-SUMMARISERS = {"segmentation": summarise_segmentation, "landmarks": summarise_landmarks,
-               "classification": summarise_classification}
-
-
-def headline(task: str, summary: dict | None) -> str:
-    """The one figure per group the table shows: mean Dice / MRE + % within 4 mm / accuracy."""
-    if summary is None:
-        return "-"
-    if task == "segmentation":
-        return "n/a" if summary["mean_dice"] is None else f"Dice {summary['mean_dice']:.3f}"
-    if task == "landmarks":
-        return f"MRE {summary['mre_mm']:.2f} mm, {100 * summary['within_4mm']:.0f}% <= {WITHIN_MM:g} mm"
-    return f"accuracy {summary['accuracy']:.3f}"

@@ -28,9 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nnmamba.networks.miccss import FUSED_MICCSS_DTYPES as SUPPORTED_DTYPES
 from nnmamba.networks.miccss import MambaLayer
-
-SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # (conv, bn) attribute pairs of the upstream blocks whose conv feeds only that BatchNorm
 _CONV_BN_ATTRS = (("conv1", "bn1"), ("conv2", "bn2"), ("nin", "norm"), ("nin2", "norm2"))
 

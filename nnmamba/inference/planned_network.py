@@ -28,7 +28,8 @@ import torch
 import torch.nn as nn
 
 from nnmamba.errors import ModelError
-from nnmamba.execution_plan import apply_plan, make_plan
+from nnmamba.execution_plan import make_plan
+from nnmamba.inference.plan_application import apply_plan
 
 log = logging.getLogger(__name__)
 

@@ -35,16 +35,15 @@ import numpy as np
 import torch
 
 from nnmamba.errors import BackendUnavailableError, Cancelled, InputError, ModelError
-from nnmamba.inference.device_resampling import resample_argmax, resample_linear_with_inside
-from nnmamba.inference.landmark_decoding import decode_landmarks
+from nnmamba.inference.device_resampling import resample_linear_with_inside
 from nnmamba.inference.normalization import normalize_tensor
 from nnmamba.inference.options import InferenceOptions
 from nnmamba.inference.planned_network import PlannedNetwork
 from nnmamba.inference.resampling import working_grid
-from nnmamba.inference.sliding_window import center_crop_or_pad, forward_mirrored, sliding_window, to_numpy
-from nnmamba.io.checks import check_volume
+from nnmamba.inference.sliding_window import center_crop_or_pad, forward_mirrored, sliding_window
+from nnmamba.io.checks import check_channels, check_volume
 from nnmamba.model_card import ModelCard, default_model, find_model
-from nnmamba.results import ClassificationResult, LandmarkResult, SegmentationResult, Task
+from nnmamba.tasks import get_task, task_names
 from nnmamba.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -180,26 +179,21 @@ class Predictor:
 
     def run(self, volume: Volume, tasks: list, models: Optional[dict] = None,
             progress: Optional[Progress] = None, cancel: Optional[threading.Event] = None,
-            options: Optional[InferenceOptions] = None) -> dict:
+            options: Optional[InferenceOptions] = None, checked: bool = False) -> dict:
         """Run `tasks` on `volume`; returns task -> result (`nnmamba.results`) on the input's grid.
 
         `models` maps a task to a model name or card path (default: the task's default card).
-        `options` (default: the predictor's) hold for this call only.
+        `options` (default: the predictor's) hold for this call only. `checked`: the volume already
+        passed `check_volume` (`read_volume` checks what it reads), so only its channel count is.
         Raises `InputError`, `ModelError`, `Cancelled`; CUDA out-of-memory propagates.
         """
         options = self._check_options(options if options is not None else self.options)
         if isinstance(tasks, str):
             tasks = [tasks]
         if not tasks:
-            raise InputError("no task given; choose from " + ", ".join(t.value for t in Task))
+            raise InputError("no task given; choose from " + ", ".join(task_names()))
         models = dict(models or {})
-        names = []
-        for task in tasks:
-            try:
-                names.append(Task(task).value)
-            except ValueError:
-                raise InputError(f"unknown task {task!r}; choose from "
-                                 + ", ".join(t.value for t in Task)) from None
+        names = [get_task(getattr(task, "value", task)).name for task in tasks]
         unknown = set(models) - set(names)
         if unknown:
             raise InputError(f"models given for task(s) {sorted(unknown)} that were not asked for ({names})")
@@ -209,8 +203,10 @@ class Predictor:
                 raise ModelError(f"model {card.name} does {card.task}, not {task}")
         array = volume.array if volume.array.ndim == 4 else volume.array[None]
         volume = Volume(np.asarray(array, dtype=np.float32), volume.geometry)
+        if not checked:   # one pass over the voxels; the other cards need only their channel count
+            check_volume(volume, expected_channels=cards[0].in_channels, source="input volume")
         for card in cards:
-            check_volume(volume, expected_channels=card.in_channels, source="input volume")
+            check_channels(volume, card.in_channels, source="input volume")
 
         report = progress or (lambda fraction, stage: None)
         results, prepared = {}, {}
@@ -262,59 +258,29 @@ class Predictor:
         def tile_progress(done: int, total: int) -> None:
             progress(0.1 + 0.8 * done / total, f"{card.task}: tile {done}/{total}")
 
-        if card.task == Task.CLASSIFICATION.value:
+        task = get_task(card.task)
+        out_channels = task.out_channels(card)
+        if task.spatial_output:
+            stitch = self._stitch_device(options, out_channels, image.shape[1:])
+            output = sliding_window(
+                planned, image, patch, out_channels, overlap=options.overlap,
+                tile_batch=self._tile_batch(options, planned, stitch, out_channels, image.shape[1:]),
+                device=self.device, stitch_device=stitch, mirror_axes=mirror_axes, progress=tile_progress,
+                cancel=cancel, fixed_batch=planned.plan.cuda_graphs)
+            clock.stage("network")
+            progress(0.9, f"{card.task}: postprocessing")
+        else:
             _check_cancel(cancel)
             batch = center_crop_or_pad(image, patch)[None]
             with torch.no_grad():
-                logits = forward_mirrored(planned, batch, mirror_axes, spatial_output=False)
+                output = forward_mirrored(planned, batch, mirror_axes, spatial_output=False)
             clock.stage("network")
-            if logits.shape != (1, len(card.classes)):
-                raise ModelError(f"model {card.name} returned shape {tuple(logits.shape)}, expected "
-                                 f"(1, {len(card.classes)})")
-            probabilities = to_numpy(torch.softmax(logits.float(), dim=1))[0].astype(np.float64)
-            clock.stage("postprocess")
-            progress(1.0, f"{card.task}: done")
-            return ClassificationResult([c.name for c in card.classes], probabilities, model=card.name,
-                                        timings=clock.timings)
-
-        out_channels = (card.hyperparameters["number_classes"] if card.task == Task.SEGMENTATION.value
-                        else len(card.landmarks))
-        stitch = self._stitch_device(options, out_channels, image.shape[1:])
-        output = sliding_window(
-            planned, image, patch, out_channels, overlap=options.overlap,
-            tile_batch=self._tile_batch(options, planned, stitch, out_channels, image.shape[1:]),
-            device=self.device, stitch_device=stitch, mirror_axes=mirror_axes, progress=tile_progress,
-            cancel=cancel, fixed_batch=planned.plan.cuda_graphs)
-        clock.stage("network")
-        progress(0.9, f"{card.task}: postprocessing")
-        if card.task == Task.SEGMENTATION.value:
-            labels = self._labels(card, output, geometry, volume)
-            clock.stage("postprocess")
-            progress(1.0, f"{card.task}: done")
-            return SegmentationResult(labels, volume.geometry, list(card.labels), model=card.name,
-                                      timings=clock.timings)
-
-        points_lps, confidence, descriptions = decode_landmarks(card, output, geometry)
+        result = task.decode(card, output, geometry, volume)
+        del output
         clock.stage("postprocess")
         progress(1.0, f"{card.task}: done")
-        return LandmarkResult([lm.name for lm in card.landmarks], descriptions, points_lps, confidence,
-                              model=card.name, timings=clock.timings)
-
-    @staticmethod
-    def _labels(card: ModelCard, output: torch.Tensor, geometry, volume: Volume) -> np.ndarray:
-        """(classes, Z, Y, X) scores on the working grid -> uint16 labels on the input's grid."""
-        probabilities = torch.softmax(output, dim=0)
-        del output
-        labels = resample_argmax(probabilities, geometry, volume.geometry, volume.shape_kji)
-        del probabilities
-        # channels without a card label -> background
-        known = torch.zeros(card.hyperparameters["number_classes"], dtype=torch.int64, device=labels.device)
-        for segment in card.labels:
-            if 0 <= segment.label < known.numel():
-                known[segment.label] = segment.label
-        labels = known[labels]
-        small = torch.uint8 if known.numel() <= 256 else torch.int32   # fewer bytes back over the bus
-        return labels.to(small).cpu().numpy().astype(np.uint16)
+        result.model, result.timings = card.name, clock.timings
+        return result
 
 
 class _StageClock:

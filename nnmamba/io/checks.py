@@ -34,6 +34,13 @@ def check_geometry(geometry, source: str = "volume") -> None:
                          f"(|det| must be 1); fix the image header")
 
 
+def check_channels(volume: Volume, expected_channels: int, source: str = "volume") -> None:
+    """Raise `InputError` unless `volume` has the model's number of channels (no pass over the voxels)."""
+    if volume.channels != expected_channels:
+        raise InputError(f"{source}: the model expects {expected_channels} input channel(s), got "
+                         f"{volume.channels}; give one file per channel in the order of the model card")
+
+
 def check_volume(volume: Volume, expected_channels: Optional[int] = None, source: str = "volume") -> None:
     """Raise `InputError` unless `volume` is a finite, non-constant 3-D (multi-channel) image."""
     array = volume.array
@@ -51,10 +58,8 @@ def check_volume(volume: Volume, expected_channels: Optional[int] = None, source
         raise InputError(f"{source}: a 3-D volume needs at least {MIN_VOXELS_PER_AXIS} voxels along each "
                          f"axis, got {tuple(reversed(shape))} (i, j, k): this looks like a 2-D image; "
                          f"give a 3-D volume")
-    channels = volume.channels
-    if expected_channels is not None and channels != expected_channels:
-        raise InputError(f"{source}: the model expects {expected_channels} input channel(s), got {channels}; "
-                         f"give one file per channel in the order of the model card")
+    if expected_channels is not None:
+        check_channels(volume, expected_channels, source)
     if np.issubdtype(array.dtype, np.floating):
         bad = ~np.isfinite(array)
         if bad.any():

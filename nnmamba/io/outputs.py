@@ -1,4 +1,8 @@
-"""All output files of one prediction, named `<stem>.<kind>`, written only if none would clobber."""
+"""All output files of one prediction, named `<stem><suffix>`, written only if none would clobber.
+
+Each task names its files and writes them (`nnmamba.tasks`: `suffixes`, `write`); this module adds
+the summary PNG and the all-or-nothing check before anything is written.
+"""
 
 from __future__ import annotations
 
@@ -7,34 +11,28 @@ from pathlib import Path
 from typing import Optional
 
 from nnmamba.io.atomic import check_free
-from nnmamba.io.markups import write_markups
-from nnmamba.io.segmentation import write_segmentation
 from nnmamba.io.summary import write_summary
-from nnmamba.io.tables import write_probabilities_json, write_probabilities_tsv, write_segment_volumes_tsv
-from nnmamba.results import ClassificationResult, LandmarkResult, SegmentationResult, Task
+from nnmamba.io.formats import DICOM_SUFFIX, IMAGE_SUFFIXES
+from nnmamba.tasks import get_task, task_names
 from nnmamba.volume import Volume
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = {
-    Task.SEGMENTATION.value: [".seg.nrrd", ".volumes.tsv"],
-    Task.LANDMARKS.value: [".mrk.json"],
-    Task.CLASSIFICATION.value: [".probabilities.json", ".probabilities.tsv"],
-}
 SUMMARY_SUFFIX = ".summary.png"
 
 
 def output_paths(output_dir: Path, stem: str, tasks, summary: bool = True) -> list:
-    paths = [Path(output_dir) / f"{stem}{suffix}" for task in tasks for suffix in SUFFIXES[task]]
+    paths = [Path(output_dir) / f"{stem}{suffix}" for task in tasks for suffix in get_task(task).suffixes]
     if summary:
         paths.append(Path(output_dir) / f"{stem}{SUMMARY_SUFFIX}")
     return paths
 
 
 def stem_of(path: Path) -> str:
-    """`brain.nii.gz` -> `brain`; a DICOM folder -> its name."""
+    """`brain.nii.gz` -> `brain`, `brain.seg.nrrd` -> `brain`; a DICOM folder -> its name."""
     name = Path(path).name
-    for ext in (".nii.gz", ".seg.nrrd", ".nrrd", ".nii", ".mha", ".mhd", ".nhdr", ".dcm"):
+    known = IMAGE_SUFFIXES + (DICOM_SUFFIX,) + tuple(s for task in task_names() for s in get_task(task).suffixes)
+    for ext in sorted(known, key=len, reverse=True):   # the longest first: .seg.nrrd before .nrrd
         if name.lower().endswith(ext):
             return name[: -len(ext)]
     return name
@@ -49,16 +47,10 @@ def write_results(results: dict, volume: Volume, output_dir: Path, stem: str, ov
     written = []
     base = output_dir / stem
     for task, result in results.items():
-        if isinstance(result, SegmentationResult):
-            written.append(write_segmentation(result, Path(f"{base}.seg.nrrd")))
-            written.append(write_segment_volumes_tsv(result, Path(f"{base}.volumes.tsv")))
-        elif isinstance(result, LandmarkResult):
-            written.append(write_markups(result, Path(f"{base}.mrk.json")))
-        elif isinstance(result, ClassificationResult):
-            written.append(write_probabilities_json(result, Path(f"{base}.probabilities.json")))
-            written.append(write_probabilities_tsv(result, Path(f"{base}.probabilities.tsv")))
-        else:
+        definition = get_task(task)
+        if not isinstance(result, definition.result_type):
             raise TypeError(f"unknown result type for task {task}: {type(result).__name__}")
+        written += definition.write(result, base)
     if summary:
         title = f"{stem}: " + ", ".join(getattr(r, "model", "") or t for t, r in results.items())
         written.append(write_summary(volume, results, Path(f"{base}{SUMMARY_SUFFIX}"), title, warning))

@@ -62,16 +62,20 @@ def build_network(name: str, scan_backend: str = "auto", **hyperparameters) -> n
         raise ValueError(f"{name} does not take {', '.join(unknown)}; its hyperparameters are: "
                          f"{', '.join(accepted)}")
     model = cls(**hyperparameters)
-    set_scan_backend(model, scan_backend)
+    _point_blocks(model, scan_backend)
     return model
 
 
 def set_scan_backend(model: nn.Module, name: str) -> None:
     """Point every Mamba block inside `model` at scan backend `name` ("auto" or registered)."""
     backends.check_backend_name(name)
+    _point_blocks(model, name)
+
+
+def _point_blocks(model: nn.Module, checked_name: str) -> None:
     for module in model.modules():
         if isinstance(module, Mamba):
-            module.set_scan_backend(name)
+            module.take_checked_scan_backend(checked_name)
 
 
 __all__ = ["NETWORKS", "build_network", "network_class", "network_names", "register_network",

@@ -24,6 +24,9 @@ from nnmamba.ssm.mamba import Mamba, channel_linear
 
 # upstream order of the four terms: original, channel flip, token flip, both
 _FLIPS = ((), (2,), (1,), (1, 2))
+# what the fused inference form of this block (nnmamba.inference.fast_path) computes in: declared
+# here, beside the block, so the planner can ask without importing the inference layer above it
+FUSED_MICCSS_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 class MambaLayer(nn.Module):

@@ -20,9 +20,9 @@ the memory layout it wants its inputs in (`layout`): "tokens" (u = a (b, channel
 of token-major (b, L, channels) memory: torch and reference, tuned for it on CPU) or "channels"
 (unit-stride (b, channels, L) tensors: the CUDA kernels, which would otherwise copy them).
 `ScanBackend.declare(device)` turns that into plain data (`Declaration`), from which
-`nnmamba.execution_plan` chooses; nothing outside the registry special-cases a backend by name.
+`nnmamba.ssm.backend_choice` chooses; nothing outside the registry special-cases a backend by name.
 
-Resolution (`resolve_backend`, a thin door to the planner): a name asked for explicitly wins; "auto"
+Resolution (`backend_choice.resolve_backend`): a name asked for explicitly wins; "auto"
 looks at the environment variable NNMAMBA_SCAN_BACKEND first, then picks the fastest backend that
 can run. A backend asked for by name that cannot run raises `BackendUnavailableError`; it never
 silently falls back to another one.
@@ -260,18 +260,6 @@ def requested_backend(name_or_auto: str = AUTO) -> Tuple[str, str]:
         if env and env != AUTO:
             return env, f"set by {ENV_VAR}"
     return name_or_auto, "asked for"
-
-
-def resolve_backend(name_or_auto: str = AUTO, device: DeviceLike = "cpu", dtype: torch.dtype = torch.float32,
-                    mode: str = "inference") -> str:
-    """The backend name to use on `device` (the planner's `block_decision`, as a Mamba block asks it).
-
-    An explicit name must fit (else `BackendUnavailableError`, a RuntimeError, saying why and how to
-    fix it). "auto" honours NNMAMBA_SCAN_BACKEND, then takes the fastest backend that fits.
-    """
-    from nnmamba.execution_plan import block_decision
-
-    return block_decision(name_or_auto, torch.device(device), dtype, mode)[0]
 
 
 def _always(device: torch.device) -> bool:

@@ -3,8 +3,9 @@
 Same parameters, initialisation and forward maths as `mamba_ssm.modules.mamba_simple.Mamba`, so its
 state_dict loads with strict=True. How the block runs on a device (scan backend, and whether the
 backend's declared fused inner function replaces conv1d + projections + scan) is the execution
-plan's decision: `nnmamba.execution_plan.apply_plan` sets it per device; without an applied plan the
-block asks the planner once per (device, dtype, mode) on its first forward there and logs the answer
+plan's decision: `nnmamba.inference.plan_application.apply_plan` sets it per device; without an
+applied plan the block asks `nnmamba.ssm.backend_choice.block_decision` (the same capability query the
+planner uses) once per (device, dtype, mode) on its first forward there and logs the answer
 (mode is "training" when autograd records the forward, so "auto" then picks a backend that trains).
 
 Two layouts of the same maths, picked from the backend's declared `layout`: "tokens" keeps every
@@ -28,7 +29,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nnmamba.errors import PlanError
 from nnmamba.ssm import backends
+from nnmamba.ssm.backend_choice import block_decision
 from nnmamba.ssm.reference_scan import scan_dtype
 
 logger = logging.getLogger(__name__)
@@ -128,26 +131,31 @@ class Mamba(nn.Module):
         self.scan_backend = scan_backend
         # (device, mode) -> (backend, fused inner) set by an execution plan; wins over _resolved
         self._planned: Dict[Tuple[str, str], Tuple[str, bool]] = {}
-        # (device, dtype, mode) -> (backend, fused inner) the planner gave without an applied plan
+        # (device, dtype, mode) -> (backend, fused inner) block_decision gave without an applied plan
         self._resolved: Dict[Tuple[str, torch.dtype, str], Tuple[str, bool]] = {}
 
     def set_scan_backend(self, name: str) -> None:
         """Ask for another backend ("auto" or a registered name); planned again on next forward."""
         backends.check_backend_name(name)
+        self.take_checked_scan_backend(name)
+
+    def take_checked_scan_backend(self, name: str) -> None:
+        """`set_scan_backend` for a name the caller has checked (`backends.check_backend_name`):
+        `nnmamba.networks` checks a network's backend once, not once per block."""
         self.scan_backend = name
         self._planned = {}
         self._resolved = {}
 
     def use_plan(self, device, backend: str, fused_inner: bool, mode: str) -> None:
         """Run `mode` forwards on `device` with scan `backend`, through its fused inner function when
-        `fused_inner` (and `use_fast_path`); called by `nnmamba.execution_plan.apply_plan`, which
+        `fused_inner` (and `use_fast_path`); called by `nnmamba.inference.plan_application.apply_plan`, which
         checked both. A training plan serves inference too; an inference plan never serves training
-        (its backend may be forward-only), so a training forward then asks the planner."""
+        (its backend may be forward-only), so a training forward then asks `block_decision`."""
         backends.get_backend(backend)
         self._planned[(str(torch.device(device)), mode)] = (backend, bool(fused_inner) and self.use_fast_path)
 
     def decision(self, device, dtype: torch.dtype = torch.float32, mode: str = "inference") -> Tuple[str, bool]:
-        """(backend, fused inner on?) of this block on `device`: the applied plan's, else the planner's."""
+        """(backend, fused inner on?) of this block on `device`: the applied plan's, else `block_decision`'s."""
         device = torch.device(device)
         planned = self._planned.get((str(device), mode))
         if planned is None and mode == "inference":
@@ -156,8 +164,6 @@ class Mamba(nn.Module):
             return planned
         key = (str(device), dtype, mode)
         if key not in self._resolved:
-            from nnmamba.execution_plan import block_decision
-
             name, fused, why = block_decision(self.scan_backend, device, dtype, mode)
             _log_choice(self.scan_backend, device, dtype, mode, name, why)
             self._resolved[key] = (name, fused and self.use_fast_path)
@@ -254,8 +260,6 @@ class Mamba(nn.Module):
         form = backends.get_backend(name).fused_inner
         fn = None if form is None else form.load()
         if fn is None:  # the plan checked it; only a changed environment gets here
-            from nnmamba.errors import PlanError
-
             why = "it offers none" if form is None else form.missing()
             raise PlanError(f"the plan runs scan backend {name!r} through its fused inner function, which is not "
                             f"usable: {why}. Make a new plan (make_plan) or pass fused_inner=False.")

@@ -42,6 +42,7 @@ class TrainConfig:
     data_dir: Path
     out_dir: Path
     time_budget_s: float = 600.0       # stop after this much training time (whichever comes first)
+    run_budget_s: float = math.inf     # ... or after this much time in this process (one run of a resumed series)
     max_steps: int = 1_000_000         # ... or after this many steps (then the schedule follows steps)
     batch_size: int = 2                # per process
     learning_rate: float = 1e-3        # AdamW; linear warm-up, then poly decay to 0 over the steps / budget
@@ -49,6 +50,7 @@ class TrainConfig:
     warmup_steps: int = 200            # also after resuming from weights without optimiser moments
     heldout_every: int = 0             # steps between held-out checks (0: none); see guards.py
     stop_on_collapse: bool = True
+    collapse_min_step: int = 2000      # no collapse is called before this step (every run starts near chance)
     seed: int = 0
     precision: str = "auto"            # "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16", "fp32"
     device: str = "auto"
@@ -144,7 +146,8 @@ def _load_initial_weights(model: torch.nn.Module, path: Path) -> None:
 
 def _training_plan(model: torch.nn.Module, config: TrainConfig, device: torch.device):
     """Plan (and log) how `model` trains, and apply it: a scan backend that has gradients, always."""
-    from nnmamba.execution_plan import apply_plan, make_plan
+    from nnmamba.execution_plan import make_plan
+    from nnmamba.inference.plan_application import apply_plan
 
     precision = _autocast(config.precision, device)[1]
     plan = make_plan(model, device, torch.bfloat16 if precision == "bf16" else torch.float32, mode="training",
@@ -241,7 +244,8 @@ def train(config: TrainConfig) -> TrainResult:
     network.train()
     while True:
         elapsed = elapsed_before + time.perf_counter() - start
-        done = step >= config.max_steps or elapsed >= config.time_budget_s
+        done = (step >= config.max_steps or elapsed >= config.time_budget_s
+                or time.perf_counter() - start >= config.run_budget_s)
         if distributed.any_rank(done or stop_reason is not None, context):
             break
         # Step-based schedule when a step count is given (reproducible), else time-based.
@@ -280,7 +284,8 @@ def train(config: TrainConfig) -> TrainResult:
         if context.is_main and check.due(step):
             summary = check.run(step, model)
             if config.stop_on_collapse:
-                stop_reason = collapse_reason(card["task"], summary, last_loss, _class_count(card), step)
+                stop_reason = collapse_reason(card["task"], summary, last_loss, _class_count(card), step,
+                                              config.collapse_min_step)
             if stop_reason:
                 log.error("stopping: %s", stop_reason)
         if context.is_main and time.perf_counter() - last_checkpoint > config.checkpoint_every_s:

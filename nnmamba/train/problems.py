@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from nnmamba.inference.normalization import normalize_batch
+from nnmamba.tasks import get_task
 from nnmamba.train import losses
 from nnmamba.train.data import PreparedCase, centre_padded, class_of_case
 from nnmamba.train.recipes import DataRecipe, default_recipe
@@ -373,11 +374,5 @@ def _balance_description(names, real_classes, fraction, class_weights, asked) ->
 
 def make_problem(card: dict, cases, device, seed: int, sigma_mm: Optional[float] = None, recipe: Optional[DataRecipe] = None,
                  label_maps: Sequence[PreparedCase] = ()) -> _Problem:
-    task = card["task"]
-    if task == "segmentation":
-        return SegmentationProblem(card, cases, device, seed, recipe, label_maps)
-    if task == "landmarks":
-        return LandmarkProblem(card, cases, device, seed, sigma_mm=sigma_mm, recipe=recipe, label_maps=label_maps)
-    if task == "classification":
-        return ClassificationProblem(card, cases, device, seed, recipe, label_maps)
-    raise ValueError(f"unknown task {task!r}")
+    """The training problem of the card's task: each task (`nnmamba.tasks`) names its problem class."""
+    return get_task(card["task"]).make_problem(card, cases, device, seed, sigma_mm, recipe, label_maps)

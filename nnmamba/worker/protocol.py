@@ -29,8 +29,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from nnmamba.results import (ClassificationResult, LandmarkResult, SegmentationResult,
-                             SegmentInfo, Task)
+from nnmamba.errors import InputError
+from nnmamba.tasks import get_task, task_names
 from nnmamba.volume import Geometry, Volume
 
 PROTOCOL_VERSION = 1
@@ -189,13 +189,13 @@ def check_array_specs(specs: Any, max_bytes: int) -> list:
 
 
 def encode_submit(request: SubmitRequest, token: str) -> tuple:
-    known = [t.value for t in Task]
+    known = task_names()
     unknown = [t for t in request.tasks if t not in known]
     if unknown or not request.tasks:
         raise ValueError(f"tasks must be a non-empty list of {known}, got {list(request.tasks)}")
     volume = wire_array(request.volume.array)
     header = {"type": MessageType.SUBMIT.value, "protocol": PROTOCOL_VERSION, "token": token,
-              "job_id": request.job_id, "tasks": [Task(t).value for t in request.tasks],
+              "job_id": request.job_id, "tasks": [getattr(t, "value", t) for t in request.tasks],
               "models": dict(request.models or {}), "options": dict(request.options or {}),
               "geometry": request.volume.geometry.to_dict(),
               "arrays": [array_spec("volume", volume)]}
@@ -243,10 +243,10 @@ def decode_submit(header: dict, arrays: dict) -> SubmitRequest:
 
     tasks = header.get("tasks")
     if not isinstance(tasks, list) or not tasks:
-        raise bad(f'"tasks" must be a non-empty list of {[t.value for t in Task]}, got {tasks!r:.200}')
+        raise bad(f'"tasks" must be a non-empty list of {task_names()}, got {tasks!r:.200}')
     for task in tasks:
-        if task not in [t.value for t in Task]:
-            raise bad(f"unknown task {task!r:.100}; expected one of {[t.value for t in Task]}")
+        if task not in task_names():
+            raise bad(f"unknown task {task!r:.100}; expected one of {task_names()}")
     models = header.get("models") or {}
     if not isinstance(models, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                for k, v in models.items()):
@@ -294,41 +294,23 @@ def _decoded_timings(header: dict) -> dict:
 
 def _encode_result(index: int, task: str, result: Any) -> tuple:
     prefix = f"r{index}."
-    if isinstance(result, SegmentationResult):
-        labelmap = wire_array(result.labelmap)
-        header = {"task": task, "kind": "segmentation", "model": result.model, "timings": _timings(result),
-                  "geometry": result.geometry.to_dict(),
-                  "segments": [{"label": int(s.label), "name": s.name, "color": [float(c) for c in s.color],
-                                "terminology": s.terminology} for s in result.segments]}
-        return header, [(prefix + "labelmap", labelmap)]
-    if isinstance(result, LandmarkResult):
-        header = {"task": task, "kind": "landmarks", "model": result.model, "timings": _timings(result),
-                  "names": list(result.names), "descriptions": list(result.descriptions)}
-        return header, [(prefix + "points_lps", wire_array(np.asarray(result.points_lps, np.float64))),
-                        (prefix + "confidence", wire_array(np.asarray(result.confidence, np.float64)))]
-    if isinstance(result, ClassificationResult):
-        header = {"task": task, "kind": "classification", "model": result.model, "timings": _timings(result),
-                  "class_names": list(result.class_names)}
-        return header, [(prefix + "probabilities", wire_array(np.asarray(result.probabilities, np.float64)))]
-    raise TypeError(f"cannot send a result of type {type(result).__name__} for task {task!r}")
+    definition = get_task(task) if task in task_names() else None
+    if definition is None or not isinstance(result, definition.result_type):
+        raise TypeError(f"cannot send a result of type {type(result).__name__} for task {task!r}")
+    fields, arrays = definition.encode(result)
+    header = {"task": task, "kind": definition.name, "model": result.model, "timings": _timings(result), **fields}
+    return header, [(prefix + name, wire_array(array)) for name, array in arrays.items()]
 
 
 def _decode_result(index: int, header: dict, arrays: dict) -> Any:
     prefix = f"r{index}."
     kind = header.get("kind")
-    if kind == "segmentation":
-        segments = [SegmentInfo(s["label"], s["name"], tuple(s["color"]), s.get("terminology"))
-                    for s in header.get("segments", [])]
-        return SegmentationResult(arrays[prefix + "labelmap"], decode_geometry(header["geometry"]),
-                                  segments, header.get("model", ""), _decoded_timings(header))
-    if kind == "landmarks":
-        return LandmarkResult(list(header["names"]), list(header["descriptions"]),
-                              arrays[prefix + "points_lps"], arrays[prefix + "confidence"],
-                              header.get("model", ""), _decoded_timings(header))
-    if kind == "classification":
-        return ClassificationResult(list(header["class_names"]), arrays[prefix + "probabilities"],
-                                    header.get("model", ""), _decoded_timings(header))
-    raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unknown result kind {kind!r}")
+    try:
+        definition = get_task(kind)
+    except InputError:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"unknown result kind {kind!r}") from None
+    own = {name[len(prefix):]: array for name, array in arrays.items() if name.startswith(prefix)}
+    return definition.decode_wire(header, own, header.get("model", ""), _decoded_timings(header), decode_geometry)
 
 
 # ---------------------------------------------------------------------------------- events, replies
