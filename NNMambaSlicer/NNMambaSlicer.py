@@ -163,11 +163,8 @@ class NNMambaSlicerTest(ScriptedLoadableModuleTest):
             outputs = logic.run(volume, tasks=["segmentation", "landmarks", "classification"], timeout=900)
         finally:
             logic.close()
-        checks = ResultChecks()
-        problems = (checks.segmentationProblems(outputs["segmentation"][0], volume)
-                    + checks.landmarkProblems(outputs["landmarks"][0], volume)
-                    + checks.classificationProblems(outputs["classification"][0]))
-        self.assertEqual(problems, [])
+        self.assertEqual(sorted(outputs), ["classification", "landmarks", "segmentation"])
+        self.assertEqual(ResultChecks().problems(outputs, volume), [])
         for nodes in outputs.values():
             self.assertIn("not for clinical use", nodes[0].GetDescription())
         self.delayDisplay("Test passed")

@@ -28,6 +28,17 @@ class ResultChecks:
         >>> assert not problems, problems
     """
 
+    def problems(self, outputs: dict, volumeNode) -> list:
+        """Every problem of a job's outputs (task -> nodes, as `InferenceLogic.run` returns them)."""
+        problems = []
+        if "segmentation" in outputs:
+            problems += self.segmentationProblems(outputs["segmentation"][0], volumeNode)
+        if "landmarks" in outputs:
+            problems += self.landmarkProblems(outputs["landmarks"][0], volumeNode)
+        if "classification" in outputs:
+            problems += self.classificationProblems(outputs["classification"][0])
+        return problems
+
     def segmentationProblems(self, segmentationNode, volumeNode) -> list:
         import slicer
 

@@ -210,8 +210,4 @@ def test_the_shipped_models_pass_the_self_tests_content_checks_on_the_whole_samp
     volume = app.logics["Volumes"].AddArchetypeVolume(str(sample_volume_path()), "sample")
     logic = InferenceLogic(connection)
     outputs = logic.run(volume, tasks=["segmentation", "landmarks", "classification"], timeout=600)
-    checks = ResultChecks()
-    problems = (checks.segmentationProblems(outputs["segmentation"][0], volume)
-                + checks.landmarkProblems(outputs["landmarks"][0], volume)
-                + checks.classificationProblems(outputs["classification"][0]))
-    assert problems == []
+    assert ResultChecks().problems(outputs, volume) == []

@@ -77,3 +77,12 @@ def test_a_segmentation_off_the_inputs_grid_fails(app):
     volume.SetAndObserveTransformNodeID(transform.GetID())
     assert ResultChecks().segmentationProblems(node, volume) == [
         "the segmentation is not under the input volume's transform"]
+
+
+def test_all_of_a_jobs_problems_are_listed_together(app):
+    volume = headVolume()
+    outputs = ResultNodes().add(volume, {
+        "segmentation": SegmentationResult(np.zeros((16, 20, 24), np.uint8), VolumeConverter.geometryOf(volume), [], "s"),
+        "classification": ClassificationResult(["T1", "CT"], np.array([0.2, 0.2]))})
+    assert ResultChecks().problems(outputs, volume) == ["every segment is empty",
+                                                        "the class probabilities sum to 0.4000, not 1"]
