@@ -119,7 +119,7 @@ class NNMambaSlicerLogic(InferenceLogic, ScriptedLoadableModuleLogic):
 
     def _onTimer(self):
         self.poll(0.0)
-        if not self.isBusy:
+        if not self.needsPolling:
             self._pollTimer().stop()
 
 

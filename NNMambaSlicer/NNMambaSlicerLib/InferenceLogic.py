@@ -117,6 +117,11 @@ class InferenceLogic:
     def isBusy(self) -> bool:
         return bool(self._jobs)
 
+    @property
+    def needsPolling(self) -> bool:
+        """Jobs run, or a dropped job's volume is still on its way (it is cancelled once it arrives)."""
+        return bool(self._jobs or self._abandonedUploads)
+
     def submit(self, volumeNodes, tasks, models: Optional[dict] = None, options: Optional[dict] = None,
                replaceExisting: bool = False, onProgress: Optional[Callable] = None,
                onFinished: Optional[Callable] = None, outputSegmentation=None) -> str:
@@ -205,7 +210,7 @@ class InferenceLogic:
 
     def poll(self, timeout: float = 0.0) -> list:
         """Handle what the worker sent (waiting up to `timeout` s); returns the jobs that ended."""
-        if not self._jobs and not self._abandonedUploads:
+        if not self.needsPolling:
             return []
         # Overdue cancellations first: once the grace period is over the worker is stopped,
         # whatever it may still send.

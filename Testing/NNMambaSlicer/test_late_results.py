@@ -145,10 +145,12 @@ def test_a_job_dropped_during_its_upload_is_cancelled_on_the_worker_when_the_upl
         logic.poll(0.01)
     app.scene.Clear(False)                      # from a script: no panel, so the next poll drops it
     logic.poll(0.0)
-    assert not logic.isBusy
+    assert not logic.isBusy and logic.needsPolling  # the timer keeps polling until the upload ends
     gate.set()
     while not client.cancelled:
         assert time.monotonic() < deadline, "the abandoned job was never cancelled on the worker"
         logic.poll(0.01)
     assert client.cancelled == ["worker-1"]
+    logic.poll(0.0)
+    assert not logic.needsPolling
     logic.close()
