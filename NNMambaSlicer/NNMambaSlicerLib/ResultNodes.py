@@ -143,9 +143,11 @@ class ResultNodes:
             return self.qualities[modelName]
         from nnmamba import model_card
         try:
-            return model_card.find_model(modelName).quality
+            quality = model_card.find_model(modelName).quality
         except NNMambaError:
-            return UNKNOWN_QUALITY
+            quality = UNKNOWN_QUALITY
+        self.qualities[modelName] = quality  # a job's nodes share the model: read its card once
+        return quality
 
     def describe(self, node, task: str, modelName: str) -> None:
         """Says on the node, where Slicer's Data module shows it, what made it and that it is not clinical."""
