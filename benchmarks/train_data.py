@@ -11,7 +11,7 @@ layout between two `StepClock` syncs) -> "data ms per step"; unless --no-step, t
 (the card's network under the trainer's plan and autocast, the problem's loss, Adam, grad clipping)
 -> step ms and the data share. Then the parts alone (median of --repeats after --warmup): the
 generator at batch x size^3 from a brain-sized synthetic FreeSurfer label map (every transform on),
-the real-image augmenter, the landmark path (points moved + 32 heatmaps), and, unless --no-step, an
+the real-image augmenter, the landmark path (points moved + 32 target Gaussians), and, unless --no-step, an
 nnMambaSeg step on generated batches. Target (issue 13): data time <= 10 % of a step.
 """
 

@@ -47,7 +47,8 @@ class LandmarkResult:
     names: list                   # list[str], one per landmark
     descriptions: list            # list[str]
     points_lps: np.ndarray        # (n, 3) physical LPS mm
-    confidence: np.ndarray        # (n,) 0..1 (heatmap peak height)
+    confidence: np.ndarray        # (n,) 0..1: peak height or softmax mass near the peak (the card's
+                                  # decoding); 0 for a point placed by the template fit
     model: str = ""
     timings: dict = field(default_factory=dict)   # stage -> seconds ("resample_s", "network_s", ...)
 

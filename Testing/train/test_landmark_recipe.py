@@ -45,6 +45,5 @@ def test_the_landmark_card_carries_the_afids_template_in_its_own_landmark_order(
     assert template[names.index("LLVAC"), 0] > 10 > -10 > template[names.index("RLVAC"), 0]
     assert "CC-BY-4.0" in card["provenance"]["landmark_template"]
     assert card["inference"]["landmark_decoding"]["method"] == "soft-argmax"
-    card["hyperparameters"].pop("head")          # until the networks take it, the rest must validate
     validated = validate_card_dict(card, where="recipe")
     assert validated.landmark_fit is not None and len(validated.landmark_fit.template_lps_mm) == 32

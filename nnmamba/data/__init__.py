@@ -5,24 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 SAMPLE_VOLUME = "sample_brain_mr.nrrd"
+AFIDS_TEMPLATE = "afids/tpl-MNI152NLin2009cAsym_afids.fcsv"
+
+
+def _packaged(name: str, what: str) -> Path:
+    path = Path(__file__).resolve().parent / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} is missing from the installation: {path}; reinstall nnmamba")
+    return path
 
 
 def sample_volume_path() -> Path:
     """Path of the embedded real brain MR sample (see README.md beside it for provenance)."""
-    path = Path(__file__).resolve().parent / SAMPLE_VOLUME
-    if not path.is_file():
-        raise FileNotFoundError(f"the embedded sample volume is missing from the installation: {path}; "
-                                f"reinstall nnmamba")
-    return path
-
-
-AFIDS_TEMPLATE = "afids/tpl-MNI152NLin2009cAsym_afids.fcsv"
+    return _packaged(SAMPLE_VOLUME, "the embedded sample volume")
 
 
 def afids_template_path() -> Path:
     """Path of the AFIDs project's 32 points on MNI152NLin2009cAsym (CC-BY-4.0; see afids/README.md)."""
-    path = Path(__file__).resolve().parent / AFIDS_TEMPLATE
-    if not path.is_file():
-        raise FileNotFoundError(f"the AFIDs template points are missing from the installation: {path}; "
-                                f"reinstall nnmamba")
-    return path
+    return _packaged(AFIDS_TEMPLATE, "the AFIDs template points")

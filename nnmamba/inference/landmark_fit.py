@@ -162,6 +162,9 @@ def robust_similarity_fit(template: np.ndarray, detections: np.ndarray, confiden
         fitted = moved
         if change < 1e-6:
             break
+    if not SCALE_RANGE[0] <= scale <= SCALE_RANGE[1]:
+        raise ValueError(f"the refined fit's scale {scale:.2f} is outside {SCALE_RANGE}: the detections that agree "
+                         f"do not look like the template")
     residuals = np.linalg.norm(detections - fitted, axis=-1)
     return SimilarityFit(float(scale), rotation, translation, fitted, residuals, weights > 0)
 
