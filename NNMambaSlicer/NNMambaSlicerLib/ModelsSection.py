@@ -8,6 +8,7 @@ the usual devices until the worker answers with its own.
 from __future__ import annotations
 
 import qt
+from slicer.i18n import tr as _
 
 from .DeviceChoices import DeviceChoices
 from .InputVolumes import InputVolumes
@@ -82,7 +83,7 @@ class ModelsSection:
         self.ui.modelSourceLabel.text = f"Listing the {self.catalog.source}.{problems}"
         self.ui.deviceSourceLabel.text = f"Devices: {self.devices.source}."
         if remote:
-            self.ui.logSourceLabel.text = ("A remote server keeps its own log (in the terminal where `nnmamba serve` "
-                                           "runs); progress and errors of your jobs are shown above.")
+            self.ui.logSourceLabel.text = _("A remote server keeps its own log (in the terminal where `nnmamba serve` "
+                                            "runs); progress and errors of your jobs are shown above.")
         else:
-            self.ui.logSourceLabel.text = "Output of the local worker process, and of installs started here."
+            self.ui.logSourceLabel.text = _("Output of the local worker process, and of installs started here.")

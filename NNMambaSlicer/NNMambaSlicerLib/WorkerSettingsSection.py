@@ -11,6 +11,7 @@ from typing import Callable
 
 import qt
 import slicer
+from slicer.i18n import tr as _
 
 from .ServerSettings import ServerSettings
 from .WorkerConnection import WorkerSettings
@@ -65,7 +66,7 @@ class WorkerSettingsSection:
         host, port = self.serverSettings.address()
         if self.serverSettings.isConfirmed(host, port):
             return None
-        return "Enter a server and press 'Use this server...' to confirm sending volumes to it."
+        return _("Enter a server and press 'Use this server...' to confirm sending volumes to it.")
 
     @staticmethod
     def _pathFilters(*names):
@@ -87,10 +88,11 @@ class WorkerSettingsSection:
     def _showRemoteStatus(self) -> None:
         host, port = self.serverSettings.address()
         if self.serverSettings.isConfirmed(host, port):
-            secure = "over TLS" if self.serverSettings.tlsCertificateAuthority() else "unencrypted"
-            self.ui.remoteStatusLabel.text = f"Volumes will be sent to {host}:{port} ({secure}) for processing."
+            secure = _("over TLS") if self.serverSettings.tlsCertificateAuthority() else _("unencrypted")
+            self.ui.remoteStatusLabel.text = _("Volumes will be sent to {address} ({secure}) for processing.").format(
+                address=f"{host}:{port}", secure=secure)
         else:
-            self.ui.remoteStatusLabel.text = "Remote processing is off: nothing leaves this computer."
+            self.ui.remoteStatusLabel.text = _("Remote processing is off: nothing leaves this computer.")
 
     def onPythonExecutableChanged(self, path: str) -> None:
         qt.QSettings().setValue(PYTHON_SETTING, path)
@@ -101,17 +103,17 @@ class WorkerSettingsSection:
         self._onModelsFolderChanged(path)
 
     def onUseServer(self) -> None:
-        with slicer.util.tryWithErrorDisplay("The server address is not valid.", waitCursor=False):
+        with slicer.util.tryWithErrorDisplay(_("The server address is not valid."), waitCursor=False):
             host, port = ServerSettings.parseAddress(self.ui.serverAddressLineEdit.text)
             token = self.ui.serverTokenLineEdit.text.strip()
             if not token:
                 raise ValueError("enter the token the server printed when it started")
             certificate = self.ui.serverCertificatePathLineEdit.currentPath.strip() or None
-            encryption = ("The connection is encrypted (TLS)." if certificate else
-                          "The connection is NOT encrypted: no CA certificate was given.")
-            question = (f"Volumes you process will be sent over the network to {host}:{port}, and results come back "
-                        f"from it. {encryption} Only use a server you trust with these images.\n\n"
-                        "Send volumes to this server?")
+            encryption = (_("The connection is encrypted (TLS).") if certificate else
+                          _("The connection is NOT encrypted: no CA certificate was given."))
+            question = _("Volumes you process will be sent over the network to {address}, and results come back "
+                         "from it. {encryption} Only use a server you trust with these images.\n\n"
+                         "Send volumes to this server?").format(address=f"{host}:{port}", encryption=encryption)
             if not slicer.util.confirmYesNoDisplay(question, windowTitle="nnMamba: remote server"):
                 self.serverSettings.forget()
                 self._showRemoteStatus()
