@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
@@ -24,6 +23,7 @@ from .JobRequest import JobRequest
 from .ResultNodes import ResultNodes
 from .Signal import Signal
 from .VolumeConverter import VolumeConverter
+from .WorkerStarter import WorkerStarter
 from .WorkerProtocols import WorkerConnectionProtocol
 
 __all__ = ["InferenceLogic", "JobOutcome", "JobStatus", "ResultsNotAddedError"]
@@ -66,7 +66,6 @@ class InferenceLogic:
         self._scene = scene
         self.cancelGraceSeconds = cancelGraceSeconds
         self.joinTimeoutSeconds = joinTimeoutSeconds  # the longest the GUI thread waits for a helper thread
-        self._closed = False
         self._clock = clock
         self.progress = Signal()          # (jobId, fraction, stage)
         self.finished = Signal()          # (JobOutcome)
@@ -74,8 +73,7 @@ class InferenceLogic:
         self.outputsAdded = Signal()      # (source volume node, {task: nodes}): the GUI shows them
         self._jobs: dict = {}
         self._jobNumbers = itertools.count(1)
-        self._starter: Optional[threading.Thread] = None
-        self._startError: Optional[BaseException] = None
+        self.starter = WorkerStarter()
         self.converter = VolumeConverter()
         self.resultNodes = ResultNodes()
         self._abandonedUploads: list = []  # uploads of jobs dropped with their scene: cancelled on arrival
@@ -167,12 +165,12 @@ class InferenceLogic:
 
     @property
     def isStartingWorker(self) -> bool:
-        return self._starter is not None and self._starter.is_alive()
+        return self.starter.busy
 
     @property
     def workerStartError(self) -> Optional[BaseException]:
         """Why the last start failed (None after a good one); jobs waiting for it are failed by poll."""
-        return self._startError
+        return self.starter.error
 
     def cancel(self, jobId: Optional[str] = None) -> None:
         """Ask the worker to stop; a local worker that does not stop in time is killed and restarted."""
@@ -219,8 +217,7 @@ class InferenceLogic:
         ended = self._dropJobsWithoutInput() + self._sendQueuedJobs() + self._overdueCancellations()
         if not self._jobs:
             return ended
-        starting = self._starter is not None and self._starter.is_alive()
-        if starting or all(job.workerJobId is None for job in self._jobs.values()):
+        if self.starter.busy or all(job.workerJobId is None for job in self._jobs.values()):
             time.sleep(min(timeout, 0.05))  # the worker is still starting, or the volumes are on their way
             return ended
         client = self.connection.currentClient()  # never starts one: a dead worker must be seen as dead
@@ -256,42 +253,18 @@ class InferenceLogic:
         return ended
 
     def _startWorkerInBackground(self, stopFirst: bool = False) -> None:
-        """Start (or connect to) the worker off the GUI thread: importing torch takes seconds.
-        `stopFirst`: stop what is left of the current one first (a local one's whole process tree,
-        which can take seconds too)."""
-        if self._starter is not None and self._starter.is_alive():
-            return
-        if self.connection.isStarted and not stopFirst:
-            return
-        self._startError = None
-        self._closed = False
-
-        def start() -> None:
-            if stopFirst:
-                try:
-                    self.connection.close()
-                except Exception as error:
-                    logging.warning("NNMambaSlicer: stopping the worker failed: %s", error)
-            try:
-                self.connection.client()
-            except Exception as error:  # reported to the waiting jobs by poll, in the GUI thread
-                self._startError = error
-                return
-            if self._closed:  # close() stopped waiting for this start: stop the worker it made
-                self.connection.close()
-
-        self._starter = threading.Thread(target=start, name="nnmamba-worker-start", daemon=True)
-        self._starter.start()
+        """Start (or connect to) the worker off the GUI thread; `stopFirst`: a restart."""
+        self.starter.start(self.connection, stopFirst)
 
     def _sendQueuedJobs(self) -> list:
-        if self._starter is not None and self._starter.is_alive():
+        if self.starter.busy:
             return []
         queued = [job for job in self._jobs.values() if job.workerJobId is None]
         if not queued:
             return []
         ended = []
-        if self._startError is not None:
-            error, self._startError = self._startError, None
+        error = self.starter.takeError()
+        if error is not None:
             message = (f"The nnMamba worker could not be started: {error}. Check the worker settings (its Python "
                        "environment, or the server address and token) and try again.")
             return [self._finish(job, JobOutcome(job.jobId, JobStatus.FAILED, message=message,
@@ -402,13 +375,10 @@ class InferenceLogic:
         uploads = [job.upload for job in self._jobs.values() if job.upload is not None] + self._abandonedUploads
         self._jobs.clear()
         self._abandonedUploads = []
-        self._closed = True
         timeout = self.joinTimeoutSeconds if startTimeout is None else startTimeout
-        if self._starter is not None and self._starter.is_alive():
-            self._starter.join(timeout)
-            if self._starter.is_alive():
-                logging.warning("NNMambaSlicer: the worker was still starting after %g s; it will be stopped as "
-                                "soon as it has started", timeout)
+        if not self.starter.abandon(timeout):
+            logging.warning("NNMambaSlicer: the worker was still starting after %g s; it will be stopped as "
+                            "soon as it has started", timeout)
         self.connection.close()  # also breaks the uploads' connection, which ends their threads
         unfinished = [upload for upload in uploads if not upload.join(self.joinTimeoutSeconds)]
         if unfinished:
@@ -444,7 +414,7 @@ class InferenceLogic:
 
     def _restartInBackground(self) -> None:
         """Stop what is left of the worker and start a new one, both off the GUI thread."""
-        if self._starter is not None and self._starter.is_alive():
+        if self.starter.busy:
             # The worker being started is the fresh one this restart asks for.
             logging.info("NNMambaSlicer: a worker start is under way; the restart uses that worker")
             return

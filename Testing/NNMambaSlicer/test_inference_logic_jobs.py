@@ -98,7 +98,7 @@ def test_close_waits_a_bounded_time_for_a_hanging_start_and_says_so(obliqueVolum
     assert time.monotonic() - started < 2.0
     assert "still starting after 0.2 s" in caplog.text
     release.set()
-    logic._starter.join(5)
+    logic.starter.join(5)
     assert not connection.isStarted  # the late worker was stopped by its own starting thread
 
 
@@ -124,7 +124,7 @@ def test_a_finished_job_says_how_long_it_took_and_per_stage_where_the_result_has
 def test_start_worker_starts_it_off_the_calling_thread_without_a_job():
     logic = InferenceLogic(FakeConnection())
     logic.startWorker()
-    logic._starter.join(5)
+    logic.starter.join(5)
     assert logic.connection.isStarted and not logic.isStartingWorker and not logic.isBusy
 
 
