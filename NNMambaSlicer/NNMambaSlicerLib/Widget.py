@@ -10,14 +10,13 @@ them (after a confirm, pip's output in the log); nothing is installed without as
 
 from __future__ import annotations
 
-import logging
-
 import qt
 import slicer
 from slicer.i18n import tr as _  # the panel's words go through Slicer's translations
 
 from .InputVolumes import InputVolumes
 from .InstallLogic import InstallLogic
+from .InstallSection import InstallSection
 from .ModelCatalog import TASKS, ModelCatalog
 from .ModelsSection import ModelsSection
 from .ParameterNode import EARLIER_RESULTS, PRECISIONS, ParameterNode
@@ -29,17 +28,6 @@ from .WorkerConnection import WorkerSettings
 from .WorkerInquiry import WorkerInquiry
 from .WorkerReadiness import INSTALL_AND_APPLY, WorkerReadiness
 from .WorkerSettingsSection import WorkerSettingsSection
-
-
-class _PanelLogHandler(logging.Handler):
-    """Copies log records (pip's output while installing) into the panel's log box."""
-
-    def __init__(self, append) -> None:
-        super().__init__(logging.INFO)
-        self._append = append
-
-    def emit(self, record) -> None:
-        self._append(record.getMessage())
 
 
 class Widget(qt.QWidget):
@@ -62,7 +50,6 @@ class Widget(qt.QWidget):
         self._jobsInRun, self._jobsEnded, self._failures = 0, 0, []
         self.readiness = WorkerReadiness(self.installLogic)
         self.inquiry = WorkerInquiry(self.logic)
-        self._installing = False
         self._shownReason = None
         self._parameterObserverTag = None
 
@@ -75,6 +62,8 @@ class Widget(qt.QWidget):
         self.ui.progressBar.setVisible(False)
         self.ui.remoteWidget.setVisible(False)
         self.results = ResultsSection(self.ui)
+        self.installSection = InstallSection(self.ui, self.installLogic, self.readiness, self._appendLog,
+                                             self._checkCanApply)
         self.settingsSection = WorkerSettingsSection(self.ui, self._checkCanApply, self.onRefreshFromWorker,
                                                      self.onModelsFolderChanged)
         self.models = ModelsSection(self.ui, ModelCatalog.fromDisk([self.settingsSection.modelsFolder]))
@@ -229,13 +218,13 @@ class Widget(qt.QWidget):
         self._shownReason = problem
         self.ui.cancelButton.enabled = bool(self._jobIds)
         self.ui.refreshModelsButton.enabled = not (self.inquiry.busy or self._jobIds)
-        self.ui.installDependenciesButton.enabled = not (self._installing or self._jobIds)
+        self.ui.installDependenciesButton.enabled = not (self.installSection.installing or self._jobIds)
 
     def _whyCannotApply(self):
         p = self.parameters
         if p is None:
             return _("The module is not initialised.")
-        if self._installing:
+        if self.installSection.installing:
             return _("The worker's packages are being installed; wait for it to finish.")
         if self._jobIds:
             return _("A job is running; wait for it or press Cancel.")
@@ -264,7 +253,7 @@ class Widget(qt.QWidget):
         return self.readiness.whyCannotStart(self.workerSettings())
 
     def _onlyPackagesMissing(self, reason: str) -> bool:
-        return (not self._installing and not self._jobIds and self.parameters is not None
+        return (not self.installSection.installing and not self._jobIds and self.parameters is not None
                 and reason == self.readiness.whyCannotStart(self.workerSettings())
                 and self.readiness.installable(self.workerSettings()))
 
@@ -326,33 +315,8 @@ class Widget(qt.QWidget):
             self._setStatus(self.readiness.whyCannotStart(settings))
             self._checkCanApply()
             return
-        if self._install(settings):
+        if self.installSection.install(settings):
             self._setStatus(_("The worker's dependencies are in place."))
-
-    def _install(self, settings) -> bool:
-        """Ask, then install with pip's output streamed into the log; True when nothing is missing after."""
-        self._installing = True
-        self._checkCanApply()
-        self.ui.logCollapsibleButton.collapsed = False
-        self.ui.progressBar.setVisible(True)
-        self.ui.progressBar.setRange(0, 0)  # busy: pip reports no fraction
-        handler = _PanelLogHandler(self._appendLog)
-        logging.getLogger().addHandler(handler)
-        installed = False
-        try:
-            with slicer.util.tryWithErrorDisplay(_("Installing the worker's dependencies failed."), waitCursor=False):
-                # Slicer's pip helpers run on the GUI thread and keep it responsive while pip runs.
-                installed = self.installLogic.installMissing(
-                    confirm=lambda question: slicer.util.confirmOkCancelDisplay(question, windowTitle="nnMamba: install"),
-                    clientOnly=settings.isRemote)
-        finally:
-            logging.getLogger().removeHandler(handler)
-            self._installing = False
-            self.readiness.refreshInstalled()
-            self.ui.progressBar.setRange(0, 100)
-            self.ui.progressBar.setVisible(False)
-            self._checkCanApply()
-        return installed
 
     def _appendLog(self, line: str) -> None:
         self.ui.workerLogTextEdit.appendPlainText(str(line).rstrip())
@@ -366,7 +330,7 @@ class Widget(qt.QWidget):
     def onApply(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("nnMamba could not start the job."), waitCursor=False):
             p = self.parameters
-            if self.readiness.installable(self.workerSettings()) and not self._install(self.workerSettings()):
+            if self.readiness.installable(self.workerSettings()) and not self.installSection.install(self.workerSettings()):
                 return  # declined or failed: the status line and the log say why
             volumes = self._inputVolumes()
             replace = self._askReplace(volumes, p.enabledTasks())

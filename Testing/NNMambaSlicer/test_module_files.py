@@ -20,8 +20,8 @@ MODULE_DIR = REPO_ROOT / "NNMambaSlicer"
 LIB_DIR = MODULE_DIR / "NNMambaSlicerLib"
 UI_FILE = REPO_ROOT / "Resources" / "UI" / "NNMambaSlicer.ui"
 # import qt/ctk/slicer.app: loaded only inside Slicer (the panel and its sections)
-GUI_ONLY = {"Widget", "ViewPresenter", "ModelsSection", "ResultsSection", "WorkerSettingsSection"}
-PANEL_FILES = ("Widget", "ModelsSection", "ResultsSection", "WorkerSettingsSection")
+GUI_ONLY = {"Widget", "ViewPresenter", "ModelsSection", "ResultsSection", "WorkerSettingsSection", "InstallSection"}
+PANEL_FILES = ("Widget", "ModelsSection", "ResultsSection", "WorkerSettingsSection", "InstallSection")
 
 
 def panelSource() -> str:
