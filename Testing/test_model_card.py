@@ -124,3 +124,20 @@ def test_a_model_folder_with_model_json_is_found_by_name_and_by_folder(tmp_path,
     monkeypatch.setenv("NNMAMBA_MODELS_DIR", str(tmp_path))
     assert find_model("my-cls").path == (tmp_path / "my-cls" / "model.json").resolve()
     assert find_model(str(tmp_path / "my-cls")).name == "my-cls"
+
+
+def test_a_card_states_its_quality_and_one_that_does_not_counts_as_unvalidated():
+    stated = validate_card_dict({**copy.deepcopy(SEG_CARD), "quality": "research"})
+    assert stated.quality == "research" and "not for clinical use" in stated.quality_note
+    silent = {k: v for k, v in copy.deepcopy(SEG_CARD).items() if k != "quality"}
+    assert validate_card_dict(silent).quality == "unvalidated"
+    with pytest.raises(ModelError, match=r"'quality' must be one of \['unvalidated', 'research'\], got 'clinical'"):
+        validate_card_dict({**copy.deepcopy(SEG_CARD), "quality": "clinical"})
+
+
+def test_the_shipped_cards_say_they_are_unvalidated_and_the_command_line_warns_of_it():
+    from nnmamba.commands._pipeline import untrained_warning
+    cards = [read_card(path) for path in SHIPPED]
+    assert {card.quality for card in cards} == {"unvalidated"}
+    warning = untrained_warning(cards)
+    assert "UNVALIDATED" in warning and all(card.name in warning for card in cards)

@@ -1,5 +1,5 @@
 """Accuracy measures for the three tasks: Dice and HD95 per label, radial error per landmark,
-accuracy and ROC AUC per class. numpy + SimpleITK only (no torch), so evaluation scripts and
+accuracy and ROC AUC per class; and the volume of each segmented structure. numpy + SimpleITK only (no torch), so evaluation scripts and
 tests can use them anywhere.
 
 Example:
@@ -9,6 +9,8 @@ Example:
     1.0
     >>> radial_errors(np.array([[0., 0, 0]]), np.array([[3., 4, 0]])).tolist()
     [5.0]
+    >>> segment_volumes(a, (0.5, 0.5, 2.0), [(1, "brain")])
+    [(1, 'brain', 8, 0.004)]
 """
 
 from __future__ import annotations
@@ -65,6 +67,22 @@ def segmentation_scores(prediction: np.ndarray, truth: np.ndarray, labels: Seque
     """{label: {"dice": d, "hd95_mm": h}} for every label."""
     return {int(label): {"dice": dice(prediction, truth, label),
                          "hd95_mm": hausdorff95(prediction, truth, label, spacing_kji)} for label in labels}
+
+
+def segment_volumes(labelmap: np.ndarray, spacing_mm: Sequence[float], segments) -> list:
+    """(label, name, voxels, millilitres) per segment, in the order given; `segments` holds
+    (label, name) pairs (or SegmentInfo). `spacing_mm` is the voxel size; 1 mL = 1000 mm³."""
+    spacing = np.asarray(spacing_mm, dtype=np.float64)
+    if spacing.shape != (3,) or not np.all(spacing > 0):
+        raise ValueError(f"spacing_mm must be three positive sizes, got {list(np.ravel(spacing))}")
+    counts = np.bincount(np.asarray(labelmap).ravel().astype(np.int64)) if np.asarray(labelmap).size else np.zeros(1)
+    millilitres_per_voxel = float(np.prod(spacing)) / 1000.0
+    rows = []
+    for segment in segments:
+        label, name = (segment.label, segment.name) if hasattr(segment, "label") else segment
+        voxels = int(counts[label]) if 0 < label < counts.size else 0
+        rows.append((int(label), str(name), voxels, round(voxels * millilitres_per_voxel, 6)))
+    return rows
 
 
 def radial_errors(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:

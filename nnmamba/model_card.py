@@ -37,6 +37,14 @@ ORIENTATIONS = ("LPS", "RAS")
 NORMALIZATIONS = ("percentile", "zscore", "ct")
 HEATMAP_ACTIVATIONS = ("none", "sigmoid")
 PATCH_MULTIPLE = 16
+# What a card may say of its model's quality, and how that is shown to people. No level claims
+# clinical fitness: every output of this software is for research only.
+QUALITIES = {
+    "unvalidated": "unvalidated: its accuracy on real scans has not been shown to be useful",
+    "research": "research: measured on held-out real scans, for research use",
+}
+DEFAULT_QUALITY = "unvalidated"   # a card that does not say is not assumed to be any better
+NOT_FOR_CLINICAL_USE = "Research software: not for clinical use."
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -75,6 +83,7 @@ class ModelCard:
     patch_size: tuple                 # (i, j, k), multiples of 16
     trained: bool
     description: str = ""
+    quality: str = DEFAULT_QUALITY    # a key of QUALITIES
     mirror_axes: tuple = ()           # working-grid axes (0=i, 1=j, 2=k) safe to mirror for TTA
     heatmap_activation: str = "none"
     landmark_decoding: LandmarkDecoding = LandmarkDecoding()    # landmarks: score maps -> points
@@ -101,8 +110,13 @@ class ModelCard:
     def output_names(self) -> list:
         return tasks.get_task(self.task).output_names(self)
 
+    @property
+    def quality_note(self) -> str:
+        """The quality in words with the disclaimer, e.g. for a result's description."""
+        return f"Model quality {QUALITIES[self.quality]}. {NOT_FOR_CLINICAL_USE}"
+
     def summary(self) -> str:
-        state = "trained" if self.trained else "UNTRAINED (random weights)"
+        state = (f"trained, {self.quality}" if self.trained else "UNTRAINED (random weights)")
         spacing = "x".join(f"{s:g}" for s in self.spacing_mm)
         return (f"{self.name}: {self.task}, {self.network}, {len(self.output_names)} outputs, "
                 f"{spacing} mm, {state}")
@@ -175,6 +189,9 @@ def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
     hyper = _require(d, "hyperparameters", dict, where)
     weights = _require(d, "weights", str, where)
     trained = _require(d, "trained", bool, where)
+    quality = d.get("quality", DEFAULT_QUALITY)
+    if quality not in QUALITIES:
+        raise _fail(where, f"'quality' must be one of {list(QUALITIES)}, got {quality!r}")
 
     inp = _require(d, "input", dict, where)
     raw_channels = _require(inp, "channels", list, where + " input")
@@ -234,7 +251,7 @@ def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
         name=name, task=task, network=network, hyperparameters=dict(hyper), weights=weights,
         channels=channels, spacing_mm=tuple(float(s) for s in spacing), orientation=orientation,
         normalization=dict(norm), patch_size=tuple(int(p) for p in patch), trained=trained,
-        description=str(d.get("description", "")), mirror_axes=mirror_axes,
+        description=str(d.get("description", "")), quality=quality, mirror_axes=mirror_axes,
         heatmap_activation=activation, **vocabulary,
         training=d.get("training"), accuracy=d.get("accuracy"), provenance=d.get("provenance"),
         raw=d)

@@ -11,8 +11,9 @@ import re
 from dataclasses import dataclass
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|remote)$")
-USUAL = (("auto", "Auto (GPU if present)"), ("cpu", "CPU"), ("cuda:0", "GPU 0 (CUDA)"), ("cuda:1", "GPU 1 (CUDA)"),
-         ("cuda:2", "GPU 2 (CUDA)"), ("cuda:3", "GPU 3 (CUDA)"))
+# Before the worker reports its devices only what every GPU machine has: offering GPU 1-3 would
+# let a user pick a device that may not exist.
+USUAL = (("auto", "Auto (GPU if present)"), ("cpu", "CPU"), ("cuda:0", "GPU 0 (CUDA)"))
 
 
 def isDevice(text: str) -> bool:

@@ -7,94 +7,43 @@ errors, cancellation and a dead worker (reported in plain words, then restarted)
 
 from __future__ import annotations
 
-import enum
 import itertools
 import logging
-import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
 
-from nnmamba.errors import Cancelled, InputError, NNMambaError
-from nnmamba.results import Task
-from nnmamba.worker.errors import WorkerDiedError, WorkerTimeoutError, error_for
+from nnmamba.errors import InputError, NNMambaError
+from nnmamba.worker.errors import WorkerTimeoutError
 from nnmamba.worker.protocol import EventKind
 
 from .BackgroundTask import BackgroundTask
-from .ClassificationBuilder import ClassificationBuilder
-from .LandmarksBuilder import LandmarksBuilder
-from .OutputRegistry import OutputRegistry
-from .SceneHelpers import SceneHelpers
-from .SegmentationBuilder import SegmentationBuilder
+from .JobOutcome import JobOutcome, JobStatus, ResultsNotAddedError
+from .JobRequest import JobRequest
+from .ResultNodes import ResultNodes
 from .Signal import Signal
 from .VolumeConverter import VolumeConverter
+from .WorkerStarter import WorkerStarter
 from .WorkerProtocols import WorkerConnectionProtocol
 
-TASKS = tuple(t.value for t in Task)
-OUTPUT_SUFFIX = {"segmentation": "segmentation", "landmarks": "landmarks", "classification": "classification"}
-
-
-class ResultsNotAddedError(NNMambaError, RuntimeError):
-    """Some tasks' results could not become nodes; `outputs` holds the tasks that were added."""
-
-    code = "results_not_added"
-
-    def __init__(self, message: str, outputs: Optional[dict] = None) -> None:
-        super().__init__(message)
-        self.outputs = dict(outputs or {})
-
-
-class JobStatus(enum.Enum):
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    WORKER_DIED = "worker_died"
-
-
-@dataclass
-class JobOutcome:
-    """How a job ended. `outputs` maps task -> the nodes made for it (classification: table, series, chart)."""
-
-    jobId: str
-    status: JobStatus
-    outputs: dict = field(default_factory=dict)
-    message: str = ""
-    errorCode: Optional[str] = None
-    results: dict = field(default_factory=dict, repr=False)  # task -> nnmamba.results object
-    engineSeconds: float = 0.0        # the worker's time on the job (its terminal event's elapsed_s)
-    totalSeconds: float = 0.0         # from submit to the result nodes, seen from here (upload included)
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status is JobStatus.SUCCEEDED
-
-    def timingSummary(self) -> str:
-        """The job's times in words; per-stage times where a result carries them (a `timings` mapping
-        of stage -> seconds), e.g. "12.4 s in all, 10.9 s in the worker; segmentation: network 9.1 s"."""
-        if not self.totalSeconds:
-            return ""
-        parts = [f"{self.totalSeconds:.1f} s in all" +
-                 (f", {self.engineSeconds:.1f} s in the worker" if self.engineSeconds else "")]
-        for task, result in self.results.items():
-            stages = getattr(result, "timings", None) or {}
-            if stages:
-                parts.append(f"{task}: " + ", ".join(f"{stage} {float(seconds):.1f} s"
-                                                      for stage, seconds in stages.items()))
-        return "; ".join(parts)
+__all__ = ["InferenceLogic", "JobOutcome", "JobStatus", "ResultsNotAddedError"]
 
 
 @dataclass
 class _Job:
     jobId: str                        # ours, returned by submit at once
-    sourceNodeId: str
+    sourceNode: Any                   # the node object: a closed scene's IDs are reused by the next one
+    sentGeometry: Any                 # the input's Geometry as sent; results are placed only on that
+    sentShape: tuple                  # the input's [k, j, i] as sent
     tasks: list
     replaceExisting: bool
     onProgress: Optional[Callable] = None
     onFinished: Optional[Callable] = None
+    outputSegmentation: Any = None    # the segmentation node to fill (None: a new one)
     request: Optional[tuple] = None   # (volume, tasks, models, options) until sent to the worker
     workerJobId: Optional[str] = None
     upload: Optional[BackgroundTask] = None  # the send under way (a volume to a remote server takes a while)
+    cancelSend: Optional[BackgroundTask] = None  # a cancel on its way to the worker
     cancelRequestedAt: Optional[float] = None
     submittedAt: float = 0.0
     fraction: float = 0.0
@@ -117,7 +66,6 @@ class InferenceLogic:
         self._scene = scene
         self.cancelGraceSeconds = cancelGraceSeconds
         self.joinTimeoutSeconds = joinTimeoutSeconds  # the longest the GUI thread waits for a helper thread
-        self._closed = False
         self._clock = clock
         self.progress = Signal()          # (jobId, fraction, stage)
         self.finished = Signal()          # (JobOutcome)
@@ -125,12 +73,10 @@ class InferenceLogic:
         self.outputsAdded = Signal()      # (source volume node, {task: nodes}): the GUI shows them
         self._jobs: dict = {}
         self._jobNumbers = itertools.count(1)
-        self._starter: Optional[threading.Thread] = None
-        self._startError: Optional[BaseException] = None
+        self.starter = WorkerStarter()
         self.converter = VolumeConverter()
-        self.segmentationBuilder = SegmentationBuilder()
-        self.landmarksBuilder = LandmarksBuilder()
-        self.classificationBuilder = ClassificationBuilder()
+        self.resultNodes = ResultNodes()
+        self._abandonedUploads: list = []  # uploads of jobs dropped with their scene: cancelled on arrival
 
     # -- scene -----------------------------------------------------------------------------------
     @property
@@ -142,17 +88,41 @@ class InferenceLogic:
 
     def existingOutputs(self, volumeNode, tasks: Optional[Sequence[str]] = None) -> dict:
         """task -> this module's earlier output nodes for `volumeNode` (only the tasks asked for)."""
-        outputs = OutputRegistry(self.scene).outputsOf(volumeNode)
-        return {t: n for t, n in outputs.items() if tasks is None or t in tasks}
+        return ResultNodes.existing(volumeNode, tasks)
+
+    def addResultsToScene(self, sourceVolumeNode, results: dict, replaceExisting: bool = False,
+                          outputSegmentation=None) -> dict:
+        """task -> new nodes for `results` (nnmamba.results objects) of `sourceVolumeNode`; see `ResultNodes.add`."""
+        return self.resultNodes.add(sourceVolumeNode, results, replaceExisting, self.outputsAdded.emit,
+                                    outputSegmentation)
+
+    def dropJobs(self) -> list:
+        """End every job now, as cancelled, and ask the worker to stop them: their input is going
+        (the scene is closing: the panel's SceneCloseGuard calls this). Nothing they send later is
+        built. Returns the outcomes."""
+        ended = []
+        for job in list(self._jobs.values()):
+            if job.upload is not None:
+                self._abandonedUploads.append(job.upload)
+            elif job.workerJobId is not None and job.cancelRequestedAt is None:
+                self._sendCancel(job.workerJobId)  # forgotten here whatever the worker does with it
+            ended.append(self._finish(job, JobOutcome(job.jobId, JobStatus.CANCELLED,
+                                                      message="Cancelled: the scene was closed.")))
+        return ended
 
     # -- jobs ------------------------------------------------------------------------------------
     @property
     def isBusy(self) -> bool:
         return bool(self._jobs)
 
+    @property
+    def needsPolling(self) -> bool:
+        """Jobs run, or a dropped job's volume is still on its way (it is cancelled once it arrives)."""
+        return bool(self._jobs or self._abandonedUploads)
+
     def submit(self, volumeNodes, tasks, models: Optional[dict] = None, options: Optional[dict] = None,
                replaceExisting: bool = False, onProgress: Optional[Callable] = None,
-               onFinished: Optional[Callable] = None) -> str:
+               onFinished: Optional[Callable] = None, outputSegmentation=None) -> str:
         """Queue one job and return its id at once. `volumeNodes`: the input, then extra channels.
 
         The voxels are read now (MRML belongs to this thread); a worker that is not running yet is
@@ -160,14 +130,33 @@ class InferenceLogic:
         volumeNodes = list(volumeNodes) if isinstance(volumeNodes, (list, tuple)) else [volumeNodes]
         tasks = self.normalizeTasks(tasks)
         models = dict(models or {})
-        self._checkChannels(volumeNodes, tasks, models)
+        problem = JobRequest.channelProblem(volumeNodes, tasks, models)
+        if problem:
+            raise InputError(problem)
         volume = self.converter.toVolume(volumeNodes)
         jobId = f"job-{next(self._jobNumbers)}"
-        job = _Job(jobId, volumeNodes[0].GetID(), tasks, replaceExisting, onProgress, onFinished,
+        job = _Job(jobId, volumeNodes[0], volume.geometry, tuple(volume.array.shape[1:]), tasks, replaceExisting,
+                   onProgress, onFinished, outputSegmentation,
                    request=(volume, tasks, models or None, options or None), submittedAt=self._clock())
         self._jobs[jobId] = job
         self._startWorkerInBackground()
         return jobId
+
+    def _dropJobsWithoutInput(self) -> list:
+        """Jobs whose input left the scene (deleted, or its scene closed without the panel there to
+        call `dropJobs`) end as cancelled before any of their events is handled."""
+        ended = []
+        for job in list(self._jobs.values()):
+            scene = job.sourceNode.GetScene()
+            if scene is not None and scene.IsNodePresent(job.sourceNode):
+                continue
+            if job.upload is not None:
+                self._abandonedUploads.append(job.upload)
+            elif job.workerJobId is not None and job.cancelRequestedAt is None:
+                self._sendCancel(job.workerJobId)
+            ended.append(self._finish(job, JobOutcome(job.jobId, JobStatus.CANCELLED,
+                                                      message="Cancelled: the input volume left the scene.")))
+        return ended
 
     def startWorker(self) -> None:
         """Start (or connect to) the worker now, off the GUI thread, e.g. to ask it for its models;
@@ -176,12 +165,12 @@ class InferenceLogic:
 
     @property
     def isStartingWorker(self) -> bool:
-        return self._starter is not None and self._starter.is_alive()
+        return self.starter.busy
 
     @property
     def workerStartError(self) -> Optional[BaseException]:
         """Why the last start failed (None after a good one); jobs waiting for it are failed by poll."""
-        return self._startError
+        return self.starter.error
 
     def cancel(self, jobId: Optional[str] = None) -> None:
         """Ask the worker to stop; a local worker that does not stop in time is killed and restarted."""
@@ -193,26 +182,42 @@ class InferenceLogic:
             job.cancelRequestedAt = self._clock()
             if job.workerJobId is None:
                 continue  # not sent yet: poll ends it without sending
-            client = self.connection.currentClient()
-            try:
-                if client is None:
-                    raise RuntimeError("no worker is running")
-                client.cancel(job.workerJobId)
-            except Exception as error:
-                logging.warning("NNMambaSlicer: cancel request failed (%s); stopping the worker instead", error)
-                job.cancelRequestedAt = -float("inf")  # overdue at once
+            job.cancelSend = self._sendCancel(job.workerJobId)
+
+    def _sendCancel(self, workerJobId: str) -> BackgroundTask:
+        """Send a cancel off the GUI thread: a remote client sends it only after an upload under way
+        (another job's volume) has gone out. `poll` looks at how it ended."""
+        client = self.connection.currentClient()
+
+        def send() -> None:
+            if client is None:
+                raise RuntimeError("no worker is running")
+            client.cancel(workerJobId)
+
+        return BackgroundTask(send, f"nnmamba-cancel-{workerJobId}")
+
+    def _failedCancels(self) -> None:
+        """A cancel that could not be sent makes its job overdue at once: the worker is stopped instead."""
+        for job in self._jobs.values():
+            if job.cancelSend is not None and job.cancelSend.done:
+                cancelSend, job.cancelSend = job.cancelSend, None
+                if cancelSend.error is not None:
+                    logging.warning("NNMambaSlicer: cancel request failed (%s); stopping the worker instead",
+                                    cancelSend.error)
+                    job.cancelRequestedAt = -float("inf")
 
     def poll(self, timeout: float = 0.0) -> list:
         """Handle what the worker sent (waiting up to `timeout` s); returns the jobs that ended."""
-        if not self._jobs:
+        if not self.needsPolling:
             return []
         # Overdue cancellations first: once the grace period is over the worker is stopped,
         # whatever it may still send.
-        ended = self._sendQueuedJobs() + self._overdueCancellations()
+        self._cancelAbandonedUploads()
+        self._failedCancels()
+        ended = self._dropJobsWithoutInput() + self._sendQueuedJobs() + self._overdueCancellations()
         if not self._jobs:
             return ended
-        starting = self._starter is not None and self._starter.is_alive()
-        if starting or all(job.workerJobId is None for job in self._jobs.values()):
+        if self.starter.busy or all(job.workerJobId is None for job in self._jobs.values()):
             time.sleep(min(timeout, 0.05))  # the worker is still starting, or the volumes are on their way
             return ended
         client = self.connection.currentClient()  # never starts one: a dead worker must be seen as dead
@@ -232,6 +237,9 @@ class InferenceLogic:
             if event.kind == EventKind.PROGRESS:
                 job.fraction, job.stage = float(event.fraction), str(event.stage)
                 self._emitProgress(job)
+            elif event.kind == EventKind.RESULT and job.cancelRequestedAt is not None:
+                # The user (or a closing scene) no longer wants it: never build it, even if it is done.
+                ended.append(self._finish(job, JobOutcome(job.jobId, JobStatus.CANCELLED, message="Cancelled.")))
             elif event.kind == EventKind.RESULT:
                 outcome = self._buildOutputs(job, event.results)
                 outcome.engineSeconds = float(event.elapsed_s or 0.0)
@@ -244,34 +252,19 @@ class InferenceLogic:
                 ended.append(self._finish(job, outcome))
         return ended
 
-    def _startWorkerInBackground(self) -> None:
-        """Start (or connect to) the worker off the GUI thread: importing torch takes seconds."""
-        if self.connection.isStarted or (self._starter is not None and self._starter.is_alive()):
-            return
-        self._startError = None
-        self._closed = False
-
-        def start() -> None:
-            try:
-                self.connection.client()
-            except Exception as error:  # reported to the waiting jobs by poll, in the GUI thread
-                self._startError = error
-                return
-            if self._closed:  # close() stopped waiting for this start: stop the worker it made
-                self.connection.close()
-
-        self._starter = threading.Thread(target=start, name="nnmamba-worker-start", daemon=True)
-        self._starter.start()
+    def _startWorkerInBackground(self, stopFirst: bool = False) -> None:
+        """Start (or connect to) the worker off the GUI thread; `stopFirst`: a restart."""
+        self.starter.start(self.connection, stopFirst)
 
     def _sendQueuedJobs(self) -> list:
-        if self._starter is not None and self._starter.is_alive():
+        if self.starter.busy:
             return []
         queued = [job for job in self._jobs.values() if job.workerJobId is None]
         if not queued:
             return []
         ended = []
-        if self._startError is not None:
-            error, self._startError = self._startError, None
+        error = self.starter.takeError()
+        if error is not None:
             message = (f"The nnMamba worker could not be started: {error}. Check the worker settings (its Python "
                        "environment, or the server address and token) and try again.")
             return [self._finish(job, JobOutcome(job.jobId, JobStatus.FAILED, message=message,
@@ -293,6 +286,13 @@ class InferenceLogic:
                 if outcome is not None:
                     ended.append(outcome)
         return ended
+
+    def _cancelAbandonedUploads(self) -> None:
+        """A dropped job whose volume was still on its way: cancel it on the worker once it arrives."""
+        for upload in [u for u in self._abandonedUploads if u.done]:
+            self._abandonedUploads.remove(upload)
+            if upload.error is None:
+                self._sendCancel(upload.result)
 
     def _uploadInBackground(self, job: _Job) -> BackgroundTask:
         client = self.connection.client()
@@ -352,8 +352,10 @@ class InferenceLogic:
 
     def runAsync(self, volumeNode, callback: Callable, tasks=("segmentation",), model: Optional[str] = None,
                  models: Optional[dict] = None, device: Optional[str] = None, extraChannels: Sequence = (),
-                 replaceExisting: bool = False, onProgress: Optional[Callable] = None, **options) -> str:
-        """Non-blocking `run`: `callback(JobOutcome)` is called from `poll` when the job ends."""
+                 replaceExisting: bool = False, onProgress: Optional[Callable] = None, outputSegmentation=None,
+                 **options) -> str:
+        """Non-blocking `run`: `callback(JobOutcome)` is called from `poll` when the job ends.
+        `outputSegmentation`: a segmentation node to put the segments in (None: a new node)."""
         tasks = self.normalizeTasks(tasks)
         models = dict(models or {})
         if model is not None:
@@ -364,20 +366,19 @@ class InferenceLogic:
         if device is not None:
             options["device"] = device
         return self.submit([volumeNode, *extraChannels], tasks, models=models, options=options,
-                           replaceExisting=replaceExisting, onProgress=onProgress, onFinished=callback)
+                           replaceExisting=replaceExisting, onProgress=onProgress, onFinished=callback,
+                           outputSegmentation=outputSegmentation)
 
     def close(self, startTimeout: Optional[float] = None) -> None:
         """Forget the jobs and stop the worker. A worker still starting is waited for `startTimeout` s
         (default `joinTimeoutSeconds`); one that starts later is stopped by its starting thread."""
-        uploads = [job.upload for job in self._jobs.values() if job.upload is not None]
+        uploads = [job.upload for job in self._jobs.values() if job.upload is not None] + self._abandonedUploads
         self._jobs.clear()
-        self._closed = True
+        self._abandonedUploads = []
         timeout = self.joinTimeoutSeconds if startTimeout is None else startTimeout
-        if self._starter is not None and self._starter.is_alive():
-            self._starter.join(timeout)
-            if self._starter.is_alive():
-                logging.warning("NNMambaSlicer: the worker was still starting after %g s; it will be stopped as "
-                                "soon as it has started", timeout)
+        if not self.starter.abandon(timeout):
+            logging.warning("NNMambaSlicer: the worker was still starting after %g s; it will be stopped as "
+                            "soon as it has started", timeout)
         self.connection.close()  # also breaks the uploads' connection, which ends their threads
         unfinished = [upload for upload in uploads if not upload.join(self.joinTimeoutSeconds)]
         if unfinished:
@@ -385,62 +386,10 @@ class InferenceLogic:
                             "they are abandoned (daemon threads)", len(unfinished), self.joinTimeoutSeconds)
 
     # -- helpers ---------------------------------------------------------------------------------
-    @staticmethod
-    def normalizeTasks(tasks) -> list:
-        tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-        unknown = [t for t in tasks if str(getattr(t, "value", t)) not in TASKS]
-        if not tasks or unknown:
-            raise ValueError(f"tasks must be a non-empty list of {list(TASKS)}, got {tasks}")
-        return list(dict.fromkeys(str(getattr(t, "value", t)) for t in tasks))
-
-    @staticmethod
-    def errorFor(outcome: JobOutcome) -> Exception:
-        """The exception `WorkerClient.run` raises for the same ending, so scripts catch one set of types."""
-        if outcome.status is JobStatus.CANCELLED:
-            return Cancelled(outcome.message or "the job was cancelled")
-        if outcome.status is JobStatus.WORKER_DIED:
-            return WorkerDiedError(outcome.message)
-        if outcome.errorCode == ResultsNotAddedError.code:
-            return ResultsNotAddedError(outcome.message, outcome.outputs)
-        return error_for(outcome.errorCode or "", outcome.message)
-
-    def _checkChannels(self, volumeNodes: list, tasks: list, models: dict) -> None:
-        problem = self.channelProblem(volumeNodes, tasks, models)
-        if problem:
-            raise InputError(problem)
-
-    @staticmethod
-    def channelsOf(volumeNode) -> int:
-        """Input channels a volume node gives: its voxel components (an RGB vector volume gives 3)."""
-        image = volumeNode.GetImageData() if volumeNode is not None else None
-        return image.GetNumberOfScalarComponents() if image is not None else 1
-
-    def channelProblem(self, volumeNodes, tasks, models: Optional[dict] = None) -> str:
-        """Why these volumes cannot feed the tasks' models ("" when they can), where a model's card
-        is readable here: the channels (components summed over the volumes) must match the card's.
-        The panel uses it to keep, for example, RGB vector volumes away from one-channel models."""
-        from nnmamba import model_card
-
-        volumeNodes = list(volumeNodes) if isinstance(volumeNodes, (list, tuple)) else [volumeNodes]
-        models = dict(models or {})
-        given = sum(self.channelsOf(node) for node in volumeNodes)
-        for task in self.normalizeTasks(tasks):
-            try:
-                card = model_card.find_model(models[task]) if task in models else model_card.default_model(task)
-            except NNMambaError:
-                continue  # the worker may know models this machine does not (a remote server)
-            if card.in_channels == given:
-                continue
-            names = ", ".join(c.name for c in card.channels)
-            vectors = [f"'{n.GetName()}' has {self.channelsOf(n)} components" for n in volumeNodes
-                       if self.channelsOf(n) > 1]
-            if vectors:
-                return (f"model '{card.name}' needs {card.in_channels} input channel(s) ({names}) but "
-                        f"{'; '.join(vectors)} ({given} channels in all): choose a scalar volume, or convert it "
-                        "with the Vector to Scalar Volume module.")
-            return (f"model '{card.name}' needs {card.in_channels} input volume(s) ({names}) but "
-                    f"{len(volumeNodes)} were given: select one volume per channel.")
-        return ""
+    normalizeTasks = staticmethod(JobRequest.normalizeTasks)
+    channelsOf = staticmethod(JobRequest.channelsOf)
+    channelProblem = staticmethod(JobRequest.channelProblem)
+    errorFor = staticmethod(JobOutcome.errorFor)
 
     def _emitProgress(self, job: _Job) -> None:
         self.progress.emit(job.jobId, job.fraction, job.stage)
@@ -464,20 +413,12 @@ class InferenceLogic:
                 for job in list(self._jobs.values()) if job.workerJobId is not None]
 
     def _restartInBackground(self) -> None:
-        """Stop what is left of the worker (a local one's whole process tree), start a new one off-thread."""
-        if self._starter is not None and self._starter.is_alive():
-            # A start under way must finish before its worker can be stopped; if it takes too long, the
-            # worker it is starting is the fresh one this restart asks for.
-            self._starter.join(self.joinTimeoutSeconds)
-            if self._starter.is_alive():
-                logging.warning("NNMambaSlicer: a worker start was still under way after %g s; the restart "
-                                "waits for that worker instead of starting another", self.joinTimeoutSeconds)
-                return
-        try:
-            self.connection.close()
-        except Exception as error:
-            logging.warning("NNMambaSlicer: stopping the worker failed: %s", error)
-        self._startWorkerInBackground()
+        """Stop what is left of the worker and start a new one, both off the GUI thread."""
+        if self.starter.busy:
+            # The worker being started is the fresh one this restart asks for.
+            logging.info("NNMambaSlicer: a worker start is under way; the restart uses that worker")
+            return
+        self._startWorkerInBackground(stopFirst=True)
 
     def _overdueCancellations(self) -> list:
         now = self._clock()
@@ -499,81 +440,13 @@ class InferenceLogic:
             for j in others]
 
     def _buildOutputs(self, job: _Job, results: dict) -> JobOutcome:
-        source = self.scene.GetNodeByID(job.sourceNodeId)
-        if source is None:
-            return JobOutcome(job.jobId, JobStatus.FAILED, errorCode="bad_input", results=results,
-                              message="The input volume was removed from the scene while it was being processed; "
-                                      "nothing was added.")
+        problem = ResultNodes.placementProblem(job.sourceNode, job.sentGeometry, job.sentShape, results)
+        if problem:
+            return JobOutcome(job.jobId, JobStatus.FAILED, errorCode="bad_input", results=results, message=problem)
         try:
-            outputs = self.addResultsToScene(source, results, job.replaceExisting)
+            outputs = self.addResultsToScene(job.sourceNode, results, job.replaceExisting, job.outputSegmentation)
         except ResultsNotAddedError as error:
             return JobOutcome(job.jobId, JobStatus.FAILED, outputs=error.outputs, errorCode=error.code,
                               results=results, message=str(error))
         return JobOutcome(job.jobId, JobStatus.SUCCEEDED, outputs=outputs, results=results,
-                          message=self._summary(outputs, results))
-
-    def addResultsToScene(self, sourceVolumeNode, results: dict, replaceExisting: bool = False) -> dict:
-        """task -> new nodes for `results` (nnmamba.results objects) of `sourceVolumeNode`.
-
-        All or nothing per task: a task whose nodes cannot all be built adds none and keeps its
-        earlier outputs, while the job's other tasks are still added (a segmentation Slicer cannot
-        import must not cost the landmarks). Earlier outputs of a task are removed (when replacing)
-        only once its new ones exist. Raises `ResultsNotAddedError` (with the added outputs) after
-        adding what could be added, if any task failed."""
-        scene = self.scene
-        registry = OutputRegistry(scene)
-        previous = self.existingOutputs(sourceVolumeNode, list(results)) if replaceExisting else {}
-        outputs, failures = {}, {}
-        for task, result in results.items():
-            task = str(getattr(task, "value", task))
-            try:
-                outputs[task] = self._addTask(registry, task, result, sourceVolumeNode, replaceExisting)
-            except Exception as error:
-                logging.exception("NNMambaSlicer: adding the %s nodes failed", task)
-                failures[task] = error
-        for task in outputs:
-            registry.remove(previous.get(task, []))
-        if outputs:
-            self.outputsAdded.emit(sourceVolumeNode, outputs)
-        if failures:
-            problems = "; ".join(f"{task}: {error}" for task, error in failures.items())
-            added = f" The {', '.join(outputs)} results were added." if outputs else " Nothing was added."
-            raise ResultsNotAddedError(f"The results could not be added to the scene ({problems}).{added}", outputs)
-        return outputs
-
-    def _addTask(self, registry: OutputRegistry, task: str, result, source, replaceExisting: bool) -> list:
-        """The tagged nodes of one task, or none of them (those built are removed) and the error."""
-        if task not in OUTPUT_SUFFIX:
-            raise ValueError(f"unknown task '{task}' in the worker's results")
-        name = f"{source.GetName()} {OUTPUT_SUFFIX[task]}"
-        if not replaceExisting:
-            name = self.scene.GenerateUniqueName(name)  # keeping both: the new ones get their own names
-        nodes = self._buildTask(task, result, source, name)
-        try:
-            for node in nodes:
-                registry.tag(node, source, task, getattr(result, "model", ""))
-        except Exception:
-            SceneHelpers.removeNodes(self.scene, reversed(nodes))  # maybe untagged: the registry would refuse
-            raise
-        return nodes
-
-    def _buildTask(self, task: str, result, source, name: str) -> list:
-        if task == Task.SEGMENTATION.value:
-            return [self.segmentationBuilder.build(result, source, name)]
-        if task == Task.LANDMARKS.value:
-            return [self.landmarksBuilder.build(result, source, name)]
-        if task == Task.CLASSIFICATION.value:
-            return list(self.classificationBuilder.build(result, source, name))
-        raise ValueError(f"unknown task '{task}'")
-
-    @staticmethod
-    def _summary(outputs: dict, results: dict) -> str:
-        parts = []
-        if "segmentation" in outputs:
-            parts.append(f"{outputs['segmentation'][0].GetSegmentation().GetNumberOfSegments()} segments")
-        if "landmarks" in outputs:
-            parts.append(f"{outputs['landmarks'][0].GetNumberOfControlPoints()} landmarks")
-        if "classification" in results:
-            result = results["classification"]
-            parts.append(f"class {result.top_class} ({float(max(result.probabilities)):.0%})")
-        return "Done: " + ", ".join(parts) + "."
+                          message=self.resultNodes.summary(outputs, results))

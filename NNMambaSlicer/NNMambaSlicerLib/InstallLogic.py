@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import platform
 import subprocess
 from pathlib import Path
 from typing import Callable, Optional
@@ -23,6 +24,14 @@ TORCH_REQUIREMENT = "torch>=2.1,<3"
 # A console program started from Slicer on Windows flashes a console window unless told not to.
 NO_CONSOLE_WINDOW = {"creationflags": subprocess.CREATE_NO_WINDOW} if os.name == "nt" else {}
 WORKER_IMPORTS = ("torch", "numpy", "SimpleITK", "safetensors", "websockets")
+# What Slicer needs to talk to a remote worker (nnmamba.worker.client): a few hundred kB, no torch.
+CLIENT_PACKAGES = ("websockets",)
+MAC_INTEL_PROBLEM = (
+    "This Slicer runs as Intel (x86_64) code{rosetta}. The last torch built for Intel Macs (2.2.2) needs "
+    "NumPy 1, and Slicer comes with NumPy 2, so the worker cannot run inside Slicer. Run it in a separate "
+    "Python instead: install Miniforge (https://conda-forge.org/download/) for your Mac, then in a Terminal "
+    "run `python3 -m pip install nnmamba` and `which python3`, and paste that path into 'Worker Python' "
+    "under Device and options. (Or choose 'Remote server' to use a GPU server.)")
 
 
 class InstallLogic:
@@ -44,12 +53,16 @@ class InstallLogic:
         lines = self.requirementsFile.read_text(encoding="utf-8").splitlines()
         return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
-    def missingRequirements(self) -> list:
-        """Requirements (torch first) not satisfied in this Python."""
+    def missingRequirements(self, clientOnly: bool = False) -> list:
+        """Requirements (torch first) not satisfied in this Python; `clientOnly`: only what talking
+        to a remote worker needs (no torch)."""
         from packaging.requirements import Requirement
 
         missing = []
-        for text in [TORCH_REQUIREMENT, *self.requirements()]:
+        wanted = [TORCH_REQUIREMENT, *self.requirements()]
+        if clientOnly:
+            wanted = [text for text in wanted if Requirement(text).name in CLIENT_PACKAGES]
+        for text in wanted:
             requirement = Requirement(text)
             try:
                 installed = importlib.metadata.version(requirement.name)
@@ -80,15 +93,43 @@ class InstallLogic:
                     f"there with: {pythonExecutable} -m pip install 'nnmamba[cuda]' (or without [cuda] on CPU)")
         return None
 
-    def installMissing(self, confirm: Callable[[str], bool]) -> bool:
+    @staticmethod
+    def platformProblem(system: str = "", machine: str = "", translated: bool = None) -> Optional[str]:
+        """Why the worker's packages cannot be installed into this Slicer at all (None when they can).
+
+        Slicer for macOS is an Intel build that Apple silicon runs under Rosetta; no torch for Intel
+        Macs works with the NumPy 2 Slicer ships. Arguments default to this machine (tests pass others)."""
+        system = system or platform.system()
+        machine = machine or platform.machine()
+        if system != "Darwin" or machine != "x86_64":
+            return None
+        if translated is None:
+            translated = InstallLogic._runsUnderRosetta()
+        return MAC_INTEL_PROBLEM.format(rosetta=" under Rosetta on an Apple silicon Mac" if translated else "")
+
+    @staticmethod
+    def _runsUnderRosetta() -> bool:
+        try:
+            completed = subprocess.run(["sysctl", "-n", "sysctl.proc_translated"], capture_output=True, text=True,
+                                       timeout=10, **NO_CONSOLE_WINDOW)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return completed.stdout.strip() == "1"
+
+    def installMissing(self, confirm: Callable[[str], bool], clientOnly: bool = False) -> bool:
         """Install what is missing into Slicer's Python, after `confirm(question)` says yes.
 
-        Returns True when nothing is missing afterwards; False when the user declined."""
-        missing = self.missingRequirements()
+        `clientOnly`: just what a remote worker's client needs. Returns True when nothing is missing
+        afterwards; False when the user declined. Raises RuntimeError where it cannot work (Intel macOS)."""
+        missing = self.missingRequirements(clientOnly)
         if not missing:
             return True
+        problem = None if clientOnly else self.platformProblem()
+        if problem:
+            raise RuntimeError(problem)
+        size = "a few hundred kB" if clientOnly else "torch can be several GB"
         question = ("The nnMamba worker needs these Python packages in Slicer:\n  " + "\n  ".join(missing) +
-                    "\n\nThey are downloaded from the Python package index (torch can be several GB). Install them now?")
+                    f"\n\nThey are downloaded from the Python package index ({size}). Install them now?")
         if not confirm(question):
             self._log("Install declined; the module cannot run the worker in Slicer's Python until it is done.")
             return False
@@ -97,7 +138,7 @@ class InstallLogic:
             missing = missing[1:]
         if missing:
             self._pipInstall(missing)
-        stillMissing = self.missingRequirements()
+        stillMissing = self.missingRequirements(clientOnly)
         if stillMissing:
             raise RuntimeError(f"these packages are still missing after the install: {stillMissing}; see the "
                                "Python console for pip's messages.")

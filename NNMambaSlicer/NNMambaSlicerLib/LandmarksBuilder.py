@@ -1,4 +1,4 @@
-"""`LandmarkResult` -> a locked markups fiducial node, one labelled point per landmark."""
+"""`LandmarkResult` -> a markups fiducial node, one labelled point per landmark, left editable."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from .SceneHelpers import SceneHelpers
 
 class LandmarksBuilder:
     """Builds a fiducial node: label = landmark name, description = its description + confidence.
+
+    Not locked: correcting a predicted landmark by dragging it is what users do next.
 
     Points arrive in LPS (the engine's physical space) and are stored in RAS, Slicer's world; the
     markups file Slicer writes for them is LPS again.
@@ -37,8 +39,6 @@ class LandmarksBuilder:
                 ras = LPS_TO_RAS @ lps
                 pointIndex = node.AddControlPoint(vtk.vtkVector3d(*ras), str(result.names[index]))
                 node.SetNthControlPointDescription(pointIndex, self.describe(result, index))
-                node.SetNthControlPointLocked(pointIndex, True)
-            node.SetLocked(True)
             node.EndModify(wasModifying)
             SceneHelpers.placeBeside(node, sourceVolumeNode)
         return node

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 TASKS = ("segmentation", "landmarks", "classification")
+UNKNOWN_QUALITY = "unvalidated"  # a worker too old to say is not assumed to offer better
 
 
 @dataclass(frozen=True)
@@ -25,10 +26,21 @@ class ModelEntry:
     trained: bool = True
     channels: tuple = ("image",)
     summary: str = ""
+    quality: str = UNKNOWN_QUALITY    # the card's `quality` (nnmamba.model_card.QUALITIES)
+
+    @property
+    def trustNote(self) -> str:
+        """How far to trust the model, in words beside its description in the panel."""
+        if not self.trained:
+            return "Untrained weights: the output is not meaningful."
+        if self.quality == "unvalidated":
+            return "Unvalidated: its accuracy on real scans has not been shown; check every result."
+        return f"Quality: {self.quality}. Not for clinical use."
 
     @property
     def label(self) -> str:
-        return self.name if self.trained else f"{self.name} (untrained)"
+        """The name with what the user must know before trusting it: "seg (unvalidated)"."""
+        return f"{self.name} ({self.quality if self.trained else 'untrained'})"
 
     @classmethod
     def fromSummary(cls, summary: dict) -> "ModelEntry":
@@ -37,14 +49,15 @@ class ModelEntry:
             return cls(name=str(summary["name"]), task=str(summary["task"]),
                        description=str(summary.get("description") or ""), trained=bool(summary.get("trained", True)),
                        channels=tuple(str(c) for c in summary.get("channels") or ("image",)),
-                       summary=str(summary.get("summary") or ""))
+                       summary=str(summary.get("summary") or ""),
+                       quality=str(summary.get("quality") or UNKNOWN_QUALITY))
         except (KeyError, TypeError) as error:
             raise ValueError(f"a model summary needs at least 'name' and 'task', got {summary!r:.200}") from error
 
     @classmethod
     def fromCard(cls, card) -> "ModelEntry":
         return cls(name=card.name, task=card.task, description=card.description or "", trained=card.trained,
-                   channels=tuple(c.name for c in card.channels), summary=card.summary())
+                   channels=tuple(c.name for c in card.channels), summary=card.summary(), quality=card.quality)
 
 
 @dataclass
@@ -85,6 +98,10 @@ class ModelCatalog:
         """The worker's list-models answer (blocks up to `timeout` s: call it off the GUI thread)."""
         entries = [ModelEntry.fromSummary(summary) for summary in client.list_models(timeout=timeout)]
         return cls(entries, f"models of {where}", True)
+
+    def qualities(self) -> dict:
+        """model name -> its card's quality, for the result nodes' descriptions."""
+        return {entry.name: entry.quality for entry in self.entries}
 
     def forTask(self, task: str) -> list:
         return [entry for entry in self.entries if entry.task == task]

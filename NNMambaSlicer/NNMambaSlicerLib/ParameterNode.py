@@ -91,6 +91,7 @@ class ParameterNode:
 
     INPUT_ROLE = "InputVolume"
     EXTRA_INPUT_ROLE = "ExtraInputVolume"
+    OUTPUT_SEGMENTATION_ROLE = "OutputSegmentation"
 
     def __init__(self, node) -> None:
         self.node = node
@@ -116,6 +117,16 @@ class ParameterNode:
     @inputVolume.setter
     def inputVolume(self, volumeNode) -> None:
         self.node.SetNodeReferenceID(self.INPUT_ROLE, volumeNode.GetID() if volumeNode else None)
+
+    @property
+    def outputSegmentation(self):
+        """The segmentation node a run fills (None: a new one per run)."""
+        return self.node.GetNodeReference(self.OUTPUT_SEGMENTATION_ROLE)
+
+    @outputSegmentation.setter
+    def outputSegmentation(self, segmentationNode) -> None:
+        self.node.SetNodeReferenceID(self.OUTPUT_SEGMENTATION_ROLE,
+                                     segmentationNode.GetID() if segmentationNode else None)
 
     @property
     def extraInputVolumes(self) -> list:

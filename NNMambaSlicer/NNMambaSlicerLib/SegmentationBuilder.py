@@ -44,10 +44,12 @@ class SegmentationBuilder:
 
         with SceneHelpers.addedUntilFailure(scene, slicer.vtkMRMLSegmentationNode(), name) as node:
             node.CreateDefaultDisplayNodes()
+            # Under the input's transform first: the reference geometry folds in any transform between
+            # the volume and the segmentation, so set before, a parent transform would apply twice.
+            SceneHelpers.placeBeside(node, sourceVolumeNode)
             node.SetReferenceImageGeometryParameterFromVolumeNode(sourceVolumeNode)
             self._importLabelmap(result, node)
             self._describeSegments(result, node)
-            SceneHelpers.placeBeside(node, sourceVolumeNode)
             if self.closedSurfaces and not node.CreateClosedSurfaceRepresentation():
                 logging.warning("NNMambaSlicer: no closed-surface converter is registered; segments show in 2D only")
         return node

@@ -21,7 +21,7 @@ class ViewPresenter:
 
         try:
             slicer.util.setSliceViewerLayers(background=sourceVolumeNode, fit=True)
-            for node in outputs.get("segmentation", []):
+            for node in [n for n in outputs.get("segmentation", []) if n.IsA("vtkMRMLSegmentationNode")]:
                 display = node.GetDisplayNode()
                 display.SetVisibility(True)
                 display.SetVisibility2DFill(True)

@@ -3,45 +3,31 @@
 GUI-only (imports qt/ctk/slicer.app). It never waits on the worker: Apply queues one job per input
 volume, the logic's timer polls, and the logic's signals update the progress bar, status and
 results. Everything slow (starting a worker, asking it for its models and devices, checking
-another Python) runs in a BackgroundTask that the panel's own timer looks at; installing the
-worker's packages is its own button, never part of Apply.
+another Python) runs in a BackgroundTask that the panel's own timer looks at. On a first run
+without the worker's packages the status line says what is missing and Apply offers to install
+them (after a confirm, pip's output in the log); nothing is installed without asking.
 """
 
 from __future__ import annotations
 
-import logging
-
 import qt
 import slicer
+from slicer.i18n import tr as _  # the panel's words go through Slicer's translations
 
-from .DeviceChoices import DeviceChoices
 from .InputVolumes import InputVolumes
 from .InstallLogic import InstallLogic
+from .InstallSection import InstallSection
 from .ModelCatalog import TASKS, ModelCatalog
-from .ParameterNode import EARLIER_RESULTS, EXTRA_SLOTS, PRECISIONS, ParameterNode
+from .ModelsSection import ModelsSection
+from .ParameterNode import EARLIER_RESULTS, PRECISIONS, ParameterNode
 from .Paths import ModulePaths
+from .ResultsSection import ResultsSection
 from .SceneCloseGuard import SceneCloseGuard
 from .SegmentationView import SegmentationView
-from .ServerSettings import ServerSettings
 from .WorkerConnection import WorkerSettings
 from .WorkerInquiry import WorkerInquiry
-from .WorkerReadiness import WorkerReadiness
-
-EXTRA_CHANNEL_SLOTS = EXTRA_SLOTS
-REMOTE_ITEM = ("remote", "Remote server")
-PYTHON_SETTING = "NNMambaSlicer/WorkerPython"
-MODELS_FOLDER_SETTING = "NNMambaSlicer/ModelsFolder"
-
-
-class _PanelLogHandler(logging.Handler):
-    """Copies log records (pip's output while installing) into the panel's log box."""
-
-    def __init__(self, append) -> None:
-        super().__init__(logging.INFO)
-        self._append = append
-
-    def emit(self, record) -> None:
-        self._append(record.getMessage())
+from .WorkerReadiness import INSTALL_AND_APPLY, WorkerReadiness
+from .WorkerSettingsSection import WorkerSettingsSection
 
 
 class Widget(qt.QWidget):
@@ -56,14 +42,15 @@ class Widget(qt.QWidget):
         super().__init__(parent)
         self.logic = logic
         self.installLogic = InstallLogic()
-        self.serverSettings = ServerSettings()
         self.parameters = None
         self._updatingGUI = False
-        self._jobIds = []                 # this panel's running jobs, in submission order
+        self._jobIds = []                 # this panel's running job (one at a time: volumes are large)
+        self._queuedVolumes = []          # 'every loaded volume': the ones still to send, in order
+        self._jobRequest = {}             # the tasks, models and options of the run under way
         self._jobsInRun, self._jobsEnded, self._failures = 0, 0, []
         self.readiness = WorkerReadiness(self.installLogic)
         self.inquiry = WorkerInquiry(self.logic)
-        self._installing = False
+        self._shownReason = None
         self._parameterObserverTag = None
 
         layout = qt.QVBoxLayout(self)
@@ -74,22 +61,19 @@ class Widget(qt.QWidget):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.ui.progressBar.setVisible(False)
         self.ui.remoteWidget.setVisible(False)
-        self.ui.pythonExecutablePathLineEdit.filters = self._pathFilters("Files", "Executable")
-        self.ui.modelsFolderPathLineEdit.filters = self._pathFilters("Dirs")
-        self.ui.serverCertificatePathLineEdit.nameFilters = ["PEM certificates (*.pem *.crt)", "All files (*)"]
-
-        self._loadSettings()
-        self.catalog = ModelCatalog.fromDisk([self.ui.modelsFolderPathLineEdit.currentPath])
-        self.devices = DeviceChoices.usual()
-        self._fillModelComboBoxes()
-        self._fillDeviceComboBox()
+        self.results = ResultsSection(self.ui)
+        self.installSection = InstallSection(self.ui, self.installLogic, self.readiness, self._appendLog,
+                                             self._checkCanApply)
+        self.settingsSection = WorkerSettingsSection(self.ui, self._checkCanApply, self.onRefreshFromWorker,
+                                                     self.onModelsFolderChanged)
+        self.models = ModelsSection(self.ui, ModelCatalog.fromDisk([self.settingsSection.modelsFolder]))
+        self._fillChoices()
         self._connectWidgets()
         self._logicConnections = [(signal, signal.connect(slot)) for signal, slot in (
-            (self.logic.progress, self.onProgress), (self.logic.finished, self.onFinished),
+            (self.logic.progress, self.onProgress),
             (self.logic.workerRestarted, self.onWorkerRestarted), (self.logic.outputsAdded, self.onOutputsAdded),
             (self.installLogic.progressInfo, self._appendLog))]
-        self.sceneCloseGuard = SceneCloseGuard(slicer.mrmlScene, self.logic.cancel,
-                                               lambda: self._observeParameterNode(None), self.initializeParameterNode)
+        self.sceneCloseGuard = SceneCloseGuard(slicer.mrmlScene, self.onSceneStartClose, self.initializeParameterNode)
         self._tickTimer = qt.QTimer()
         self._tickTimer.setInterval(250)
         self._tickTimer.connect("timeout()", self.onTick)
@@ -104,6 +88,12 @@ class Widget(qt.QWidget):
             signal.disconnect(connectionId)
         self._observeParameterNode(None)
         self.logic.close()
+
+    def onSceneStartClose(self) -> None:
+        """The jobs' inputs are going: drop the jobs (nothing they send later is built), let go of the parameters."""
+        self._queuedVolumes = []
+        self.logic.dropJobs()
+        self._observeParameterNode(None)
 
     def initializeParameterNode(self) -> None:
         parameters = ParameterNode.getOrCreate(slicer.mrmlScene)
@@ -138,7 +128,7 @@ class Widget(qt.QWidget):
     # -- parameter node <-> widgets --------------------------------------------------------------
     def _connectWidgets(self) -> None:
         ui = self.ui
-        for selector in [ui.inputVolumeSelector, *self._extraSelectors()]:
+        for selector in [ui.inputVolumeSelector, *self.models.extraSelectors(), ui.outputSegmentationSelector]:
             selector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
         for task in TASKS:
             getattr(ui, f"{task}CheckBox").connect("toggled(bool)", self.updateParameterNodeFromGUI)
@@ -150,10 +140,7 @@ class Widget(qt.QWidget):
         ui.precisionComboBox.connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
         ui.earlierResultsComboBox.connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
         ui.show3DCheckBox.connect("toggled(bool)", self.onShow3DToggled)
-        ui.pythonExecutablePathLineEdit.connect("currentPathChanged(QString)", self.onPythonExecutableChanged)
-        ui.modelsFolderPathLineEdit.connect("currentPathChanged(QString)", self.onModelsFolderChanged)
         ui.refreshModelsButton.connect("clicked(bool)", self.onRefreshFromWorker)
-        ui.useServerButton.connect("clicked(bool)", self.onUseServer)
         ui.installDependenciesButton.connect("clicked(bool)", self.onInstallDependencies)
         ui.applyButton.connect("clicked(bool)", self.onApply)
         ui.cancelButton.connect("clicked(bool)", self.onCancel)
@@ -164,12 +151,13 @@ class Widget(qt.QWidget):
         self._updatingGUI = True
         try:
             p, ui = self.parameters, self.ui
-            self._setInputNodeTypes()
             ui.inputVolumeSelector.setCurrentNode(p.inputVolume)
             ui.inputVolumeSelector.enabled = not p.allVolumes
+            ui.outputSegmentationSelector.setCurrentNode(p.outputSegmentation)
+            ui.outputSegmentationSelector.enabled = not p.allVolumes  # one node cannot hold every volume's
             ui.allVolumesCheckBox.checked = p.allVolumes
             extras = p.extraInputVolumes
-            for index, selector in enumerate(self._extraSelectors()):
+            for index, selector in enumerate(self.models.extraSelectors()):
                 selector.setCurrentNode(extras[index] if index < len(extras) else None)
             for task in TASKS:
                 getattr(ui, f"{task}CheckBox").checked = getattr(p, f"{task}Enabled")
@@ -178,16 +166,14 @@ class Widget(qt.QWidget):
                 # worker): nothing shown as selected, and Apply's tooltip says to choose another.
                 comboBox.setCurrentIndex(comboBox.findData(p.modelFor(task)) if p.modelFor(task) else 0)
                 comboBox.enabled = getattr(p, f"{task}Enabled")
-            self._selectDevice(p.device)
+            self.models.selectDevice(p.device)
             ui.remoteWidget.setVisible(p.device == "remote")
             ui.ttaCheckBox.checked = p.tta
             ui.overlapSliderWidget.value = p.overlap
             ui.precisionComboBox.setCurrentIndex(PRECISIONS.index(p.precision))
             ui.earlierResultsComboBox.setCurrentIndex(EARLIER_RESULTS.index(p.earlierResults))
             ui.show3DCheckBox.checked = p.show3D
-            self._showChannelSlots()
-            self._showModelInfo()
-            self._showSources()
+            self.models.showFor(p)
         finally:
             self._updatingGUI = False
         self._checkCanApply()
@@ -199,9 +185,10 @@ class Widget(qt.QWidget):
         wasModifying = p.node.StartModify()
         try:
             p.inputVolume = ui.inputVolumeSelector.currentNode()
+            p.outputSegmentation = ui.outputSegmentationSelector.currentNode()
             p.allVolumes = ui.allVolumesCheckBox.checked
             p.clearExtraInputVolumes()
-            for index, selector in enumerate(self._extraSelectors()):
+            for index, selector in enumerate(self.models.extraSelectors()):
                 p.setExtraInputVolume(index, selector.currentNode())
             for task in TASKS:
                 setattr(p, f"{task}Enabled", getattr(ui, f"{task}CheckBox").checked)
@@ -216,128 +203,81 @@ class Widget(qt.QWidget):
             p.node.EndModify(wasModifying)
 
     def _checkCanApply(self) -> None:
-        """Apply is enabled only when a run can start; its tooltip says what is missing."""
+        """Apply is enabled when a run can start, or when only packages it may install are missing
+        (it then says so on the button and in the status line); its tooltip says what is missing."""
         reason = self._whyCannotApply()
-        self.ui.applyButton.enabled = reason is None
-        self.ui.applyButton.toolTip = reason or "Run the selected tasks on the input volume(s)."
+        installFirst = reason is not None and self._onlyPackagesMissing(reason)
+        self.ui.applyButton.enabled = reason is None or installFirst
+        self.ui.applyButton.text = _(INSTALL_AND_APPLY) if installFirst else _("Apply")
+        self.ui.applyButton.toolTip = reason or _("Run the selected tasks on the input volume(s).")
+        # What keeps the worker from starting is the first thing a new user must read: in the status
+        # line, whatever else Apply still waits for (a volume, a task).
+        problem = self.readiness.whyCannotStart(self.workerSettings()) if self.parameters is not None else None
+        if problem and problem != self._shownReason:
+            self._setStatus(problem, error=not self.readiness.installable(self.workerSettings()))
+        self._shownReason = problem
         self.ui.cancelButton.enabled = bool(self._jobIds)
         self.ui.refreshModelsButton.enabled = not (self.inquiry.busy or self._jobIds)
-        self.ui.installDependenciesButton.enabled = not (self._installing or self._jobIds)
+        self.ui.installDependenciesButton.enabled = not (self.installSection.installing or self._jobIds)
 
     def _whyCannotApply(self):
         p = self.parameters
         if p is None:
-            return "The module is not initialised."
-        if self._installing:
-            return "The worker's packages are being installed; wait for it to finish."
+            return _("The module is not initialised.")
+        if self.installSection.installing:
+            return _("The worker's packages are being installed; wait for it to finish.")
         if self._jobIds:
-            return "A job is running; wait for it or press Cancel."
+            return _("A job is running; wait for it or press Cancel.")
         if self.inquiry.busy:
-            return "Asking the worker for its models and devices; a moment."
+            return _("Asking the worker for its models and devices; a moment.")
         if not p.enabledTasks():
-            return "Tick at least one task."
+            return _("Tick at least one task.")
         for task in p.enabledTasks():
-            reason = self.catalog.whyCannotRun(task, p.modelFor(task))
+            reason = self.models.catalog.whyCannotRun(task, p.modelFor(task))
             if reason:
                 return reason
         if p.allVolumes:
             if self._channelsNeeded() != 1:
-                return "'Run on every loaded volume' needs one-channel models; untick it and select the channels."
+                return _("'Run on every loaded volume' needs one-channel models; untick it and select the channels.")
             if not InputVolumes(1).allIn(slicer.mrmlScene):
-                return "Load a volume first."
+                return _("Load a volume first.")
         elif p.inputVolume is None:
-            return "Select an input volume."
+            return _("Select an input volume.")
         extras = p.extraInputVolumes[:self._channelsNeeded() - 1]
         missing = self._channelsNeeded() - 1 - len([v for v in extras if v is not None])
         if missing > 0 and not p.allVolumes:
-            return f"The selected model needs {missing} more input channel(s); select them under Inputs."
-        if p.device == "remote":
-            host, port = self.serverSettings.address()
-            if not self.serverSettings.isConfirmed(host, port):
-                return "Enter a server and press 'Use this server...' to confirm sending volumes to it."
+            return _("The selected model needs {missing} more input channel(s); select them under Inputs.").format(
+                missing=missing)
+        if p.device == "remote" and self.settingsSection.whyServerNotReady():
+            return self.settingsSection.whyServerNotReady()
         return self.readiness.whyCannotStart(self.workerSettings())
 
+    def _onlyPackagesMissing(self, reason: str) -> bool:
+        return (not self.installSection.installing and not self._jobIds and self.parameters is not None
+                and reason == self.readiness.whyCannotStart(self.workerSettings())
+                and self.readiness.installable(self.workerSettings()))
+
     # -- models, devices and channels ------------------------------------------------------------
-    def _fillModelComboBoxes(self) -> None:
+    def _fillChoices(self) -> None:
+        """Refill the model and device boxes from the catalogue, without echoing into the parameter node."""
+        self.logic.resultNodes.qualities = self.models.catalog.qualities()  # the nodes say what the panel said
         self._updatingGUI = True
         try:
-            for task in TASKS:
-                comboBox = getattr(self.ui, f"{task}ModelComboBox")
-                comboBox.clear()
-                for entry in self.catalog.forTask(task):
-                    comboBox.addItem(entry.label, entry.name)
-                    comboBox.setItemData(comboBox.count - 1, entry.summary, qt.Qt.ToolTipRole)
+            self.models.fill()
         finally:
             self._updatingGUI = False
-
-    def _fillDeviceComboBox(self) -> None:
-        self._updatingGUI = True
-        try:
-            self.ui.deviceComboBox.clear()
-            for value, label in [*self.devices.items, REMOTE_ITEM]:
-                self.ui.deviceComboBox.addItem(label, value)
-        finally:
-            self._updatingGUI = False
-
-    def _selectDevice(self, device: str) -> None:
-        comboBox = self.ui.deviceComboBox
-        if comboBox.findData(device) < 0:  # chosen earlier (a saved scene) but not reported by this worker
-            comboBox.insertItem(comboBox.count - 1, f"{device} (not reported by the worker)", device)
-        comboBox.setCurrentIndex(comboBox.findData(device))
 
     def _selectedEntry(self, task: str):
-        return self.catalog.find(task, self.parameters.modelFor(task) if self.parameters else "")
+        return self.models.selectedEntry(self.parameters, task)
 
     def _channelsNeeded(self) -> int:
-        entries = [self._selectedEntry(task) for task in self.parameters.enabledTasks()]
-        return max([len(entry.channels) for entry in entries if entry is not None] or [1])
-
-    def _setInputNodeTypes(self) -> None:
-        """A vector (RGB) volume is offered only to a model with that many channels."""
-        types = InputVolumes(self._channelsNeeded()).nodeTypes()
-        if list(self.ui.inputVolumeSelector.nodeTypes) != types:
-            self.ui.inputVolumeSelector.nodeTypes = types
-
-    def _showChannelSlots(self) -> None:
-        entries = [e for e in (self._selectedEntry(t) for t in self.parameters.enabledTasks()) if e is not None]
-        channels = max(entries, key=lambda e: len(e.channels)).channels if entries else ()
-        for index in range(EXTRA_CHANNEL_SLOTS):
-            visible = index + 1 < len(channels)
-            label = getattr(self.ui, f"extraVolumeLabel{index + 1}")
-            label.setVisible(visible)
-            getattr(self.ui, f"extraVolumeSelector{index + 1}").setVisible(visible)
-            if visible:
-                label.text = f"{channels[index + 1]} volume:"
-
-    def _showModelInfo(self) -> None:
-        lines = []
-        for task in self.parameters.enabledTasks():
-            entry = self._selectedEntry(task)
-            if entry is None:
-                continue
-            warning = "" if entry.trained else " <b>Untrained weights: the output is not meaningful.</b>"
-            lines.append(f"{task.capitalize()}: {entry.description or entry.summary}{warning}")
-        self.ui.modelInfoLabel.text = "<br>".join(lines)
-
-    def _showSources(self) -> None:
-        problems = "".join(f"<br><b>Not readable:</b> {problem}" for problem in self.catalog.problems)
-        self.ui.modelSourceLabel.text = f"Listing the {self.catalog.source}.{problems}"
-        self.ui.deviceSourceLabel.text = f"Devices: {self.devices.source}."
-        if self.parameters is not None and self.parameters.device == "remote":
-            self.ui.logSourceLabel.text = ("A remote server keeps its own log (in the terminal where `nnmamba serve` "
-                                           "runs); progress and errors of your jobs are shown above.")
-        else:
-            self.ui.logSourceLabel.text = "Output of the local worker process, and of installs started here."
-
-    def _extraSelectors(self) -> list:
-        return [getattr(self.ui, f"extraVolumeSelector{index + 1}") for index in range(EXTRA_CHANNEL_SLOTS)]
+        return self.models.channelsNeeded(self.parameters)
 
     def onModelsFolderChanged(self, path: str) -> None:
-        qt.QSettings().setValue(MODELS_FOLDER_SETTING, path)
         # A running local worker was started with the old folder: the next Apply or refresh restarts it
         # with the new one (the settings differ), so until then the cards on disk are what it will see.
-        self.catalog = ModelCatalog.fromDisk([path])
-        self._fillModelComboBoxes()
+        self.models.catalog = ModelCatalog.fromDisk([path])
+        self._fillChoices()
         self.updateGUIFromParameterNode()
 
     def onRefreshFromWorker(self) -> None:
@@ -349,114 +289,34 @@ class Widget(qt.QWidget):
             return
         self.logic.configureWorker(settings)
         self.inquiry.start()
-        self._setStatus(f"Asking {self.logic.connection.describe()} for its models and devices...")
+        self._setStatus(_("Asking {worker} for its models and devices...").format(worker=self.logic.connection.describe()))
         self._checkCanApply()
 
     def _showWorkerAnswer(self, answer) -> None:
         if answer.error:
             self._setStatus(f"{answer.error[:1].upper()}{answer.error[1:]}. The panel still lists the "
-                            f"{self.catalog.source}.", error=True)
+                            f"{self.models.catalog.source}.", error=True)
         else:
-            self.catalog, self.devices = answer.catalog, answer.devices
-            self._fillModelComboBoxes()
-            self._fillDeviceComboBox()
-            self._setStatus(f"{len(self.catalog.entries)} model(s) and {len(self.devices.items)} device choice(s) "
+            self.models.catalog, self.models.devices = answer.catalog, answer.devices
+            self._fillChoices()
+            self._setStatus(f"{len(answer.catalog.entries)} model(s) and {len(answer.devices.items)} device choice(s) "
                             f"from {answer.where}.")
         self.updateGUIFromParameterNode()
 
     # -- worker settings and dependencies --------------------------------------------------------
-    @staticmethod
-    def _pathFilters(*names):
-        import ctk
-        filters = getattr(ctk.ctkPathLineEdit, names[0])
-        for name in names[1:]:
-            filters = filters | getattr(ctk.ctkPathLineEdit, name)
-        return filters
-
-    def _loadSettings(self) -> None:
-        host, port = self.serverSettings.address()
-        self.ui.serverAddressLineEdit.text = f"{host}:{port}" if host else ""
-        self.ui.serverTokenLineEdit.text = self.serverSettings.token()
-        self.ui.serverCertificatePathLineEdit.currentPath = self.serverSettings.tlsCertificateAuthority() or ""
-        self.ui.pythonExecutablePathLineEdit.currentPath = qt.QSettings().value(PYTHON_SETTING, "") or ""
-        self.ui.modelsFolderPathLineEdit.currentPath = qt.QSettings().value(MODELS_FOLDER_SETTING, "") or ""
-        self._showRemoteStatus()
-
-    def _showRemoteStatus(self) -> None:
-        host, port = self.serverSettings.address()
-        if self.serverSettings.isConfirmed(host, port):
-            secure = "over TLS" if self.serverSettings.tlsCertificateAuthority() else "unencrypted"
-            self.ui.remoteStatusLabel.text = f"Volumes will be sent to {host}:{port} ({secure}) for processing."
-        else:
-            self.ui.remoteStatusLabel.text = "Remote processing is off: nothing leaves this computer."
-
-    def onPythonExecutableChanged(self, path: str) -> None:
-        qt.QSettings().setValue(PYTHON_SETTING, path)
-        self._checkCanApply()
-
-    def onUseServer(self) -> None:
-        with slicer.util.tryWithErrorDisplay("The server address is not valid.", waitCursor=False):
-            host, port = ServerSettings.parseAddress(self.ui.serverAddressLineEdit.text)
-            token = self.ui.serverTokenLineEdit.text.strip()
-            if not token:
-                raise ValueError("enter the token the server printed when it started")
-            certificate = self.ui.serverCertificatePathLineEdit.currentPath.strip() or None
-            encryption = ("The connection is encrypted (TLS)." if certificate else
-                          "The connection is NOT encrypted: no CA certificate was given.")
-            question = (f"Volumes you process will be sent over the network to {host}:{port}, and results come back "
-                        f"from it. {encryption} Only use a server you trust with these images.\n\n"
-                        "Send volumes to this server?")
-            if not slicer.util.confirmYesNoDisplay(question, windowTitle="nnMamba: remote server"):
-                self.serverSettings.forget()
-                self._showRemoteStatus()
-                self._checkCanApply()
-                return
-            self.serverSettings.save(host, port, token, certificate)
-            self.serverSettings.confirm(host, port)
-            self._showRemoteStatus()
-            self.onRefreshFromWorker()  # the server's models are its own: list them
-
     def workerSettings(self) -> WorkerSettings:
-        p = self.parameters
-        if p is not None and p.device == "remote":
-            host, port = self.serverSettings.address()
-            return WorkerSettings(remoteHost=host, remotePort=port, remoteToken=self.serverSettings.token(),
-                                  tlsCertificateAuthority=self.serverSettings.tlsCertificateAuthority())
-        return WorkerSettings(pythonExecutable=self.ui.pythonExecutablePathLineEdit.currentPath.strip(),
-                              device=p.device if p is not None else "auto",
-                              modelsFolder=self.ui.modelsFolderPathLineEdit.currentPath.strip())
+        return self.settingsSection.workerSettings(self.parameters.device if self.parameters is not None else "auto")
 
     def onInstallDependencies(self) -> None:
-        """The explicit install step: ask, then install with pip's output streamed into the worker log."""
+        """Check again (another Python), or install what is missing here (a remote server: the client only)."""
         settings = self.workerSettings()
-        if settings.isRemote:
-            self._setStatus("A remote server runs with its own packages; nothing to install here.")
-            return
-        if settings.pythonExecutable:
+        if settings.pythonExecutable and not settings.isRemote:
             self.readiness.recheck(settings.pythonExecutable)  # checked again, off the GUI thread
             self._setStatus(self.readiness.whyCannotStart(settings))
             self._checkCanApply()
             return
-        self._installing = True
-        self._checkCanApply()
-        self.ui.logCollapsibleButton.collapsed = False
-        self.ui.progressBar.setVisible(True)
-        self.ui.progressBar.setRange(0, 0)  # busy: pip reports no fraction
-        handler = _PanelLogHandler(self._appendLog)
-        logging.getLogger().addHandler(handler)
-        try:
-            with slicer.util.tryWithErrorDisplay("Installing the worker's dependencies failed.", waitCursor=False):
-                # Slicer's pip helpers run on the GUI thread and keep it responsive while pip runs.
-                if self.installLogic.installMissing(confirm=lambda question: slicer.util.confirmOkCancelDisplay(
-                        question, windowTitle="nnMamba: install")):
-                    self._setStatus("The worker's dependencies are in place.")
-        finally:
-            logging.getLogger().removeHandler(handler)
-            self._installing = False
-            self.readiness.refreshInstalled()
-            self.ui.progressBar.setRange(0, 100)
-            self.ui.progressBar.setVisible(False)
-            self._checkCanApply()
+        if self.installSection.install(settings):
+            self._setStatus(_("The worker's dependencies are in place."))
 
     def _appendLog(self, line: str) -> None:
         self.ui.workerLogTextEdit.appendPlainText(str(line).rstrip())
@@ -468,27 +328,36 @@ class Widget(qt.QWidget):
         return [self.parameters.inputVolume]
 
     def onApply(self) -> None:
-        with slicer.util.tryWithErrorDisplay("nnMamba could not start the job.", waitCursor=False):
+        with slicer.util.tryWithErrorDisplay(_("nnMamba could not start the job."), waitCursor=False):
             p = self.parameters
+            if self.readiness.installable(self.workerSettings()) and not self.installSection.install(self.workerSettings()):
+                return  # declined or failed: the status line and the log say why
             volumes = self._inputVolumes()
             replace = self._askReplace(volumes, p.enabledTasks())
             if replace is None:
                 return
             self.logic.configureWorker(self.workerSettings())
+            self.logic.resultNodes.closedSurfaces = p.show3D  # off: no seconds spent on surfaces nobody sees
             # The model shown is the model run: name it, as the worker's default may be another one.
-            models = {task: self._selectedEntry(task).name for task in p.enabledTasks()}
-            extras = [] if p.allVolumes else p.extraInputVolumes[:self._channelsNeeded() - 1]  # the card's order
+            self._jobRequest = dict(tasks=p.enabledTasks(), replaceExisting=replace, **p.workerOptions(),
+                                    models={task: self._selectedEntry(task).name for task in p.enabledTasks()},
+                                    outputSegmentation=None if p.allVolumes else p.outputSegmentation,
+                                    extraChannels=[] if p.allVolumes else
+                                    p.extraInputVolumes[:self._channelsNeeded() - 1])  # the card's order
             self._jobsInRun, self._jobsEnded, self._failures = len(volumes), 0, []
-            for volume in volumes:
-                self._jobIds.append(self.logic.runAsync(volume, self.onJobEnded, tasks=p.enabledTasks(),
-                                                        models=models, extraChannels=extras,
-                                                        replaceExisting=replace, **p.workerOptions()))
+            self._queuedVolumes = list(volumes)
+            self._sendNextVolume()
             self.ui.progressBar.setVisible(True)
             self.ui.progressBar.value = 0
-            self.ui.timingsLabel.text = ""
+            self.results.clear()
             self._setStatus(f"Starting {self.logic.connection.describe()} and sending "
-                            f"{'the volume' if len(volumes) == 1 else f'{len(volumes)} volumes'}...")
+                            f"{'the volume' if len(volumes) == 1 else f'the first of {len(volumes)} volumes'}...")
             self._checkCanApply()
+
+    def _sendNextVolume(self) -> None:
+        """One job at a time: each volume is copied and sent only when the one before has ended."""
+        volume = self._queuedVolumes.pop(0)
+        self._jobIds.append(self.logic.runAsync(volume, self.onFinished, **self._jobRequest))
 
     def _askReplace(self, volumeNodes, tasks):
         """True: replace earlier outputs; False: keep both; None: the user cancelled."""
@@ -514,34 +383,42 @@ class Widget(qt.QWidget):
         return answer == qt.QMessageBox.Yes
 
     def onCancel(self) -> None:
+        self._queuedVolumes = []
         for jobId in list(self._jobIds):
             self.logic.cancel(jobId)
         if self._jobIds:
-            self._setStatus("Cancelling...")
+            self._setStatus(_("Cancelling..."))
 
     def onProgress(self, jobId: str, fraction: float, stage: str) -> None:
         if jobId not in self._jobIds:
             return
         overall = (self._jobsEnded + fraction) / max(self._jobsInRun, 1)
         self.ui.progressBar.value = int(round(100 * overall))
-        text = stage[:1].upper() + stage[1:] if stage else "Working..."
+        text = stage[:1].upper() + stage[1:] if stage else _("Working...")
         if self._jobsInRun > 1:
-            text = f"Volume {self._jobsEnded + 1} of {self._jobsInRun}: {text}"
+            text = _("Volume {number} of {count}: {stage}").format(number=self._jobsEnded + 1, count=self._jobsInRun,
+                                                                   stage=text)
         self._setStatus(text)
 
-    def onJobEnded(self, outcome) -> None:
-        """The job's own callback (runAsync); `onFinished` handles every job's end the same way."""
-
     def onFinished(self, outcome) -> None:
+        """Each job's own callback (runAsync): show it, then send the next volume or end the run."""
         if outcome.jobId not in self._jobIds:
             return
         self._jobIds.remove(outcome.jobId)
         self._jobsEnded += 1
         if outcome.succeeded:
-            self._showResults(outcome)
-            self.ui.timingsLabel.text = outcome.timingSummary()
+            self.results.show(outcome)
         elif outcome.status.value != "cancelled":
             self._failures.append(outcome.message)
+        elif outcome.message.startswith("Cancelled: the scene was closed"):
+            self._queuedVolumes = []  # the rest of the run went with the scene
+        if self._queuedVolumes:
+            try:
+                self._sendNextVolume()
+                return
+            except Exception as error:  # a queued volume removed meanwhile: say so, end the run
+                self._queuedVolumes = []
+                self._failures.append(f"The next volume could not be sent: {error}")
         if self._jobIds:
             return
         self.ui.progressBar.setVisible(False)
@@ -552,8 +429,8 @@ class Widget(qt.QWidget):
             done = "" if self._jobsInRun == 1 else f"{self._jobsInRun} volumes done. Last: "
             self._setStatus(done + outcome.message)
         else:
-            self._setStatus(outcome.message or "Cancelled.")
-        if not self.catalog.fromWorkerList and self.logic.connection.isStarted:
+            self._setStatus(outcome.message or _("Cancelled."))
+        if not self.models.catalog.fromWorkerList and self.logic.connection.isStarted:
             self.inquiry.start()  # the worker is up now: show its own models and devices
         self._checkCanApply()
 
@@ -574,25 +451,3 @@ class Widget(qt.QWidget):
     def _setStatus(self, text: str, error: bool = False) -> None:
         self.ui.statusLabel.text = text
         self.ui.statusLabel.setStyleSheet("color: #c62828;" if error else "")
-
-    def _showResults(self, outcome) -> None:
-        result = outcome.results.get("classification")
-        table = self.ui.probabilityTableWidget
-        if result is None:
-            self.ui.resultsSummaryLabel.text = outcome.message
-            table.setRowCount(0)
-            return
-        top = int(max(range(len(result.class_names)), key=lambda i: result.probabilities[i]))
-        self.ui.resultsSummaryLabel.text = (f"Most likely class: <b>{result.class_names[top]}</b> "
-                                            f"({float(result.probabilities[top]):.1%}).")
-        table.setRowCount(len(result.class_names))
-        for row, (name, probability) in enumerate(zip(result.class_names, result.probabilities)):
-            for column, text in enumerate((str(name), f"{float(probability):.3f}")):
-                item = qt.QTableWidgetItem(text)
-                if row == top:
-                    font = item.font()
-                    font.setBold(True)
-                    item.setFont(font)
-                    item.setBackground(qt.QColor(255, 236, 179))
-                table.setItem(row, column, item)
-        table.resizeColumnsToContents()

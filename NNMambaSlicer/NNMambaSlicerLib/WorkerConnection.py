@@ -8,6 +8,7 @@ child's environment only, never in Slicer's `os.environ`.
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import shutil
 import sys
@@ -28,6 +29,13 @@ def applicationStartupEnvironment() -> Optional[dict]:
     if getattr(slicer, "app", None) is None:
         return None  # a plain Python (tests, scripts): its environment is the user's own
     return dict(slicer.util.startupEnvironment())
+
+
+@functools.lru_cache(maxsize=1)
+def slicerPython() -> str:
+    """Slicer's Python interpreter: inside Slicer sys.executable is the application, PythonSlicer
+    its interpreter. Looked up once (the panel asks several times a second)."""
+    return shutil.which("PythonSlicer") or sys.executable
 
 
 @dataclass
@@ -133,8 +141,7 @@ class WorkerConnection:
     def workerPython(self) -> str:
         if self.settings.pythonExecutable:
             return self.settings.pythonExecutable
-        # Inside Slicer sys.executable is the application; PythonSlicer is its Python interpreter.
-        return shutil.which("PythonSlicer") or sys.executable
+        return slicerPython()
 
     def workerEnvironment(self) -> dict:
         """Variables for the worker only; LocalWorker adds them to a copy of this environment and
@@ -157,8 +164,8 @@ class WorkerConnection:
                 from nnmamba.worker.local import LocalWorker
             except ImportError as error:  # the client needs websockets, which Slicer does not ship
                 raise RuntimeError(f"the worker client cannot be loaded in this Python ({error}); install the "
-                                   "worker's packages with 'Check / install worker dependencies...' in the module's "
-                                   "panel, or NNMambaSlicerLib.InstallLogic.InstallLogic().installMissing(...)") from error
+                                   "worker's packages by pressing Apply in the module's panel, or with "
+                                   "NNMambaSlicerLib.InstallLogic.InstallLogic().installMissing(...)") from error
             factory = LocalWorker
         python = self.workerPython()
         if os.path.sep in python and not os.path.isfile(python):
@@ -179,7 +186,13 @@ class WorkerConnection:
     def _connectRemote(self) -> WorkerClientProtocol:
         connect = self._remoteConnect
         if connect is None:
-            from nnmamba.worker.client import WorkerClient
+            try:
+                from nnmamba.worker.client import WorkerClient
+            except ImportError as error:  # websockets, which Slicer does not ship
+                raise RuntimeError(f"the client for a remote server cannot be loaded in this Python ({error}); "
+                                   "press Apply in the module's panel to install it (a small package), or "
+                                   "NNMambaSlicerLib.InstallLogic.InstallLogic().installMissing(..., "
+                                   "clientOnly=True)") from error
             connect = WorkerClient.connect
         s = self.settings
         if not s.remoteToken:

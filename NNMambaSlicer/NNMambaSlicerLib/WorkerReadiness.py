@@ -12,7 +12,8 @@ from typing import Optional
 
 from .BackgroundTask import BackgroundTask
 
-INSTALL_HINT = "press 'Check / install worker dependencies...' under Device and options"
+INSTALL_HINT = "press Apply to install them (you are asked first)"
+INSTALL_AND_APPLY = "Install packages and Apply..."  # Apply's text while only installable packages are missing
 
 
 class WorkerReadiness:
@@ -25,6 +26,7 @@ class WorkerReadiness:
     def __init__(self, installLogic) -> None:
         self.installLogic = installLogic
         self.missingPackages = installLogic.missingRequirements()
+        self.missingClientPackages = installLogic.missingRequirements(clientOnly=True)
         self._answers: dict = {}        # python -> None (it can run the worker) or the problem
         self._check: Optional[tuple] = None  # (python, BackgroundTask) while a check runs
 
@@ -35,6 +37,13 @@ class WorkerReadiness:
     def refreshInstalled(self) -> None:
         """Read Slicer's packages again (after an install)."""
         self.missingPackages = self.installLogic.missingRequirements()
+        self.missingClientPackages = self.installLogic.missingRequirements(clientOnly=True)
+
+    def installable(self, settings) -> bool:
+        """True when what keeps the worker from starting is packages Apply can install here."""
+        if settings.isRemote:
+            return bool(self.missingClientPackages)
+        return not settings.pythonExecutable and bool(self.missingPackages) and not self.installLogic.platformProblem()
 
     def recheck(self, python: str) -> None:
         """Forget the answer for `python`; the next `whyCannotStart` checks it again."""
@@ -43,12 +52,16 @@ class WorkerReadiness:
     def whyCannotStart(self, settings) -> Optional[str]:
         """None when the worker can start; else why. Starts the check of another Python if needed."""
         if settings.isRemote:
+            if self.missingClientPackages:
+                return ("Talking to a remote server needs a small Python package Slicer does not have ("
+                        + ", ".join(self.missingClientPackages) + f"): {INSTALL_HINT}.")
             return None
         python = settings.pythonExecutable
         if not python:
             if self.missingPackages:
-                return ("The worker needs Python packages Slicer does not have (" + ", ".join(self.missingPackages)
-                        + f"): {INSTALL_HINT}.")
+                return self.installLogic.platformProblem() or (
+                    "The worker needs Python packages Slicer does not have (" + ", ".join(self.missingPackages)
+                    + f"): {INSTALL_HINT}.")
             return None
         if python in self._answers:
             return self._answers[python]

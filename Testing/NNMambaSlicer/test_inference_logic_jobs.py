@@ -98,7 +98,7 @@ def test_close_waits_a_bounded_time_for_a_hanging_start_and_says_so(obliqueVolum
     assert time.monotonic() - started < 2.0
     assert "still starting after 0.2 s" in caplog.text
     release.set()
-    logic._starter.join(5)
+    logic.starter.join(5)
     assert not connection.isStarted  # the late worker was stopped by its own starting thread
 
 
@@ -124,5 +124,32 @@ def test_a_finished_job_says_how_long_it_took_and_per_stage_where_the_result_has
 def test_start_worker_starts_it_off_the_calling_thread_without_a_job():
     logic = InferenceLogic(FakeConnection())
     logic.startWorker()
-    logic._starter.join(5)
+    logic.starter.join(5)
     assert logic.connection.isStarted and not logic.isStartingWorker and not logic.isBusy
+
+
+def test_cancel_returns_at_once_while_the_client_is_busy_sending_and_a_failed_cancel_stops_the_worker(obliqueVolume):
+    class BusyClient(FakeClient):
+        """A remote client whose cancel waits behind an upload (its send lock), then fails."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sendLock = threading.Event()
+
+        def cancel(self, job_id: str) -> None:
+            self.sendLock.wait(30)
+            raise ConnectionResetError("the server hung up")
+
+    client = BusyClient()
+    logic = InferenceLogic(FakeConnection(client), cancelGraceSeconds=60)
+    jobId = logic.submit(obliqueVolume, ["segmentation"])
+    pollUntil(logic, lambda: client.submitted and logic._jobs[jobId].workerJobId)
+    started = time.monotonic()
+    logic.cancel(jobId)
+    logic.poll(0.0)
+    assert time.monotonic() - started < 1.0 and logic.isBusy  # the GUI thread did not wait for the lock
+    client.sendLock.set()
+    ended = pollUntil(logic, lambda: not logic.isBusy)
+    assert [(o.jobId, o.status) for o in ended] == [(jobId, JobStatus.CANCELLED)]
+    assert "stopped and is being restarted" in ended[0].message  # the cancel failed: the local worker was stopped
+    logic.close()

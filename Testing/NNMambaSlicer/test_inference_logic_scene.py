@@ -185,3 +185,68 @@ def test_a_scalar_volume_suits_the_shipped_one_channel_models(obliqueVolume):
     logic = InferenceLogic(NoWorker())
     assert logic.channelProblem(obliqueVolume, ["segmentation", "landmarks", "classification"]) == ""
     assert "1 input volume(s)" in logic.channelProblem([obliqueVolume, obliqueVolume], ["classification"])
+
+
+def test_every_result_node_says_its_models_quality_and_that_it_is_not_for_clinical_use(obliqueVolume):
+    logic = InferenceLogic(NoWorker())
+    logic.resultNodes.qualities = {"test-seg": "research"}
+    outputs = logic.addResultsToScene(obliqueVolume, results(obliqueVolume))
+    nodes = [node for taskNodes in outputs.values() for node in taskNodes]
+    assert len(nodes) == 8
+    for node in nodes:
+        assert "not for clinical use" in node.GetDescription(), node.GetName()
+    assert "quality: research" in outputs["segmentation"][0].GetDescription()
+    assert "quality: not stated" in outputs["landmarks"][0].GetDescription()  # no card named test-lm here
+
+
+def test_a_segmentation_comes_with_a_table_of_each_structures_volume_in_millilitres(obliqueVolume):
+    result = segmentationResult(obliqueVolume)
+    outputs = InferenceLogic(NoWorker()).addResultsToScene(obliqueVolume, {"segmentation": result})
+    segmentation, table = outputs["segmentation"]
+    assert table.GetName() == "Oblique head segmentation volumes" and table.IsA("vtkMRMLTableNode")
+    millilitresPerVoxel = float(np.prod(result.geometry.spacing)) / 1000
+    assert table.GetNumberOfRows() == len(result.segments)
+    for row, info in enumerate(result.segments):
+        assert table.GetCellText(row, 0) == info.name
+        voxels = int((result.labelmap == info.label).sum())
+        assert int(table.GetCellText(row, 2)) == voxels
+        assert float(table.GetCellText(row, 3)) == pytest.approx(voxels * millilitresPerVoxel)
+    assert voxels == 0 or int(table.GetCellText(0, 2)) > 0  # the first segment (brain) is not empty
+
+
+def test_replacing_keeps_a_segmentation_and_landmarks_the_user_edited_by_hand(obliqueVolume):
+    logic = InferenceLogic(NoWorker())
+    first = logic.addResultsToScene(obliqueVolume, results(obliqueVolume))
+    untouched = logic.addResultsToScene(obliqueVolume, {"segmentation": segmentationResult(obliqueVolume)})
+    edited = first["segmentation"][0]
+    segmentId = edited.GetSegmentation().GetSegmentIdBySegmentName("brain")
+    mask = slicer.util.arrayFromSegmentBinaryLabelmap(edited, segmentId, obliqueVolume)
+    mask[0, 0, 0] = 1  # one voxel painted, as in Segment Editor
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, edited, segmentId, obliqueVolume)
+    first["landmarks"][0].SetNthControlPointPosition(0, 1.0, 2.0, 3.0)  # a landmark dragged
+
+    second = logic.addResultsToScene(obliqueVolume, results(obliqueVolume), replaceExisting=True)
+    assert slicer.mrmlScene.IsNodePresent(edited) and slicer.mrmlScene.IsNodePresent(first["landmarks"][0])
+    assert not slicer.mrmlScene.IsNodePresent(untouched["segmentation"][0])  # not edited: replaced
+    assert not slicer.mrmlScene.IsNodePresent(first["classification"][0])
+    assert {n.GetName() for n in logic.resultNodes.keptEdited} == {edited.GetName(), first["landmarks"][0].GetName()}
+    assert "edited by hand" in logic.resultNodes.summary(second, {})
+
+
+def test_segments_go_into_the_segmentation_node_the_user_chose_replacing_its_segments(obliqueVolume):
+    chosen = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "My segmentation")
+    chosen.CreateDefaultDisplayNodes()
+    chosen.GetSegmentation().AddEmptySegment("old", "old segment")
+    before = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
+    outputs = InferenceLogic(NoWorker()).resultNodes.add(
+        obliqueVolume, {"segmentation": segmentationResult(obliqueVolume)}, outputSegmentation=chosen)
+    assert outputs["segmentation"][0] is chosen and chosen.GetName() == "My segmentation"
+    assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == before  # no extra node left
+    segmentation = chosen.GetSegmentation()
+    names = sorted(segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments()))
+    assert names == ["brain", "tumour", "ventricles"]
+    mask = slicer.util.arrayFromSegmentBinaryLabelmap(chosen, segmentation.GetSegmentIdBySegmentName("tumour"),
+                                                      obliqueVolume)
+    np.testing.assert_array_equal(mask > 0, segmentationResult(obliqueVolume).labelmap == 3)
+    assert "not for clinical use" in chosen.GetDescription()
+    assert OutputRegistry(slicer.mrmlScene).outputsOf(obliqueVolume)["segmentation"][0] is chosen

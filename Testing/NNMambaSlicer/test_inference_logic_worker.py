@@ -192,7 +192,22 @@ def test_a_worker_that_does_not_stop_in_time_is_killed_with_its_process_group(co
     outcome = waitFor(logic, jobId, seconds=60)
     assert outcome.status is JobStatus.CANCELLED
     assert "did not stop in time" in outcome.message
+    deadline = time.monotonic() + 30  # it is stopped off the GUI thread, by the restart
     with pytest.raises(ProcessLookupError):
-        os.killpg(group, 0)  # nothing of the old worker's process group is left
+        while time.monotonic() < deadline:
+            os.killpg(group, 0)  # raises once nothing of the old worker's process group is left
+            time.sleep(0.1)
     outputs = logic.run(sampleOnObliqueGrid, tasks="classification", timeout=300)  # and a new one serves
     assert outputs["classification"][0].GetNumberOfRows() == 2
+
+
+@pytest.mark.xfail(strict=True, reason="the shipped segmentation model (quality: unvalidated) spreads its structures "
+                   "over the whole sample (2026-12-07: right thalamus 59%, left putamen 50%, brainstem 76% of voxels "
+                   "inside the head, each spanning most of the image); remove this mark when a model that passes ships")
+def test_the_shipped_models_pass_the_self_tests_content_checks_on_the_whole_sample(app, connection):
+    """What the module's self-test (NNMambaSlicerTest) asserts, on the same volume, without Slicer's GUI."""
+    from NNMambaSlicerLib.ResultChecks import ResultChecks
+    volume = app.logics["Volumes"].AddArchetypeVolume(str(sample_volume_path()), "sample")
+    logic = InferenceLogic(connection)
+    outputs = logic.run(volume, tasks=["segmentation", "landmarks", "classification"], timeout=600)
+    assert ResultChecks().problems(outputs, volume) == []

@@ -20,7 +20,8 @@ def test_requirements_file_matches_the_engines_dependencies_that_slicer_does_not
     engine = {Requirement(r).name.lower(): Requirement(r) for r in
               tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
     shipped = [Requirement(r) for r in InstallLogic().requirements()]
-    assert {r.name.lower() for r in shipped} == set(engine) - {"torch", "numpy", "simpleitk"}
+    commandLineOnly = {"tqdm", "matplotlib"}  # progress bar and PNG summary: not the worker's
+    assert {r.name.lower() for r in shipped} == set(engine) - {"torch", "numpy", "simpleitk"} - commandLineOnly
     for requirement in shipped:
         assert requirement.specifier == engine[requirement.name.lower()].specifier, requirement.name
     assert Requirement(TORCH_REQUIREMENT).specifier == engine["torch"].specifier
@@ -63,3 +64,21 @@ def test_another_python_is_checked_in_the_environment_it_is_given(tmp_path):
     broken = {**os.environ, "PYTHONHOME": str(tmp_path / "not-a-python-home")}
     problem = InstallLogic.checkOtherPython(sys.executable, environment=broken)
     assert problem is not None and f"the Python '{sys.executable}' cannot run the worker" in problem
+
+
+def test_a_remote_worker_needs_only_the_client_packages(tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("safetensors>=0.4\nwebsockets>=999\n")
+    install = InstallLogic(requirements)
+    assert install.missingRequirements(clientOnly=True) == ["websockets>=999"]
+    questions = []
+    assert install.installMissing(confirm=lambda q: questions.append(q) or False, clientOnly=True) is False
+    assert "websockets>=999" in questions[0] and "torch" not in questions[0]
+
+
+def test_an_intel_mac_slicer_is_told_to_use_a_native_worker_python_before_anything_is_installed():
+    underRosetta = InstallLogic.platformProblem("Darwin", "x86_64", translated=True)
+    assert "under Rosetta" in underRosetta and "NumPy 2" in underRosetta and "'Worker Python'" in underRosetta
+    assert "under Rosetta" not in InstallLogic.platformProblem("Darwin", "x86_64", translated=False)
+    assert InstallLogic.platformProblem("Darwin", "arm64") is None
+    assert InstallLogic.platformProblem("Linux", "x86_64") is None

@@ -56,3 +56,11 @@ def test_the_real_workers_summaries_read_as_the_same_entries_as_the_cards():
 def test_a_summary_without_a_name_is_refused_with_what_it_got():
     with pytest.raises(ValueError, match="needs at least 'name' and 'task'"):
         ModelEntry.fromSummary({"task": "segmentation"})
+
+
+def test_each_entry_says_how_far_to_trust_its_model():
+    from NNMambaSlicerLib.ModelCatalog import ModelEntry
+    assert "not meaningful" in ModelEntry("a", "segmentation", trained=False).trustNote
+    assert ModelEntry("a", "segmentation", quality="unvalidated").trustNote.startswith("Unvalidated")
+    assert ModelEntry("a", "segmentation", quality="research").label == "a (research)"
+    assert "Not for clinical use" in ModelEntry("a", "segmentation", quality="research").trustNote

@@ -19,7 +19,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO_ROOT / "NNMambaSlicer"
 LIB_DIR = MODULE_DIR / "NNMambaSlicerLib"
 UI_FILE = REPO_ROOT / "Resources" / "UI" / "NNMambaSlicer.ui"
-GUI_ONLY = {"Widget", "ViewPresenter"}  # import qt/ctk/slicer.app: loaded only inside Slicer
+# import qt/ctk/slicer.app: loaded only inside Slicer (the panel and its sections)
+GUI_ONLY = {"Widget", "ViewPresenter", "ModelsSection", "ResultsSection", "WorkerSettingsSection", "InstallSection"}
+PANEL_FILES = ("Widget", "ModelsSection", "ResultsSection", "WorkerSettingsSection", "InstallSection")
+
+
+def panelSource() -> str:
+    return "\n".join((LIB_DIR / f"{name}.py").read_text() for name in PANEL_FILES)
 
 QT_CLASSES = {"QWidget", "QLabel", "QCheckBox", "QComboBox", "QPushButton", "QLineEdit", "QProgressBar",
               "QTableWidget", "QPlainTextEdit"}
@@ -40,7 +46,7 @@ def uiWidgets() -> dict:
 
 
 def widgetNamesUsedByPanel() -> set:
-    source = (LIB_DIR / "Widget.py").read_text()
+    source = panelSource()
     names = set(re.findall(r"\bui\.(\w+)", source))
     # f-string lookups: getattr(self.ui, f"{task}CheckBox") and f"extraVolumeLabel{index + 1}"
     for template in re.findall(r'getattr\((?:self\.)?ui, f"([^"]+)"\)', source):
@@ -56,7 +62,7 @@ def widgetNamesUsedByPanel() -> set:
 def test_every_widget_the_panel_uses_exists_in_the_ui_file():
     widgets = uiWidgets()
     missing = sorted(widgetNamesUsedByPanel() - set(widgets))
-    assert not missing, f"Widget.py uses widgets that NNMambaSlicer.ui lacks: {missing}"
+    assert not missing, f"the panel uses widgets that NNMambaSlicer.ui lacks: {missing}"
 
 
 def test_the_ui_file_uses_only_qt_classes_and_declared_custom_widgets():
@@ -69,7 +75,7 @@ def test_the_ui_file_uses_only_qt_classes_and_declared_custom_widgets():
 
 def test_signals_the_panel_connects_exist_on_those_widgets():
     widgets = uiWidgets()
-    source = (LIB_DIR / "Widget.py").read_text()
+    source = panelSource()
     direct = re.findall(r'ui\.(\w+)\.connect\("([^"]+)"', source)
     perTask = re.findall(r'getattr\(ui, f"\{task\}(\w+)"\)\.connect\("([^"]+)"', source)
     assert len(direct) >= 8 and len(perTask) == 2  # the test reads the connections it means to
@@ -78,16 +84,18 @@ def test_signals_the_panel_connects_exist_on_those_widgets():
     for template, signal in perTask:
         assert signal in SIGNALS[widgets["segmentation" + template]], (template, signal)
     selectors = re.findall(r'selector\.connect\("([^"]+)"', source)
-    assert selectors == ["currentNodeChanged(vtkMRMLNode*)"]
+    assert selectors == ["currentNodeChanged(vtkMRMLNode*)"]  # every node selector, in one loop
 
 
 def test_node_selectors_offer_volume_nodes_and_are_wired_to_the_scene():
     root = ElementTree.parse(UI_FILE).getroot()
     selectors = [w for w in root.iter("widget") if w.get("class") == "qMRMLNodeComboBox"]
-    assert len(selectors) == 4
+    assert len(selectors) == 5
     for selector in selectors:
         types = [s.text for s in selector.find("property[@name='nodeTypes']").iter("string")]
-        assert "vtkMRMLScalarVolumeNode" in types
+        expected = "vtkMRMLSegmentationNode" if selector.get("name") == "outputSegmentationSelector" else \
+            "vtkMRMLScalarVolumeNode"
+        assert expected in types, selector.get("name")
     receivers = {c.findtext("receiver") for c in root.iter("connection")
                  if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
     assert receivers == {s.get("name") for s in selectors}
@@ -118,7 +126,7 @@ def test_extension_metadata_is_complete():
     for variable in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
         assert re.search(rf"set\(EXTENSION_{variable} ", cmake), variable
     assert "add_subdirectory(NNMambaSlicer)" in cmake
-    entry = json.loads((REPO_ROOT / "NNMambaSlicer.json").read_text())
+    entry = json.loads((REPO_ROOT / "NNMamba.json").read_text())
     allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
                "build_subdirectory", "enabled", "tier"}  # Slicer's catalog entry schema v1.0.1
     assert {"$schema", "category", "scm_url"} <= set(entry) <= allowed
@@ -239,7 +247,7 @@ def test_every_precision_the_docs_show_is_one_the_worker_accepts():
 def test_the_extension_depends_on_pytorch_in_cmake_and_in_the_catalog_entry():
     cmake = (REPO_ROOT / "CMakeLists.txt").read_text()
     assert re.search(r'set\(EXTENSION_DEPENDS "PyTorch"\)', cmake)
-    assert json.loads((REPO_ROOT / "NNMambaSlicer.json").read_text())["build_dependencies"] == ["PyTorch"]
+    assert json.loads((REPO_ROOT / "NNMamba.json").read_text())["build_dependencies"] == ["PyTorch"]
 
 
 def test_console_programs_started_on_windows_get_no_console_window():

@@ -86,3 +86,13 @@ def test_worker_options_from_the_parameter_node_are_valid_inference_options(app)
         for precision in PRECISIONS:
             parameters.device, parameters.precision, parameters.overlap = device, precision, 0.9
             InferenceOptions.from_dict(parameters.workerOptions())  # raises on a name the worker refuses
+
+
+def test_the_chosen_output_segmentation_is_a_node_reference_that_can_be_cleared(app):
+    parameters = ParameterNode.getOrCreate(app.scene)
+    assert parameters.outputSegmentation is None  # default: a new segmentation per run
+    chosen = app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "My segmentation")
+    parameters.outputSegmentation = chosen
+    assert parameters.outputSegmentation is chosen
+    parameters.outputSegmentation = None
+    assert parameters.outputSegmentation is None

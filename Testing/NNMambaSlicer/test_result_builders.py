@@ -13,6 +13,8 @@ from nnmamba.errors import ModelError
 from nnmamba.results import ClassificationResult, LandmarkResult, SegmentationResult, SegmentInfo
 from NNMambaSlicerLib.ClassificationBuilder import ClassificationBuilder
 from NNMambaSlicerLib.LandmarksBuilder import LandmarksBuilder
+from NNMambaSlicerLib.ResultChecks import ResultChecks
+from NNMambaSlicerLib.SceneHelpers import SceneHelpers
 from NNMambaSlicerLib.SegmentationBuilder import SegmentationBuilder
 from NNMambaSlicerLib.VolumeConverter import VolumeConverter
 
@@ -125,7 +127,7 @@ def test_a_landmark_on_a_known_voxel_comes_back_at_that_voxels_ras_position(obli
     assert node.GetNthControlPointPosition(1) == pytest.approx(expected, abs=1e-6)
     assert [node.GetNthControlPointLabel(i) for i in range(2)] == ["AC", "PC"]
     assert node.GetNthControlPointDescription(0) == "anterior commissure (confidence 0.93)"
-    assert node.GetLocked() and node.GetNthControlPointLocked(1)
+    assert not node.GetLocked() and not node.GetNthControlPointLocked(1)  # users drag them to correct them
 
 
 def test_landmarks_are_written_as_lps_markups_json(obliqueVolume, tmp_path):
@@ -136,7 +138,7 @@ def test_landmarks_are_written_as_lps_markups_json(obliqueVolume, tmp_path):
     storage.SetFileName(str(tmp_path / "lm.mrk.json"))
     assert storage.WriteData(node)
     markup = json.loads((tmp_path / "lm.mrk.json").read_text())["markups"][0]
-    assert markup["coordinateSystem"] == "LPS" and markup["locked"] is True
+    assert markup["coordinateSystem"] == "LPS" and markup["locked"] is False
     np.testing.assert_allclose(markup["controlPoints"][1]["position"], result.points_lps[1], atol=1e-6)
 
 
@@ -205,3 +207,24 @@ def test_the_region_codes_land_in_the_fields_the_slicer_58_names_reach_too():
     assert entry.GetAnatomicRegionModifierObject().GetCodeMeaning() == "Right"
     regionObject, modifierObject = SegmentationBuilder.regionCodeObjects(entry)
     assert (regionObject.GetCodeValue(), modifierObject.GetCodeValue()) == ("361360008", "24028007")
+
+
+def test_a_transformed_volumes_segmentation_has_the_volumes_own_grid_as_reference_geometry(obliqueVolume):
+    transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "AC-PC")
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(0, 3, 50.0)
+    shift.SetElement(1, 3, -30.0)
+    transform.SetMatrixTransformToParent(shift)
+    obliqueVolume.SetAndObserveTransformNodeID(transform.GetID())
+
+    node = SegmentationBuilder(closedSurfaces=False).build(segmentationResult(obliqueVolume), obliqueVolume, "seg")
+    volumeIjkToRas = vtk.vtkMatrix4x4()
+    obliqueVolume.GetIJKToRASMatrix(volumeIjkToRas)
+    assert node.GetTransformNodeID() == transform.GetID()
+    # Both live under the same transform, so the reference grid is the volume's untransformed one
+    # (with the translation folded in, the transform would apply twice: 50 mm off in R).
+    np.testing.assert_allclose(ResultChecks.referenceGeometry(node), SceneHelpers.matrixToArray(volumeIjkToRas), atol=1e-6)
+    # and the segment sits on the volume's voxels in the world
+    segmentId = node.GetSegmentation().GetSegmentIdBySegmentName("brain")
+    mask = slicer.util.arrayFromSegmentBinaryLabelmap(node, segmentId, obliqueVolume)
+    np.testing.assert_array_equal(mask > 0, segmentationResult(obliqueVolume).labelmap == 1)

@@ -25,3 +25,11 @@ def test_show_3d_off_hides_them_in_3d_and_builds_nothing(obliqueVolume):
     SegmentationView().show3D([node, None], visible=False)
     assert not node.GetSegmentation().ContainsRepresentation(CLOSED_SURFACE)
     assert not node.GetDisplayNode().GetVisibility3D()
+
+
+def test_with_show_3d_off_the_logic_builds_no_surfaces_for_a_new_result(obliqueVolume):
+    from NNMambaSlicerLib.ResultNodes import ResultNodes
+    nodes = ResultNodes()
+    nodes.closedSurfaces = False  # what Apply sets from the panel's Show 3D box
+    outputs = nodes.add(obliqueVolume, {"segmentation": segmentationResult(obliqueVolume)})
+    assert not outputs["segmentation"][0].GetSegmentation().ContainsRepresentation(CLOSED_SURFACE)

@@ -46,10 +46,18 @@ try:
 except RuntimeError as error:
     startError = str(error)
 logic.close()
+from NNMambaSlicerLib.WorkerConnection import WorkerConnection, WorkerSettings
+try:
+    WorkerConnection(WorkerSettings(remoteHost="gpu.example", remotePort=1, remoteToken="t")).client()
+    remoteError = ""
+except RuntimeError as error:
+    remoteError = str(error)
+missingClient = InstallLogic().missingRequirements(clientOnly=True)
 library = sys.modules["NNMambaSlicerLib.InferenceLogic"]
 forgotten = module.forgetLibrary()
 import NNMambaSlicerLib.InferenceLogic as reloaded
-print(json.dumps({"missing": missing, "startError": startError, "loaded": loaded, "busy": logic.isBusy, "forgotten": sorted(forgotten),
+print(json.dumps({"missing": missing, "startError": startError, "remoteError": remoteError,
+                  "missingClient": missingClient, "loaded": loaded, "busy": logic.isBusy, "forgotten": sorted(forgotten),
                   "reloadedIsNew": reloaded is not library}))
 """
 
@@ -82,11 +90,15 @@ def test_the_module_file_loads_builds_its_logic_and_names_the_missing_packages(s
     report = json.loads(completed.stdout.strip().splitlines()[-1])
     assert report["loaded"] == [], "the module pulled in packages Slicer does not ship"
     names = [requirement.split(">")[0].split("<")[0].split("=")[0] for requirement in report["missing"]]
-    assert names == ["torch", "safetensors", "tqdm", "websockets", "matplotlib"]
+    assert names == ["torch", "safetensors", "websockets"]  # tqdm, matplotlib: the command line's only
     assert report["busy"] is False
     # starting a worker without them says how to install them
     assert "No module named 'websockets'" in report["startError"]
-    assert "Check / install worker dependencies" in report["startError"]
+    assert "by pressing Apply" in report["startError"]
+    # a remote server needs only the client package, and says so instead of a bare ModuleNotFoundError
+    assert [r.split(">")[0] for r in report["missingClient"]] == ["websockets"]
+    assert "client for a remote server cannot be loaded" in report["remoteError"]
+    assert "clientOnly=True" in report["remoteError"]
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ def test_demo_runs_all_three_tasks_on_the_sample_and_writes_every_output(tmp_pat
         assert any(line.startswith(task) for line in proc.stdout.splitlines()), proc.stdout
     assert sorted(p.name for p in out.iterdir()) == [
         "sample_brain_mr.mrk.json", "sample_brain_mr.probabilities.json", "sample_brain_mr.probabilities.tsv",
-        "sample_brain_mr.seg.nrrd", "sample_brain_mr.summary.png"]
+        "sample_brain_mr.seg.nrrd", "sample_brain_mr.summary.png", "sample_brain_mr.volumes.tsv"]
     seg = sitk.ReadImage(str(out / "sample_brain_mr.seg.nrrd"))
     assert seg.GetSize() == (256, 256, 25)
     untrained = [default_model(t) for t in ("segmentation", "landmarks", "classification")

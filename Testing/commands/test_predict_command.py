@@ -38,7 +38,7 @@ def test_predict_writes_every_output_for_a_volume_smaller_than_a_patch(phantom, 
     assert run_cli(phantom, "--output", out) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == ["head.mrk.json", "head.probabilities.json", "head.probabilities.tsv", "head.seg.nrrd",
-                     "head.summary.png"]
+                     "head.summary.png", "head.volumes.tsv"]
     labels = sitk.ReadImage(str(out / "head.seg.nrrd"))
     assert labels.GetSize() == sitk.ReadImage(str(phantom)).GetSize()
     assert labels.GetMetaData("Segment0_Name") == "Left thalamus"
@@ -214,7 +214,7 @@ def test_predict_takes_the_documented_input_tasks_model_and_tta_options(phantom,
                  "--no-tta", "--no-summary", "--output", out)
     assert rc == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "head.probabilities.json", "head.probabilities.tsv", "head.seg.nrrd"]
+        "head.probabilities.json", "head.probabilities.tsv", "head.seg.nrrd", "head.volumes.tsv"]
 
 
 def test_a_bare_model_name_selects_its_own_task(phantom, tmp_path):

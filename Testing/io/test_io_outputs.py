@@ -108,7 +108,7 @@ def test_write_results_writes_every_file_and_refuses_to_clobber_any(tmp_path):
     written = write_results(results, volume(), tmp_path, "case")
     names = sorted(p.name for p in written)
     assert names == ["case.mrk.json", "case.probabilities.json", "case.probabilities.tsv",
-                     "case.seg.nrrd", "case.summary.png"]
+                     "case.seg.nrrd", "case.summary.png", "case.volumes.tsv"]
     probabilities = json.loads((tmp_path / "case.probabilities.json").read_text())
     assert probabilities["top_class"] == "MR" and probabilities["probabilities"]["CT"] == 0.125
     assert (tmp_path / "case.probabilities.tsv").read_text().splitlines()[1] == "CT\t0.125000"
@@ -145,3 +145,17 @@ def test_the_embedded_sample_is_a_real_brain_mr_volume():
     assert vol.array.shape == (1, 25, 256, 256)
     np.testing.assert_allclose(vol.geometry.spacing, [0.78125, 0.78125, 6.5], rtol=1e-6)
     assert vol.array.std() > 100
+
+
+def test_the_volumes_table_gives_each_segment_in_millilitres_from_the_voxel_size(tmp_path):
+    from nnmamba.io.tables import write_segment_volumes_tsv
+    result = segmentation()
+    path = write_segment_volumes_tsv(result, tmp_path / "case.volumes.tsv")
+    rows = [line.split("\t") for line in path.read_text().splitlines()]
+    assert rows[0] == ["label", "segment", "voxels", "volume_mL"]
+    millilitresPerVoxel = float(np.prod(result.geometry.spacing)) / 1000
+    for (label, name, voxels, ml), info in zip(rows[1:], result.segments):
+        assert (int(label), name) == (info.label, info.name)
+        assert int(voxels) == int((result.labelmap == info.label).sum())
+        assert float(ml) == pytest.approx(int(voxels) * millilitresPerVoxel, abs=5e-4)
+    assert len(rows) == 1 + len(result.segments)

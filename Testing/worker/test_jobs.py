@@ -72,6 +72,7 @@ def test_list_models_returns_the_card_summaries(local_worker):
     assert models["test-seg"]["outputs"] == ["Left thing", "Right thing"]
     assert models["test-landmarks"]["network"] == "nnMambaLandmark"
     assert models["test-cls"]["spacing_mm"] == [3.0, 3.0, 3.0]
+    assert models["test-seg"]["quality"] == "unvalidated"  # a card that does not say: the panel warns
 
 
 def test_status_reports_the_engine_the_device_and_models_loaded_once(local_worker, worker_models_dir):

@@ -136,12 +136,17 @@ def progress_bar(description: str):
 
 
 def untrained_warning(cards) -> str:
-    """The loud warning for cards with `"trained": false` ("" when all are trained)."""
+    """The loud warning for cards with `"trained": false` or `"quality": "unvalidated"` ("" when none)."""
     untrained = [c.name for c in cards if not c.trained]
-    if not untrained:
-        return ""
-    return (f"WARNING: model(s) {', '.join(untrained)} have UNTRAINED (random) weights: their outputs "
-            f"are MEANINGLESS and only show that the pipeline runs.")
+    unvalidated = [c.name for c in cards if c.trained and c.quality == "unvalidated"]
+    lines = []
+    if untrained:
+        lines.append(f"WARNING: model(s) {', '.join(untrained)} have UNTRAINED (random) weights: their outputs "
+                     f"are MEANINGLESS and only show that the pipeline runs.")
+    if unvalidated:
+        lines.append(f"WARNING: model(s) {', '.join(unvalidated)} are UNVALIDATED: their accuracy on real scans "
+                     f"has not been shown to be useful; check every output.")
+    return "\n".join(lines)
 
 
 def print_warning(text: str) -> None:

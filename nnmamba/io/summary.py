@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from nnmamba.io.atomic import write_atomically
 from nnmamba.io.volumes import geometry_of, image_from_array
+from nnmamba.model_card import NOT_FOR_CLINICAL_USE
 from nnmamba.results import ClassificationResult, LandmarkResult, SegmentationResult
 from nnmamba.volume import Volume
 
@@ -32,7 +33,10 @@ def _overlay(labels: np.ndarray, segments: list) -> np.ndarray:
 
 def write_summary(volume: Volume, results: dict, path: Path, title: str = "",
                   warning: Optional[str] = None) -> Path:
-    """Render `results` (task -> result) over `volume` into a PNG at `path` (atomically)."""
+    """Render `results` (task -> result) over `volume` into a PNG at `path` (atomically).
+
+    `warning` (the models' quality, in words) is drawn in red under the title; every picture says
+    NOT_FOR_CLINICAL_USE at its foot, as it may be looked at far from the tool that made it."""
     import matplotlib
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -79,6 +83,7 @@ def write_summary(volume: Volume, results: dict, path: Path, title: str = "",
                    ncol=min(len(handles), 8), fontsize=8, frameon=False)
     heading = title + (f"\n{warning}" if warning else "")
     fig.suptitle(heading, color="red" if warning else "black", fontsize=10)
+    fig.text(0.99, 0.01, NOT_FOR_CLINICAL_USE, ha="right", va="bottom", color="red", fontsize=8)
     fig.tight_layout(rect=(0, 0.07, 1, 0.93))
 
     def render(tmp: Path) -> None:

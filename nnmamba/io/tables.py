@@ -1,4 +1,5 @@
-"""Classification results as JSON (class -> probability) and a TSV table Slicer loads."""
+"""Classification results as JSON (class -> probability) and a TSV table Slicer loads; the volume of
+each segmented structure as a TSV table."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import json
 from pathlib import Path
 
 from nnmamba.io.atomic import write_text_atomically
-from nnmamba.results import ClassificationResult
+from nnmamba.metrics import segment_volumes
+from nnmamba.results import ClassificationResult, SegmentationResult
+
+VOLUMES_HEADER = "label\tsegment\tvoxels\tvolume_mL"
 
 
 def probabilities_dict(result: ClassificationResult) -> dict:
@@ -29,3 +33,14 @@ def write_probabilities_json(result: ClassificationResult, path: Path) -> Path:
 
 def write_probabilities_tsv(result: ClassificationResult, path: Path) -> Path:
     return write_text_atomically(Path(path), probabilities_tsv(result))
+
+
+def segment_volumes_tsv(result: SegmentationResult) -> str:
+    rows = [VOLUMES_HEADER]
+    rows += [f"{label}\t{name}\t{voxels}\t{ml:.3f}"
+             for label, name, voxels, ml in segment_volumes(result.labelmap, result.geometry.spacing, result.segments)]
+    return "\n".join(rows) + "\n"
+
+
+def write_segment_volumes_tsv(result: SegmentationResult, path: Path) -> Path:
+    return write_text_atomically(Path(path), segment_volumes_tsv(result))

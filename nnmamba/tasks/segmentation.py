@@ -51,7 +51,7 @@ class _AtlasBaseline:
 class SegmentationTask(TaskDefinition):
     name = "segmentation"
     result_type = SegmentationResult
-    suffixes = (".seg.nrrd",)
+    suffixes = (".seg.nrrd", ".volumes.tsv")
     networks = ("nnMambaSeg", "SegMamba", "TamingSegMamba", "BiSegMamba", "SegMambaSkip", "MultiSegMamba")
 
     def card_fields(self, card: dict, hyperparameters: dict, require, fail) -> dict:
@@ -119,8 +119,10 @@ class SegmentationTask(TaskDefinition):
 
     def write(self, result: SegmentationResult, base: Path) -> list:
         from nnmamba.io.segmentation import write_segmentation
+        from nnmamba.io.tables import write_segment_volumes_tsv
 
-        return [write_segmentation(result, Path(f"{base}{self.suffixes[0]}"))]
+        return [write_segmentation(result, Path(f"{base}{self.suffixes[0]}")),
+                write_segment_volumes_tsv(result, Path(f"{base}{self.suffixes[1]}"))]
 
     def encode(self, result: SegmentationResult):
         header = {"geometry": result.geometry.to_dict(),

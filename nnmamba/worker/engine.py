@@ -42,7 +42,7 @@ def model_summaries() -> list:
     for card in list_models():
         summaries.append({
             "name": card.name, "task": card.task, "network": card.network,
-            "description": card.description, "trained": card.trained,
+            "description": card.description, "trained": card.trained, "quality": card.quality,
             "channels": [c.name for c in card.channels], "spacing_mm": list(card.spacing_mm),
             "patch_size": list(card.patch_size), "outputs": card.output_names,
             "summary": card.summary(), "path": str(card.path) if card.path else None,
