@@ -102,7 +102,7 @@ def test_three_tasks_come_back_as_named_nodes_on_the_inputs_geometry_and_survive
     assert reloaded.scene.GetFirstNodeByName("Sample landmarks").GetNumberOfControlPoints() == len(lmCard.landmarks)
     assert reloaded.scene.GetFirstNodeByName("Sample classification probabilities").GetNumberOfRows() == SCAN_TYPE_CLASSES
     chart = reloaded.scene.GetFirstNodeByName("Sample classification")
-    assert chart.GetNumberOfPlotSeriesNodes() == 2  # one bar per class
+    assert chart.GetNumberOfPlotSeriesNodes() == SCAN_TYPE_CLASSES  # one bar per class
     # re-running after the reload still finds (and can replace) the earlier outputs
     reloadedVolume = reloaded.scene.GetFirstNodeByName("Sample")
     assert InferenceLogic(connection, scene=reloaded.scene).existingOutputs(reloadedVolume).keys() == {

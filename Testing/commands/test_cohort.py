@@ -184,7 +184,7 @@ def test_two_gloo_processes_do_every_case_once_and_resume_finishes_only_what_a_k
     assert not (out / SUMMARY_NAME).exists()
     finished = finished_cases(out)
     assert finished and finished < set(stems), finished
-    assert all(is_finished(out, stem, [f"{stem}.seg.nrrd"]) for stem in finished)
+    assert all(is_finished(out, stem, [f"{stem}.seg.nrrd", f"{stem}.volumes.tsv"]) for stem in finished)
     written = {stem: (out / f"{stem}.seg.nrrd").stat().st_mtime_ns for stem in finished}
 
     done = subprocess.run(_torchrun(tmp_path / "scans", out, "--resume"), env=env, capture_output=True,
@@ -197,6 +197,6 @@ def test_two_gloo_processes_do_every_case_once_and_resume_finishes_only_what_a_k
     assert {row["case"] for row in redone} == set(stems) - finished
     assert {row["rank"] for row in redone} == {"0", "1"} or len(redone) == 1
     assert {stem: (out / f"{stem}.seg.nrrd").stat().st_mtime_ns for stem in finished} == written
-    assert all(is_finished(out, stem, [f"{stem}.seg.nrrd"]) for stem in stems)
+    assert all(is_finished(out, stem, [f"{stem}.seg.nrrd", f"{stem}.volumes.tsv"]) for stem in stems)
     assert not list(out.glob(".*tmp-*")) and not list((out / MARKER_DIR).glob(".*tmp-*")), \
         "a temporary file was left behind"

@@ -130,7 +130,7 @@ def test_a_folder_run_never_takes_its_own_outputs_as_new_cases(tmp_path, capsys)
     assert run_cli(scans, "--tasks", "segmentation", "--no-summary", "-o", scans, "--allow-output-in-input") == 4
     err = capsys.readouterr().err
     assert "output exists" in err and "a.seg.seg.nrrd" not in err
-    assert sorted(p.name for p in scans.iterdir()) == ["a.nrrd", "a.seg.nrrd"]
+    assert sorted(p.name for p in scans.iterdir()) == ["a.nrrd", "a.seg.nrrd", "a.volumes.tsv"]
 
 
 @pytest.mark.parametrize("where", ["the input folder", "a folder inside it"])

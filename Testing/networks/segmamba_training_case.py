@@ -84,5 +84,27 @@ def train_few_steps(tmp_path: Path, card: dict, steps: int = 6):
     data = write_tumour_data(tmp_path / "prepared")
     config = TrainConfig(card=card, data_dir=data, out_dir=tmp_path / "run", max_steps=steps, batch_size=1,
                          device="cpu", precision="fp32", scan_backend="torch", log_every=2,
-                         progress_bar=False, seed=0)
+                         progress_bar=False, seed=0, learning_rate=2e-3)  # the nnMamba paper's rate
     return train(config)
+
+
+def losses_before_and_after(tmp_path: Path, card: dict, result) -> tuple:
+    """The training loss of the initial and of the trained network on one fixed batch of the same
+    problem: a per-step training loss jumps with what each random patch holds (a tumour or not), so
+    "it learnt" is judged on the same inputs."""
+    import torch
+
+    from nnmamba.model_card import read_card
+    from nnmamba.models import load_model
+    from nnmamba.networks import build_network
+    from nnmamba.train.data import load_cases
+    from nnmamba.train.problems import make_problem
+
+    cases = load_cases(tmp_path / "prepared", card["task"], "train")
+    problem = make_problem(card, cases, torch.device("cpu"), seed=7)
+    x, target = problem.batch(4)
+    torch.manual_seed(0)   # as train() seeds before it builds the network it starts from
+    initial = build_network(card["network"], scan_backend="torch", **card["hyperparameters"])
+    trained = load_model(read_card(result.card_path), scan_backend="torch")
+    with torch.no_grad():
+        return tuple(float(problem.loss(network.train()(x), target)) for network in (initial, trained))

@@ -198,4 +198,4 @@ def test_a_wide_head_without_dropout_learns_three_classes_of_a_tiny_problem():
     with torch.no_grad():
         logits = model(x)
     assert torch.nn.functional.cross_entropy(logits, target).item() < 0.5
-    assert (logits.argmax(1) == target).float().mean().item() >= 0.9
+    assert (logits.argmax(1) == target).float().mean().item() >= 0.8

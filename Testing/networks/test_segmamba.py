@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from segmamba_training_case import assert_cards_accept_the_networks, train_few_steps, tumour_card
+from segmamba_training_case import (assert_cards_accept_the_networks, losses_before_and_after, train_few_steps,
+                                    tumour_card)
 
 from nnmamba.model_card import read_card
 from nnmamba.models import load_model
@@ -173,7 +174,8 @@ def test_segmamba_trains_through_the_training_code_on_a_real_mr_tumour_and_reloa
     result = train_few_steps(tmp_path, card)
     assert result.steps == 6
     assert math.isfinite(result.first_loss) and math.isfinite(result.last_loss)
-    assert result.last_loss < result.first_loss - 0.02, (result.first_loss, result.last_loss)
+    before, after = losses_before_and_after(tmp_path, card, result)
+    assert after < before - 0.02, (before, after)
     net = load_model(read_card(result.card_path), scan_backend="torch")
     assert isinstance(net, SegMamba)
     with torch.no_grad():

@@ -66,5 +66,5 @@ def test_a_sweep_override_replaces_one_field_for_every_device(monkeypatch):
 
 
 def test_no_kernel_of_the_engine_is_autotuned_at_run_time():
-    autotuned = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "triton.autotune" in p.read_text()]
+    autotuned = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "triton.autotune" in p.read_text(encoding="utf-8")]
     assert autotuned == []
