@@ -204,9 +204,6 @@ def test_a_worker_that_does_not_stop_in_time_is_killed_with_its_process_group(co
     assert outputs["classification"][0].GetNumberOfRows() == SCAN_TYPE_CLASSES
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped segmentation model (quality: unvalidated) spreads its structures "
-                   "over the whole sample (2026-12-07: right thalamus 59%, left putamen 50%, brainstem 76% of voxels "
-                   "inside the head, each spanning most of the image); remove this mark when a model that passes ships")
 def test_the_shipped_models_pass_the_self_tests_content_checks_on_the_whole_sample(app, connection):
     """What the module's self-test (NNMambaSlicerTest) asserts, on the same volume, without Slicer's GUI."""
     from NNMambaSlicerLib.ResultChecks import ResultChecks
