@@ -29,8 +29,9 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 start_model() {
   local model=$1 run=$RUNS/$1 resume=()
   mkdir -p "$run"
-  if [ -f "training_state/$model/checkpoint.safetensors" ] && [ ! -f "$run/checkpoint.safetensors" ]; then
-    cp "training_state/$model/checkpoint.safetensors" "training_state/$model/checkpoint.json" "$run/"
+  if [ -f "training_state/$model/checkpoint.json" ] && [ ! -f "$run/checkpoint.safetensors" ]; then
+    # the state's weights: its own file, or the shipped model's when that is the latest state
+    $PY -m nnmamba.train.training_state "training_state/$model" "models/$model/weights.safetensors" "$run" || return 1
   fi
   [ -f "$run/checkpoint.safetensors" ] && resume=(--resume)
   setsid nohup $PY -m nnmamba train --model "$model" --data data/prepared --out "$run" \
