@@ -8,7 +8,8 @@ from safetensors.torch import save_file
 
 from nnmamba.networks import build_network
 from nnmamba.train.checkpoint import load_checkpoint, save_weights_checkpoint
-from nnmamba.train.training_state import restore, sha256_of
+from nnmamba.models import sha256_of
+from nnmamba.train.training_state import restore
 
 from train_helpers import tiny_card
 

@@ -11,20 +11,12 @@ one copy of the tensors - the shipped weights, named in the JSON by their sha256
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sys
 from pathlib import Path
 
+from nnmamba.models import sha256_of
 from nnmamba.train.checkpoint import CHECKPOINT, STATE
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def restore(state_dir: Path, shipped_weights: Path, run_dir: Path) -> Path:
