@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from nnmamba.commands.evaluate import update_card_accuracy  # noqa: E402
 from nnmamba.models import save_model  # noqa: E402
+from nnmamba.train.checkpoint import model_tensors  # noqa: E402
 
 KEPT_FIELDS = ("license", "provenance", "quality")
 
@@ -56,10 +57,7 @@ def _decorate_labels(card: dict, shipped: dict) -> None:
 def _state(path: Path) -> dict:
     from safetensors.torch import load_file
 
-    tensors = load_file(str(path))
-    if any(k.startswith("model.") for k in tensors):
-        tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    return tensors
+    return model_tensors(load_file(str(path)))
 
 
 def main(argv=None) -> int:

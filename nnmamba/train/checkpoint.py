@@ -27,21 +27,13 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def save_checkpoint(folder, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> Path:
-    """Write folder/checkpoint.safetensors + checkpoint.json atomically (temp file, then rename)."""
-    folder = Path(folder)
+def _cpu_copy(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().to("cpu", copy=True).contiguous()
+
+
+def _write(folder: Path, tensors: dict, record: dict) -> Path:
+    """folder/checkpoint.safetensors + checkpoint.json, each written to a temporary name, then renamed."""
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().to("cpu", copy=True).contiguous()
-               for k, v in _unwrap(model).state_dict().items()}
-    optimizer_state = optimizer.state_dict()
-    scalars = {}
-    for index, values in optimizer_state["state"].items():
-        for key, value in values.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optim.{index}.{key}"] = value.detach().to("cpu", copy=True).contiguous()
-            else:
-                scalars[f"{index}.{key}"] = value
-    record = dict(state, param_groups=optimizer_state["param_groups"], optimizer_scalars=scalars)
     tmp = folder / (CHECKPOINT + ".tmp")
     save_file(tensors, str(tmp))
     os.replace(tmp, folder / CHECKPOINT)
@@ -51,19 +43,34 @@ def save_checkpoint(folder, model: torch.nn.Module, optimizer: torch.optim.Optim
     return folder / CHECKPOINT
 
 
+def save_checkpoint(folder, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> Path:
+    """Write folder/checkpoint.safetensors + checkpoint.json atomically (temp file, then rename)."""
+    tensors = {f"model.{k}": _cpu_copy(v) for k, v in _unwrap(model).state_dict().items()}
+    optimizer_state = optimizer.state_dict()
+    scalars = {}
+    for index, values in optimizer_state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{index}.{key}"] = _cpu_copy(value)
+            else:
+                scalars[f"{index}.{key}"] = value
+    record = dict(state, param_groups=optimizer_state["param_groups"], optimizer_scalars=scalars)
+    return _write(Path(folder), tensors, record)
+
+
 def save_weights_checkpoint(folder, model: torch.nn.Module, state: dict) -> Path:
-    """Write folder/checkpoint.safetensors (model tensors only) + checkpoint.json atomically."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().to("cpu", copy=True).float().contiguous() if v.is_floating_point()
-               else v.detach().to("cpu", copy=True).contiguous() for k, v in _unwrap(model).state_dict().items()}
-    tmp = folder / (CHECKPOINT + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, folder / CHECKPOINT)
-    tmp = folder / (STATE + ".tmp")
-    tmp.write_text(json.dumps(dict(state, weights_only=True), indent=1))
-    os.replace(tmp, folder / STATE)
-    return folder / CHECKPOINT
+    """Write folder/checkpoint.safetensors (model tensors only, floats as fp32) + checkpoint.json atomically."""
+    tensors = {f"model.{k}": _cpu_copy(v.float() if v.is_floating_point() else v)
+               for k, v in _unwrap(model).state_dict().items()}
+    return _write(Path(folder), tensors, dict(state, weights_only=True))
+
+
+def model_tensors(tensors: dict) -> dict:
+    """A checkpoint's model tensors under the network's own names (`model.` prefix dropped); a plain
+    weights file's tensors as they are."""
+    if not any(k.startswith("model.") for k in tensors):
+        return tensors
+    return {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
 
 
 def has_checkpoint(folder) -> bool:
@@ -78,8 +85,7 @@ def load_checkpoint(folder, model: torch.nn.Module, optimizer: torch.optim.Optim
                                 f"start without --resume")
     record = json.loads((folder / STATE).read_text())
     tensors = load_file(str(folder / CHECKPOINT), device="cpu")
-    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    _unwrap(model).load_state_dict(model_state, strict=True)
+    _unwrap(model).load_state_dict(model_tensors(tensors), strict=True)
     if record.pop("weights_only", False):
         record["optimizer_restored"] = False
         return record

@@ -139,9 +139,7 @@ def _load_initial_weights(model: torch.nn.Module, path: Path) -> None:
     from safetensors.torch import load_file
 
     state = load_file(str(path / checkpoint.CHECKPOINT if path.is_dir() else path), device="cpu")
-    if any(k.startswith("model.") for k in state):
-        state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(checkpoint.model_tensors(state), strict=True)
 
 
 def _training_plan(model: torch.nn.Module, config: TrainConfig, device: torch.device):
