@@ -56,8 +56,8 @@ def test_the_heldout_check_scores_the_weights_as_they_are(data_with_segments, tm
     card = tiny_card()
     network = build_network(card["network"], **card["hyperparameters"])
     check = HeldoutCheck(card, data_with_segments, tmp_path / "check", every=10, device="cpu")
-    assert check.maybe_run(5, network) is None
-    summary = check.maybe_run(10, network)
+    assert not check.due(5) and check.due(10)
+    summary = check.run(10, network)
     assert set(summary) == {"mean_dice"} and 0.0 <= summary["mean_dice"] <= 1.0
     assert check.history == [{"step": 10, "summary": summary}]
 

@@ -5,7 +5,7 @@ The check runs the weights as they are through the real Predictor on the card's 
 (native pose only, no baseline): what a user would get if the run stopped here.
 
     check = HeldoutCheck(card, data_dir, out_dir / "heldout_check", every=1000, device="cuda")
-    summary = check.maybe_run(step, model)          # None between checks
+    summary = check.run(step, model) if check.due(step) else None
     reason = collapse_reason(card["task"], summary, window_loss, classes)
 """
 
@@ -37,11 +37,6 @@ class HeldoutCheck:
     def due(self, step: int) -> bool:
         return self.every > 0 and step > 0 and step % self.every == 0
 
-    def maybe_run(self, step: int, model: torch.nn.Module) -> Optional[dict]:
-        if not self.due(step):
-            return None
-        return self.run(step, model)
-
     def run(self, step: int, model: torch.nn.Module) -> Optional[dict]:
         from nnmamba.models import save_model
 
@@ -61,36 +56,38 @@ class HeldoutCheck:
 
 def quick_heldout_scores(card, data_dir: Path, device: str, cases: Optional[list] = None) -> dict:
     """The card's held-out cases at their native pose through the real Predictor: mean Dice over the
-    scored structures / mean radial error and share within 4 mm / accuracy. numpy only (no HD95, no
-    SimpleITK), so it runs on a bare GPU machine; `nnmamba evaluate` gives the full figures."""
-    from nnmamba.evaluate import scoring
+    scored structures / mean radial error and share within 4 mm / accuracy. The answer and the truth
+    come from the task's own hooks (as `nnmamba evaluate` takes them); the scoring is numpy only (no
+    HD95, no SimpleITK), so it runs on a bare GPU machine; `nnmamba evaluate` gives the full figures."""
+    from nnmamba.evaluate.scoring import WITHIN_MM
     from nnmamba.inference import InferenceOptions, Predictor
-    from nnmamba.metrics import dice
-    from nnmamba.train.data import class_of_case, load_cases, read_manifest
+    from nnmamba.metrics import dice, radial_errors
+    from nnmamba.tasks import get_task
+    from nnmamba.tasks.segmentation import scored_structures
+    from nnmamba.train.data import load_cases, read_manifest
     from nnmamba.volume import Volume
 
+    task = get_task(card.task)
     manifest = read_manifest(data_dir)
     heldout = [c for c in load_cases(data_dir, card.task, "heldout") if cases is None or c.name in cases]
     if not heldout:
         raise ValueError(f"no held-out cases for task {card.task} in {data_dir}")
     predictor = Predictor(InferenceOptions(device=device))
-    dices, errors, correct = [], [], []
+    scores = []
     for case in heldout:
-        result = predictor.run(Volume(case.image[None], case.geometry), [card.task], models={card.task: card})[card.task]
+        result = predictor.run(Volume(case.image[None], case.geometry), [card.task], models={card.task: card})
+        answer, truth = task.answer(result[card.task]), task.truth(case, card, manifest)
         if card.task == "segmentation":
-            truth = scoring.prepared_to_card_labels(case.labels, manifest["segments"], card)
-            wanted = set(manifest["cases"][case.name].get("scored_labels", [s.name for s in card.labels]))
-            dices += [dice(result.labelmap, truth, s.label) for s in card.labels if s.name in wanted]
+            scores += [dice(answer, truth, label) for label, _ in scored_structures(card, manifest, case)]
         elif card.task == "landmarks":
-            errors += list(np.linalg.norm(np.asarray(result.points_lps) - case.landmarks_lps, axis=1))
+            scores += list(radial_errors(np.asarray(answer), np.asarray(truth)))
         else:
-            truth = class_of_case(case, [c.name for c in card.classes])
-            correct.append(int(np.argmax(result.probabilities)) == truth)
+            scores.append(int(np.argmax(answer)) == truth)
     if card.task == "segmentation":
-        return {"mean_dice": float(np.nanmean(dices)) if dices else None}
+        return {"mean_dice": float(np.nanmean(scores)) if scores else None}
     if card.task == "landmarks":
-        return {"mre_mm": float(np.mean(errors)), "within_4mm": float(np.mean(np.array(errors) <= scoring.WITHIN_MM))}
-    return {"accuracy": float(np.mean(correct))}
+        return {"mre_mm": float(np.mean(scores)), "within_4mm": float(np.mean(np.array(scores) <= WITHIN_MM))}
+    return {"accuracy": float(np.mean(scores))}
 
 
 def collapse_reason(task: str, summary: Optional[dict], window_loss: float, classes: int,
