@@ -68,13 +68,14 @@ def _grid_and_inside(index: torch.Tensor, source_shape_kji: Sequence[int]) -> tu
 
 
 def _sampled_slabs(channels: torch.Tensor, source: Geometry, target: Geometry,
-                   target_shape_kji: Sequence[int]) -> Iterator[tuple]:
-    """Slab by slab of `target`: (k0, k1, linearly sampled (C, k1 - k0, Y', X') float32, inside mask)."""
+                   target_shape_kji: Sequence[int], mode: str = "bilinear") -> Iterator[tuple]:
+    """Slab by slab of `target`: (k0, k1, sampled (C, k1 - k0, Y', X') float32, inside mask); `mode`
+    "bilinear" (linear) or "nearest" (label maps)."""
     affine = torch.from_numpy(target_to_source_index(source, target)).to(channels.device)
     volume = channels.float()[None]
     for k0, k1 in _slabs(target_shape_kji):
         grid, inside = _grid_and_inside(_source_index(affine, (k0, k1), target_shape_kji), channels.shape[1:])
-        sampled = F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
+        sampled = F.grid_sample(volume, grid, mode=mode, padding_mode="border", align_corners=True)[0]
         yield k0, k1, sampled, inside
 
 
@@ -87,15 +88,22 @@ def resample_linear(channels: torch.Tensor, source: Geometry, target: Geometry,
     return resample_linear_with_inside(channels, source, target, target_shape_kji, default)[0]
 
 
+def resample_nearest(channels: torch.Tensor, source: Geometry, target: Geometry,
+                     target_shape_kji: Sequence[int], default: torch.Tensor) -> torch.Tensor:
+    """`resample_linear` with nearest-neighbour interpolation (label maps; values exact up to 2^24)."""
+    return resample_linear_with_inside(channels, source, target, target_shape_kji, default, mode="nearest")[0]
+
+
 def resample_linear_with_inside(channels: torch.Tensor, source: Geometry, target: Geometry,
-                                target_shape_kji: Sequence[int], default: torch.Tensor) -> tuple:
+                                target_shape_kji: Sequence[int], default: torch.Tensor,
+                                mode: str = "bilinear") -> tuple:
     """`resample_linear`, plus the (Z', Y', X') bool mask of target voxels inside the source grid
     (the scan's field of view on the working grid, which the percentile normalisation needs)."""
     default = default.to(channels.device, torch.float32).view(-1, 1, 1, 1)
     shape = tuple(int(n) for n in target_shape_kji)
     out = torch.empty((channels.shape[0],) + shape, dtype=torch.float32, device=channels.device)
     inside_all = torch.empty(shape, dtype=torch.bool, device=channels.device)
-    for k0, k1, sampled, inside in _sampled_slabs(channels, source, target, target_shape_kji):
+    for k0, k1, sampled, inside in _sampled_slabs(channels, source, target, target_shape_kji, mode):
         out[:, k0:k1] = torch.where(inside, sampled, default)
         inside_all[k0:k1] = inside
     return out, inside_all

@@ -114,26 +114,24 @@ def resample_case(case: PreparedCase, spacing_ijk: tuple) -> PreparedCase:
     if np.allclose(case.geometry.spacing, spacing_ijk):
         return case
     import torch
-    import torch.nn.functional as F
+
+    from nnmamba.inference.device_resampling import resample_linear, resample_nearest
 
     spacing = np.asarray(spacing_ijk, dtype=float)
     extent = (np.array(case.shape_kji[::-1]) - 1) * case.geometry.spacing
     size = [int(n) for n in np.floor(extent / spacing).astype(int) + 1]
-    # torch, not SimpleITK: training runs on GPU machines without it. Same origin, identity direction:
-    # target voxel n of an axis sits at source index n * spacing / source spacing (inside the source).
-    axes = [torch.arange(n, dtype=torch.float64) * s / s0 for n, s, s0 in zip(size, spacing, case.geometry.spacing)]
-    normalised = [2.0 * a / max(n0 - 1, 1) - 1.0 for a, n0 in zip(axes, case.shape_kji[::-1])]
-    gk, gj, gi = torch.meshgrid(normalised[2], normalised[1], normalised[0], indexing="ij")
-    grid = torch.stack([gi, gj, gk], dim=-1)[None].float()
+    target = Geometry(case.geometry.origin, spacing, np.eye(3))
 
     def resample(array, mode):
-        source = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
-        return F.grid_sample(source, grid, mode=mode, padding_mode="border", align_corners=True)[0, 0].numpy()
+        # torch, not SimpleITK: training runs on GPU machines without it
+        source = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
+        function = resample_nearest if mode == "nearest" else resample_linear
+        return function(source, case.geometry, target, size[::-1], source.reshape(-1).min()[None])[0].numpy()
 
     labels = None if case.labels is None else resample(case.labels, "nearest").astype(np.uint8)
     codes = None if case.codes is None else resample(case.codes, "nearest").astype(np.int16)
     image = None if case.image is None else resample(case.image, "bilinear").astype(np.float32)
-    return PreparedCase(case.name, image, Geometry(case.geometry.origin, spacing, np.eye(3)), case.modality, labels,
+    return PreparedCase(case.name, image, target, case.modality, labels,
                         case.landmarks_lps, codes, case.weighting)
 
 
