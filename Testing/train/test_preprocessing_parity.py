@@ -9,7 +9,6 @@ from nnmamba.inference.landmarks import heatmap_peaks
 from nnmamba.inference.normalization import normalize
 from nnmamba.train.data import gaussian_heatmaps
 from nnmamba.inference.normalization import normalize_batch
-from nnmamba.train.problems import normalize_tensor
 
 
 @pytest.mark.parametrize("spec", [{"method": "zscore", "mask": "nonzero"}, {"method": "zscore", "mask": "all"},
@@ -19,7 +18,7 @@ def test_training_normalisation_equals_the_inference_pipelines(spec):
     image = rng.normal(300, 80, (12, 14, 10)).astype(np.float32)
     image[:4] = 0  # background, as around a brain-extracted template
     expected = normalize(image[None], spec)[0]
-    got = normalize_tensor(torch.from_numpy(image), spec).numpy()
+    got = normalize_batch(torch.from_numpy(image)[None], spec)[0].numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -27,7 +26,7 @@ def test_zscore_nonzero_falls_back_to_all_voxels_like_inference_when_almost_all_
     image = np.zeros((10, 10, 10), np.float32)
     image[0, 0, :5] = 7.0  # 0.5% non-zero
     spec = {"method": "zscore", "mask": "nonzero"}
-    np.testing.assert_allclose(normalize_tensor(torch.from_numpy(image), spec).numpy(),
+    np.testing.assert_allclose(normalize_batch(torch.from_numpy(image)[None], spec)[0].numpy(),
                                normalize(image[None], spec)[0], rtol=1e-5, atol=1e-5)
 
 

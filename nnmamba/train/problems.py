@@ -31,11 +31,6 @@ from nnmamba.train.synth.head import add_head_layers
 from nnmamba.train.synth.intensity import CONTRASTS
 
 
-def normalize_tensor(image: torch.Tensor, normalization: dict, inside: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """A model card's intensity normalisation of one image (any shape), in float32 (`normalize_batch`)."""
-    return normalize_batch(image.float()[None], normalization, None if inside is None else inside[None])[0]
-
-
 def class_swap_from_names(names: Sequence[str]) -> list:
     """Class n -> the class of the same name with Left/Right exchanged (itself when there is none);
     index 0 is the background. IGNORE_INDEX maps to itself."""
