@@ -142,10 +142,12 @@ def _data_recipes() -> dict:
         "brain-structures-seg": DataRecipe(
             real_fraction=0.0, head_layers=True, target_codes=[code for code, _ in BRAIN_STRUCTURES],
             auxiliary_classes=AUXILIARY_CLASSES,
-            synth=SynthConfig(spatial=seg_spatial, contrast_probabilities=(0.6, 0.15, 0.1, 0.15)),
+            synth=SynthConfig(spatial=seg_spatial, contrast_probabilities=(0.6, 0.15, 0.1, 0.15),
+                              ventricle_growth_probability=0.5),
             description="generated from FreeSurfer label maps (SynthSeg recipe): any MR contrast 60 %, T1w 15 %, "
                         "T2w 10 %, CT 15 %; rotation +-20 deg, scale +-20 %, elastic, mirror with label swap, "
-                        "bias, gamma, resolution up to 4 mm / 8 mm slices, noise; head layers drawn around the brain"),
+                        "bias, gamma, resolution up to 4 mm / 8 mm slices, noise; head layers drawn around the brain; "
+                        "lateral ventricles grown by 2-4 mm into the white matter in half the samples"),
         "afids-landmarks": DataRecipe(
             real_fraction=0.5, pseudo_label_classes=12, point_pairs=AFIDS_LEFT_RIGHT_PAIRS,
             translate_beyond_reach_voxels=12.0,   # 48 mm at 4 mm: the points stay inside the 256 mm patch

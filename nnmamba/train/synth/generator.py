@@ -29,6 +29,8 @@ from nnmamba.train.synth.constants import constant
 from nnmamba.train.synth.intensity import CONTRASTS, render_labels, sample_label_parameters
 from nnmamba.train.synth.labels import TISSUES, generation_code, mirrored_code, point_permutation, tissue_of
 from nnmamba.train.synth.spatial import SpatialConfig, map_points, random_spatial, warp
+from nnmamba.train.synth.ventricles import (CEREBRAL_WHITE_MATTER, LATERAL_VENTRICLES, grow_ventricles,
+                                            random_growth_steps)
 
 IGNORE_INDEX = 255
 
@@ -52,6 +54,10 @@ class SynthConfig:
     # each side of the patch loses up to `fov_cut_max` of its length to "not scanned"
     fov_cut_probability: float = 0.3
     fov_cut_max: float = 0.2
+    # label maps only: the lateral ventricles grow by up to this much into the white matter
+    # (ventricles.py: older patients' are 2-4 times the training maps')
+    ventricle_growth_probability: float = 0.0
+    ventricle_growth_max_mm: float = 4.0
 
     def __post_init__(self) -> None:
         if len(self.contrast_probabilities) != len(CONTRASTS) or min(self.contrast_probabilities) < 0 \
@@ -162,6 +168,8 @@ class LabelMapGenerator:
         self.tissue = as_tensor([TISSUES.index(tissue_of(generation(c))) for c in codes])
         self.draw_group = as_tensor([index[generation(c)] for c in codes])
         self.swap = as_tensor([index[mirrored(c)] for c in codes])
+        self.is_ventricle = as_tensor([generation(c) in LATERAL_VENTRICLES for c in codes]).bool()
+        self.is_white = as_tensor([generation(c) in CEREBRAL_WHITE_MATTER for c in codes]).bool()
         classes = {c: n + 1 for n, group in enumerate(target_codes)
                    for c in ((group,) if isinstance(group, int) else group)}
         self.target = as_tensor([IGNORE_INDEX if c in set(ignore_codes) else classes.get(c, 0) for c in codes])
@@ -172,6 +180,15 @@ class LabelMapGenerator:
     def in_shape(self) -> tuple:
         return tuple(self.maps.shape[2:])
 
+    def _grow_ventricles(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        config = self.config
+        if config.ventricle_growth_probability <= 0:
+            return labels
+        max_steps = max(1, round(config.ventricle_growth_max_mm / config.voxel_mm))
+        steps = random_growth_steps(labels.shape[0], config.ventricle_growth_probability, max_steps,
+                                    generator, self.device)
+        return grow_ventricles(labels, self.is_ventricle, self.is_white, steps, max_steps)
+
     def __call__(self, cases: torch.Tensor, generator: torch.Generator,
                  points: Optional[torch.Tensor] = None) -> SynthBatch:
         """cases: (B,) indices into label_maps; points: (B, N, 3) (i, j, k) on the input grid."""
@@ -179,6 +196,7 @@ class LabelMapGenerator:
         transform = random_spatial(config.spatial, batch, self.in_shape, self.out_shape, generator, self.device)
         labels = warp(self.maps[cases.to(self.device)].float(), transform, "nearest").long()
         labels = torch.where(transform.flipped.view(batch, 1, 1, 1, 1), self.swap[labels], labels)
+        labels = self._grow_ventricles(labels, generator)
         contrast = _draw_contrasts(config, batch, generator, self.device)
         parameters = sample_label_parameters(contrast, self.tissue, generator)
         parameters.means = parameters.means[:, self.draw_group]
