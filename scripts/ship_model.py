@@ -8,7 +8,10 @@ baseline (docs/training.md says how each shipped model was judged). Usage:
     python scripts/ship_model.py --card runs/seg/brain-structures-seg/model.json \
         --weights runs/seg/weights_state/checkpoint.safetensors --evaluation eval_seg.json
 
-The weights may be a model's weights.safetensors or a (weights-only) training checkpoint. Kept
+The weights may be a model's weights.safetensors or a (weights-only) training checkpoint. A run cut
+off before it wrote its card ships from its checkpoint: `--card` is then the card it resumed from and
+`--state` the checkpoint's checkpoint.json, whose steps, loss curve, time, hardware and held-out
+checks replace the card's (`--augmentation` the recipe text, when it changed since). Kept
 from the shipped card: each label's colour and terminology codes (by name), and the card's
 `license`, `provenance` and `quality`; new names get `--terminology` entries if given.
 """
@@ -26,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from nnmamba.commands.evaluate import update_card_accuracy  # noqa: E402
 from nnmamba.models import save_model  # noqa: E402
 from nnmamba.train.checkpoint import model_tensors  # noqa: E402
+from nnmamba.train.training_record import from_checkpoint_state  # noqa: E402
 
 KEPT_FIELDS = ("license", "provenance", "quality")
 
@@ -54,6 +58,15 @@ def _decorate_labels(card: dict, shipped: dict) -> None:
                                     "type_modifier": SIDES[side]}
 
 
+def _record_progress(card: dict, state: dict, augmentation) -> None:
+    progress = from_checkpoint_state(state)
+    training = card.setdefault("training", {})
+    training.setdefault("recipe", {})["steps"] = progress.pop("steps")
+    training.update(progress)
+    if augmentation:
+        training["recipe"]["augmentation"] = augmentation
+
+
 def _state(path: Path) -> dict:
     from safetensors.torch import load_file
 
@@ -67,6 +80,8 @@ def main(argv=None) -> int:
     parser.add_argument("--evaluation", type=Path, required=True, help="nnmamba evaluate --json output")
     parser.add_argument("--models", type=Path, default=ROOT / "models")
     parser.add_argument("--description", help="the card's description (default: the trained card's)")
+    parser.add_argument("--state", type=Path, help="checkpoint.json of the weights: its progress replaces the card's")
+    parser.add_argument("--augmentation", help="with --state: the recipe's augmentation text, if it changed")
     args = parser.parse_args(argv)
 
     card = json.loads(args.card.read_text())
@@ -82,6 +97,8 @@ def main(argv=None) -> int:
             card[key] = shipped[key]
     if args.description:
         card["description"] = args.description
+    if args.state:
+        _record_progress(card, json.loads(args.state.read_text()), args.augmentation)
     saved = save_model(card, _state(args.weights), args.models, overwrite=True)
     update_card_accuracy(saved.path, report)
     print(f"shipped {card['name']}: {saved.path}")

@@ -31,6 +31,7 @@ from nnmamba.train.losses import describe_landmark_loss
 from nnmamba.train.problems import LANDMARK_SIGMA_MM, make_problem
 from nnmamba.train.recipes import DataRecipe, data_recipe
 from nnmamba.train.timing import StepClock
+from nnmamba.train.training_record import progress_record
 
 log = logging.getLogger("nnmamba.train")
 UNLIMITED_STEPS = 1_000_000
@@ -288,7 +289,9 @@ def train(config: TrainConfig) -> TrainResult:
                 log.error("stopping: %s", stop_reason)
         if context.is_main and time.perf_counter() - last_checkpoint > config.checkpoint_every_s:
             _save_state(out_dir, model, optimizer, {"step": step, "elapsed_s": elapsed, "losses": losses_log,
-                                                    "hardware_log": hardware_log, "heldout": check.history})
+                                                    "hardware_log": _with_this_run(hardware_log, context, step,
+                                                                                   elapsed - elapsed_before, clock),
+                                                    "heldout": check.history})
             last_checkpoint = time.perf_counter()
     if progress is not None:
         progress.close()
@@ -296,11 +299,7 @@ def train(config: TrainConfig) -> TrainResult:
         last_loss = distributed.mean_over_ranks(running / running_n, context)
         losses_log.append([step, last_loss, round(elapsed, 1)])
     elapsed = elapsed_before + time.perf_counter() - start
-    start_step = hardware_log[-1][2] if hardware_log else 0
-    if step > start_step:
-        timing = clock.totals()
-        hardware_log.append([_device_name(context.device), start_step, step, round(elapsed - elapsed_before, 1),
-                             timing["data_ms_per_step"], timing["step_ms_per_step"]])
+    hardware_log = _with_this_run(hardware_log, context, step, elapsed - elapsed_before, clock)
     if losses_log:  # report windows (mean over log_every steps and all ranks), not single steps
         first_loss = losses_log[0][1]
 
@@ -342,13 +341,16 @@ def _save_state(out_dir: Path, model, optimizer, state: dict) -> None:
     checkpoint.save_weights_checkpoint(out_dir / "weights_state", model, state)
 
 
-def _hardware_entry(name: str, first: int, last: int, seconds: float, data_ms: Optional[float] = None,
-                    step_ms: Optional[float] = None) -> str:
-    """One run of the hardware record (runs before data timing was recorded have four fields)."""
-    text = f"{name}: steps {first}-{last}, {seconds:.0f} s"
-    if data_ms is not None and step_ms:
-        text += f", data {data_ms:.1f} ms of {step_ms:.1f} ms per step ({100 * data_ms / step_ms:.0f} %)"
-    return text
+def _with_this_run(hardware_log: list, context, step: int, seconds: float, clock: StepClock) -> list:
+    """The hardware log with this run's entry (steps since the last entry) appended, if it has any:
+    what the final state records, and each periodic one too, so a run cut off keeps its device and
+    time."""
+    start_step = hardware_log[-1][2] if hardware_log else 0
+    if step <= start_step:
+        return hardware_log
+    timing = clock.totals()
+    return hardware_log + [[_device_name(context.device), start_step, step, round(seconds, 1),
+                            timing["data_ms_per_step"], timing["step_ms_per_step"]]]
 
 
 def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float, precision: str,
@@ -381,13 +383,8 @@ def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float
                                               f"classes balanced over real and generated samples"}[card["task"]],
                    "augmentation": augmentation,
                    "time_budget_s": config.time_budget_s},
-        "final_loss": losses_log[-1][1] if losses_log else None,
-        "loss_curve": losses_log[:: max(1, len(losses_log) // 40)],
-        "training_time_s": round(elapsed, 1),
-        "hardware": "; ".join(_hardware_entry(*entry) for entry in hardware_log)
-                    + (f" (x{context.world_size} processes)" if context.world_size > 1 else ""),
+        **progress_record(elapsed, losses_log, hardware_log, heldout_log, context.world_size),
         "execution_plan": execution_plan,
-        "heldout_checks": heldout_log,
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "commit": _git_commit(),
         **config.notes,
