@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -70,16 +71,21 @@ def random_voxel_sizes(batch: int, voxel_mm: float, max_mm: float, thick_max_mm:
     return torch.where(applied[:, None], sizes, torch.full_like(sizes, voxel_mm))
 
 
+def _blur_kernel(sigma: torch.Tensor, radius: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B,) sigmas (voxels; 0: none) -> (B, 2 radius + 1) normalised Gaussian taps (a unit tap for 0)."""
+    offsets = torch.arange(-radius, radius + 1, device=sigma.device, dtype=dtype)
+    safe = sigma.clamp_min(1e-3)[:, None]
+    kernel = torch.exp(-0.5 * (offsets[None] / safe) ** 2)
+    kernel = torch.where(sigma[:, None] > 0, kernel, (offsets[None] == 0).to(dtype))
+    return kernel / kernel.sum(1, keepdim=True)
+
+
 def _blur_axis(image: torch.Tensor, sigma: torch.Tensor, axis: int, radius: int) -> torch.Tensor:
     """Gaussian blur along spatial `axis` (0, 1, 2 = k, j, i) with a sigma (voxels) per sample:
     image (B, C, k, j, i), sigma (B,) (0: unchanged), kernel radius fixed by the caller (so no host sync
     to find the largest sigma). One grouped convolution for the whole batch."""
     batch, channels = image.shape[:2]
-    offsets = torch.arange(-radius, radius + 1, device=image.device, dtype=image.dtype)
-    safe = sigma.clamp_min(1e-3)[:, None]
-    kernel = torch.exp(-0.5 * (offsets[None] / safe) ** 2)
-    kernel = torch.where(sigma[:, None] > 0, kernel, (offsets[None] == 0).to(image.dtype))
-    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(channels, 0)
+    kernel = _blur_kernel(sigma, radius, image.dtype).repeat_interleave(channels, 0)
     shape = [1, 1, 1]
     shape[axis] = 2 * radius + 1
     weight = kernel.view(batch * channels, 1, *shape)
@@ -121,9 +127,11 @@ def _linear_along(image: torch.Tensor, positions: torch.Tensor, axis: int) -> to
     return take(low) + weight.view(view) * (take(high) - take(low))
 
 
-def resolution(image: torch.Tensor, voxel_mm: float, sizes_mm: torch.Tensor, generator: torch.Generator,
-               max_size_mm: float) -> torch.Tensor:
-    """Simulate acquiring at voxel sizes (B, 3) mm (axes k, j, i) and resampling back to `voxel_mm`.
+def resolution_reference(image: torch.Tensor, voxel_mm: float, sizes_mm: torch.Tensor, generator: torch.Generator,
+                         max_size_mm: float) -> torch.Tensor:
+    """The readable form of `resolution` (its oracle in the tests): same signature, same draws.
+
+    Simulate acquiring at voxel sizes (B, 3) mm (axes k, j, i) and resampling back to `voxel_mm`.
 
     Per axis: a Gaussian blur of the slice profile (FWHM = the acquired size, sigma = 0.42 x the
     factor in working voxels), then sampling on a lattice of that spacing (a random phase per
@@ -154,4 +162,82 @@ def resolution(image: torch.Tensor, voxel_mm: float, sizes_mm: torch.Tensor, gen
         resampled = at_low + w * (at_high - at_low)
         unchanged = (f <= 1.0 + 1e-3).view(-1, 1, 1, 1, 1)
         out = torch.where(unchanged, out, resampled)
+    return out
+
+
+def _lattice(factor: torch.Tensor, size: int, generator: torch.Generator, dtype: torch.dtype) -> tuple:
+    """The acquisition lattice along one axis: factor (B,) its spacing in working voxels -> (low (B, n),
+    weight (B, n)): each working voxel x lies between lattice points low and low + factor, at `weight`
+    from low, the lattice shifted by a random phase per sample."""
+    x = torch.arange(size, device=factor.device, dtype=dtype)[None]
+    f = factor[:, None]
+    phase = f * torch.rand((factor.shape[0], 1), generator=generator, device=factor.device)
+    low = torch.floor((x - phase) / f) * f + phase
+    return low, ((x - low) / f).clamp(0, 1)
+
+
+def _interpolation_rows(positions: torch.Tensor, size: int) -> torch.Tensor:
+    """positions (B, m) voxels along an axis of `size` (clamped to it) -> (B, m, size): the weight
+    linear interpolation at each position gives each voxel of the axis."""
+    positions = positions.clamp(0, size - 1)
+    low = positions.floor().clamp(max=size - 1)
+    weight = (positions - low)[..., None]
+    index = torch.arange(size, device=positions.device, dtype=positions.dtype)
+    return (index == low[..., None]) * (1 - weight) + (index == (low + 1).clamp(max=size - 1)[..., None]) * weight
+
+
+@functools.lru_cache(maxsize=16)
+def _replicate_taps(size: int, radius: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(taps, size, size): tap t of a blur reads voxel clamp(x + t - radius) (replicate padding)."""
+    with torch.inference_mode(False):
+        x = torch.arange(size, device=device)
+        read = (x[None, :] + torch.arange(-radius, radius + 1, device=device)[:, None]).clamp(0, size - 1)
+        return (read[..., None] == x).to(dtype)
+
+
+def _axis_operator(factor: torch.Tensor, size: int, radius: int, generator: torch.Generator,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """(B, size, size): blur by the slice profile, sample on the lattice, interpolate back; one
+    matrix per sample, since all three steps are linear along the axis."""
+    sigma = torch.where(factor > 1.0 + 1e-3, 0.42 * factor, torch.zeros_like(factor))
+    blur = torch.einsum("bt,txy->bxy", _blur_kernel(sigma, radius, dtype),
+                        _replicate_taps(size, radius, factor.device, dtype))
+    low, weight = _lattice(factor, size, generator, dtype)
+    rows = _interpolation_rows(torch.cat([low, low + factor[:, None]], 1), size)      # (B, 2 size, size)
+    weight = weight[..., None]
+    return (rows[:, :size] * (1 - weight) + rows[:, size:] * weight) @ blur
+
+
+def _along_axis(operator: torch.Tensor, image: torch.Tensor, axis: int) -> torch.Tensor:
+    """operator (B, n, n) applied along spatial `axis` (0, 1, 2 = k, j, i) of image (B, C, k, j, i)."""
+    batch, channels, size = image.shape[0], image.shape[1], image.shape[2 + axis]
+    before = channels * math.prod(image.shape[2:2 + axis])
+    x = image.reshape(batch, before, size, -1)
+    return torch.einsum("bxy,bpym->bpxm", operator, x).reshape(image.shape)
+
+
+def resolution(image: torch.Tensor, voxel_mm: float, sizes_mm: torch.Tensor, generator: torch.Generator,
+               max_size_mm: float) -> torch.Tensor:
+    """Simulate acquiring at voxel sizes (B, 3) mm (axes k, j, i) and resampling back to `voxel_mm`.
+
+    Per axis: a Gaussian blur of the slice profile (FWHM = the acquired size, sigma = 0.42 x the
+    factor in working voxels), then sampling on a lattice of that spacing (a random phase per
+    sample) and linear interpolation back, which is what a thick-slice scan resampled to a fine
+    grid looks like (steps between slices). Axes at the working size are left untouched (exactly).
+    `max_size_mm` bounds sizes_mm and fixes the blur kernel's size, so the op needs no host sync.
+    image: (B, C, k, j, i).
+
+    The same steps and draws as `resolution_reference`, each axis's three linear steps folded into
+    one small (n x n) matrix per sample and applied as one batched matmul: the volume is read once per
+    axis instead of by a blur and four gathers (CPU), and the step is a few launches (GPU).
+    """
+    largest = max(max_size_mm / voxel_mm, 1.0)
+    factor = (sizes_mm / voxel_mm).clamp(1.0, largest)            # (B, 3)
+    radius = int(math.ceil(3 * 0.42 * largest))
+    out = image
+    for axis in range(3):
+        f = factor[:, axis]
+        operator = _axis_operator(f, out.shape[2 + axis], radius, generator, out.dtype)
+        unchanged = (f <= 1.0 + 1e-3).view(-1, 1, 1, 1, 1)
+        out = torch.where(unchanged, out, _along_axis(operator, out, axis))
     return out
