@@ -22,6 +22,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from nnmamba.train.synth.constants import constant
+
 
 def _per_sample(batch: int, generator: torch.Generator, device, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
     return low + (high - low) * torch.rand(batch, generator=generator, device=device)
@@ -166,46 +168,56 @@ def resolution_reference(image: torch.Tensor, voxel_mm: float, sizes_mm: torch.T
 
 
 def _lattice(factor: torch.Tensor, size: int, generator: torch.Generator, dtype: torch.dtype) -> tuple:
-    """The acquisition lattice along one axis: factor (B,) its spacing in working voxels -> (low (B, n),
-    weight (B, n)): each working voxel x lies between lattice points low and low + factor, at `weight`
-    from low, the lattice shifted by a random phase per sample."""
-    x = torch.arange(size, device=factor.device, dtype=dtype)[None]
-    f = factor[:, None]
-    phase = f * torch.rand((factor.shape[0], 1), generator=generator, device=factor.device)
+    """The acquisition lattices of the three axes: factor (B, 3) their spacings in working voxels ->
+    (low (B, 3, size), weight (B, 3, size)): working voxel x lies between lattice points low and
+    low + factor, at `weight` from low, each lattice shifted by a random phase per sample and axis."""
+    x = torch.arange(size, device=factor.device, dtype=dtype)
+    f = factor[..., None]
+    # (3, B) drawn axis after axis: the reference's per-axis draws, in its order
+    phase = f * torch.rand((3, factor.shape[0]), generator=generator, device=factor.device).T[..., None]
     low = torch.floor((x - phase) / f) * f + phase
     return low, ((x - low) / f).clamp(0, 1)
 
 
-def _interpolation_rows(positions: torch.Tensor, size: int) -> torch.Tensor:
-    """positions (B, m) voxels along an axis of `size` (clamped to it) -> (B, m, size): the weight
-    linear interpolation at each position gives each voxel of the axis."""
-    positions = positions.clamp(0, size - 1)
-    low = positions.floor().clamp(max=size - 1)
+def _interpolation_rows(positions: torch.Tensor, last: torch.Tensor, size: int) -> torch.Tensor:
+    """positions (B, 3, m) voxels along each axis, last (3, 1) each axis' last voxel -> (B, 3, m, size):
+    the weight that linear interpolation at each position (clamped to its axis) gives each voxel."""
+    positions = torch.minimum(positions.clamp_min(0), last)
+    low = positions.floor()
     weight = (positions - low)[..., None]
     index = torch.arange(size, device=positions.device, dtype=positions.dtype)
-    return (index == low[..., None]) * (1 - weight) + (index == (low + 1).clamp(max=size - 1)[..., None]) * weight
+    high = torch.minimum(low + 1, last)
+    return (index == low[..., None]) * (1 - weight) + (index == high[..., None]) * weight
 
 
 @functools.lru_cache(maxsize=16)
-def _replicate_taps(size: int, radius: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(taps, size, size): tap t of a blur reads voxel clamp(x + t - radius) (replicate padding)."""
+def _replicate_taps(sizes: tuple, radius: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(3, taps, n, n), n the largest of `sizes`: tap t of axis a reads voxel clamp(x + t - radius)
+    of that axis (replicate padding); rows and columns beyond an axis' size stay 0."""
     with torch.inference_mode(False):
-        x = torch.arange(size, device=device)
-        read = (x[None, :] + torch.arange(-radius, radius + 1, device=device)[:, None]).clamp(0, size - 1)
-        return (read[..., None] == x).to(dtype)
+        size = max(sizes)
+        taps = torch.zeros((3, 2 * radius + 1, size, size), device=device, dtype=dtype)
+        for axis, n in enumerate(sizes):
+            x = torch.arange(n, device=device)
+            read = (x[None, :] + torch.arange(-radius, radius + 1, device=device)[:, None]).clamp(0, n - 1)
+            taps[axis, :, :n, :n] = (read[..., None] == x).to(dtype)
+        return taps
 
 
-def _axis_operator(factor: torch.Tensor, size: int, radius: int, generator: torch.Generator,
-                   dtype: torch.dtype) -> torch.Tensor:
-    """(B, size, size): blur by the slice profile, sample on the lattice, interpolate back; one
-    matrix per sample, since all three steps are linear along the axis."""
+def _axis_operators(factor: torch.Tensor, sizes: tuple, radius: int, generator: torch.Generator,
+                    dtype: torch.dtype) -> torch.Tensor:
+    """factor (B, 3) -> (B, 3, n, n), n the largest axis: per sample and axis, blur by the slice
+    profile, sample on the lattice and interpolate back as one matrix (all three steps are linear
+    along the axis); axis a's operator is the top-left sizes[a] x sizes[a] block."""
+    size = max(sizes)
     sigma = torch.where(factor > 1.0 + 1e-3, 0.42 * factor, torch.zeros_like(factor))
-    blur = torch.einsum("bt,txy->bxy", _blur_kernel(sigma, radius, dtype),
-                        _replicate_taps(size, radius, factor.device, dtype))
+    kernel = _blur_kernel(sigma.reshape(-1), radius, dtype).view(*factor.shape, -1)
+    blur = torch.einsum("bat,atxy->baxy", kernel, _replicate_taps(sizes, radius, factor.device, dtype))
     low, weight = _lattice(factor, size, generator, dtype)
-    rows = _interpolation_rows(torch.cat([low, low + factor[:, None]], 1), size)      # (B, 2 size, size)
+    last = constant(tuple((n - 1.0,) for n in sizes), factor.device, dtype)
+    rows = _interpolation_rows(torch.cat([low, low + factor[..., None]], -1), last, size)   # (B, 3, 2n, n)
     weight = weight[..., None]
-    return (rows[:, :size] * (1 - weight) + rows[:, size:] * weight) @ blur
+    return (rows[:, :, :size] * (1 - weight) + rows[:, :, size:] * weight) @ blur
 
 
 def _along_axis(operator: torch.Tensor, image: torch.Tensor, axis: int) -> torch.Tensor:
@@ -227,17 +239,17 @@ def resolution(image: torch.Tensor, voxel_mm: float, sizes_mm: torch.Tensor, gen
     `max_size_mm` bounds sizes_mm and fixes the blur kernel's size, so the op needs no host sync.
     image: (B, C, k, j, i).
 
-    The same steps and draws as `resolution_reference`, each axis's three linear steps folded into
-    one small (n x n) matrix per sample and applied as one batched matmul: the volume is read once per
-    axis instead of by a blur and four gathers (CPU), and the step is a few launches (GPU).
+    The steps and draws of `resolution_reference`, with each axis' three linear steps folded into one
+    small matrix per sample, built for the three axes at once and applied as one batched matmul per
+    axis: the volume is read once per axis, not by a blur and four gathers, in a few dozen launches.
     """
     largest = max(max_size_mm / voxel_mm, 1.0)
     factor = (sizes_mm / voxel_mm).clamp(1.0, largest)            # (B, 3)
     radius = int(math.ceil(3 * 0.42 * largest))
+    sizes = tuple(image.shape[2:])
+    operators = _axis_operators(factor, sizes, radius, generator, image.dtype)
     out = image
-    for axis in range(3):
-        f = factor[:, axis]
-        operator = _axis_operator(f, out.shape[2 + axis], radius, generator, out.dtype)
-        unchanged = (f <= 1.0 + 1e-3).view(-1, 1, 1, 1, 1)
-        out = torch.where(unchanged, out, _along_axis(operator, out, axis))
+    for axis, n in enumerate(sizes):
+        unchanged = (factor[:, axis] <= 1.0 + 1e-3).view(-1, 1, 1, 1, 1)
+        out = torch.where(unchanged, out, _along_axis(operators[:, axis, :n, :n], out, axis))
     return out

@@ -48,6 +48,9 @@ class SpatialConfig:
     elastic_std_voxels: float = 2.0     # per sample, the control points' std is U(0, this), capped (see below)
     elastic_grid: int = 5               # control points per axis
     flip_probability: float = 0.0       # left/right (i axis) mirror; the caller swaps labels/points
+    # Newton steps that move landmark points (`map_points`): 16 reach the solution at the elastic cap,
+    # a recipe with a weaker field may measure and take fewer (each is ~17 launches per batch part)
+    point_iterations: int = 16
 
     def __post_init__(self) -> None:
         if not 0 <= self.scale < 1:
@@ -56,6 +59,8 @@ class SpatialConfig:
             raise ValueError(f"elastic_grid must be >= 2 control points per axis, got {self.elastic_grid}")
         if not 0 <= self.flip_probability <= 1:
             raise ValueError(f"flip_probability must be in [0, 1], got {self.flip_probability}")
+        if self.point_iterations < 1:
+            raise ValueError(f"point_iterations must be >= 1, got {self.point_iterations}")
         if self.rotate_degrees < 0 or self.translate_voxels < 0 or self.elastic_std_voxels < 0:
             raise ValueError("rotate_degrees, translate_voxels and elastic_std_voxels must be >= 0")
 
