@@ -195,6 +195,14 @@ def warp(volume: torch.Tensor, transform: SpatialTransform, mode: str, padding_m
     return F.grid_sample(volume, grid.to(volume.dtype), mode=mode, padding_mode=padding_mode, align_corners=True)
 
 
+def warp_reference(volume: torch.Tensor, transform: SpatialTransform, mode: str,
+                   padding_mode: str = "zeros") -> torch.Tensor:
+    """The readable form of `warp` (its oracle in the tests): the map built in voxel units by
+    `input_positions`, then scaled to grid_sample's [-1, 1]."""
+    grid = _to_normalised(input_positions(transform), transform.in_shape)
+    return F.grid_sample(volume, grid.to(volume.dtype), mode=mode, padding_mode=padding_mode, align_corners=True)
+
+
 def _stencil(step: float, device, dtype) -> torch.Tensor:
     """(7, 3): the point itself, then +-step along i, j and k (central differences)."""
     rows = [(0.0, 0.0, 0.0)]
