@@ -1,11 +1,12 @@
 """The generator's fast paths against the readable references they replaced: the sampling grid,
-point motion, the resolution simulation and the percentile bounds, and a whole seeded landmark batch
-drawn both ways (same image, same points, same labels within interpolation rounding)."""
+point motion, the resolution simulation, the separable upsampling and the percentile bounds, and a
+whole seeded landmark batch drawn both ways (same image, points, labels within interpolation rounding)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from nnmamba.inference.normalization import nan_quantiles
 from nnmamba.train.recipes import data_recipe
@@ -13,6 +14,7 @@ from nnmamba.train.synth import ImageAugmenter, LabelMapGenerator, SpatialConfig
 from nnmamba.train.synth import spatial
 from nnmamba.train.synth.spatial import (_to_normalised, displacement_at, input_positions, map_points,
                                          map_points_reference, random_spatial, sampling_grid)
+from nnmamba.train.synth.upsample import upsample_aligned
 
 from synth_helpers import BLOBS, blob_map, blob_points, centroid
 
@@ -66,14 +68,24 @@ def test_the_folded_resolution_matches_the_reference_blur_and_lattice(shape, vox
     assert torch.equal(unchanged, image[:1])
 
 
-def test_nan_quantiles_are_torch_nanquantile_exactly():
+@pytest.mark.parametrize("quantiles", [(0.005, 0.995), (0.0, 0.5, 1.0)])
+def test_nan_quantiles_are_torch_nanquantile_exactly(quantiles):
     g = torch.Generator().manual_seed(0)
-    samples = torch.randn(4, 5000, generator=g) * 100
+    samples = torch.randn(5, 5000, generator=g) * 100
+    samples[0] = samples[0].round()                               # ties
     samples[1, ::3] = float("nan")
     samples[2] = float("nan")                                     # no voxel inside: NaN, as nanquantile
-    samples[3, 1:] = float("nan")
-    expected = torch.nanquantile(samples, torch.tensor([0.005, 0.995]), dim=1).T
-    assert torch.equal(nan_quantiles(samples, (0.005, 0.995)).nan_to_num(-1.0), expected.nan_to_num(-1.0))
+    samples[3, 1:] = float("nan")                                 # one voxel inside
+    samples[4, :4000] = float("nan")
+    expected = torch.nanquantile(samples, torch.tensor(quantiles), dim=1).T
+    assert torch.equal(nan_quantiles(samples, quantiles).nan_to_num(-1.0), expected.nan_to_num(-1.0))
+
+
+def test_the_separable_upsampling_is_trilinear_with_aligned_corners():
+    coarse = torch.randn(2, 3, 5, 4, 6, generator=torch.Generator().manual_seed(0))
+    expected = F.interpolate(coarse, size=(17, 64, 9), mode="trilinear", align_corners=True)
+    upsampled = upsample_aligned(coarse.permute(0, 2, 3, 4, 1), (17, 64, 9)).permute(0, 4, 1, 2, 3)
+    assert (upsampled - expected).abs().max() < 1e-5
 
 
 def _landmark_batch(seed: int):

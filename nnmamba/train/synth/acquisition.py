@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from nnmamba.train.synth.constants import constant
+from nnmamba.train.synth.upsample import upsample_aligned
 
 
 def _per_sample(batch: int, generator: torch.Generator, device, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
@@ -35,8 +36,8 @@ def bias_field(image: torch.Tensor, std_max: float, generator: torch.Generator, 
     batch = image.shape[0]
     std = _per_sample(batch, generator, image.device, 0.0, std_max).view(batch, 1, 1, 1, 1)
     coarse = std * torch.randn((batch, 1, grid, grid, grid), generator=generator, device=image.device)
-    field = F.interpolate(coarse, size=image.shape[2:], mode="trilinear", align_corners=True)
-    return image * field.exp()
+    field = upsample_aligned(coarse.view(batch, grid, grid, grid, 1), image.shape[2:])   # one channel: a view
+    return image * field.view(batch, 1, *image.shape[2:]).exp()
 
 
 def gamma(image: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from nnmamba.train.synth.constants import constant
+from nnmamba.train.synth.upsample import upsample_aligned
 
 
 @dataclass
@@ -160,28 +161,30 @@ def input_positions(transform: SpatialTransform) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=8)
-def _centred_voxels(out_shape: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(k*j*i, 4): every output voxel's q - c_out as (i, j, k, 1), made once per patch shape and device."""
+def _control_points(out_shape: tuple, grid: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(gk * gj * gi, 4): each control point of the elastic grid as (q - c_out, 1) in (i, j, k, 1);
+    the control grid spans the output patch corner to corner, as the field's upsampling does."""
     with torch.inference_mode(False):
-        axes = [torch.arange(s, device=device, dtype=dtype) - (s - 1) / 2 for s in out_shape]
+        axes = [torch.linspace(0, s - 1, g, dtype=torch.float64) - (s - 1) / 2 for s, g in zip(out_shape, grid)]
         kk, jj, ii = torch.meshgrid(*axes, indexing="ij")
-        return torch.stack([ii, jj, kk, torch.ones_like(ii)], -1).reshape(-1, 4)
+        return torch.stack([ii, jj, kk, torch.ones_like(ii)], -1).reshape(-1, 4).to(device, dtype)
 
 
 def sampling_grid(transform: SpatialTransform) -> torch.Tensor:
     """grid_sample's [-1, 1] input coordinates for every output voxel: (B, k, j, i, 3) as (i, j, k).
 
-    The map of `input_positions` (the reference) with the [-1, 1] scaling folded into the affine part
-    and into the coarse field before it is upsampled (both linear), so the dense work is one matmul
-    against a cached voxel grid, one upsampling and one add, not a voxel-unit field rescaled after.
+    The map of `input_positions` (the reference), built on the coarse control grid and upsampled
+    once: trilinear interpolation reproduces an affine function exactly, so the affine part and the
+    elastic field (both already scaled to [-1, 1]) are added on the control points and no full-patch
+    affine grid is ever formed.
     """
     device, dtype = transform.matrix.device, transform.matrix.dtype
     scale = 2 / constant(tuple(max(s - 1, 1) for s in transform.in_shape[::-1]), device, dtype)   # (3,)
     theta = torch.cat([scale[:, None] * transform.matrix, (scale * transform.offset - 1)[..., None]], -1)
-    affine = _centred_voxels(tuple(transform.out_shape), device, dtype) @ theta.transpose(1, 2)   # (B, kji, 3)
-    coarse = transform.displacement * scale.view(1, 3, 1, 1, 1)
-    field = F.interpolate(coarse, size=transform.out_shape, mode="trilinear", align_corners=True)
-    return affine.view(-1, *transform.out_shape, 3) + field.permute(0, 2, 3, 4, 1)
+    grid = tuple(transform.displacement.shape[2:])
+    affine = _control_points(tuple(transform.out_shape), grid, device, dtype) @ theta.transpose(1, 2)
+    coarse = affine.view(-1, *grid, 3) + (transform.displacement * scale.view(1, 3, 1, 1, 1)).permute(0, 2, 3, 4, 1)
+    return upsample_aligned(coarse, transform.out_shape)
 
 
 def warp(volume: torch.Tensor, transform: SpatialTransform, mode: str, padding_mode: str = "zeros") -> torch.Tensor:
