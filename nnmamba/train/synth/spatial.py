@@ -88,6 +88,16 @@ class SpatialTransform:
         return sampling_grid(self)
 
 
+def concatenate(transforms: Sequence[SpatialTransform]) -> SpatialTransform:
+    """The maps of several batches (same input and output grids) as one batch, in order."""
+    first = transforms[0]
+    if any(t.in_shape != first.in_shape or t.out_shape != first.out_shape for t in transforms):
+        raise ValueError(f"maps to concatenate must share their grids, got {[(t.in_shape, t.out_shape) for t in transforms]}")
+    return SpatialTransform(*(torch.cat([getattr(t, name) for t in transforms])
+                              for name in ("matrix", "offset", "displacement", "flipped")),
+                            first.in_shape, first.out_shape)
+
+
 ELASTIC_STD_PER_SPACING = 0.2
 
 
