@@ -77,10 +77,11 @@ def nan_quantiles(samples: torch.Tensor, quantiles: tuple) -> torch.Tensor:
     """samples (B, n), NaN where absent -> (B, len(quantiles)): torch.nanquantile's linear
     interpolation between order statistics, bit for bit (NaN where a row has no values).
 
-    Written out because nanquantile waits for the device twice per call on CUDA (it copies q there
-    from host memory and checks q's range with .item()), and a training batch is normalised every
-    step. Each quantile reads only the tail it lies in (top-k of ~(min(q, 1 - q) n + 2) values, not a
-    sort of the row): 0.5 % tails of a 64^3 patch cost a tenth of the sort on the CPU.
+    Written out because nanquantile takes several quantiles only as a tensor on the samples' device,
+    and building that tensor from host numbers (`torch.tensor(..., device="cuda")`) is a copy from
+    pageable memory that waits for the device: once per training batch. Here the quantiles stay
+    Python numbers. Each reads only the tail it lies in (top-k of ~min(q, 1 - q) n + 2 values, not a
+    sort of the row): the 0.5 % tails of a 64^3 patch cost a tenth of the sort on the CPU.
     """
     absent = samples.isnan()
     last = (~absent).sum(1, keepdim=True) - 1                               # the last valid rank
