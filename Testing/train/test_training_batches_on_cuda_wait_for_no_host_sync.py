@@ -46,9 +46,12 @@ def _segmentation_problem(device):
     return make_problem(card, [], device, seed=0, recipe=recipe, label_maps=[_label_map_case()])
 
 
+@pytest.mark.parametrize("normalization", [{"method": "zscore", "mask": "nonzero"},
+                                           {"method": "percentile", "lower": 0.5, "upper": 99.5}])
 @pytest.mark.parametrize("build", [_landmark_problem, _classification_problem, _segmentation_problem])
-def test_a_batch_after_the_first_makes_no_host_device_sync(build):
+def test_a_batch_after_the_first_makes_no_host_device_sync(build, normalization):
     problem = build(torch.device("cuda"))
+    problem.normalization = normalization             # percentile: what the shipped cards train with
     problem.batch(2)                                  # copies each cached constant to the device once
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

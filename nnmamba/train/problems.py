@@ -27,8 +27,11 @@ from nnmamba.train import losses
 from nnmamba.train.data import PreparedCase, centre_padded, class_of_case
 from nnmamba.train.recipes import DataRecipe, default_recipe
 from nnmamba.train.synth import IGNORE_INDEX, ImageAugmenter, LabelMapGenerator, SynthBatch
+from nnmamba.train.synth.generator import moved_points
 from nnmamba.train.synth.head import add_head_layers
 from nnmamba.train.synth.intensity import CONTRASTS
+from nnmamba.train.synth.labels import point_permutation
+from nnmamba.train.synth.spatial import concatenate
 
 
 def class_swap_from_names(names: Sequence[str]) -> list:
@@ -217,6 +220,7 @@ class LandmarkProblem(_Problem):
         points = np.stack([c.landmarks_ijk() for c in self.cases]) + offsets[:, None, :]
         self.points = torch.as_tensor(points, dtype=torch.float32, device=device)
         pairs = _checked_pairs([item["name"] for item in card["landmarks"]], self.recipe.point_pairs)
+        self.permutation = (torch.tensor(point_permutation(count, pairs), device=device) if pairs else None)
         self.real = ImageAugmenter(images, background, is_ct, self.patch, self.synth,
                                    point_pairs=pairs, point_count=count, extent=self._stack_extents())
         if self.real_fraction < 1:
@@ -230,13 +234,25 @@ class LandmarkProblem(_Problem):
     def _can_generate(self) -> bool:
         return self.recipe.pseudo_label_classes > 1 and bool(self.cases)
 
-    def _real(self, count):
+    def _draw(self, source, count: int) -> tuple:
         cases = self._pick(count, len(self.cases))
-        return self.real(cases, self.generator, points=self.points[cases])
+        return source(cases, self.generator), self.points[cases]
 
-    def _generated(self, count):
-        cases = self._pick(count, len(self.cases))
-        return self.synthetic(cases, self.generator, points=self.points[cases])
+    def batch_parts(self, size: int) -> "list[SynthBatch]":
+        """The real and generated parts, their points moved by one solve over both parts' maps (the
+        solve is a loop of small launches: one loop for the batch, not one per part)."""
+        real, generated = self._counts(size)
+        drawn = []
+        if real:
+            drawn.append(self._draw(self.real, real))
+        if generated:
+            drawn.append(self._draw(self.synthetic, generated))
+        transform = concatenate([part.transform for part, _ in drawn])
+        points = torch.cat([points for _, points in drawn])
+        moved = moved_points(points, transform, self.permutation, self.synth.spatial)
+        for (part, _), rows in zip(drawn, moved.split([len(points) for _, points in drawn])):
+            part.points = rows
+        return [part for part, _ in drawn]
 
     def batch(self, size: int):
         parts = self.batch_parts(size)

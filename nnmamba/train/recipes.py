@@ -135,8 +135,10 @@ def default_recipe(task: str) -> DataRecipe:
 
 def _data_recipes() -> dict:
     seg_spatial = SpatialConfig(rotate_degrees=20, scale=0.2, elastic_std_voxels=2.0, flip_probability=0.5)
+    # 8 Newton steps move the points to within 2e-5 voxel of 16 steps' answer at this field (measured:
+    # 640k points over 20k maps; 6 steps 8e-5); each step saved is ~17 launches per batch part on a GPU
     landmark_spatial = SpatialConfig(rotate_degrees=35, scale=0.15, isotropic_scale=True, elastic_std_voxels=1.0,
-                                     flip_probability=0.5)
+                                     flip_probability=0.5, point_iterations=8)
     scan_spatial = SpatialConfig(rotate_degrees=180, scale=0.2, elastic_std_voxels=1.0, flip_probability=0.5)
     return {
         "brain-structures-seg": DataRecipe(

@@ -28,7 +28,7 @@ from nnmamba.train.synth import acquisition
 from nnmamba.train.synth.constants import constant
 from nnmamba.train.synth.intensity import CONTRASTS, render_labels, sample_label_parameters
 from nnmamba.train.synth.labels import TISSUES, generation_code, mirrored_code, point_permutation, tissue_of
-from nnmamba.train.synth.spatial import SpatialConfig, map_points, random_spatial, warp
+from nnmamba.train.synth.spatial import SpatialConfig, SpatialTransform, map_points, random_spatial, warp
 from nnmamba.train.synth.ventricles import (CEREBRAL_WHITE_MATTER, LATERAL_VENTRICLES, grow_ventricles,
                                             random_growth_steps)
 
@@ -76,6 +76,7 @@ class SynthBatch:
     contrast: torch.Tensor                  # (B,) index into CONTRASTS (real images: their own)
     flipped: torch.Tensor                   # (B,) bool
     inside: Optional[torch.Tensor] = None   # (B, 1, k, j, i) bool: inside the scan's field of view
+    transform: Optional[SpatialTransform] = None   # the map the batch was drawn through (moves points later)
 
 
 def _draw_contrasts(config: SynthConfig, batch: int, generator: torch.Generator, device) -> torch.Tensor:
@@ -89,13 +90,13 @@ def _draw_contrasts(config: SynthConfig, batch: int, generator: torch.Generator,
     return torch.searchsorted(cdf, u, right=True).clamp(max=len(weights) - 1)
 
 
-def _moved_points(points: Optional[torch.Tensor], transform, permutation: Optional[torch.Tensor],
-                  device) -> Optional[torch.Tensor]:
+def moved_points(points: Optional[torch.Tensor], transform, permutation: Optional[torch.Tensor],
+                  config: SpatialConfig) -> Optional[torch.Tensor]:
     """points (B, N, 3) (i, j, k) on the input grid -> where they land in the patch, left/right names
     swapped (`permutation`) in mirrored samples; None without points."""
     if points is None:
         return None
-    moved = map_points(transform, points.to(device).float())
+    moved = map_points(transform, points.to(transform.matrix.device).float(), config.point_iterations)
     if permutation is None:
         return moved
     return torch.where(transform.flipped[:, None, None], moved[:, permutation], moved)
@@ -106,16 +107,16 @@ def field_of_view(extent: torch.Tensor, transform, config: SynthConfig, generato
     patch, with a random box cut away on each side (probability `fov_cut_probability`): what the
     normalisation treats as the field of view, so noise and bias outside it never reach the network."""
     inside = warp(extent.float(), transform, "nearest") > 0.5
-    batch, device = inside.shape[0], inside.device
+    batch, device, sizes = inside.shape[0], inside.device, inside.shape[2:]
     cut = torch.rand(batch, generator=generator, device=device) < config.fov_cut_probability
-    for axis, size in enumerate(inside.shape[2:]):
-        lo, hi = (config.fov_cut_max * size * torch.rand(batch, generator=generator, device=device) for _ in range(2))
-        position = torch.arange(size, device=device, dtype=torch.float32)[None]
-        keep = (position >= lo[:, None]) & (position < size - hi[:, None]) | ~cut[:, None]
-        view = [batch, 1, 1, 1, 1]
-        view[2 + axis] = size
-        inside = inside & keep.view(view)
-    return inside
+    # (axis, lo / hi, B), drawn in the order of one axis after the other; all axes in a few launches
+    span = constant(tuple((config.fov_cut_max * n,) for n in sizes), device)                  # (3, 1)
+    lo, hi = (span[:, None] * torch.rand((3, 2, batch), generator=generator, device=device)).unbind(1)
+    position = torch.arange(max(sizes), device=device, dtype=torch.float32)
+    end = constant(tuple((float(n),) for n in sizes), device) - hi
+    keep = (position >= lo[..., None]) & (position < end[..., None]) | ~cut[:, None]
+    k, j, i = (keep[axis, :, :n] for axis, n in enumerate(sizes))                       # (B, n) each
+    return inside & (k[:, :, None, None] & j[:, None, :, None] & i[:, None, None, :])[:, None]
 
 
 def acquire(image: torch.Tensor, is_ct: torch.Tensor, noise_scale: torch.Tensor, config: SynthConfig,
@@ -208,10 +209,10 @@ class LabelMapGenerator:
         zero = (~is_ct) & (torch.rand(batch, generator=generator, device=self.device)
                            < config.zero_background_probability)
         image = torch.where(zero.view(batch, 1, 1, 1, 1) & (labels == self.background), torch.zeros_like(image), image)
-        moved = _moved_points(points, transform, self.permutation, self.device)
+        moved = moved_points(points, transform, self.permutation, config.spatial)
         extent = torch.ones((batch, 1) + self.in_shape, dtype=torch.bool, device=self.device)
         inside = field_of_view(extent, transform, config, generator)
-        return SynthBatch(image, self.target[labels[:, 0]], moved, contrast, transform.flipped, inside)
+        return SynthBatch(image, self.target[labels[:, 0]], moved, contrast, transform.flipped, inside, transform)
 
 
 class ImageAugmenter:
@@ -262,7 +263,7 @@ class ImageAugmenter:
         is_ct = self.is_ct[cases]
         noise_scale = torch.where(is_ct, config.noise_std_ct, config.noise_fraction_real_mr * self.spread[cases])
         image = acquire(image, is_ct, noise_scale, config, generator)
-        moved = _moved_points(points, transform, self.permutation, self.device)
+        moved = moved_points(points, transform, self.permutation, config.spatial)
         contrast = torch.where(is_ct, CONTRASTS.index("ct"), -1)
         inside = field_of_view(self.extent[cases], transform, config, generator)
-        return SynthBatch(image, labels, moved, contrast, transform.flipped, inside)
+        return SynthBatch(image, labels, moved, contrast, transform.flipped, inside, transform)

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -36,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from nnmamba.train.synth.constants import constant
+from nnmamba.train.synth.upsample import upsample_aligned
 
 
 @dataclass
@@ -47,6 +49,9 @@ class SpatialConfig:
     elastic_std_voxels: float = 2.0     # per sample, the control points' std is U(0, this), capped (see below)
     elastic_grid: int = 5               # control points per axis
     flip_probability: float = 0.0       # left/right (i axis) mirror; the caller swaps labels/points
+    # Newton steps that move landmark points (`map_points`): 16 reach the solution at the elastic cap,
+    # a recipe with a weaker field may measure and take fewer (each is ~17 launches per batch part)
+    point_iterations: int = 16
 
     def __post_init__(self) -> None:
         if not 0 <= self.scale < 1:
@@ -55,6 +60,8 @@ class SpatialConfig:
             raise ValueError(f"elastic_grid must be >= 2 control points per axis, got {self.elastic_grid}")
         if not 0 <= self.flip_probability <= 1:
             raise ValueError(f"flip_probability must be in [0, 1], got {self.flip_probability}")
+        if self.point_iterations < 1:
+            raise ValueError(f"point_iterations must be >= 1, got {self.point_iterations}")
         if self.rotate_degrees < 0 or self.translate_voxels < 0 or self.elastic_std_voxels < 0:
             raise ValueError("rotate_degrees, translate_voxels and elastic_std_voxels must be >= 0")
 
@@ -73,6 +80,22 @@ class SpatialTransform:
     def out_centre(self) -> torch.Tensor:
         """c_out as (i, j, k)."""
         return constant(tuple((s - 1) / 2 for s in self.out_shape[::-1]), self.matrix.device, self.matrix.dtype)
+
+    @functools.cached_property
+    def grid(self) -> torch.Tensor:
+        """`sampling_grid` of this map, built once: a sample warps its image, labels and field-of-view
+        mask through the same map, and each rebuild is a full-patch field (do not write into it)."""
+        return sampling_grid(self)
+
+
+def concatenate(transforms: Sequence[SpatialTransform]) -> SpatialTransform:
+    """The maps of several batches (same input and output grids) as one batch, in order."""
+    first = transforms[0]
+    if any(t.in_shape != first.in_shape or t.out_shape != first.out_shape for t in transforms):
+        raise ValueError(f"maps to concatenate must share their grids, got {[(t.in_shape, t.out_shape) for t in transforms]}")
+    return SpatialTransform(*(torch.cat([getattr(t, name) for t in transforms])
+                              for name in ("matrix", "offset", "displacement", "flipped")),
+                            first.in_shape, first.out_shape)
 
 
 ELASTIC_STD_PER_SPACING = 0.2
@@ -147,6 +170,33 @@ def input_positions(transform: SpatialTransform) -> torch.Tensor:
     return p + transform.offset[:, None, None, None, :] + dense_displacement(transform)
 
 
+@functools.lru_cache(maxsize=8)
+def _control_points(out_shape: tuple, grid: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(gk * gj * gi, 4): each control point of the elastic grid as (q - c_out, 1) in (i, j, k, 1);
+    the control grid spans the output patch corner to corner, as the field's upsampling does."""
+    with torch.inference_mode(False):
+        axes = [torch.linspace(0, s - 1, g, dtype=torch.float64) - (s - 1) / 2 for s, g in zip(out_shape, grid)]
+        kk, jj, ii = torch.meshgrid(*axes, indexing="ij")
+        return torch.stack([ii, jj, kk, torch.ones_like(ii)], -1).reshape(-1, 4).to(device, dtype)
+
+
+def sampling_grid(transform: SpatialTransform) -> torch.Tensor:
+    """grid_sample's [-1, 1] input coordinates for every output voxel: (B, k, j, i, 3) as (i, j, k).
+
+    The map of `input_positions` (the reference), built on the coarse control grid and upsampled
+    once: trilinear interpolation reproduces an affine function exactly, so the affine part and the
+    elastic field (both already scaled to [-1, 1]) are added on the control points and no full-patch
+    affine grid is ever formed.
+    """
+    device, dtype = transform.matrix.device, transform.matrix.dtype
+    scale = 2 / constant(tuple(max(s - 1, 1) for s in transform.in_shape[::-1]), device, dtype)   # (3,)
+    theta = torch.cat([scale[:, None] * transform.matrix, (scale * transform.offset - 1)[..., None]], -1)
+    grid = tuple(transform.displacement.shape[2:])
+    affine = _control_points(tuple(transform.out_shape), grid, device, dtype) @ theta.transpose(1, 2)
+    coarse = affine.view(-1, *grid, 3) + (transform.displacement * scale.view(1, 3, 1, 1, 1)).permute(0, 2, 3, 4, 1)
+    return upsample_aligned(coarse, transform.out_shape)
+
+
 def warp(volume: torch.Tensor, transform: SpatialTransform, mode: str, padding_mode: str = "zeros") -> torch.Tensor:
     """volume: (B, C, k, j, i) on the input grid -> (B, C, *out_shape) read through the map.
 
@@ -154,6 +204,14 @@ def warp(volume: torch.Tensor, transform: SpatialTransform, mode: str, padding_m
     """
     if tuple(volume.shape[2:]) != transform.in_shape:
         raise ValueError(f"volume grid {tuple(volume.shape[2:])} is not the transform's input grid {transform.in_shape}")
+    grid = transform.grid
+    return F.grid_sample(volume, grid.to(volume.dtype), mode=mode, padding_mode=padding_mode, align_corners=True)
+
+
+def warp_reference(volume: torch.Tensor, transform: SpatialTransform, mode: str,
+                   padding_mode: str = "zeros") -> torch.Tensor:
+    """The readable form of `warp` (its oracle in the tests): the map built in voxel units by
+    `input_positions`, then scaled to grid_sample's [-1, 1]."""
     grid = _to_normalised(input_positions(transform), transform.in_shape)
     return F.grid_sample(volume, grid.to(volume.dtype), mode=mode, padding_mode=padding_mode, align_corners=True)
 
@@ -182,8 +240,10 @@ def _field_and_jacobian(transform: SpatialTransform, q: torch.Tensor, step: floa
 MAX_NEWTON_STEP = 2.0
 
 
-def map_points(transform: SpatialTransform, points_ijk: torch.Tensor, iterations: int = 16) -> torch.Tensor:
-    """Input positions (B, N, 3) (i, j, k) -> where they land in the output patch, (B, N, 3).
+def map_points_reference(transform: SpatialTransform, points_ijk: torch.Tensor, iterations: int = 16) -> torch.Tensor:
+    """The readable form of `map_points` (its oracle in the tests): same signature, same steps.
+
+    Input positions (B, N, 3) (i, j, k) -> where they land in the output patch, (B, N, 3).
 
     Solves p = offset + M (q - c_out) + u(q) for q: the affine part inverted exactly, then Newton
     steps q <- q - (M + du/dq)^-1 r(q) on the residual r, which converge in a few steps wherever the
@@ -204,3 +264,61 @@ def map_points(transform: SpatialTransform, points_ijk: torch.Tensor, iterations
         length = step.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         q = q - step * (MAX_NEWTON_STEP / length).clamp(max=1.0)
     return q
+
+
+def _newton_constants(transform: SpatialTransform, step: float) -> tuple:
+    """(scale (3,), stencil (7, 3)): output voxels relative to c_out -> grid_sample's [-1, 1] units
+    are d * scale + stencil[0]; the other stencil rows add the +-step offsets, already scaled."""
+    device, dtype = transform.matrix.device, transform.matrix.dtype
+    sizes = tuple(max(s - 1, 1) for s in transform.out_shape[::-1])
+    scale = tuple(2 / n for n in sizes)
+    # c_out in [-1, 1] units: 0, except on a one-voxel axis (align_corners puts that voxel at -1)
+    centre = tuple(2 * (s - 1) / 2 / n - 1 for s, n in zip(transform.out_shape[::-1], sizes))
+    rows = [tuple(centre)]
+    for axis in range(3):
+        for sign in (1.0, -1.0):
+            rows.append(tuple(c + (sign * step * f if a == axis else 0.0) for a, (c, f) in enumerate(zip(centre, scale))))
+    return constant(scale, device, dtype), constant(tuple(rows), device, dtype)
+
+
+def _solve_3x3(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a^-1 b for a (..., 3, 3), b (..., 3) by the adjugate (cross products of a's rows): a few
+    elementwise launches, where a batched LU solve costs several library calls per Newton step."""
+    cofactors = torch.linalg.cross(a.roll(-1, -2), a.roll(-2, -2))     # rows a1 x a2, a2 x a0, a0 x a1
+    determinant = (a[..., 0, :] * cofactors[..., 0, :]).sum(-1, keepdim=True)
+    return (b[..., None, :] @ cofactors)[..., 0, :] / determinant
+
+
+def map_points(transform: SpatialTransform, points_ijk: torch.Tensor, iterations: int = 16) -> torch.Tensor:
+    """Input positions (B, N, 3) (i, j, k) -> where they land in the output patch, (B, N, 3).
+
+    Solves p = offset + M (q - c_out) + u(q) for q: the affine part inverted exactly, then Newton
+    steps q <- q - (M + du/dq)^-1 r(q) on the residual r, which converge in a few steps wherever the
+    map is invertible (measured: residual < 1e-4 voxel for 16,384 points over 256 random maps with
+    the elastic std at its cap). Mirrored samples keep the points' order: the generators swap
+    left/right point names (`point_pairs`).
+
+    The steps of `map_points_reference` in fewer, fused launches (a step is launch-bound on a GPU:
+    its tensors hold a few hundred numbers): it iterates on d = q - c_out, reads the seven stencil
+    positions in [-1, 1] units directly, and solves the 3 x 3 systems in closed form.
+    """
+    step_voxels = 0.5
+    matrix = transform.matrix
+    centred = points_ijk - transform.offset[:, None, :]
+    # the _ex form: the plain one checks for singular matrices on the host, a device sync per call
+    d = centred @ torch.linalg.inv_ex(matrix).inverse.transpose(1, 2)
+    scale, stencil = _newton_constants(transform, step_voxels)
+    batch, count = d.shape[:2]
+    for _ in range(iterations):
+        grid = torch.addcmul(stencil, d[:, :, None, :], scale).view(batch, count * 7, 1, 1, 3)
+        values = F.grid_sample(transform.displacement, grid, mode="bilinear", padding_mode="border",
+                               align_corners=True).view(batch, 3, count, 7)           # [component, n, stencil]
+        field = values[..., 0].transpose(1, 2)
+        difference = (values[..., 1::2] - values[..., 2::2]).permute(0, 2, 1, 3)   # (B, N, component, axis)
+        jacobian = torch.add(matrix[:, None], difference, alpha=1 / (2 * step_voxels))
+        residual = torch.baddbmm(field - centred, d, matrix.transpose(1, 2))
+        newton = _solve_3x3(jacobian, residual)
+        # damped: a step never jumps further than MAX_NEWTON_STEP voxels (a fold nearby cannot fling it away)
+        shrink = (newton.norm(dim=-1, keepdim=True) / MAX_NEWTON_STEP).clamp_min(1.0)
+        d = torch.addcdiv(d, newton, shrink, value=-1.0)
+    return d + transform.out_centre
