@@ -51,3 +51,29 @@ def test_ct_background_stays_air_and_mr_gets_bias_but_labels_do_not_change():
     assert abs(float(ct.min()) + 1000.0) < 1e-3 and abs(float(ct.max()) - 40.0) < 1e-3
     assert float(mr[24, 24, 24]) != 40.0 or float(mr[12, 12, 12]) != 40.0
     assert batch.labels is None
+
+
+def test_mr_noise_scales_with_the_scans_range_whatever_its_share_of_background():
+    """A whole head and the same head brain-extracted (most of it 0) get noise at the same share of
+    their intensity range, up to `noise_fraction_real_mr` (a mean-based scale gave the extracted one
+    a third of the noise)."""
+    from nnmamba.data import sample_volume_path
+    from nnmamba.io.volumes import read_volume
+
+    head = torch.from_numpy(read_volume([sample_volume_path()]).array[0].astype("float32"))[:, :96, :96]
+    head = head - head.min()
+    brain = torch.where(head > head.quantile(0.75), head, torch.zeros_like(head))
+    images = torch.stack([head, brain])[:, None]
+    still = SpatialConfig(rotate_degrees=0, scale=0, elastic_std_voxels=0, translate_voxels=0, flip_probability=0)
+    config = SynthConfig(spatial=still, **{**QUIET, "noise_std_mr": 10.0})
+    augmenter = ImageAugmenter(images, torch.zeros(2), torch.tensor([False, False]), tuple(head.shape), config)
+    ranges = augmenter.intensity_range
+    assert abs(float(ranges[0] / ranges[1]) - 1.0) < 0.25
+    shares = [[], []]
+    for seed in range(12):
+        batch = augmenter(torch.tensor([0, 1]), torch.Generator().manual_seed(seed))
+        for case in range(2):
+            shares[case].append(float((batch.image[case, 0] - images[case, 0]).std() / ranges[case]))
+    for case in range(2):
+        assert max(shares[case]) <= config.noise_fraction_real_mr * 1.02
+        assert max(shares[case]) > 0.5 * config.noise_fraction_real_mr
