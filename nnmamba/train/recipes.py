@@ -145,11 +145,12 @@ def _data_recipes() -> dict:
             real_fraction=0.0, head_layers=True, target_codes=[code for code, _ in BRAIN_STRUCTURES],
             auxiliary_classes=AUXILIARY_CLASSES,
             synth=SynthConfig(spatial=seg_spatial, contrast_probabilities=(0.6, 0.15, 0.1, 0.15),
-                              ventricle_growth_probability=0.5),
+                              ventricle_growth_probability=0.5, brain_extraction_probability=0.1),
             description="generated from FreeSurfer label maps (SynthSeg recipe): any MR contrast 60 %, T1w 15 %, "
                         "T2w 10 %, CT 15 %; rotation +-20 deg, scale +-20 %, elastic, mirror with label swap, "
                         "bias, gamma, resolution up to 4 mm / 8 mm slices, noise; head layers drawn around the brain; "
-                        "lateral ventricles grown by 2-4 mm into the white matter in half the samples"),
+                        "lateral ventricles grown by 2-4 mm into the white matter in half the samples; "
+                        "brain-extracted (0 outside the brain) in 10 %"),
         "afids-landmarks": DataRecipe(
             real_fraction=0.5, pseudo_label_classes=12, point_pairs=AFIDS_LEFT_RIGHT_PAIRS,
             translate_beyond_reach_voxels=12.0,   # 48 mm at 4 mm: the points stay inside the 256 mm patch
@@ -164,10 +165,10 @@ def _data_recipes() -> dict:
             # the samples, real and generated together (no real T2w volume is trained on: T2w is generated only)
             real_fraction=0.5, head_layers=True, label_smoothing=0.1,
             synth=SynthConfig(spatial=scan_spatial, contrast_probabilities=(0.0, 1.0, 1.0, 1.0),
-                              resolution_max_mm=6.0, thick_slice_max_mm=10.0),
+                              resolution_max_mm=6.0, thick_slice_max_mm=10.0, brain_extraction_probability=0.2),
             description="half real CT / MR volumes, half generated T1w / T2w / CT heads from label maps, the classes "
                         "balanced over both; any orientation, scale +-20 %, elastic, mirror, bias (MR), gamma (MR), "
-                        "resolution, noise"),
+                        "resolution, noise; a fifth of the generated heads brain-extracted (0 outside the brain)"),
     }
 
 

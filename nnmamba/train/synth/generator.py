@@ -28,12 +28,14 @@ from nnmamba.inference.normalization import nan_quantiles
 from nnmamba.train.synth import acquisition
 from nnmamba.train.synth.constants import constant
 from nnmamba.train.synth.intensity import CONTRASTS, render_labels, sample_label_parameters
-from nnmamba.train.synth.labels import TISSUES, generation_code, mirrored_code, point_permutation, tissue_of
+from nnmamba.train.synth.labels import (EXTRACEREBRAL_CSF, SCALP, SCALP_FAT, SKULL, TISSUES, generation_code,
+                                        mirrored_code, point_permutation, tissue_of)
 from nnmamba.train.synth.spatial import SpatialConfig, SpatialTransform, map_points, random_spatial, warp
 from nnmamba.train.synth.ventricles import (CEREBRAL_WHITE_MATTER, LATERAL_VENTRICLES, grow_ventricles,
                                             random_growth_steps)
 
 IGNORE_INDEX = 255
+OUTSIDE_BRAIN = (0, EXTRACEREBRAL_CSF, SKULL, SCALP_FAT, SCALP)   # what brain extraction removes
 
 
 @dataclass
@@ -60,6 +62,9 @@ class SynthConfig:
     # label maps only: the lateral ventricles grow by up to this much into the white matter
     # (ventricles.py: older patients' are 2-4 times the training maps')
     ventricle_growth_probability: float = 0.0
+    # label maps only: a brain-extracted scan (MR or CT: atlases, research pipelines) reads 0 everywhere
+    # outside the brain, the extracerebral CSF, skull and scalp included
+    brain_extraction_probability: float = 0.0
     ventricle_growth_max_mm: float = 4.0
 
     def __post_init__(self) -> None:
@@ -174,6 +179,7 @@ class LabelMapGenerator:
         self.swap = as_tensor([index[mirrored(c)] for c in codes])
         self.is_ventricle = as_tensor([generation(c) in LATERAL_VENTRICLES for c in codes]).bool()
         self.is_white = as_tensor([generation(c) in CEREBRAL_WHITE_MATTER for c in codes]).bool()
+        self.outside_brain = as_tensor([generation(c) in OUTSIDE_BRAIN for c in codes]).bool()
         classes = {c: n + 1 for n, group in enumerate(target_codes)
                    for c in ((group,) if isinstance(group, int) else group)}
         self.target = as_tensor([IGNORE_INDEX if c in set(ignore_codes) else classes.get(c, 0) for c in codes])
@@ -192,6 +198,15 @@ class LabelMapGenerator:
         steps = random_growth_steps(labels.shape[0], config.ventricle_growth_probability, max_steps,
                                     generator, self.device)
         return grow_ventricles(labels, self.is_ventricle, self.is_white, steps, max_steps)
+
+    def _extract_brain(self, image: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """In a share of the samples, 0 outside the brain, after acquisition (as masking a scan does)."""
+        probability = self.config.brain_extraction_probability
+        if probability <= 0:   # no draw: the other recipes' random streams stay as they were
+            return image
+        batch = image.shape[0]
+        extracted = torch.rand(batch, generator=generator, device=self.device) < probability
+        return torch.where(extracted.view(batch, 1, 1, 1, 1) & self.outside_brain[labels], torch.zeros_like(image), image)
 
     def __call__(self, cases: torch.Tensor, generator: torch.Generator,
                  points: Optional[torch.Tensor] = None) -> SynthBatch:
@@ -212,6 +227,7 @@ class LabelMapGenerator:
         zero = (~is_ct) & (torch.rand(batch, generator=generator, device=self.device)
                            < config.zero_background_probability)
         image = torch.where(zero.view(batch, 1, 1, 1, 1) & (labels == self.background), torch.zeros_like(image), image)
+        image = self._extract_brain(image, labels, generator)
         moved = moved_points(points, transform, self.permutation, config.spatial)
         extent = torch.ones((batch, 1) + self.in_shape, dtype=torch.bool, device=self.device)
         inside = field_of_view(extent, transform, config, generator)
