@@ -132,17 +132,9 @@ def _linear_along(image: torch.Tensor, positions: torch.Tensor, axis: int) -> to
 
 def resolution_reference(image: torch.Tensor, voxel_mm: float, sizes_mm: torch.Tensor, generator: torch.Generator,
                          max_size_mm: float) -> torch.Tensor:
-    """The readable form of `resolution` (its oracle in the tests): same signature, same draws.
-
-    Simulate acquiring at voxel sizes (B, 3) mm (axes k, j, i) and resampling back to `voxel_mm`.
-
-    Per axis: a Gaussian blur of the slice profile (FWHM = the acquired size, sigma = 0.42 x the
-    factor in working voxels), then sampling on a lattice of that spacing (a random phase per
-    sample) and linear interpolation back, which is what a thick-slice scan resampled to a fine
-    grid looks like (steps between slices). Axes at the working size are left untouched (exactly).
-    `max_size_mm` bounds sizes_mm and fixes the blur kernel's size, so the op needs no host sync.
-    image: (B, C, k, j, i).
-    """
+    """The readable form of `resolution` (its oracle in the tests): same signature, same draws, the
+    same result; the three steps its docstring names (blur, lattice sampling, linear interpolation
+    back) run one after the other here, per axis."""
     largest = max(max_size_mm / voxel_mm, 1.0)
     factor = (sizes_mm / voxel_mm).clamp(1.0, largest)            # (B, 3)
     radius = int(math.ceil(3 * 0.42 * largest))
