@@ -8,8 +8,7 @@
 #   here:    bash benchmarks/device_payload.sh build              # -> .devcarry/part-00, part-01, ...
 #   device:  bash benchmarks/device_payload.sh keep               # each call, carrying its one part
 #   device:  bash benchmarks/device_payload.sh unpack             # -> /tmp/payload/{site,upstream}
-#            export PYTHONPATH=/tmp/payload/site
-#            python3 benchmarks/predict_e2e.py --upstream /tmp/payload/upstream/nnMamba.py --out-dir $OUT/e2e
+#            then predict_e2e.py detached, and `wait` (benchmarks/RESULTS.md has the calls)
 #
 # build needs ../shared/wheels (mamba-ssm, causal-conv1d built for the device) and the upstream file
 # at .upstream/nnMamba.py (lhaof/nnMamba at 6fb35a3); it downloads the SimpleITK wheel from PyPI.
@@ -45,6 +44,15 @@ keep() {
   (cd "$GATHER" && ls part-* | tr '\n' ' ' && echo "of $(wc -l < parts.sha256) parts kept")
 }
 
+wait_for_benchmark() {
+  # up to WAIT_S for predict_e2e.py to end, then its folder and log packed into $OUT (<= 8 files come back)
+  local deadline=$(( $(date +%s) + ${WAIT_S:-540} ))
+  while pgrep -f benchmarks/predict_e2e.py > /dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 5; done
+  pgrep -f benchmarks/predict_e2e.py > /dev/null && echo "predict_e2e.py still running" || echo "predict_e2e.py ended"
+  tail -n 40 /tmp/e2e.log 2>/dev/null || true
+  tar czf "${OUT:?}/e2e.tar.gz" -C /tmp e2e e2e.log 2>/dev/null || tar czf "$OUT/e2e.tar.gz" -C /tmp e2e.log
+}
+
 unpack() {
   (cd "$GATHER" && sha256sum -c --quiet parts.sha256)
   rm -rf /tmp/payload && cat "$GATHER"/part-* | xz -d | tar xf - -C /tmp
@@ -55,5 +63,6 @@ case "${1:-}" in
   build) build ;;
   keep) keep ;;
   unpack) unpack ;;
-  *) echo "usage: $0 build | keep | unpack" >&2; exit 2 ;;
+  wait) wait_for_benchmark ;;
+  *) echo "usage: $0 build | keep | unpack | wait" >&2; exit 2 ;;
 esac
