@@ -165,10 +165,10 @@ def _data_recipes() -> dict:
             # the samples, real and generated together (no real T2w volume is trained on: T2w is generated only)
             real_fraction=0.5, head_layers=True, label_smoothing=0.1,
             synth=SynthConfig(spatial=scan_spatial, contrast_probabilities=(0.0, 1.0, 1.0, 1.0),
-                              resolution_max_mm=6.0, thick_slice_max_mm=10.0, brain_extraction_probability=0.2),
+                              resolution_max_mm=6.0, thick_slice_max_mm=10.0),
             description="half real CT / MR volumes, half generated T1w / T2w / CT heads from label maps, the classes "
                         "balanced over both; any orientation, scale +-20 %, elastic, mirror, bias (MR), gamma (MR), "
-                        "resolution, noise; a fifth of the generated heads brain-extracted (0 outside the brain)"),
+                        "resolution, noise"),
     }
 
 
