@@ -62,10 +62,10 @@ class SynthConfig:
     # label maps only: the lateral ventricles grow by up to this much into the white matter
     # (ventricles.py: older patients' are 2-4 times the training maps')
     ventricle_growth_probability: float = 0.0
+    ventricle_growth_max_mm: float = 4.0
     # label maps only: a brain-extracted scan (MR or CT: atlases, research pipelines) reads 0 everywhere
     # outside the brain, the extracerebral CSF, skull and scalp included
     brain_extraction_probability: float = 0.0
-    ventricle_growth_max_mm: float = 4.0
 
     def __post_init__(self) -> None:
         if len(self.contrast_probabilities) != len(CONTRASTS) or min(self.contrast_probabilities) < 0 \
