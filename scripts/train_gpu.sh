@@ -36,7 +36,7 @@ start_model() {
   [ -f "$run/checkpoint.safetensors" ] && resume=(--resume)
   setsid nohup $PY -m nnmamba train --model "$model" --data data/prepared --out "$run" \
       --steps "${STEPS[$model]}" --minutes 100000 --run-minutes "$RUN_MINUTES" --heldout-every "${HELDOUT[$model]}" \
-      --scan-backend auto --no-progress --checkpoint-every 60 --log-every 100 "${resume[@]}" \
+      --scan-backend auto --no-progress --checkpoint-every 60 --log-every 100 --weight-average 0.999 "${resume[@]}" \
       >>"$RUNS/$model.log" 2>&1 < /dev/null &
   echo $! > "$RUNS/$model.pid"
 }

@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head-lr-multiplier", type=float, default=1.0,
                         help="learning-rate multiplier of the dense nets' output BatchNorm (default 1; "
                              "large values can kill the foreground scores behind the final ReLU)")
+    parser.add_argument("--weight-average", type=float, default=0.0, metavar="DECAY",
+                        help="check, save and ship an exponential moving average of the weights with this "
+                             "decay (e.g. 0.999: about the last 1000 steps; default 0: the last step's weights)")
     parser.add_argument("--checkpoint-every", type=float, default=120.0, help="seconds between checkpoints")
     parser.add_argument("--log-every", type=int, default=20, help="steps per logged loss window (default 20)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
@@ -117,6 +120,7 @@ def run(args) -> int:
                          init_from=args.init_from, warmup_steps=args.warmup_steps,
                          heldout_every=args.heldout_every,
                          run_budget_s=math.inf if args.run_minutes is None else args.run_minutes * 60, output_norm_lr_multiplier=args.head_lr_multiplier,
+                         weight_average_decay=args.weight_average,
                          progress_bar=not args.no_progress)
     try:
         result = train(config)

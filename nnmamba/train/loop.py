@@ -32,6 +32,7 @@ from nnmamba.train.problems import LANDMARK_SIGMA_MM, make_problem
 from nnmamba.train.recipes import DataRecipe, data_recipe
 from nnmamba.train.timing import StepClock
 from nnmamba.train.training_record import progress_record
+from nnmamba.train.weight_average import WeightAverage
 
 log = logging.getLogger("nnmamba.train")
 UNLIMITED_STEPS = 1_000_000
@@ -67,6 +68,7 @@ class TrainConfig:
     # that up, but on the shipped segmentation model 20x drove the foreground scores below the ReLU
     # (dead, Dice 0), so it is off by default.
     output_norm_lr_multiplier: float = 1.0
+    weight_average_decay: float = 0.0  # > 0: check, save and ship an average of the weights (weight_average.py)
     init_from: Optional[Path] = None   # start from these weights (checkpoint or model safetensors), fresh optimiser
     data_recipe: Optional[DataRecipe] = None  # None: the shipped model's (recipes.data_recipe) or the default
     notes: dict = field(default_factory=dict)
@@ -211,6 +213,8 @@ def train(config: TrainConfig) -> TrainResult:
         warm_from = step if not state.get("optimizer_restored", True) else 0
         if context.is_main:
             log.info("resumed from %s at step %d (%.0f s trained)", out_dir, step, elapsed_before)
+    average = _weight_average(model, config, out_dir, exact_resume=step > 0 and warm_from == 0)
+    answer = average.network if average is not None else model   # what is checked, saved and shipped
     _seed_everything(config.seed + 1000 * context.rank + step)  # different samples per rank/resume
 
     cases, label_maps = _load_training_cases(config)
@@ -258,6 +262,8 @@ def train(config: TrainConfig) -> TrainResult:
         x = to_plan_layout(x, plan)
         data_end = clock.synchronise()
         value = float(optimisation_step(network, model, problem, optimizer, x, target, autocast))
+        if average is not None:
+            average.update(model)
         step += 1
         clock.add(data_end - step_start, time.perf_counter() - step_start)
         if not math.isfinite(value):
@@ -281,14 +287,14 @@ def train(config: TrainConfig) -> TrainResult:
             progress.n = int(min(elapsed, config.time_budget_s))
             progress.refresh()
         if context.is_main and check.due(step):
-            summary = check.run(step, model)
+            summary = check.run(step, answer)
             if config.stop_on_collapse:
                 stop_reason = collapse_reason(card["task"], summary, last_loss, _class_count(card), step,
                                               config.collapse_min_step)
             if stop_reason:
                 log.error("stopping: %s", stop_reason)
         if context.is_main and time.perf_counter() - last_checkpoint > config.checkpoint_every_s:
-            _save_state(out_dir, model, optimizer, {"step": step, "elapsed_s": elapsed, "losses": losses_log,
+            _save_state(out_dir, model, optimizer, average, {"step": step, "elapsed_s": elapsed, "losses": losses_log,
                                                     "hardware_log": _with_this_run(hardware_log, context, step,
                                                                                    elapsed - elapsed_before, clock),
                                                     "heldout": check.history})
@@ -311,10 +317,10 @@ def train(config: TrainConfig) -> TrainResult:
          "last_loss": last_loss, "losses": losses_log, "parameter_sha256": digest, "timing": clock.totals(),
          "execution_plan": plan.as_dict()}))
     if context.is_main:
-        _save_state(out_dir, model, optimizer, {"step": step, "elapsed_s": elapsed, "losses": losses_log,
+        _save_state(out_dir, model, optimizer, average, {"step": step, "elapsed_s": elapsed, "losses": losses_log,
                                                 "hardware_log": hardware_log, "heldout": check.history,
                                                 "stopped": stop_reason})
-        card_path = _write_model(config, model, context, step, elapsed, precision, losses_log, hardware_log, check.history,
+        card_path = _write_model(config, answer, average, context, step, elapsed, precision, losses_log, hardware_log, check.history,
                                  problem.augmentation_description, plan.as_dict())
         log.info("trained %d steps in %.0f s; loss %.4f -> %.4f; data %s; wrote %s", step, elapsed, first_loss,
                  last_loss, clock.totals(), card_path)
@@ -334,11 +340,25 @@ def _class_count(card: dict) -> int:
     return len(card.get("classes", [])) if card["task"] == "classification" else 0
 
 
-def _save_state(out_dir: Path, model, optimizer, state: dict) -> None:
-    """The full checkpoint (exact resume) and a weights-only copy in out_dir/weights_state/ (what a
-    run brings back from another machine and the repository keeps)."""
+def _weight_average(model, config: TrainConfig, out_dir: Path, exact_resume: bool) -> Optional[WeightAverage]:
+    """The run's weight average (None when off), made after any weights are loaded: an exact resume
+    takes up the saved average; otherwise it starts from the loaded weights."""
+    if config.weight_average_decay <= 0:
+        return None
+    average = WeightAverage(model, config.weight_average_decay)
+    if exact_resume and average.load(out_dir):
+        log.info("resumed the weight average from %s", out_dir)
+    return average
+
+
+def _save_state(out_dir: Path, model, optimizer, average: Optional[WeightAverage], state: dict) -> None:
+    """The full checkpoint (exact resume: the model, its optimiser and the weight average) and a
+    weights-only copy of the answer (the average when there is one) in out_dir/weights_state/: what
+    a run brings back from another machine and the repository keeps."""
     checkpoint.save_checkpoint(out_dir, model, optimizer, state)
-    checkpoint.save_weights_checkpoint(out_dir / "weights_state", model, state)
+    if average is not None:
+        average.save(out_dir)
+    checkpoint.save_weights_checkpoint(out_dir / "weights_state", average.network if average else model, state)
 
 
 def _with_this_run(hardware_log: list, context, step: int, seconds: float, clock: StepClock) -> list:
@@ -353,7 +373,7 @@ def _with_this_run(hardware_log: list, context, step: int, seconds: float, clock
                             timing["data_ms_per_step"], timing["step_ms_per_step"]]]
 
 
-def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float, precision: str,
+def _write_model(config: TrainConfig, model, average: Optional[WeightAverage], context, steps: int, elapsed: float, precision: str,
                  losses_log: list, hardware_log: list, heldout_log: list, augmentation: str, execution_plan: dict) -> Path:
     from nnmamba.models import save_model
 
@@ -382,6 +402,7 @@ def _write_model(config: TrainConfig, model, context, steps: int, elapsed: float
                             "classification": f"cross-entropy, label smoothing {_recipe(config).label_smoothing:g}; "
                                               f"classes balanced over real and generated samples"}[card["task"]],
                    "augmentation": augmentation,
+                   "weight_average": average.describe() if average is not None else None,
                    "time_budget_s": config.time_budget_s},
         **progress_record(elapsed, losses_log, hardware_log, heldout_log, context.world_size),
         "execution_plan": execution_plan,
