@@ -6,6 +6,7 @@
 # call, gathered in /tmp on the warm machine and unpacked once all have come. Nothing is committed.
 #
 #   here:    bash benchmarks/device_payload.sh build              # -> .devcarry/part-00, part-01, ...
+#   here:    PARTS_MB="16 30 30" bash benchmarks/device_payload.sh cut   # the same bytes cut anew
 #   device:  bash benchmarks/device_payload.sh keep               # each call, carrying its one part
 #   device:  bash benchmarks/device_payload.sh unpack             # -> /tmp/payload/{site,upstream}
 #            then predict_e2e.py detached, and `wait` (benchmarks/RESULTS.md has the calls)
@@ -15,7 +16,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=.devcarry
-PART_MB=${PART_MB:-24}
+# Part sizes in MiB, the rest in one last part. A training call carries data/prepared (~14 MB)
+# beside the tree (~35 MB), so a part that rides along with it can be at most ~16 MiB; a call that
+# carries only the tree can take ~30 MiB.
+PARTS_MB=${PARTS_MB:-24 24 24}
 GATHER=/tmp/payload_parts
 
 build() {
@@ -30,12 +34,33 @@ build() {
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_17_x86_64 -d "$work/sitk" SimpleITK==2.5.7
   unzip -q "$work"/sitk/*.whl -d "$work/payload/site"
-  rm -f "$CARRY"/part-*
-  tar cf - -C "$work" payload | xz -9 -T0 | split -b "${PART_MB}M" -d - "$CARRY/part-"
-  (cd "$CARRY" && sha256sum part-* > parts.sha256)
+  tar cf - -C "$work" payload | xz -9 -T0 > "$work/payload.tar.xz"
+  cut_parts "$work/payload.tar.xz"
   rm -rf "$work"
+}
+
+cut_parts() {
+  # $1 (the whole xz stream) -> $CARRY/part-00.. of PARTS_MB MiB each, the rest last, + their sums
+  local whole=$1 offset=0 index=0 size
+  rm -f "$CARRY"/part-*
+  for size in $PARTS_MB; do
+    dd if="$whole" of="$CARRY/part-$(printf %02d $index)" bs=1M skip=$(( offset / 1048576 )) count="$size" status=none
+    offset=$(( offset + size * 1048576 )); index=$(( index + 1 ))
+  done
+  dd if="$whole" of="$CARRY/part-$(printf %02d $index)" bs=1M skip=$(( offset / 1048576 )) status=none
+  find "$CARRY" -name 'part-*' -size 0 -delete
+  (cd "$CARRY" && sha256sum part-* > parts.sha256)
   ls -l "$CARRY"
   echo "carry one part a call: \"carry\": [\"$CARRY/part-NN\", \"$CARRY/parts.sha256\"]"
+}
+
+recut() {
+  local whole
+  whole=$(mktemp)
+  (cd "$CARRY" && sha256sum -c --quiet parts.sha256)
+  cat "$CARRY"/part-* > "$whole"
+  cut_parts "$whole"
+  rm -f "$whole"
 }
 
 keep() {
@@ -61,8 +86,9 @@ unpack() {
 
 case "${1:-}" in
   build) build ;;
+  cut) recut ;;
   keep) keep ;;
   unpack) unpack ;;
   wait) wait_for_benchmark ;;
-  *) echo "usage: $0 build | keep | unpack | wait" >&2; exit 2 ;;
+  *) echo "usage: $0 build | cut | keep | unpack | wait" >&2; exit 2 ;;
 esac
