@@ -42,6 +42,7 @@ from nnmamba.inference.normalization import normalize_tensor
 from nnmamba.inference.options import InferenceOptions
 from nnmamba.inference.planned_network import PlannedNetwork
 from nnmamba.inference.resampling import working_grid
+from nnmamba.inference.score_check import check_scores_finite
 from nnmamba.inference.sliding_window import center_crop_or_pad, forward_mirrored, sliding_window, tile_grid
 from nnmamba.inference.tiling import mirror_combinations
 from nnmamba.io.checks import check_channels, check_volume
@@ -287,6 +288,7 @@ class Predictor:
             with torch.no_grad():
                 output = forward_mirrored(planned, batch, mirror_axes, spatial_output=False)
             clock.stage("network")
+        check_scores_finite(output, card.name, planned.dtype)
         result = task.decode(card, output, geometry, volume)
         del output
         clock.stage("postprocess")
