@@ -18,14 +18,14 @@ from nnmamba.volume import Volume
 
 def test_finite_scores_pass_and_nan_or_inf_fail_naming_the_share_and_the_remedy():
     scores = torch.zeros(2, 4, 4, 4)
-    check_scores_finite(scores, "m", torch.float32)
+    check_scores_finite(scores, "m", "fp32")
     scores[0, 0, 0, :2] = float("nan")
     scores[1, 0, 0, 0] = float("inf")
     with pytest.raises(NonFiniteScoresError, match=r"m gave non-finite scores .* for 2\.34% .* in bf16") as caught:
-        check_scores_finite(scores, "m", torch.bfloat16)
+        check_scores_finite(scores, "m", "bf16")
     assert "--precision fp32" in str(caught.value)
     with pytest.raises(NonFiniteScoresError) as caught:
-        check_scores_finite(scores, "m", torch.float32)
+        check_scores_finite(scores, "m", "fp32")
     assert "--precision fp32" not in str(caught.value)     # already fp32: the volume or the weights
     assert isinstance(caught.value, ModelError) and caught.value.code == "bad_model"
 

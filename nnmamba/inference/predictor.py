@@ -86,6 +86,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISION_NAMES = {dtype: name for name, dtype in PRECISION_DTYPES.items()}
 CPU_TILE_BATCH = 2
 
 
@@ -288,7 +289,7 @@ class Predictor:
             with torch.no_grad():
                 output = forward_mirrored(planned, batch, mirror_axes, spatial_output=False)
             clock.stage("network")
-        check_scores_finite(output, card.name, planned.dtype)
+        check_scores_finite(output, card.name, PRECISION_NAMES[planned.dtype])
         result = task.decode(card, output, geometry, volume)
         del output
         clock.stage("postprocess")

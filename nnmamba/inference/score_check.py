@@ -6,7 +6,7 @@ in bfloat16; the Mamba blocks grow about with the cube of their input's scale). 
 infinite scores would give an empty or arbitrary segmentation, landmark or class that looks like an
 answer, so the job fails instead, saying what to try.
 
-    check_scores_finite(output, card_name="brain-structures-seg", dtype=torch.bfloat16)
+    check_scores_finite(output, card_name="brain-structures-seg", precision="bf16")
 """
 
 from __future__ import annotations
@@ -15,22 +15,20 @@ import torch
 
 from nnmamba.errors import ModelError
 
-PRECISION_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
 
 class NonFiniteScoresError(ModelError):
     """The network gave NaN or infinite scores on this volume; keeps ModelError's code."""
 
 
-def check_scores_finite(scores: torch.Tensor, card_name: str, dtype: torch.dtype) -> None:
-    """NonFiniteScoresError unless every score is finite (one pass over the scores, one sync)."""
+def check_scores_finite(scores: torch.Tensor, card_name: str, precision: str) -> None:
+    """NonFiniteScoresError unless every score is finite (one pass over the scores, one sync);
+    `precision`: the job's, by its option name ("fp32", "bf16", "fp16")."""
     finite = torch.isfinite(scores)
     if bool(finite.all()):
         return
     share = 1.0 - float(finite.float().mean())
-    precision = PRECISION_NAMES.get(dtype, str(dtype))
     remedy = ("Run it in fp32 (`--precision fp32`; in Slicer, Device and options > Precision); if it fails there "
-              "too, check" if dtype != torch.float32 else "Check")
+              "too, check" if precision != "fp32" else "Check")
     raise NonFiniteScoresError(
         f"{card_name} gave non-finite scores (NaN or infinity) for {share:.2%} of its outputs on this volume in "
         f"{precision}, so no result is returned: decoded, they would look like an answer and mean nothing. "
