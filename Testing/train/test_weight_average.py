@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from nnmamba.model_card import read_card
 from nnmamba.train.checkpoint import model_tensors
 from nnmamba.train.loop import TrainConfig, train
-from nnmamba.train.weight_average import FILE, WeightAverage
+from nnmamba.train.weight_average import PREFIX, WeightAverage
 
 from train_helpers import tiny_card
 
@@ -50,7 +50,8 @@ def test_the_loop_saves_and_ships_the_average_not_the_last_step(tiny_data, tmp_p
     raw = model_tensors(load_file(str(tmp_path / "checkpoint.safetensors")))
     brought_back = model_tensors(load_file(str(tmp_path / "weights_state" / "checkpoint.safetensors")))
     shipped = load_file(str(read_card(result.card_path).weights_path))
-    saved_average = load_file(str(tmp_path / FILE))
+    saved = load_file(str(tmp_path / "checkpoint.safetensors"))
+    saved_average = {k[len(PREFIX):]: v for k, v in saved.items() if k.startswith(PREFIX)}
     weight = max(raw, key=lambda k: raw[k].numel() if raw[k].is_floating_point() else 0)   # the largest weight
     assert not torch.equal(raw[weight], brought_back[weight])         # the average, not the last step
     assert torch.equal(brought_back[weight], shipped[weight])
@@ -62,7 +63,7 @@ def test_the_loop_saves_and_ships_the_average_not_the_last_step(tiny_data, tmp_p
 def test_an_exact_resume_continues_the_average_and_a_weights_only_resume_restarts_it(tiny_data, tmp_path):
     train(_config(tiny_data, tmp_path / "run"))
     train(_config(tiny_data, tmp_path / "run", max_steps=12, resume=True))
-    assert int(load_file(str(tmp_path / "run" / FILE))["n_averaged"]) == 12
+    assert int(load_file(str(tmp_path / "run" / "checkpoint.safetensors"))[PREFIX + "n_averaged"]) == 12
 
     # another machine: only the weights-only state travels; the average starts from those weights
     moved = tmp_path / "moved"
@@ -71,4 +72,4 @@ def test_an_exact_resume_continues_the_average_and_a_weights_only_resume_restart
         (moved / name).write_bytes((tmp_path / "run" / "weights_state" / name).read_bytes())
     train(_config(tiny_data, moved, max_steps=14, resume=True))
     assert json.loads((moved / "checkpoint.json").read_text())["step"] == 14
-    assert int(load_file(str(moved / FILE))["n_averaged"]) == 2
+    assert int(load_file(str(moved / "checkpoint.safetensors"))[PREFIX + "n_averaged"]) == 2

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Optional
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -43,9 +44,16 @@ def _write(folder: Path, tensors: dict, record: dict) -> Path:
     return folder / CHECKPOINT
 
 
-def save_checkpoint(folder, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> Path:
-    """Write folder/checkpoint.safetensors + checkpoint.json atomically (temp file, then rename)."""
+def save_checkpoint(folder, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict,
+                    extra_tensors: Optional[dict] = None) -> Path:
+    """Write folder/checkpoint.safetensors + checkpoint.json atomically (temp file, then rename).
+    `extra_tensors`: more of the run's state (e.g. "average.*", the weight average), kept beside the
+    model and optimiser in the same file; `load_checkpoint` hands them back as record["extra_tensors"]."""
     tensors = {f"model.{k}": _cpu_copy(v) for k, v in _unwrap(model).state_dict().items()}
+    for key, value in (extra_tensors or {}).items():
+        if key.startswith(("model.", "optim.")):
+            raise ValueError(f"extra checkpoint tensor {key!r} would clash with the model's or optimiser's")
+        tensors[key] = _cpu_copy(value)
     optimizer_state = optimizer.state_dict()
     scalars = {}
     for index, values in optimizer_state["state"].items():
@@ -99,4 +107,5 @@ def load_checkpoint(folder, model: torch.nn.Module, optimizer: torch.optim.Optim
         per_param.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": per_param, "param_groups": record.pop("param_groups")})
     record["optimizer_restored"] = True
+    record["extra_tensors"] = {k: v for k, v in tensors.items() if not k.startswith(("model.", "optim."))}
     return record

@@ -204,6 +204,7 @@ def train(config: TrainConfig) -> TrainResult:
     hardware_log: list = []   # [device, first step, last step, seconds] per run (resumes may move)
     heldout_log: list = []
     warm_from = 0             # the step the learning-rate warm-up counts from
+    saved_tensors: dict = {}  # the full checkpoint's other tensors (the weight average)
     if config.resume and checkpoint.has_checkpoint(out_dir):
         state = checkpoint.load_checkpoint(out_dir, model, optimizer)
         step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
@@ -211,9 +212,10 @@ def train(config: TrainConfig) -> TrainResult:
         hardware_log = state.get("hardware_log", [])
         heldout_log = state.get("heldout", [])
         warm_from = step if not state.get("optimizer_restored", True) else 0
+        saved_tensors = state.get("extra_tensors", {})
         if context.is_main:
             log.info("resumed from %s at step %d (%.0f s trained)", out_dir, step, elapsed_before)
-    average = _weight_average(model, config, out_dir, exact_resume=step > 0 and warm_from == 0)
+    average = _weight_average(model, config, saved_tensors, out_dir)
     answer = average.network if average is not None else model   # what is checked, saved and shipped
     _seed_everything(config.seed + 1000 * context.rank + step)  # different samples per rank/resume
 
@@ -340,24 +342,23 @@ def _class_count(card: dict) -> int:
     return len(card.get("classes", [])) if card["task"] == "classification" else 0
 
 
-def _weight_average(model, config: TrainConfig, out_dir: Path, exact_resume: bool) -> Optional[WeightAverage]:
+def _weight_average(model, config: TrainConfig, saved_tensors: dict, out_dir: Path) -> Optional[WeightAverage]:
     """The run's weight average (None when off), made after any weights are loaded: an exact resume
-    takes up the saved average; otherwise it starts from the loaded weights."""
+    takes up the average saved in the full checkpoint; otherwise it starts from the loaded weights."""
     if config.weight_average_decay <= 0:
         return None
     average = WeightAverage(model, config.weight_average_decay)
-    if exact_resume and average.load(out_dir):
+    if average.load_state_tensors(saved_tensors):
         log.info("resumed the weight average from %s", out_dir)
     return average
 
 
 def _save_state(out_dir: Path, model, optimizer, average: Optional[WeightAverage], state: dict) -> None:
-    """The full checkpoint (exact resume: the model, its optimiser and the weight average) and a
-    weights-only copy of the answer (the average when there is one) in out_dir/weights_state/: what
-    a run brings back from another machine and the repository keeps."""
-    checkpoint.save_checkpoint(out_dir, model, optimizer, state)
-    if average is not None:
-        average.save(out_dir)
+    """The full checkpoint (exact resume: the model, its optimiser and the weight average, one file)
+    and a weights-only copy of the answer (the average when there is one) in out_dir/weights_state/:
+    what a run brings back from another machine and the repository keeps."""
+    checkpoint.save_checkpoint(out_dir, model, optimizer, state,
+                               average.state_tensors() if average is not None else None)
     checkpoint.save_weights_checkpoint(out_dir / "weights_state", average.network if average else model, state)
 
 

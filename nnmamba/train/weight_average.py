@@ -14,13 +14,10 @@ over the data.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
-from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-FILE = "weight_average.safetensors"
+PREFIX = "average."   # its tensors' names in the run's full checkpoint
 
 
 class WeightAverage:
@@ -38,21 +35,16 @@ class WeightAverage:
         """Fold the model's current weights and statistics in (the first call copies them)."""
         self._averaged.update_parameters(model)
 
-    def save(self, folder) -> Path:
-        """folder/weight_average.safetensors: the average and its count, for an exact resume."""
-        path = Path(folder) / FILE
-        tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in self._averaged.state_dict().items()}
-        tmp = path.with_name(FILE + ".tmp")
-        save_file(tensors, str(tmp))
-        tmp.replace(path)
-        return path
+    def state_tensors(self) -> dict:
+        """The average and its count under "average.", for the run's full checkpoint (exact resume)."""
+        return {PREFIX + k: v for k, v in self._averaged.state_dict().items()}
 
-    def load(self, folder) -> bool:
-        """Restore the average saved in `folder`; False (average starts afresh) if there is none."""
-        path = Path(folder) / FILE
-        if not path.is_file():
+    def load_state_tensors(self, tensors: dict) -> bool:
+        """Restore the average from a checkpoint's tensors; False (it starts afresh) if they hold none."""
+        state = {k[len(PREFIX):]: v for k, v in tensors.items() if k.startswith(PREFIX)}
+        if not state:
             return False
-        self._averaged.load_state_dict(load_file(str(path), device=str(self._averaged.n_averaged.device)))
+        self._averaged.load_state_dict(state)
         return True
 
     def describe(self) -> str:
