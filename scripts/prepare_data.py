@@ -148,6 +148,11 @@ REJECTED_LABEL_MAPS = {
 }
 # AFIDs ground truth of the held-out templates (../shared/data/afids, CC-BY-4.0, see its README).
 HELDOUT_AFIDS = {"fsl_mni152_t1_brain": "tpl-MNI152NLin6Asym_afids.fcsv", "mni305_t1": "tpl-MNI305_afids.fcsv"}
+# AFIDs ground truth of further training templates (training_data/afids, CC-BY-4.0, see its README), with
+# the shift (LPS mm) from the frame the points were placed on to the package's image: MRIcron's ch2 sits
+# 1.5 mm superior of the AFIDs project's Colin27 (measured by patch matching; training_data/afids/README.md).
+TRAINING_AFIDS = {"colin27_t1": ("tpl-Colin27_afids.fcsv", (0.0, 0.0, 1.5))}
+TRAINING_AFIDS_DIR = Path(__file__).resolve().parent.parent / "training_data" / "afids"
 # AAL (drawn by hand on Colin27 itself, mricron-data's aal.nii.gz + aal.nii.txt) -> our structure names: the
 # only ones of our 15 that AAL has (no ventricles, no brainstem); only these are scored on Colin27.
 AAL_STRUCTURES = {"Thalamus_L": "Left thalamus", "Thalamus_R": "Right thalamus", "Caudate_L": "Left caudate",
@@ -168,7 +173,8 @@ SPLITS = {
     # segmentation trains on generated images only (label_maps); held out: fsaverage with its own aseg.
     "segmentation": {"grid": "mr2mm", "train": [], "label_maps": sorted(LABEL_MAPS),
                      "heldout": ["fsaverage_t1", "colin27_t1"]},
-    "landmarks": {"grid": "mr2mm", "train": ["mni2009c_t1w", "mni2009c_t2w", "mni2009c_t1w_brain"],
+    # Colin27 (one real subject) is the second training anatomy: on MNI 2009c alone more steps overfit.
+    "landmarks": {"grid": "mr2mm", "train": ["mni2009c_t1w", "mni2009c_t2w", "mni2009c_t1w_brain", "colin27_t1"],
                   "heldout": ["fsl_mni152_t1_brain", "mni305_t1"]},
     # Every real CT / MR volume the packages ship that this task does not hold out (a template held out by
     # the landmark task may train this one: that model never sees it). Left out: fsaverage (never trained
@@ -200,7 +206,9 @@ GROUND_TRUTH_NOTES = {
         "to it non-linearly, so their labels are atlas-transferred, not manual, and off by a few mm in places."),
     "landmarks": (
         "The 32 AFIDs (anatomical fiducials) of autoafids' ground truth on MNI152NLin2009cAsym; the T1w, its "
-        "brain-extracted copy and the T2w template share that space exactly, so the points are exact for all three. "
+        "brain-extracted copy and the T2w template share that space exactly, so the points are exact for all three; "
+        "and the AFIDs project's points on Colin27 (CC-BY-4.0), moved 1.5 mm superior onto MRIcron's ch2 "
+        "(training_data/afids/README.md). "
         "Held out: the AFIDs project's own points on FSL MNI152NLin6Asym and MNI305 (CC-BY-4.0)."),
     "classification": "Modality as recorded by each source (DICOM-derived metadata / package description): CT, or MR "
                       "with its weighting (T1w / T2w) as the source names it.",
@@ -415,6 +423,17 @@ def heldout_afids(afids_dir: Path, case: str) -> np.ndarray:
     return read_fcsv(path)[0]
 
 
+def case_afids(afids_dir: Path, case: str, template_lps: np.ndarray) -> np.ndarray:
+    """A landmark case's AFIDs (LPS): its own template's points where the AFIDs project placed them, else the
+    2009c points (the T1w, T2w and brain copy of 2009c share one frame)."""
+    if case in HELDOUT_AFIDS:
+        return heldout_afids(afids_dir, case)
+    if case in TRAINING_AFIDS:
+        name, shift_lps = TRAINING_AFIDS[case]
+        return read_fcsv(TRAINING_AFIDS_DIR / name)[0] + np.asarray(shift_lps)
+    return template_lps
+
+
 def prepare_label_map(raw: Path, out: Path, grid: str, case: str) -> dict:
     spacing = GRIDS[grid]
     codes = read_label_map(raw, case)
@@ -443,7 +462,10 @@ def prepare(raw: Path, out: Path, exclude: set, afids_dir: Path, tasks=tuple(SPL
     manifest = {"grids": {}, "splits": splits, "cases": {}, "ground_truth": GROUND_TRUTH_NOTES,
                 "segments": segments, "landmarks": {"names": names, "descriptions": descriptions},
                 "classes": ["CT", "T1w MR", "T2w MR"], "sources": {},
-                "afids_heldout": {"files": HELDOUT_AFIDS, "licence": "CC-BY-4.0 (AFIDs project; see ../shared/data/afids/README.md)"}}
+                "afids_heldout": {"files": HELDOUT_AFIDS, "licence": "CC-BY-4.0 (AFIDs project; see ../shared/data/afids/README.md)"},
+                "afids_training": {"files": {case: {"file": name, "shift_lps_mm": list(shift)}
+                                             for case, (name, shift) in TRAINING_AFIDS.items()},
+                                   "licence": "CC-BY-4.0 (AFIDs project; see training_data/afids/README.md)"}}
     for name, source in {**PIP_SOURCES, "pyradiomics": PYRADIOMICS, **DEB_SOURCES}.items():
         manifest["sources"][name] = {"package": source.get("spec", f"debian:{name}"), "licence": source["licence"]}
     segmentation_cases = set(sum((splits[t]["train"] + splits[t]["heldout"] for t in splits if t == "segmentation"), []))
@@ -477,7 +499,7 @@ def prepare(raw: Path, out: Path, exclude: set, afids_dir: Path, tasks=tuple(SPL
                     raise ValueError(f"no ground truth for segmentation case {case}: only fsaverage's aseg and "
                                      f"Colin27's AAL are prepared")
             if grid == "mr2mm" and case in landmark_cases:
-                arrays["landmarks_lps"] = heldout_afids(afids_dir, case) if case in HELDOUT_AFIDS else afids_lps
+                arrays["landmarks_lps"] = case_afids(afids_dir, case, afids_lps)
             np.savez_compressed(out / grid / f"{case}.npz", **arrays)
             source, member, modality, description = CASES[case]
             # update, not replace: a case on two grids (Colin27) keeps what the other grid recorded
