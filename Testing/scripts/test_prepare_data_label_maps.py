@@ -4,22 +4,10 @@ and tables in a temporary raw folder, so nothing is fetched."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
-import pytest
 import SimpleITK as sitk
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "prepare_data.py"
-
-
-@pytest.fixture(scope="module")
-def prepare_data():
-    spec = importlib.util.spec_from_file_location("prepare_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _write_label_volume(path: Path, codes: np.ndarray, spacing=(1.0, 1.0, 1.0), origin=(-20.0, -20.0, -20.0)):

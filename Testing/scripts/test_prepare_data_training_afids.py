@@ -5,23 +5,11 @@ and no landmark training case is one the landmark task holds out. Reads the comm
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "prepare_data.py"
 COLIN27_FCSV_SHA256 = "7e0b9df97d1e3e8a80d9fc8613e3042c67c88356a3ad4777f7fe554b9e6f2e09"
-
-
-@pytest.fixture(scope="module")
-def prepare_data():
-    spec = importlib.util.spec_from_file_location("prepare_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_colin27_points_are_the_afids_projects_file_unchanged(prepare_data):
