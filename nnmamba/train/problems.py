@@ -203,6 +203,19 @@ def _checked_pairs(names: Sequence[str], pairs: Sequence) -> list:
 # The target Gaussian's width: about two voxels of the 4 mm working grid, wide enough that the spatial
 # softmax sees a blob (not a single voxel) and the soft-argmax reads it to sub-voxel precision.
 LANDMARK_SIGMA_MM = 8.0
+SAME_POINT_MM = 0.01                # points this close are the same anatomy's
+
+
+def anatomy_shares(points_lps: Sequence[np.ndarray]) -> np.ndarray:
+    """Each landmark case's chance of being drawn, so that every anatomy comes up equally often: cases
+    whose ground-truth points coincide (one template in several contrasts, e.g. MNI 2009c T1w, T2w and
+    its brain-extracted copy) are one anatomy and split its share."""
+    points = [np.asarray(p, dtype=np.float64) for p in points_lps]
+    if not points:
+        raise ValueError("no landmark cases to draw from")
+    copies = np.array([sum(np.allclose(p, q, rtol=0.0, atol=SAME_POINT_MM) for q in points) for p in points])
+    shares = 1.0 / copies
+    return shares / shares.sum()
 
 
 class LandmarkProblem(_Problem):
@@ -221,6 +234,8 @@ class LandmarkProblem(_Problem):
         self.points = torch.as_tensor(points, dtype=torch.float32, device=device)
         pairs = _checked_pairs([item["name"] for item in card["landmarks"]], self.recipe.point_pairs)
         self.permutation = (torch.tensor(point_permutation(count, pairs), device=device) if pairs else None)
+        self.case_shares = torch.as_tensor(anatomy_shares([c.landmarks_lps for c in self.cases]),
+                                           dtype=torch.float32, device=device)
         self.real = ImageAugmenter(images, background, is_ct, self.patch, self.synth,
                                    point_pairs=pairs, point_count=count, extent=self._stack_extents())
         if self.real_fraction < 1:
@@ -235,7 +250,7 @@ class LandmarkProblem(_Problem):
         return self.recipe.pseudo_label_classes > 1 and bool(self.cases)
 
     def _draw(self, source, count: int) -> tuple:
-        cases = self._pick(count, len(self.cases))
+        cases = torch.multinomial(self.case_shares, count, replacement=True, generator=self.generator)
         return source(cases, self.generator), self.points[cases]
 
     def batch_parts(self, size: int) -> "list[SynthBatch]":
