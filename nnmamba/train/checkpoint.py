@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 CHECKPOINT = "checkpoint.safetensors"
 STATE = "checkpoint.json"
+OWN_PREFIXES = ("model.", "optim.")   # the model's and optimiser's tensors; anything else is extra run state
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -51,7 +52,7 @@ def save_checkpoint(folder, model: torch.nn.Module, optimizer: torch.optim.Optim
     model and optimiser in the same file; `load_checkpoint` hands them back as record["extra_tensors"]."""
     tensors = {f"model.{k}": _cpu_copy(v) for k, v in _unwrap(model).state_dict().items()}
     for key, value in (extra_tensors or {}).items():
-        if key.startswith(("model.", "optim.")):
+        if key.startswith(OWN_PREFIXES):
             raise ValueError(f"extra checkpoint tensor {key!r} would clash with the model's or optimiser's")
         tensors[key] = _cpu_copy(value)
     optimizer_state = optimizer.state_dict()
@@ -107,5 +108,5 @@ def load_checkpoint(folder, model: torch.nn.Module, optimizer: torch.optim.Optim
         per_param.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": per_param, "param_groups": record.pop("param_groups")})
     record["optimizer_restored"] = True
-    record["extra_tensors"] = {k: v for k, v in tensors.items() if not k.startswith(("model.", "optim."))}
+    record["extra_tensors"] = {k: v for k, v in tensors.items() if not k.startswith(OWN_PREFIXES)}
     return record
