@@ -48,7 +48,8 @@ class LandmarkResult:
     descriptions: list            # list[str]
     points_lps: np.ndarray        # (n, 3) physical LPS mm
     confidence: np.ndarray        # (n,) 0..1: peak height or softmax mass near the peak (the card's
-                                  # decoding); 0 for a point placed by the template fit
+                                  # decoding); a point placed by the template fit: its
+                                  # detection's confidence x its agreement with the fit
     model: str = ""
     timings: dict = field(default_factory=dict)   # stage -> seconds ("resample_s", "network_s", ...)
 

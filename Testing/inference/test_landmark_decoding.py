@@ -77,6 +77,23 @@ def test_a_detection_far_from_the_fitted_template_is_replaced_by_the_template_po
     assert all(d.endswith("; detected") for n, d in enumerate(descriptions) if n != 4)
 
 
+def test_accept_0_answers_every_point_from_the_fit_with_its_own_detection_as_the_confidence():
+    # the fit averages the detections' independent errors: with small errors on every detection the
+    # fitted points lie nearer the truth than the detections; a point whose own detection failed
+    # keeps the fitted position but no confidence
+    truth = 0.95 * TEMPLATE + np.array([-2.0, 3.0, 1.0])
+    errors = np.array([[1.5, -1.0, 0.5], [-1.0, 1.5, -1.0], [1.0, 1.0, 1.5], [-1.5, -0.5, 1.0],
+                       [0.0, 0.0, -30.0], [0.5, -1.5, -1.0]])
+    card = _card({"method": "soft-argmax", "radius_mm": 16}, {"accept_mm": 0.0, "min_inliers": 4})
+    points, confidence, descriptions = decode_landmarks(card, _scores_at(truth + errors), GEOMETRY)
+    fitted_error = np.linalg.norm(points - truth, axis=1)
+    detected_error = np.linalg.norm(errors, axis=1)
+    assert np.delete(fitted_error, 4).mean() < np.delete(detected_error, 4).mean() and fitted_error[4] < 3
+    assert confidence[4] == 0.0 and 0.5 < np.delete(confidence, 4).min()
+    assert all("placed by the template fit" in d for d in descriptions)
+    assert "30 mm away" in descriptions[4] and all(" 1 mm away" in d or " 2 mm away" in d for d in descriptions[:4])
+
+
 def test_too_few_agreeing_detections_leave_the_detections_unchecked_and_say_so():
     truth = TEMPLATE + 2.0
     detections = truth + np.random.default_rng(0).normal(scale=15.0, size=truth.shape)

@@ -5,8 +5,10 @@ Two steps, each as the card declares (nnmamba/landmark_settings.py):
    of the spatial softmax (confidence: the share of the map's probability near its peak);
 2. fit (when the card has a template): a robust similarity fit of the template to the detections;
    each detection is kept where it agrees with the fitted template to `accept_mm`, else the fitted
-   template point is answered with confidence 0 (no detection supports it), and the point's
-   description says which.
+   template point is answered (`accept_mm` 0: every point from the fit, whose 7 parameters average
+   the detections' independent errors away). A fitted point's confidence is its own detection's
+   confidence times its agreement with the fit (Tukey's weight of the residual: 0 beyond `tukey_mm`,
+   where no detection supports the point), and the point's description says which.
 
     points_lps, confidence, descriptions = decode_landmarks(card, scores, geometry)   # scores: (n, Z, Y, X)
 """
@@ -19,7 +21,7 @@ import math
 import numpy as np
 import torch
 
-from nnmamba.inference.landmark_fit import fuse_with_fit, robust_similarity_fit
+from nnmamba.inference.landmark_fit import fuse_with_fit, robust_similarity_fit, tukey_weights
 from nnmamba.inference.landmarks import heatmap_peaks_torch
 from nnmamba.inference.soft_argmax import local_soft_argmax
 from nnmamba.landmark_settings import LandmarkFitSettings
@@ -64,7 +66,8 @@ def fit_template(settings: LandmarkFitSettings, detections: np.ndarray, confiden
              agreeing, len(detections), int(detected.sum()), settings.accept_mm)
     words = [f"{d}; detected" if kept else f"{d}; placed by the template fit (the detection was {r:.0f} mm away)"
              for d, kept, r in zip(descriptions, detected, fit.residuals_mm)]
-    return points, np.where(detected, confidence, 0.0), words
+    support = confidence * tukey_weights(fit.residuals_mm, settings.tukey_mm)
+    return points, np.where(detected, confidence, support), words
 
 
 def decode_landmarks(card: ModelCard, scores: torch.Tensor, geometry: Geometry) -> tuple:
