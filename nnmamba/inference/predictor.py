@@ -267,6 +267,8 @@ class Predictor:
         clock.stage("resample")
         patch = tuple(reversed(card.patch_size))  # (i, j, k) -> (Z, Y, X)
         mirror_axes = card.mirror_axes if options.tta else ()
+        if options.tta and not card.mirror_axes:
+            log.info("%s: no test-time mirroring (its card declares no axis it was trained mirrored along)", card.name)
 
         def tile_progress(done: int, total: int) -> None:
             progress(0.1 + 0.8 * done / total, f"{card.task}: tile {done}/{total}")
