@@ -101,11 +101,21 @@ def broken(**changes):
     (broken(hyperparameters__in_ch=2), "in_ch is 2 but input.channels lists 1"),
     (broken(hyperparameters__number_classes=5), "number_classes is 5 but the labels need 3"),
     (broken(inference__mirror_axes=[3]), "mirror_axes must be a subset"),
+    (broken(inference__mirror_pairs=[[1]]), "mirror_pairs must be a list of [a, b] pairs"),
+    (broken(inference__mirror_pairs=[[1, 1]]), "mirror_pairs must be a list of [a, b] pairs"),
+    (broken(inference__mirror_pairs=[[1, 2], [2, 0]]), "mirror_pairs names a channel twice"),
+    (broken(inference__mirror_pairs=[[1, 7]]), "beyond the model's 3"),
     (broken(trained="yes"), "field 'trained' must be bool"),
 ])
 def test_a_bad_card_names_the_field_and_what_was_expected(card, message):
     with pytest.raises(ModelError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         validate_card_dict(card, "test-card")
+
+
+def test_mirror_pairs_give_the_channel_order_after_a_left_right_mirror():
+    card = validate_card_dict(broken(inference__mirror_pairs=[[1, 2]]), "test-card")
+    assert card.mirror_order(3) == [0, 2, 1]
+    assert validate_card_dict(broken(), "test-card").mirror_order(3) is None
 
 
 def test_unknown_models_and_tasks_say_what_is_known(monkeypatch):

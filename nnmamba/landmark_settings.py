@@ -4,7 +4,9 @@
     "inference": {
       "landmark_decoding": {"method": "soft-argmax", "radius_mm": 20, "temperature": 1},
       "landmark_fit": {"template": "AFIDs on MNI152NLin2009cAsym", "template_lps_mm": [[x, y, z], ...],
-                       "accept_mm": 6}
+                       "accept_mm": 6},
+      "landmark_registration": {"image": "template_head.nii.gz", "brain_mask": "template_brain.nii.gz",
+                                "local_radius_mm": 20, "local_max_shift_mm": 6}
     }
 
 - decoding "argmax" (the default, for cards trained on peak-1 heatmaps): the global arg-max with a
@@ -13,6 +15,10 @@
 - fit (optional): a robust similarity fit of the template points (one per landmark, in the card's
   order, LPS mm) to the detections; a detection is kept where it lies within accept_mm of its
   fitted template point, else the fitted point is answered (nnmamba/inference/landmark_fit.py).
+- registration (optional, needs the fit's template): the template's head image (files beside the
+  card, the image the template points were marked on) registered onto the scan from the fit's pose,
+  each point then refined locally (nnmamba/inference/template_registration.py); every point is
+  answered from it.
 """
 
 from __future__ import annotations
@@ -40,6 +46,14 @@ class LandmarkFitSettings:
     min_inliers: int = 8              # fewer detections agreeing with the fit: answer the detections
                                       # (default: 8, or every landmark of a card with fewer)
     template: str = ""                # what the template is and where its points come from
+
+
+@dataclass(frozen=True)
+class LandmarkRegistration:
+    image: str                        # the template's head image, a file beside the card
+    brain_mask: str                   # its brain mask (where the global registration looks)
+    local_radius_mm: float = 20.0     # each point's neighbourhood for the local refinement (0: none)
+    local_max_shift_mm: float = 6.0   # a local shift beyond this is not believed
 
 
 def _positive(settings: dict, key: str, default: float, where: str, allow_zero: bool = False) -> float:
@@ -88,3 +102,25 @@ def parse_landmark_fit(inference: dict, count: int) -> Optional[LandmarkFitSetti
         inlier_mm=_positive(settings, "inlier_mm", LandmarkFitSettings.inlier_mm, where),
         tukey_mm=_positive(settings, "tukey_mm", LandmarkFitSettings.tukey_mm, where),
         min_inliers=min_inliers, template=str(settings.get("template", "")))
+
+
+def parse_landmark_registration(inference: dict) -> Optional[LandmarkRegistration]:
+    """The card's registration settings (None when it declares none)."""
+    settings = inference.get("landmark_registration")
+    if settings is None:
+        return None
+    where = "inference.landmark_registration"
+    if not isinstance(settings, dict):
+        raise ValueError(f"{where} must be an object, got {settings!r}")
+    if inference.get("landmark_fit") is None:
+        raise ValueError(f"{where} needs inference.landmark_fit: its template points are what is registered")
+    files = {}
+    for key in ("image", "brain_mask"):
+        name = settings.get(key)
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+            raise ValueError(f"{where}.{key} must name a file beside the card, got {name!r}")
+        files[key] = name
+    return LandmarkRegistration(
+        **files, local_radius_mm=_positive(settings, "local_radius_mm", LandmarkRegistration.local_radius_mm, where,
+                                           allow_zero=True),
+        local_max_shift_mm=_positive(settings, "local_max_shift_mm", LandmarkRegistration.local_max_shift_mm, where))

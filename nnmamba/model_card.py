@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 
 from nnmamba.errors import InputError, ModelError
 from nnmamba import tasks
-from nnmamba.landmark_settings import LandmarkDecoding, LandmarkFitSettings
+from nnmamba.landmark_settings import LandmarkDecoding, LandmarkFitSettings, LandmarkRegistration
 
 CARD_SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("model_card.schema.json")
@@ -85,9 +85,11 @@ class ModelCard:
     description: str = ""
     quality: str = DEFAULT_QUALITY    # a key of QUALITIES
     mirror_axes: tuple = ()           # working-grid axes (0=i, 1=j, 2=k) safe to mirror for TTA
+    mirror_pairs: tuple = ()          # output channels that trade places under a left-right (i) mirror
     heatmap_activation: str = "none"
     landmark_decoding: LandmarkDecoding = LandmarkDecoding()    # landmarks: score maps -> points
     landmark_fit: Optional[LandmarkFitSettings] = None          # landmarks: template fit, if declared
+    landmark_registration: Optional[LandmarkRegistration] = None    # landmarks: template head registered
     labels: list = field(default_factory=list)      # list[SegmentInfo], background excluded
     landmarks: list = field(default_factory=list)   # list[LandmarkSpec]
     classes: list = field(default_factory=list)     # list[ClassSpec]
@@ -101,6 +103,15 @@ class ModelCard:
     def weights_path(self) -> Path:
         base = self.path.parent if self.path is not None else Path.cwd()
         return base / self.weights
+
+    def mirror_order(self, outputs: int) -> Optional[list]:
+        """The output channel order after a left-right mirror (None when no channel moves)."""
+        if not self.mirror_pairs:
+            return None
+        order = list(range(outputs))
+        for a, b in self.mirror_pairs:
+            order[a], order[b] = b, a
+        return order
 
     @property
     def in_channels(self) -> int:
@@ -234,6 +245,7 @@ def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
     mirror_axes = tuple(inference.get("mirror_axes", (0, 1, 2)))
     if not all(a in (0, 1, 2) for a in mirror_axes):
         raise _fail(where, f"inference.mirror_axes must be a subset of [0, 1, 2], got {list(mirror_axes)}")
+    mirror_pairs = _mirror_pairs(inference.get("mirror_pairs", []), where)
     activation = inference.get("heatmap_activation", "none")
     if activation not in HEATMAP_ACTIVATIONS:
         raise _fail(where, f"inference.heatmap_activation must be one of {list(HEATMAP_ACTIVATIONS)}, "
@@ -247,14 +259,34 @@ def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
     vocabulary.update(definition.card_fields(d, hyper, lambda card, key, kind: _require(card, key, kind, where),
                                              lambda message: _fail(where, message)))
 
-    return ModelCard(
+    card = ModelCard(
         name=name, task=task, network=network, hyperparameters=dict(hyper), weights=weights,
         channels=channels, spacing_mm=tuple(float(s) for s in spacing), orientation=orientation,
         normalization=dict(norm), patch_size=tuple(int(p) for p in patch), trained=trained,
         description=str(d.get("description", "")), quality=quality, mirror_axes=mirror_axes,
-        heatmap_activation=activation, **vocabulary,
+        mirror_pairs=mirror_pairs, heatmap_activation=activation, **vocabulary,
         training=d.get("training"), accuracy=d.get("accuracy"), provenance=d.get("provenance"),
         raw=d)
+    outputs = tasks.get_task(task).out_channels(card) if mirror_pairs else 0
+    if any(c >= outputs for pair in mirror_pairs for c in pair):
+        raise _fail(where, f"inference.mirror_pairs name output channel(s) beyond the model's {outputs}: "
+                           f"{[list(p) for p in mirror_pairs]}")
+    return card
+
+
+def _mirror_pairs(pairs, where: str) -> tuple:
+    """inference.mirror_pairs: [[a, b], ...] output channels (a segmentation's label values, a landmark
+    model's point indices) that trade places when the input is mirrored left-right (axis i: both
+    ORIENTATIONS start with L or R), as in training that mirrors a head and swaps Left/Right names."""
+    if not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                                                        for c in p) and p[0] != p[1] for p in pairs):
+        raise _fail(where, f"inference.mirror_pairs must be a list of [a, b] pairs of distinct output channel "
+                           f"indices >= 0, got {pairs!r}")
+    flat = [c for p in pairs for c in p]
+    if len(set(flat)) != len(flat):
+        raise _fail(where, f"inference.mirror_pairs names a channel twice: {pairs!r}")
+    return tuple(tuple(p) for p in pairs)
 
 
 def read_card(path) -> ModelCard:

@@ -192,7 +192,11 @@ def test_the_cmake_globs_pick_up_every_shipped_model_and_engine_file():
     from nnmamba import model_card
 
     for card in model_card.list_models():
-        for path in (card.path, card.weights_path):
+        registration = card.landmark_registration
+        extras = [] if registration is None else [card.path.parent / registration.image,
+                                                  card.path.parent / registration.brain_mask]
+        for path in [card.path, card.weights_path] + extras:
+            assert path.is_file(), f"{card.name} needs {path}"
             relative = path.resolve().relative_to(REPO_ROOT)
             assert any(_globMatches(relative, p, recursive) for p in patterns), f"{relative} would not be installed"
 

@@ -106,6 +106,22 @@ def test_mirroring_only_the_card_axes_flips_only_those_dims():
     torch.testing.assert_close(calls[1], torch.flip(tile, (4,)))
 
 
+def test_a_left_right_mirror_gives_the_paired_channels_back_in_their_places():
+    # Channel 0 answers the first half of axis i, channel 1 the second, channel 2 all of it: a mirror
+    # along i turns the first half into the second, so the network is left-right equivariant up to the
+    # swap 0 <-> 1, as a lateralised network trained with Left/Right names swapped is.
+    def halves(x):
+        first = (torch.arange(x.shape[4]) < x.shape[4] // 2).float()
+        return torch.cat([x * first, x * (1 - first), x], dim=1)
+
+    image = torch.randn(1, 16, 16, 32)
+    plain = sliding_window(halves, image, (16, 16, 32), 3)
+    swapped = sliding_window(halves, image, (16, 16, 32), 3, mirror_axes=(0, 1), mirror_order=(1, 0, 2))
+    torch.testing.assert_close(swapped, plain)
+    unswapped = sliding_window(halves, image, (16, 16, 32), 3, mirror_axes=(0,))
+    assert not torch.allclose(unswapped[:2], plain[:2], atol=1e-3)   # without the swap the halves blur
+
+
 def test_progress_is_reported_per_tile_and_cancel_stops_between_tiles():
     image = torch.randn(1, 64, 64, 64)
     events = []

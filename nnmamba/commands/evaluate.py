@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", nargs="*", help="only these held-out cases")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    parser.add_argument("--tta", action="store_true",
+                        help="mirror test-time augmentation over the card's axes, as predict --tta (default off)")
     parser.add_argument("--json", type=Path, help="write the full report here")
     parser.add_argument("--update-card", action="store_true",
                         help="write the summary into the card's 'accuracy' field (weights untouched)")
@@ -89,7 +91,7 @@ def run(args) -> int:
         from nnmamba.evaluate.heldout import evaluate_model
 
         report = evaluate_model(card, args.data, transforms=args.transforms, degraded=args.degraded,
-                                baseline=args.baseline, seed=args.seed, device=args.device, cases=args.cases,
+                                baseline=args.baseline, seed=args.seed, device=args.device, cases=args.cases, tta=args.tta,
                                 progress=lambda m: print("  " + m, file=sys.stderr, flush=True))
     except (NNMambaError, ValueError, FileNotFoundError) as e:
         print(f"nnmamba evaluate: {e}", file=sys.stderr)

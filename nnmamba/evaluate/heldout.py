@@ -72,14 +72,15 @@ def _row_message(card: ModelCard, row: dict) -> str:
     return f"{row['case']} {row['variant']}: model {figure('model')}{baseline}"
 
 
-def _protocol(transforms: int, degraded: bool, seed: int, baseline: Optional[str]) -> str:
+def _protocol(transforms: int, degraded: bool, seed: int, baseline: Optional[str], tta: bool = False) -> str:
     text = (f"each held-out case native + {transforms} random similarity motions (rotation <= "
             f"{motions.MAX_ROTATION_DEGREES:g} deg per axis, translation <= {motions.MAX_TRANSLATION_MM:g} mm, "
             f"isotropic scale {1 - motions.MAX_SCALE_CHANGE:g}-{1 + motions.MAX_SCALE_CHANGE:g}, "
             f"about the field-of-view centre; ground truth moved with the image)")
     if degraded:
         text += f" + degraded: {degrade.describe_degradations()}"
-    text += f"; seed {seed}; through nnmamba.inference.Predictor (no TTA)"
+    mirroring = "mirror TTA over the card's axes" if tta else "no TTA"
+    text += f"; seed {seed}; through nnmamba.inference.Predictor ({mirroring})"
     if baseline:
         text += f"; baseline on the same inputs: {baseline}"
     return text
@@ -94,7 +95,7 @@ def trained_on(card: ModelCard) -> set:
 def evaluate_model(card: ModelCard, data_dir, transforms: int = 4, degraded: bool = True, baseline: bool = True,
                    seed: int = 0, device: str = "cpu", cases: Optional[list] = None,
                    progress: Optional[Callable[[str], None]] = None, atlas: str = baselines.ATLAS_CASE,
-                   template: str = baselines.TEMPLATE_CASE) -> dict:
+                   template: str = baselines.TEMPLATE_CASE, tta: bool = False) -> dict:
     """Run `card` (and its baseline) on its held-out cases (or `cases`) and score both; a JSON-able report."""
     from nnmamba.inference import InferenceOptions, Predictor
 
@@ -112,7 +113,7 @@ def evaluate_model(card: ModelCard, data_dir, transforms: int = 4, degraded: boo
     task = get_task(card.task)
     task.check_manifest(manifest)
     answer_baseline = task.baseline(card, data_dir, manifest, atlas, template) if baseline else None
-    predictor = Predictor(InferenceOptions(device=device))
+    predictor = Predictor(InferenceOptions(device=device, tta=tta))
     rows = []
     for index, case in enumerate(heldout):
         for group, variant, moved in variants(case, transforms, degraded, seed, index):
@@ -128,7 +129,7 @@ def evaluate_model(card: ModelCard, data_dir, transforms: int = 4, degraded: boo
               "heldout": {c.name: manifest["cases"][c.name]["description"] for c in heldout},
               "ground_truth": manifest.get("ground_truth", {}).get(card.task),
               "baseline": answer_baseline.description if baseline else None,
-              "protocol": _protocol(transforms, degraded, seed, answer_baseline.description if baseline else None),
+              "protocol": _protocol(transforms, degraded, seed, answer_baseline.description if baseline else None, tta),
               "groups": _group_summaries(card, rows, baseline), "rows": rows}
     report.update(task.report_extras(card, manifest, heldout, rows))
     return report

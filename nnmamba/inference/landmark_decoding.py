@@ -8,25 +8,31 @@ Two steps, each as the card declares (nnmamba/landmark_settings.py):
    template point is answered (`accept_mm` 0: every point from the fit, whose 7 parameters average
    the detections' independent errors away). A fitted point's confidence is its own detection's
    confidence times its agreement with the fit (Tukey's weight of the residual: 0 beyond `tukey_mm`,
-   where no detection supports the point), and the point's description says which.
+   where no detection supports the point), and the point's description says which;
+3. register (when the card declares it and the scan is given): the template's head image registered
+   onto the scan from the fit's pose (and from the scan's moments), each point refined locally
+   (`nnmamba.inference.template_registration`); every point is answered from it, its confidence as in
+   2. When registration fails, the answer of 2 stands.
 
-    points_lps, confidence, descriptions = decode_landmarks(card, scores, geometry)   # scores: (n, Z, Y, X)
+    points_lps, confidence, descriptions = decode_landmarks(card, scores, geometry, volume)   # scores: (n, Z, Y, X)
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from typing import Optional
 
 import numpy as np
 import torch
 
+from nnmamba.inference import template_registration as registration
 from nnmamba.inference.landmark_fit import fuse_with_fit, robust_similarity_fit, tukey_weights
 from nnmamba.inference.landmarks import heatmap_peaks_torch
 from nnmamba.inference.soft_argmax import local_soft_argmax
 from nnmamba.landmark_settings import LandmarkFitSettings
 from nnmamba.model_card import ModelCard
-from nnmamba.volume import Geometry
+from nnmamba.volume import Geometry, Volume
 
 log = logging.getLogger(__name__)
 
@@ -44,36 +50,71 @@ def detect_landmarks(card: ModelCard, scores: torch.Tensor, geometry: Geometry) 
     return geometry.index_to_physical(ijk), confidence
 
 
-def fit_template(settings: LandmarkFitSettings, detections: np.ndarray, confidence: np.ndarray,
-                 descriptions: list) -> tuple:
-    """detections (n, 3), confidence (n,), descriptions (n) -> (points (n, 3), confidence (n,), descriptions),
-    each point the detection or the fitted template point (see the module docstring)."""
+def _agreeing_fit(settings: LandmarkFitSettings, detections: np.ndarray, confidence: np.ndarray) -> tuple:
+    """(the robust similarity fit, or None; why there is none)."""
     template = np.asarray(settings.template_lps_mm, dtype=np.float64)
     try:
         fit = robust_similarity_fit(template, detections, confidence, inlier_mm=settings.inlier_mm,
                                     tukey_mm=settings.tukey_mm)
     except ValueError as e:
-        log.warning("landmark template fit failed (%s); answering the detections unchecked", e)
-        return detections, confidence, [f"{d}; detected, not checked: no template fit" for d in descriptions]
+        log.warning("landmark template fit failed (%s)", e)
+        return None, "no template fit"
     agreeing = int(fit.inliers.sum())
     if agreeing < settings.min_inliers:
-        log.warning("only %d of %d detections agree with the template fit (need %d); answering the detections "
-                    "unchecked", agreeing, len(detections), settings.min_inliers)
-        return detections, confidence, [f"{d}; detected, not checked: only {agreeing} detections fit the template"
-                                         for d in descriptions]
+        log.warning("only %d of %d detections agree with the template fit (need %d)", agreeing, len(detections),
+                    settings.min_inliers)
+        return None, f"only {agreeing} detections fit the template"
+    return fit, ""
+
+
+def fit_template(settings: LandmarkFitSettings, detections: np.ndarray, confidence: np.ndarray,
+                 descriptions: list) -> tuple:
+    """detections (n, 3), confidence (n,), descriptions (n) -> (points (n, 3), confidence (n,), descriptions),
+    each point the detection or the fitted template point (see the module docstring)."""
+    fit, why = _agreeing_fit(settings, detections, confidence)
+    if fit is None:
+        log.warning("answering the landmark detections unchecked")
+        return detections, confidence, [f"{d}; detected, not checked: {why}" for d in descriptions]
     points, detected = fuse_with_fit(detections, fit.fitted, settings.accept_mm)
     log.info("landmark template fit: scale %.3f, %d of %d detections agree, %d kept within %g mm", fit.scale,
-             agreeing, len(detections), int(detected.sum()), settings.accept_mm)
+             int(fit.inliers.sum()), len(detections), int(detected.sum()), settings.accept_mm)
     words = [f"{d}; detected" if kept else f"{d}; placed by the template fit (the detection was {r:.0f} mm away)"
              for d, kept, r in zip(descriptions, detected, fit.residuals_mm)]
     support = confidence * tukey_weights(fit.residuals_mm, settings.tukey_mm)
     return points, np.where(detected, confidence, support), words
 
 
-def decode_landmarks(card: ModelCard, scores: torch.Tensor, geometry: Geometry) -> tuple:
-    """scores: (n, Z, Y, X) -> (points (n, 3) LPS mm, confidence (n,) 0..1, descriptions (n))."""
+def register_template(card: ModelCard, volume: Volume, geometry: Geometry, shape_kji, detections: np.ndarray,
+                      confidence: np.ndarray, descriptions: list) -> Optional[tuple]:
+    """(points, confidence, descriptions) from registering the card's template head onto the scan, or None
+    when it cannot be registered (then the fit's answer stands)."""
+    settings = card.landmark_fit
+    fit, _ = _agreeing_fit(settings, detections, confidence)
+    starts = [] if fit is None else [registration.pose_from_fit(fit.scale, fit.rotation, fit.translation)]
+    scan = registration.scan_on_grid(volume, geometry, shape_kji)
+    try:
+        points = registration.place_template(card.landmark_registration, registration.load_template_head(card),
+                                             scan, np.asarray(settings.template_lps_mm), starts)
+    except RuntimeError as e:
+        log.warning("the template head could not be registered onto the scan (%s)", e)
+        return None
+    residuals = np.linalg.norm(detections - points, axis=1)
+    words = [f"{d}; placed by registering the template head (the detection was {r:.0f} mm away)"
+             for d, r in zip(descriptions, residuals)]
+    return points, confidence * tukey_weights(residuals, settings.tukey_mm), words
+
+
+def decode_landmarks(card: ModelCard, scores: torch.Tensor, geometry: Geometry,
+                     volume: Optional[Volume] = None) -> tuple:
+    """scores: (n, Z, Y, X) -> (points (n, 3) LPS mm, confidence (n,) 0..1, descriptions (n)); `volume`: the
+    scan, for a card that registers its template head onto it."""
     detections, confidence = detect_landmarks(card, scores, geometry)
     descriptions = [lm.description for lm in card.landmarks]
     if card.landmark_fit is None:
         return detections, confidence, descriptions
+    if card.landmark_registration is not None and volume is not None:
+        registered = register_template(card, volume, geometry, tuple(scores.shape[1:]), detections, confidence,
+                                       descriptions)
+        if registered is not None:
+            return registered
     return fit_template(card.landmark_fit, detections, confidence, descriptions)

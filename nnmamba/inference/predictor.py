@@ -275,13 +275,15 @@ class Predictor:
 
         task = get_task(card.task)
         out_channels = task.out_channels(card)
+        mirror_order = card.mirror_order(out_channels) if 0 in mirror_axes else None
         if task.spatial_output:
             stitch = self._stitch_device(options, out_channels, image.shape[1:])
             tile_batch = self._tile_batch(options, planned, stitch, out_channels, image.shape[1:])
             run, graphs = self._runner(planned, image.shape[1:], patch, options.overlap, tile_batch, mirror_axes)
             output = sliding_window(
                 run, image, patch, out_channels, overlap=options.overlap, tile_batch=tile_batch,
-                device=self.device, stitch_device=stitch, mirror_axes=mirror_axes, progress=tile_progress,
+                device=self.device, stitch_device=stitch, mirror_axes=mirror_axes, mirror_order=mirror_order,
+                progress=tile_progress,
                 cancel=cancel, fixed_batch=graphs)
             clock.stage("network")
             progress(0.9, f"{card.task}: postprocessing")
@@ -289,7 +291,7 @@ class Predictor:
             _check_cancel(cancel)
             batch = center_crop_or_pad(image, patch)[None]
             with torch.no_grad():
-                output = forward_mirrored(planned, batch, mirror_axes, spatial_output=False)
+                output = forward_mirrored(planned, batch, mirror_axes, spatial_output=False, mirror_order=mirror_order)
             clock.stage("network")
         check_scores_finite(output, card.name, PRECISION_NAMES[planned.dtype])
         result = task.decode(card, output, geometry, volume)

@@ -21,15 +21,20 @@ AXIS_TO_DIM = {0: 4, 1: 3, 2: 2}
 
 
 def forward_mirrored(network: Callable, tiles: torch.Tensor, mirror_axes: Sequence[int] = (),
-                     spatial_output: bool = True) -> torch.Tensor:
+                     spatial_output: bool = True, mirror_order: Optional[Sequence[int]] = None) -> torch.Tensor:
     """tiles: (B, C, Z, Y, X) -> mean of network(flip(x)) over every subset of axes, each output
-    flipped back when `spatial_output` (dense maps); a (B, classes) output is averaged as is."""
+    flipped back when `spatial_output` (dense maps); a (B, classes) output is averaged as is.
+    `mirror_order`: the output channels' order after a left-right (i) flip, for a network trained to
+    answer a mirrored head with Left and Right swapped (`ModelCard.mirror_order`)."""
     combos = mirror_combinations([AXIS_TO_DIM[a] for a in mirror_axes])
+    lateral = AXIS_TO_DIM[0]
     total = None
     for dims in combos:
         x = torch.flip(tiles, dims) if dims else tiles
         y = network(x)
         y = torch.flip(y, dims) if dims and spatial_output else y
+        if mirror_order is not None and lateral in dims:
+            y = y[:, list(mirror_order)]
         y = y.float()
         total = y if total is None else total + y
     return total / len(combos)
@@ -62,7 +67,7 @@ def tile_grid(shape: Sequence[int], patch: Sequence[int], overlap: float) -> tup
 def sliding_window(network: Callable, image: torch.Tensor, patch: Sequence[int], out_channels: int, *,
                    overlap: float = 0.5, tile_batch: int = 2, device=torch.device("cpu"),
                    stitch_device=torch.device("cpu"), mirror_axes: Sequence[int] = (),
-                   autocast: Optional[Callable] = None,
+                   mirror_order: Optional[Sequence[int]] = None, autocast: Optional[Callable] = None,
                    progress: Optional[Callable[[int, int], None]] = None,
                    cancel: Optional[threading.Event] = None, fixed_batch: bool = False) -> torch.Tensor:
     """image: (C, Z, Y, X) float32 (any device) -> (out_channels, Z, Y, X) float32 on stitch_device.
@@ -89,7 +94,7 @@ def sliding_window(network: Callable, image: torch.Tensor, patch: Sequence[int],
             run_slices = batch_slices + [batch_slices[-1]] * (tile_batch - len(batch_slices))
         batch = torch.stack([padded[(slice(None),) + s] for s in run_slices]).to(device, non_blocking=True)
         with torch.no_grad(), context():
-            predicted = forward_mirrored(network, batch, mirror_axes)[:len(batch_slices)]
+            predicted = forward_mirrored(network, batch, mirror_axes, mirror_order=mirror_order)[:len(batch_slices)]
         if predicted.shape[1] != out_channels or tuple(predicted.shape[2:]) != tuple(patch):
             raise ModelError(f"network returned shape {tuple(predicted.shape)}, expected "
                                f"({len(batch_slices)}, {out_channels}, {', '.join(map(str, patch))})")

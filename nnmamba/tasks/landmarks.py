@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnmamba.landmark_settings import parse_landmark_decoding, parse_landmark_fit
+from nnmamba.landmark_settings import parse_landmark_decoding, parse_landmark_fit, parse_landmark_registration
 from nnmamba.model_card import LandmarkSpec
 from nnmamba.results import LandmarkResult
 from nnmamba.tasks.base import TaskDefinition
@@ -47,9 +47,11 @@ class LandmarksTask(TaskDefinition):
         try:
             decoding = parse_landmark_decoding(inference)
             fit = parse_landmark_fit(inference, len(landmarks))
+            registration = parse_landmark_registration(inference)
         except ValueError as e:
             raise fail(str(e)) from None
-        return {"landmarks": landmarks, "landmark_decoding": decoding, "landmark_fit": fit}
+        return {"landmarks": landmarks, "landmark_decoding": decoding, "landmark_fit": fit,
+                "landmark_registration": registration}
 
     def output_names(self, card) -> list:
         return [lm.name for lm in card.landmarks]
@@ -62,7 +64,7 @@ class LandmarksTask(TaskDefinition):
         descriptions, as the card declares (`nnmamba.inference.landmark_decoding`)."""
         from nnmamba.inference.landmark_decoding import decode_landmarks
 
-        points_lps, confidence, descriptions = decode_landmarks(card, output, working_geometry)
+        points_lps, confidence, descriptions = decode_landmarks(card, output, working_geometry, volume)
         return LandmarkResult([lm.name for lm in card.landmarks], descriptions, points_lps, confidence)
 
     def describe(self, result: LandmarkResult) -> list:

@@ -33,9 +33,10 @@ SHIPPED = {
         "spacing_mm": [2.0, 2.0, 2.0], "patch_size": [112, 128, 112],
         "normalization": {"method": "percentile", "lower": 0.5, "upper": 99.5},
         "channel": {"name": "head MR (any contrast) or CT", "modality": "any"},
-        # no mirror TTA: training mirrors only left-right, with Left/Right labels swapped, and
-        # mirroring front-back or up-down shows it heads it never saw (held-out Dice 0.73 -> 0.31)
-        "inference": {"mirror_axes": []},
+        # mirror TTA left-right only, with Left/Right labels swapped (`mirror_pairs`, added from the
+        # label names) as training mirrors: front-back or up-down mirrors show it heads it never saw
+        # (held-out Dice 0.73 -> 0.31); left-right with the swap 0.722 -> 0.727 (docs/training.md)
+        "inference": {"mirror_axes": [0]},
         "description": "Fifteen subcortical brain structures (lateral ventricles, thalami, caudates, putamina, "
                        "pallidi, hippocampi, amygdalae, brainstem) on head MR of any contrast or CT, 2 mm, "
                        "small nnMambaSeg (linear head, deep supervision) trained on generated images.",
@@ -185,6 +186,14 @@ CLASS_DESCRIPTIONS = {"CT": "X-ray computed tomography", "MR": "magnetic resonan
                       "T2w MR": "T2-weighted magnetic resonance imaging"}
 
 
+def left_right_pairs(names: dict) -> list:
+    """{output channel: name} -> [[left, right], ...] for each "Left X" with a "Right X": the outputs a
+    left-right mirror swaps."""
+    channel = {name: c for c, name in names.items()}
+    return [[c, channel["Right " + name[len("Left "):]]] for c, name in sorted(names.items())
+            if name.startswith("Left ") and "Right " + name[len("Left "):] in channel]
+
+
 def shipped_card(name: str, manifest: dict, existing: Optional[dict] = None) -> dict:
     """The full card dict of shipped model `name` (untrained: `trained` false, no `training`)."""
     if name not in SHIPPED:
@@ -207,6 +216,8 @@ def shipped_card(name: str, manifest: dict, existing: Optional[dict] = None) -> 
         if auxiliary:
             card["auxiliary_classes"] = [{"value": first + n, "name": aux_name, "at_inference": "background"}
                                          for n, (aux_name, _) in enumerate(auxiliary)]
+        if 0 in card["inference"]["mirror_axes"]:
+            card["inference"]["mirror_pairs"] = left_right_pairs({s["label"]: s["name"] for s in manifest["segments"]})
     elif recipe["task"] == "landmarks":
         lm = manifest["landmarks"]
         card["landmarks"] = [{"name": n, "description": d} for n, d in zip(lm["names"], lm["descriptions"])]
