@@ -82,6 +82,23 @@ def test_the_shipped_card_answers_every_point_from_the_registered_head(card, cap
     assert "detections agree" in caplog.text or "fit failed" in caplog.text
 
 
+def test_a_scan_that_cannot_be_registered_keeps_the_fit_of_the_detections(card, caplog):
+    # a blank scan has no intensity moments and no mutual information: the answer is the fit
+    geometry = Geometry(np.array([-96.0, -132.0, -78.0]), np.full(3, 2.0), np.eye(3))
+    shape = (80, 110, 96)
+    volume = Volume(np.zeros((1,) + shape, np.float32), geometry)
+    template = np.asarray(card.landmark_fit.template_lps_mm)
+    ijk = (template - geometry.origin) / geometry.spacing
+    k, j, i = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
+    scores = torch.from_numpy(np.stack([-((i - p[0]) ** 2 + (j - p[1]) ** 2 + (k - p[2]) ** 2) / 2.0
+                                        for p in ijk]).astype(np.float32))
+    with caplog.at_level(logging.WARNING):
+        points, _, descriptions = decode_landmarks(card, scores, geometry, volume)
+    assert "could not be registered" in caplog.text
+    assert _error_mm(points, template) < 0.5
+    assert not any("registering" in d for d in descriptions)
+
+
 def test_a_card_whose_template_head_is_missing_says_to_reinstall(card, tmp_path):
     moved = dataclasses.replace(card, path=tmp_path / "model.json")
     with pytest.raises(ModelError, match="template file .*template_head.nii.gz is missing; reinstall"):

@@ -67,11 +67,12 @@ def _agreeing_fit(settings: LandmarkFitSettings, detections: np.ndarray, confide
     return fit, ""
 
 
-def fit_template(settings: LandmarkFitSettings, detections: np.ndarray, confidence: np.ndarray,
+def fit_template(settings: LandmarkFitSettings, fitted: tuple, detections: np.ndarray, confidence: np.ndarray,
                  descriptions: list) -> tuple:
-    """detections (n, 3), confidence (n,), descriptions (n) -> (points (n, 3), confidence (n,), descriptions),
-    each point the detection or the fitted template point (see the module docstring)."""
-    fit, why = _agreeing_fit(settings, detections, confidence)
+    """`fitted`: (`_agreeing_fit`'s fit or None, why none); detections (n, 3), confidence (n,), descriptions (n)
+    -> (points (n, 3), confidence (n,), descriptions), each point the detection or the fitted template
+    point (see the module docstring)."""
+    fit, why = fitted
     if fit is None:
         log.warning("answering the landmark detections unchecked")
         return detections, confidence, [f"{d}; detected, not checked: {why}" for d in descriptions]
@@ -84,14 +85,13 @@ def fit_template(settings: LandmarkFitSettings, detections: np.ndarray, confiden
     return points, np.where(detected, confidence, support), words
 
 
-def register_template(card: ModelCard, volume: Volume, geometry: Geometry, shape_kji, detections: np.ndarray,
-                      confidence: np.ndarray, descriptions: list) -> Optional[tuple]:
-    """(points, confidence, descriptions) from registering the card's template head onto the scan, or None
-    when it cannot be registered (then the fit's answer stands)."""
+def register_template(card: ModelCard, fit, scan, detections: np.ndarray, confidence: np.ndarray,
+                      descriptions: list) -> Optional[tuple]:
+    """(points, confidence, descriptions) from registering the card's template head onto `scan` (the
+    working grid's SimpleITK image), started from `fit`'s pose when there is a fit; None when it cannot
+    be registered (then the fit's answer stands)."""
     settings = card.landmark_fit
-    fit, _ = _agreeing_fit(settings, detections, confidence)
     starts = [] if fit is None else [registration.pose_from_fit(fit.scale, fit.rotation, fit.translation)]
-    scan = registration.scan_on_grid(volume, geometry, shape_kji)
     try:
         points = registration.place_template(card.landmark_registration, registration.load_template_head(card),
                                              scan, np.asarray(settings.template_lps_mm), starts)
@@ -112,9 +112,10 @@ def decode_landmarks(card: ModelCard, scores: torch.Tensor, geometry: Geometry,
     descriptions = [lm.description for lm in card.landmarks]
     if card.landmark_fit is None:
         return detections, confidence, descriptions
+    fitted = _agreeing_fit(card.landmark_fit, detections, confidence)
     if card.landmark_registration is not None and volume is not None:
-        registered = register_template(card, volume, geometry, tuple(scores.shape[1:]), detections, confidence,
-                                       descriptions)
+        scan = registration.scan_on_grid(volume, geometry, tuple(scores.shape[1:]))
+        registered = register_template(card, fitted[0], scan, detections, confidence, descriptions)
         if registered is not None:
             return registered
-    return fit_template(card.landmark_fit, detections, confidence, descriptions)
+    return fit_template(card.landmark_fit, fitted, detections, confidence, descriptions)

@@ -86,12 +86,12 @@ def place_template(settings: LandmarkRegistration, head: TemplateHead, scan: sit
     template poses to begin from (`pose_from_fit`); the image moments' pose is always tried too.
     Raises RuntimeError (from ITK) when no start registers."""
     scan = without_bias(scan)
-    candidates = [(f"start {n + 1}", start) for n, start in enumerate(starts)]
-    candidates.append(("the image moments", _moments_pose(scan, head)))
+    candidates = [(f"start {n + 1}", lambda start=start: start) for n, start in enumerate(starts)]
+    candidates.append(("the image moments", lambda: _moments_pose(scan, head)))
     best, best_metric, best_name, failures = None, np.inf, "", []
     for name, start in candidates:
         try:
-            pose, metric = _register_globally(scan, head, start)
+            pose, metric = _register_globally(scan, head, start())
         except RuntimeError as e:
             failures.append(f"from {name}: {str(e).strip().splitlines()[-1]}")
             continue
