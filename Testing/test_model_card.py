@@ -105,6 +105,8 @@ def broken(**changes):
     (broken(inference__mirror_pairs=[[1, 1]]), "mirror_pairs must be a list of [a, b] pairs"),
     (broken(inference__mirror_pairs=[[1, 2], [2, 0]]), "mirror_pairs names a channel twice"),
     (broken(inference__mirror_pairs=[[1, 7]]), "beyond the model's 3"),
+    (broken(inference__mirror_always="yes"), "mirror_always must be true or false"),
+    (broken(inference__mirror_axes=[], inference__mirror_always=True), "true needs mirror_axes"),
     (broken(trained="yes"), "field 'trained' must be bool"),
 ])
 def test_a_bad_card_names_the_field_and_what_was_expected(card, message):

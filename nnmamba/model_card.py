@@ -86,6 +86,7 @@ class ModelCard:
     quality: str = DEFAULT_QUALITY    # a key of QUALITIES
     mirror_axes: tuple = ()           # working-grid axes (0=i, 1=j, 2=k) safe to mirror for TTA
     mirror_pairs: tuple = ()          # output channels that trade places under a left-right (i) mirror
+    mirror_always: bool = False       # the model's answer is the mean over its mirrors, TTA or not
     heatmap_activation: str = "none"
     landmark_decoding: LandmarkDecoding = LandmarkDecoding()    # landmarks: score maps -> points
     landmark_fit: Optional[LandmarkFitSettings] = None          # landmarks: template fit, if declared
@@ -246,6 +247,10 @@ def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
     if not all(a in (0, 1, 2) for a in mirror_axes):
         raise _fail(where, f"inference.mirror_axes must be a subset of [0, 1, 2], got {list(mirror_axes)}")
     mirror_pairs = _mirror_pairs(inference.get("mirror_pairs", []), where)
+    mirror_always = inference.get("mirror_always", False)
+    if not isinstance(mirror_always, bool) or (mirror_always and not mirror_axes):
+        raise _fail(where, f"inference.mirror_always must be true or false, and true needs mirror_axes; got "
+                           f"{mirror_always!r} with mirror_axes {list(mirror_axes)}")
     activation = inference.get("heatmap_activation", "none")
     if activation not in HEATMAP_ACTIVATIONS:
         raise _fail(where, f"inference.heatmap_activation must be one of {list(HEATMAP_ACTIVATIONS)}, "
@@ -264,7 +269,7 @@ def validate_card_dict(d: dict, where: str = "<memory>") -> ModelCard:
         channels=channels, spacing_mm=tuple(float(s) for s in spacing), orientation=orientation,
         normalization=dict(norm), patch_size=tuple(int(p) for p in patch), trained=trained,
         description=str(d.get("description", "")), quality=quality, mirror_axes=mirror_axes,
-        mirror_pairs=mirror_pairs, heatmap_activation=activation, **vocabulary,
+        mirror_pairs=mirror_pairs, mirror_always=mirror_always, heatmap_activation=activation, **vocabulary,
         training=d.get("training"), accuracy=d.get("accuracy"), provenance=d.get("provenance"),
         raw=d)
     outputs = tasks.get_task(task).out_channels(card) if mirror_pairs else 0

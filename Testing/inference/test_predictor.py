@@ -60,6 +60,27 @@ def test_tta_runs_and_keeps_shapes(tiny_models):
     assert plain.labelmap.shape == tta.labelmap.shape == volume.shape_kji
 
 
+def test_a_card_that_mirrors_always_answers_the_mean_over_its_mirrors_without_tta():
+    # the shipped scan-type card on the embedded sample: a real, asymmetric head and real weights
+    import dataclasses
+
+    from nnmamba.data import sample_volume_path
+    from nnmamba.io.volumes import read_volume
+
+    volume = read_volume([sample_volume_path()])
+    card = find_model("scan-type-cls")
+    assert card.mirror_always
+    once = dataclasses.replace(card, mirror_always=False)
+
+    def probabilities(model, tta):
+        result = Predictor(InferenceOptions(device="cpu", tta=tta)).run(volume, ["classification"],
+                                                                         models={"classification": model})
+        return result["classification"].probabilities
+
+    np.testing.assert_allclose(probabilities(card, False), probabilities(once, True), atol=1e-6)
+    assert np.abs(probabilities(card, False) - probabilities(once, False)).max() > 1e-3
+
+
 def test_a_set_cancel_event_raises_cancelled(predictor):
     cancel = threading.Event()
     cancel.set()

@@ -72,18 +72,25 @@ def _row_message(card: ModelCard, row: dict) -> str:
     return f"{row['case']} {row['variant']}: model {figure('model')}{baseline}"
 
 
-def _protocol(transforms: int, degraded: bool, seed: int, baseline: Optional[str], tta: bool = False) -> str:
+def _protocol(transforms: int, degraded: bool, seed: int, baseline: Optional[str], mirroring: str = "no TTA") -> str:
     text = (f"each held-out case native + {transforms} random similarity motions (rotation <= "
             f"{motions.MAX_ROTATION_DEGREES:g} deg per axis, translation <= {motions.MAX_TRANSLATION_MM:g} mm, "
             f"isotropic scale {1 - motions.MAX_SCALE_CHANGE:g}-{1 + motions.MAX_SCALE_CHANGE:g}, "
             f"about the field-of-view centre; ground truth moved with the image)")
     if degraded:
         text += f" + degraded: {degrade.describe_degradations()}"
-    mirroring = "mirror TTA over the card's axes" if tta else "no TTA"
     text += f"; seed {seed}; through nnmamba.inference.Predictor ({mirroring})"
     if baseline:
         text += f"; baseline on the same inputs: {baseline}"
     return text
+
+
+def _mirroring(card: ModelCard, tta: bool) -> str:
+    if tta and card.mirror_axes:
+        return f"mirror TTA over the card's axes {list(card.mirror_axes)}"
+    if card.mirror_always:
+        return f"the mean over the mirrors of axes {list(card.mirror_axes)}, which the card makes its answer"
+    return "no TTA"
 
 
 def trained_on(card: ModelCard) -> set:
@@ -129,7 +136,8 @@ def evaluate_model(card: ModelCard, data_dir, transforms: int = 4, degraded: boo
               "heldout": {c.name: manifest["cases"][c.name]["description"] for c in heldout},
               "ground_truth": manifest.get("ground_truth", {}).get(card.task),
               "baseline": answer_baseline.description if baseline else None,
-              "protocol": _protocol(transforms, degraded, seed, answer_baseline.description if baseline else None, tta),
+              "protocol": _protocol(transforms, degraded, seed, answer_baseline.description if baseline else None,
+                                    _mirroring(card, tta)),
               "groups": _group_summaries(card, rows, baseline), "rows": rows}
     report.update(task.report_extras(card, manifest, heldout, rows))
     return report

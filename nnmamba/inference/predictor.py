@@ -266,9 +266,12 @@ class Predictor:
         image, geometry = self._prepare(card, volume, cache)
         clock.stage("resample")
         patch = tuple(reversed(card.patch_size))  # (i, j, k) -> (Z, Y, X)
-        mirror_axes = card.mirror_axes if options.tta else ()
+        mirror_axes = card.mirror_axes if options.tta or card.mirror_always else ()
         if options.tta and not card.mirror_axes:
             log.info("%s: no test-time mirroring (its card declares no axis it was trained mirrored along)", card.name)
+        elif card.mirror_always and not options.tta:
+            log.info("%s: mirrored along axes %s although TTA is off (its card defines its answer as the mean over "
+                     "those mirrors)", card.name, list(card.mirror_axes))
 
         def tile_progress(done: int, total: int) -> None:
             progress(0.1 + 0.8 * done / total, f"{card.task}: tile {done}/{total}")

@@ -73,7 +73,9 @@ SHIPPED = {
         "spacing_mm": [4.0, 4.0, 4.0], "patch_size": [64, 64, 64],
         "normalization": {"method": "percentile", "lower": 0.5, "upper": 99.5},
         "channel": {"name": "any CT or MR volume", "modality": "any"},
-        "inference": {"mirror_axes": [0, 1, 2]},
+        # one 64^3 forward per volume: the mean over its 8 mirrors costs ~0.4 s on 2 CPU cores, and was
+        # right more often under motion and degradation (docs/training.md), so it is the model's answer
+        "inference": {"mirror_axes": [0, 1, 2], "mirror_always": True},
         "description": "Scan type for series routing: CT, T1-weighted or T2-weighted MR, from a 4 mm view of the "
                        "whole volume, nnMambaEncoder.",
     },
