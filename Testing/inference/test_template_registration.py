@@ -56,6 +56,13 @@ def test_a_moved_template_head_is_registered_back_onto_its_points(card):
     assert _error_mm(points, truth) < 0.5
 
 
+def test_a_head_turned_far_beyond_the_optimisers_reach_is_found_by_the_rotation_search(card):
+    scan, truth, _ = _moved_head(card, angle_degrees=70.0, scale=1.0, shift_mm=(3.0, -2.0, 4.0))
+    points = registration.place_template(card.landmark_registration, registration.load_template_head(card),
+                                         scan, np.asarray(card.landmark_fit.template_lps_mm), starts=[])
+    assert _error_mm(points, truth) < 0.5
+
+
 def test_a_wrong_start_loses_to_the_image_moments_start(card):
     scan, truth, pose = _moved_head(card, angle_degrees=8.0, scale=0.95, shift_mm=(-6.0, 3.0, 5.0))
     wrong = sitk.Similarity3DTransform(pose)
