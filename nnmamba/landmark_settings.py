@@ -64,6 +64,14 @@ def _positive(settings: dict, key: str, default: float, where: str, allow_zero: 
     return float(value)
 
 
+def _section(inference: dict, key: str) -> Optional[dict]:
+    """inference[key] when the card declares it (it must be an object), else None."""
+    settings = inference.get(key)
+    if settings is not None and not isinstance(settings, dict):
+        raise ValueError(f"inference.{key} must be an object, got {settings!r}")
+    return settings
+
+
 def parse_landmark_decoding(inference: dict) -> LandmarkDecoding:
     settings = inference.get("landmark_decoding") or {}
     where = "inference.landmark_decoding"
@@ -78,12 +86,10 @@ def parse_landmark_decoding(inference: dict) -> LandmarkDecoding:
 
 def parse_landmark_fit(inference: dict, count: int) -> Optional[LandmarkFitSettings]:
     """The card's fit settings (None when it declares none); `count`: the card's number of landmarks."""
-    settings = inference.get("landmark_fit")
+    where = "inference.landmark_fit"
+    settings = _section(inference, "landmark_fit")
     if settings is None:
         return None
-    where = "inference.landmark_fit"
-    if not isinstance(settings, dict):
-        raise ValueError(f"{where} must be an object, got {settings!r}")
     points = settings.get("template_lps_mm")
     if (not isinstance(points, list) or len(points) != count
             or not all(isinstance(p, list) and len(p) == 3 and all(
@@ -106,12 +112,10 @@ def parse_landmark_fit(inference: dict, count: int) -> Optional[LandmarkFitSetti
 
 def parse_landmark_registration(inference: dict) -> Optional[LandmarkRegistration]:
     """The card's registration settings (None when it declares none)."""
-    settings = inference.get("landmark_registration")
+    where = "inference.landmark_registration"
+    settings = _section(inference, "landmark_registration")
     if settings is None:
         return None
-    where = "inference.landmark_registration"
-    if not isinstance(settings, dict):
-        raise ValueError(f"{where} must be an object, got {settings!r}")
     if inference.get("landmark_fit") is None:
         raise ValueError(f"{where} needs inference.landmark_fit: its template points are what is registered")
     files = {}
