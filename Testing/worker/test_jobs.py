@@ -187,5 +187,7 @@ def test_the_shipped_models_on_the_embedded_sample_give_the_same_results_through
     expected = reference_predictor.run(volume, ALL_TASKS)
     with LocalWorker(device="cpu", threads=1) as worker:   # default models: the shipped cards
         results = worker.client().run(volume, ALL_TASKS, timeout=600)
-    assert_same_results(results, expected)
+    # the shipped landmark card registers its template head (SimpleITK): ITK sums the metric over
+    # its threads, so one worker thread and the test's threads agree to ~1e-4 mm, not to the last digit
+    assert_same_results(results, expected, points_atol_mm=1e-3)
     assert results["segmentation"].labelmap.shape == volume.shape_kji
