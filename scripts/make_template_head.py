@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from nnmamba.io.volumes import image_from_array
+from nnmamba.volume import Geometry
+
 HEAD_CASE, BRAIN_CASE, GRID = "mni2009c_t1w", "mni2009c_t1w_brain", "mr2mm"
 HEAD_FILE, BRAIN_FILE = "template_head.nii.gz", "template_brain.nii.gz"
 NOTICE = ("Template head: MNI ICBM152 2009c nonlinear asymmetric T1w and its brain mask, 2 mm, 8-bit (from the "
@@ -28,10 +31,8 @@ NOTICE = ("Template head: MNI ICBM152 2009c nonlinear asymmetric T1w and its bra
 
 
 def _image(array: np.ndarray, case: np.lib.npyio.NpzFile) -> sitk.Image:
-    image = sitk.GetImageFromArray(array)
-    image.SetOrigin(tuple(float(v) for v in case["origin"]))
-    image.SetSpacing(tuple(float(v) for v in case["spacing"]))
-    return image
+    """An array on a prepared case's grid (identity direction, as scripts/prepare_data.py writes them)."""
+    return image_from_array(array, Geometry(case["origin"], case["spacing"]))
 
 
 def main() -> int:

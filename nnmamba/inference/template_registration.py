@@ -35,6 +35,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnmamba.errors import ModelError
+from nnmamba.inference.resampling import resample_channels
+from nnmamba.io.volumes import image_from_array
 from nnmamba.landmark_settings import LandmarkRegistration
 from nnmamba.volume import Geometry, Volume
 
@@ -77,11 +79,9 @@ def load_template_head(card) -> TemplateHead:
 
 def scan_on_grid(volume: Volume, geometry: Geometry, shape_kji: Sequence[int]) -> sitk.Image:
     """The scan's first channel resampled linearly onto the working grid (outside: its minimum)."""
-    array = np.asarray(volume.array[0] if volume.array.ndim == 4 else volume.array, dtype=np.float32)
-    source = _image(array, volume.geometry)
-    reference = sitk.Image([int(n) for n in reversed(shape_kji)], sitk.sitkFloat32)
-    _set_geometry(reference, geometry)
-    return sitk.Resample(source, reference, sitk.Transform(), sitk.sitkLinear, float(array.min()))
+    first = volume.array[:1] if volume.array.ndim == 4 else volume.array[None]
+    resampled = resample_channels(np.asarray(first, dtype=np.float32), volume.geometry, geometry, shape_kji)
+    return image_from_array(resampled[0], geometry)
 
 
 def place_template(settings: LandmarkRegistration, head: TemplateHead, scan: sitk.Image,
@@ -234,15 +234,3 @@ def _crop(scan: sitk.Image, point: np.ndarray, radius_mm: float) -> Optional[sit
     if (low < 0).any() or (high > np.array(scan.GetSize())).any():
         return None
     return scan[int(low[0]):int(high[0]), int(low[1]):int(high[1]), int(low[2]):int(high[2])]
-
-
-def _image(array_kji: np.ndarray, geometry: Geometry) -> sitk.Image:
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array_kji, dtype=np.float32))
-    _set_geometry(image, geometry)
-    return image
-
-
-def _set_geometry(image: sitk.Image, geometry: Geometry) -> None:
-    image.SetOrigin(tuple(float(v) for v in geometry.origin))
-    image.SetSpacing(tuple(float(v) for v in geometry.spacing))
-    image.SetDirection(tuple(float(v) for v in np.asarray(geometry.direction).ravel()))
