@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 from nnmamba.errors import InputError, ModelError
 from nnmamba import tasks
 from nnmamba.landmark_settings import LandmarkDecoding, LandmarkFitSettings, LandmarkRegistration
+from nnmamba.mirroring import swap_order
 
 CARD_SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).with_name("model_card.schema.json")
@@ -107,12 +108,7 @@ class ModelCard:
 
     def mirror_order(self, outputs: int) -> Optional[list]:
         """The output channel order after a left-right mirror (None when no channel moves)."""
-        if not self.mirror_pairs:
-            return None
-        order = list(range(outputs))
-        for a, b in self.mirror_pairs:
-            order[a], order[b] = b, a
-        return order
+        return swap_order(outputs, self.mirror_pairs) if self.mirror_pairs else None
 
     @property
     def in_channels(self) -> int:

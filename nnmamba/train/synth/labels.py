@@ -10,6 +10,8 @@ brain-only map.
 
 from __future__ import annotations
 
+from nnmamba.mirroring import swap_order
+
 TISSUES = ("background", "csf", "grey", "white", "deep_grey", "bone", "fat", "soft", "vessel")
 
 UNLABELLED_BRAIN, EXTRACEREBRAL_CSF, SKULL, SCALP_FAT, SCALP = 900, 901, 902, 903, 904
@@ -77,9 +79,8 @@ def mirrored_code(code: int) -> int:
 
 def point_permutation(count: int, pairs) -> list:
     """The index order that swaps each (right, left) pair: out[n] = in[perm[n]]."""
-    perm = list(range(count))
+    pairs = list(pairs)
     for a, b in pairs:
         if max(a, b) >= count:
             raise ValueError(f"point pair {(a, b)} is out of range for {count} points")
-        perm[a], perm[b] = b, a
-    return perm
+    return swap_order(count, pairs)
